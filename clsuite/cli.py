@@ -1,0 +1,127 @@
+"""``clsuite`` command line: one subcommand per pipeline stage, plus ``list`` and ``profile``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from clsuite.config import PARAMS_FILE, load_params
+from clsuite.errors import ClsuiteError
+
+RAW_ROOT = Path("data/raw")
+
+
+def cmd_fetch(args: argparse.Namespace) -> None:
+    from clsuite.data.sources import SOURCES
+
+    params = load_params(args.params)
+    sources = sorted({params.benchmark(b).source for b in params.run.benchmarks})
+    for name in sources:
+        paths = SOURCES.get(name).fetch(RAW_ROOT / name)
+        print(f"fetched {name}: {', '.join(str(p) for p in paths)}")
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from clsuite.data.prepare import prepare_benchmark
+    from clsuite.train import PREPARED_ROOT
+
+    params = load_params(args.params)
+    manifest = prepare_benchmark(args.benchmark, params.benchmark(args.benchmark), RAW_ROOT, PREPARED_ROOT)
+    print(f"prepared {args.benchmark}: {manifest.counts['train']} train / {manifest.counts['test']} test, "
+          f"{len(manifest.experiences)} experiences {manifest.experiences}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from clsuite.train import train_run
+
+    params = load_params(args.params)
+    run_dir = train_run(params, args.benchmark, args.method, args.seed)
+    print(f"records written to {run_dir}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from clsuite.evaluate import TABLES_DIR, evaluate_grid
+
+    tables = evaluate_grid(load_params(args.params))
+    print(f"wrote {', '.join(tables)} to {TABLES_DIR}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from clsuite.report import build_report
+
+    path = build_report(load_params(args.params))
+    print(f"report written to {path}")
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    if args.what == "methods":
+        from clsuite.methods import METHODS
+
+        for name in METHODS:
+            spec = METHODS.get(name)
+            fields = ", ".join(f"{k}={v.default!r}" for k, v in spec.config_cls.model_fields.items())
+            print(f"{name:12s} {spec.description}  [{fields}]  ({METHODS.origin(name)})")
+    elif args.what == "benchmarks":
+        params = load_params(args.params)
+        for name, b in sorted(params.benchmarks.items()):
+            mark = "*" if name in params.run.benchmarks else " "
+            print(f"{mark} {name:14s} source={b.source} scenario={b.scenario} experiences={b.n_experiences} "
+                  f"model={b.model.name}  {b.description}")
+        print("(* = in the current run grid)")
+    elif args.what == "models":
+        from clsuite.models import MODELS
+
+        for name in MODELS:
+            print(f"{name:12s} {MODELS.get(name).description}")
+    elif args.what == "sources":
+        from clsuite.data.sources import SOURCES
+
+        for name in SOURCES:
+            print(f"{name:14s} {SOURCES.get(name).description}")
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    from clsuite.profiles import use_profile
+
+    use_profile(Path(args.params), args.name)
+    print(f"{args.params}: run grid set to profile {args.name!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clsuite", description=__doc__)
+    p.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("fetch", help="fetch the data sources of the run grid into data/raw").set_defaults(fn=cmd_fetch)
+    sp = sub.add_parser("prepare", help="split one benchmark into data/prepared/<benchmark>")
+    sp.add_argument("--benchmark", required=True)
+    sp.set_defaults(fn=cmd_prepare)
+    sp = sub.add_parser("train", help="train one run and write its prediction records")
+    sp.add_argument("--benchmark", required=True)
+    sp.add_argument("--method", required=True)
+    sp.add_argument("--seed", type=int, required=True)
+    sp.set_defaults(fn=cmd_train)
+    sub.add_parser("evaluate", help="metric tables from the records of every run").set_defaults(fn=cmd_evaluate)
+    sub.add_parser("report", help="figures, tables and index.md/html under reports/").set_defaults(fn=cmd_report)
+    sp = sub.add_parser("list", help="list registered components")
+    sp.add_argument("what", choices=["methods", "benchmarks", "models", "sources"])
+    sp.set_defaults(fn=cmd_list)
+    sp = sub.add_parser("profile", help="copy a profile's grid into run: in params.yaml")
+    sp.add_argument("name")
+    sp.set_defaults(fn=cmd_profile)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Each subcommand reads params from the working directory, so it must be the repo root.
+    try:
+        args.fn(args)
+    except ClsuiteError as exc:
+        print(f"clsuite {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""params.yaml → validated, immutable configuration objects (pydantic).
+
+Every mapping forbids unknown keys, so a typo fails at load time with the full
+key path (``methods.replay.mem_sise``) and the keys that are allowed there.
+Method and model hyperparameters are validated by the config class that each
+registered method/model declares, so third-party plugins get the same checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from clsuite.errors import ParamsError
+
+PARAMS_FILE = Path("params.yaml")
+
+Scenario = Literal["class_il", "task_il", "domain_il"]
+
+
+class Strict(BaseModel):
+    """Base for every params section: unknown keys are errors, objects are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainConfig(Strict):
+    """Optimisation protocol of a benchmark (per-dataset, as in Mammoth's best args)."""
+
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(10, ge=1)
+    eval_batch_size: int = Field(1000, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class ModelSpec(Strict):
+    """``name`` selects a registered model; the remaining keys are its hyperparameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class BenchmarkConfig(Strict):
+    """A continual stream built from one data source."""
+
+    source: str
+    scenario: Scenario = "class_il"
+    n_experiences: int = Field(5, ge=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    split_seed: int = 1993
+    class_order: list[int] | None = None
+    subsample_per_class: int | None = Field(None, ge=1)
+    model: ModelSpec
+    train: TrainConfig = TrainConfig()
+    description: str = ""
+
+
+class GridConfig(Strict):
+    benchmarks: list[str] = Field(min_length=1)
+    methods: list[str] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+
+    @field_validator("benchmarks", "methods", "seeds")
+    @classmethod
+    def _unique(cls, v: list) -> list:
+        dupes = sorted({str(x) for x in v if v.count(x) > 1})
+        if dupes:
+            raise ValueError(f"duplicate entries: {', '.join(dupes)}")
+        return v
+
+
+class RunConfig(GridConfig):
+    """The grid that ``dvc repro`` runs (dvc.yaml's matrix reads these lists)."""
+
+    profile: str = "embedded"
+    device: str = "auto"
+    deterministic: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:"):
+            return v
+        raise ValueError(f"device must be one of auto, cpu, cuda, cuda:N, mps (got {v!r})")
+
+
+class MethodEntry(BaseModel):
+    """A method as named in params: registered ``type`` (default: the key) + its config."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    name: str
+    type: str
+    config: BaseModel
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.model_dump(mode="json")
+
+
+class Params(Strict):
+    run: RunConfig
+    profiles: dict[str, GridConfig] = {}
+    benchmarks: dict[str, BenchmarkConfig]
+    methods: dict[str, dict[str, Any]]
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> "Params":
+        _check_names("run.benchmarks", self.run.benchmarks, self.benchmarks, "benchmarks")
+        _check_names("run.methods", self.run.methods, self.methods, "methods")
+        if self.profiles and self.run.profile not in self.profiles:
+            raise ValueError(
+                f"run.profile: unknown profile {self.run.profile!r}; "
+                f"defined under profiles: {', '.join(sorted(self.profiles))}"
+            )
+        for pname, grid in self.profiles.items():
+            _check_names(f"profiles.{pname}.benchmarks", grid.benchmarks, self.benchmarks, "benchmarks")
+            _check_names(f"profiles.{pname}.methods", grid.methods, self.methods, "methods")
+        return self
+
+    # -- resolved views -------------------------------------------------------------
+    def method(self, name: str) -> MethodEntry:
+        """The validated method ``name`` (its config class comes from the method registry)."""
+        from clsuite.methods import METHODS
+
+        raw = dict(self.methods[name] or {})
+        mtype = raw.pop("type", name)
+        if mtype not in METHODS:
+            raise ParamsError(
+                f"methods.{name}.type: unknown method {mtype!r}; registered methods: "
+                f"{', '.join(METHODS.names())} (see `clsuite list methods`)"
+            )
+        spec = METHODS.get(mtype)
+        try:
+            cfg = spec.config_cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ParamsError(format_validation_error(exc, f"methods.{name}", spec.config_cls)) from None
+        return MethodEntry(name=name, type=mtype, config=cfg)
+
+    def benchmark(self, name: str) -> BenchmarkConfig:
+        if name not in self.benchmarks:
+            raise ParamsError(
+                f"benchmarks.{name}: not defined; defined benchmarks: {', '.join(sorted(self.benchmarks))}"
+            )
+        return self.benchmarks[name]
+
+    def section_hash(self, *keys: str) -> str:
+        """sha256 of the JSON of the given top-level/dotted sections (for run ids and provenance)."""
+        data = self.model_dump(mode="json")
+        picked = {k: _dig(data, k) for k in keys} if keys else data
+        return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()
+
+
+def _dig(data: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data[part]
+    return data
+
+
+def _check_names(where: str, names: list, defined: dict, section: str) -> None:
+    unknown = [n for n in names if n not in defined]
+    if unknown:
+        raise ValueError(
+            f"{where}: {', '.join(map(repr, unknown))} not defined under {section}; "
+            f"defined: {', '.join(sorted(defined))}"
+        )
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """Field names allowed at ``loc`` (the parent of the offending key), or None."""
+    ann: Any = model
+    for part in loc:
+        origin = typing.get_origin(ann)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            field = ann.model_fields.get(str(part))
+            if field is None:
+                return None
+            ann = field.annotation
+        elif origin is dict:
+            ann = typing.get_args(ann)[1]
+        elif origin in (list, tuple):
+            ann = typing.get_args(ann)[0]
+        else:
+            args = [a for a in typing.get_args(ann) if a is not type(None)]
+            if len(args) == 1:
+                ann = args[0]
+                return _allowed_keys(ann, (part,)) if isinstance(ann, type) else None
+            return None
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return sorted(ann.model_fields)
+    return None
+
+
+def format_validation_error(exc: ValidationError, prefix: str, model: type[BaseModel]) -> str:
+    """One line per problem: ``<key path>: <problem> (allowed: …)``."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        path = ".".join([prefix, *map(str, loc)]) if prefix else ".".join(map(str, loc))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[:-1])
+            msg = f"unknown key {loc[-1]!r}" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+            # cross-check errors carry their own key path
+            if not loc:
+                path = ""
+        line = f"{path}: {msg}" if path else msg
+        if err["type"] not in ("extra_forbidden", "missing") and "input" in err and loc:
+            line += f" (got {err['input']!r})"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def load_params(path: str | Path = PARAMS_FILE, *, check_components: bool = True) -> Params:
+    """Read and validate params.yaml; raise ParamsError naming the key path on any problem.
+
+    With ``check_components`` every method and model in the run grid is resolved against
+    the registries, so an unknown method or a typo'd hyperparameter fails here.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found; run clsuite from the repository root") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(raw, source=str(path), check_components=check_components)
+
+
+def parse_params(raw: Any, *, source: str = "params", check_components: bool = True) -> Params:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: top level must be a mapping with keys run, profiles, benchmarks, methods")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(f"{source}: invalid parameters\n" + format_validation_error(exc, "", Params)) from None
+    if check_components:
+        from clsuite.models import MODELS
+
+        for mname in params.methods:
+            try:
+                params.method(mname)
+            except ParamsError as exc:
+                raise ParamsError(f"{source}: invalid parameters\n{exc}") from None
+        for bname, bench in params.benchmarks.items():
+            if bench.model.name not in MODELS:
+                raise ParamsError(
+                    f"{source}: benchmarks.{bname}.model.name: unknown model {bench.model.name!r}; "
+                    f"available: {', '.join(MODELS.names())}"
+                )
+            spec = MODELS.get(bench.model.name)
+            try:
+                spec.config_cls.model_validate(bench.model.kwargs())
+            except ValidationError as exc:
+                raise ParamsError(
+                    f"{source}: invalid parameters\n"
+                    + format_validation_error(exc, f"benchmarks.{bname}.model", spec.config_cls)
+                ) from None
+            from clsuite.data.sources import SOURCES
+
+            if bench.source not in SOURCES:
+                raise ParamsError(
+                    f"{source}: benchmarks.{bname}.source: unknown source {bench.source!r}; "
+                    f"available: {', '.join(SOURCES.names())}"
+                )
+    return params

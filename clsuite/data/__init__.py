@@ -1,0 +1,1 @@
+"""Data: sources (fetch + parse), prepare (split into streams), streams (Avalanche)."""

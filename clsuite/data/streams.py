@@ -1,0 +1,92 @@
+"""Prepared arrays → continual streams (Avalanche benchmarks) and evaluation sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clsuite.data.prepare import SPLITS, Manifest, read_manifest
+from clsuite.errors import DataError, ParamsError
+from clsuite.io import sha256_file
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a prepared benchmark: ``x`` uint8 (N, C, H, W), ``y`` int64 (N,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def rows_of_classes(self, classes: list[int]) -> np.ndarray:
+        """Row indices (ascending) of samples whose label is in ``classes``."""
+        return np.flatnonzero(np.isin(self.y, classes))
+
+
+@dataclass(frozen=True)
+class PreparedBenchmark:
+    manifest: Manifest
+    train: Split
+    test: Split
+
+    @property
+    def n_experiences(self) -> int:
+        return len(self.manifest.experiences)
+
+    def experience_rows(self, split: str) -> list[np.ndarray]:
+        data = self.train if split == "train" else self.test
+        return [data.rows_of_classes(c) for c in self.manifest.experiences]
+
+
+def load_prepared(folder: Path, verify: bool = True) -> PreparedBenchmark:
+    """Read a prepared folder; with ``verify`` every array's sha256 is checked first."""
+    manifest = read_manifest(folder)
+    splits = {}
+    for split in SPLITS:
+        arrays = {}
+        for key in ("x", "y"):
+            path = folder / f"{split}_{key}.npy"
+            if not path.exists():
+                raise DataError(f"{path}: missing; rerun `clsuite prepare --benchmark {folder.name}`")
+            if verify and sha256_file(path) != manifest.sha256.get(path.name):
+                raise DataError(
+                    f"{path}: sha256 does not match manifest.json (file changed or truncated); "
+                    f"rerun `clsuite prepare --benchmark {folder.name}`"
+                )
+            arrays[key] = np.load(path, mmap_mode="r")
+        x, y = arrays["x"], arrays["y"]
+        if x.dtype != np.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != tuple(manifest.input_shape):
+            raise DataError(f"{folder}/{split}_x.npy: expected uint8 (N, {manifest.input_shape}), got {x.dtype} {x.shape}")
+        if y.shape != (x.shape[0],) or (len(y) and (y.min() < 0 or y.max() >= manifest.n_classes)):
+            raise DataError(f"{folder}/{split}_y.npy: labels must be (N,) in [0, {manifest.n_classes})")
+        splits[split] = Split(np.asarray(x), np.asarray(y))
+    return PreparedBenchmark(manifest, splits["train"], splits["test"])
+
+
+def to_float(x: np.ndarray) -> torch.Tensor:
+    """uint8 (N, C, H, W) → float32 tensor in [0, 1]."""
+    return torch.from_numpy(np.array(x, dtype=np.uint8, copy=True)).float().div_(255.0)
+
+
+def make_avalanche_benchmark(prepared: PreparedBenchmark, scenario: str):
+    """An Avalanche benchmark with one experience per class group, rows in prepared order.
+
+    class_il: task label 0 everywhere; task_il: task label = experience index.
+    """
+    from avalanche.benchmarks import tensors_benchmark
+
+    if scenario not in ("class_il", "task_il"):
+        raise ParamsError(
+            f"scenario {scenario!r} is not available for class-split sources yet; use class_il or task_il"
+        )
+    streams = {}
+    for split in SPLITS:
+        data = prepared.train if split == "train" else prepared.test
+        streams[split] = [
+            (to_float(data.x[rows]), torch.from_numpy(data.y[rows]).long())
+            for rows in prepared.experience_rows(split)
+        ]
+    task_labels = list(range(prepared.n_experiences)) if scenario == "task_il" else [0] * prepared.n_experiences
+    return tensors_benchmark(train_tensors=streams["train"], test_tensors=streams["test"], task_labels=task_labels)

@@ -1,0 +1,32 @@
+"""Exceptions with messages that name the offending file/key and the fix."""
+
+
+class ClsuiteError(Exception):
+    """Base class: every error clsuite raises on bad input or state."""
+
+
+class ParamsError(ClsuiteError):
+    """params.yaml is malformed: the message names the key path and allowed values."""
+
+
+class DataError(ClsuiteError):
+    """A dataset file is missing, corrupt or has the wrong checksum/shape."""
+
+
+class FetchError(DataError):
+    """A dataset cannot be obtained; the message says what to download and where to put it."""
+
+
+class SchemaError(ClsuiteError):
+    """A table does not match its pandera schema; the message names the table and column."""
+
+
+class RegistryError(ClsuiteError, KeyError):
+    """An unknown name was looked up in a registry."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class TrainingDiverged(ClsuiteError):
+    """The model produced non-finite outputs; the run is marked failed, not written."""

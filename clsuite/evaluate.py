@@ -1,0 +1,102 @@
+"""evaluate: prediction records of every run in the grid → metric tables.
+
+Writes (each under its pandera schema) to ``reports/data/``: accuracy_matrix,
+stage_accuracy, run_metrics, summary, experiences (Parquet, plus CSV copies), and
+``reports/metrics.json`` (means over seeds, for ``dvc metrics show``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clsuite.config import Params
+from clsuite.errors import DataError
+from clsuite.io import write_json, write_text
+from clsuite.metrics import accuracy as acc
+from clsuite.metrics.aggregate import summarise
+from clsuite.records import read_records
+from clsuite.schemas import ACCURACY_MATRIX, EXPERIENCES, RUN_METRICS, STAGE_ACCURACY, SUMMARY
+from clsuite.tables import read_table, write_table
+from clsuite.train import RUNS_ROOT, run_dir_for
+
+TABLES_DIR = Path("reports/data")
+METRICS_JSON = Path("reports/metrics.json")
+PROTOCOLS = ("class_il", "task_il")
+
+
+def run_metrics_from_records(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """For one run: (accuracy matrix rows, stage accuracy rows, metric rows), all protocols."""
+    mats, stages, metrics = [], [], []
+    for protocol in PROTOCOLS:
+        table = acc.accuracy_table(records, protocol).assign(protocol=protocol)
+        stage = acc.stage_accuracy(records, protocol).assign(protocol=protocol)
+        A = acc.to_matrix(table)
+        s = stage["accuracy"].to_numpy()
+        values = {
+            "avg_acc": acc.average_accuracy(s),
+            "last_acc": acc.last_accuracy(s),
+            "forgetting": acc.forgetting(A),
+            "avalanche_forgetting": acc.avalanche_forgetting(A),
+            "bwt": acc.bwt(A),
+            # In class-IL a model never predicts classes it has not been trained on, so
+            # A[j-1, j] = 0 and FWT would only restate the untrained model's accuracy.
+            "fwt": acc.fwt(A, acc.init_accuracy(table)) if protocol == "task_il" else None,
+        }
+        mats.append(table)
+        stages.append(stage)
+        metrics.append(pd.DataFrame(
+            [{"protocol": protocol, "metric": m, "value": v} for m, v in values.items() if v is not None]
+        ))
+    return pd.concat(mats, ignore_index=True), pd.concat(stages, ignore_index=True), pd.concat(metrics, ignore_index=True)
+
+
+def evaluate_grid(params: Params, runs_root: Path = RUNS_ROOT, out_dir: Path = TABLES_DIR,
+                  metrics_json: Path = METRICS_JSON) -> dict[str, pd.DataFrame]:
+    """Compute every table for the runs of ``params.run`` and write them."""
+    run = params.run
+    mats, stages, metrics, exps = [], [], [], []
+    for benchmark in run.benchmarks:
+        for method in run.methods:
+            for seed in run.seeds:
+                run_dir = run_dir_for(runs_root, benchmark, method, seed)
+                if not (run_dir / "records").exists():
+                    raise DataError(f"{run_dir}: no records; run `dvc repro` (or `clsuite train --benchmark "
+                                    f"{benchmark} --method {method} --seed {seed}`) first")
+                records = read_records(run_dir)
+                keys = {"run_id": records["run_id"].iat[0], "benchmark": benchmark, "method": method, "seed": seed}
+                m, s, r = run_metrics_from_records(records)
+                mats.append(m.assign(**keys))
+                stages.append(s.assign(**keys))
+                metrics.append(r.assign(**keys))
+                exps.append(read_table(run_dir / "experiences.parquet", EXPERIENCES))
+    cols = ["run_id", "benchmark", "method", "seed", "protocol"]
+    tables = {
+        "accuracy_matrix": (pd.concat(mats)[cols + ["train_exp", "eval_exp", "accuracy", "n_samples"]], ACCURACY_MATRIX),
+        "stage_accuracy": (pd.concat(stages)[cols + ["train_exp", "accuracy", "n_samples"]], STAGE_ACCURACY),
+        "run_metrics": (pd.concat(metrics)[cols + ["metric", "value"]], RUN_METRICS),
+        "experiences": (pd.concat(exps), EXPERIENCES),
+    }
+    summary = summarise(tables["run_metrics"][0], ["benchmark", "method", "protocol", "metric"])
+    tables["summary"] = (summary, SUMMARY)
+    out = {}
+    for name, (df, schema) in tables.items():
+        df = df.reset_index(drop=True)
+        write_table(df, out_dir / f"{name}.parquet", schema)
+        write_text(out_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.6g"))
+        out[name] = df
+    write_json(metrics_json, metrics_dict(summary))
+    return out
+
+
+def metrics_dict(summary: pd.DataFrame) -> dict:
+    """{benchmark: {method: {protocol: {metric: mean}}}} rounded for stable diffs."""
+    out: dict = {}
+    for row in summary.itertuples(index=False):
+        out.setdefault(row.benchmark, {}).setdefault(row.method, {}).setdefault(row.protocol, {})[row.metric] = (
+            None if np.isnan(row.mean) else round(float(row.mean), 6)
+        )
+    return json.loads(json.dumps(out))

@@ -1,0 +1,87 @@
+"""Atomic file writes and checksums: nothing is ever half written.
+
+Every writer goes through :func:`atomic_path`: data is written to a temporary file in
+the destination folder and renamed into place only after it was closed successfully,
+so a killed process leaves either the old file or the new one, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temp path beside ``dest``; rename it onto ``dest`` if the block succeeds."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual file mode
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(dest: str | Path, text: str) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+
+
+def write_bytes(dest: str | Path, data: bytes) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(dest: str | Path, obj: Any) -> None:
+    """Deterministic JSON (sorted keys, fixed indent, trailing newline)."""
+    write_text(dest, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def copy_file(src: str | Path, dest: str | Path) -> None:
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def replace_dir(src_tmp: Path, dest: Path) -> None:
+    """Swap a fully written temp folder into place (old content removed afterwards)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(dest, old)
+    os.replace(src_tmp, dest)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def temp_dir_beside(dest: Path) -> Path:
+    """A fresh temp folder next to ``dest`` (same filesystem, so it can be renamed onto it)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    return tmp

@@ -1,0 +1,57 @@
+"""Continual-learning methods: each is a set of Avalanche plugins, registered by name.
+
+A method module declares a pydantic config (its hyperparameters, validated against
+params.yaml) and a builder ``build(cfg, ctx) -> list[SupervisedPlugin]``. The trainer
+adds those plugins to a ``SupervisedTemplate``. Third-party packages register methods
+through the ``clsuite.methods`` entry-point group (docs/adding-a-method.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from avalanche.core import BasePlugin
+from pydantic import BaseModel, ConfigDict
+
+from clsuite.registry import Registry
+
+
+class MethodConfig(BaseModel):
+    """Base for method hyperparameters: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method may need to know about the run it is built for."""
+
+    seed: int
+    n_classes: int
+    experiences: list[list[int]]
+    input_shape: tuple[int, int, int]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    config_cls: type[MethodConfig]
+    build: Callable[[MethodConfig, MethodContext], Sequence[BasePlugin]]
+    description: str = ""
+    citation: str = ""  # BibTeX key in clsuite.report.citations (or a full entry)
+
+
+METHODS: Registry[MethodSpec] = Registry("method", "clsuite.methods", builtins="clsuite.methods.builtin")
+
+
+def register_method(name: str, config_cls: type[MethodConfig], description: str = "", citation: str = ""):
+    """Decorator for ``build(cfg, ctx) -> list of plugins``; registers a :class:`MethodSpec`."""
+
+    def wrap(fn: Callable[[MethodConfig, MethodContext], Sequence[BasePlugin]]):
+        METHODS.register(name, MethodSpec(name, config_cls, fn, description, citation), origin=fn.__module__)
+        return fn
+
+    return wrap

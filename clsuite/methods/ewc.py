@@ -1,0 +1,32 @@
+"""Elastic Weight Consolidation (Kirkpatrick et al. 2017), Avalanche's ``EWCPlugin``.
+
+Penalty added to the loss: λ · Σ_i F_i (θ_i − θ*_i)², with the diagonal Fisher F
+estimated after each experience; ``mode=online`` keeps one decayed Fisher (Schwarz et
+al. 2018, the ``ewc_on`` of Mammoth), ``separate`` one term per past experience.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from avalanche.training.plugins import EWCPlugin
+from pydantic import Field, model_validator
+
+from clsuite.methods import MethodConfig, MethodContext, register_method
+
+
+class EWCConfig(MethodConfig):
+    ewc_lambda: float = Field(100.0, ge=0)
+    mode: Literal["separate", "online"] = "separate"
+    decay_factor: float | None = Field(None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _online_needs_decay(self) -> "EWCConfig":
+        if self.mode == "online" and self.decay_factor is None:
+            raise ValueError("mode 'online' needs decay_factor in [0, 1] (e.g. 1.0)")
+        return self
+
+
+@register_method("ewc", EWCConfig, "elastic weight consolidation (diagonal Fisher penalty)", citation="kirkpatrick2017ewc")
+def build(cfg: EWCConfig, ctx: MethodContext) -> list:
+    return [EWCPlugin(ewc_lambda=cfg.ewc_lambda, mode=cfg.mode, decay_factor=cfg.decay_factor)]

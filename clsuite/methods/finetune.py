@@ -1,0 +1,14 @@
+"""Finetune (naive): plain SGD on each experience in turn; the lower bound."""
+
+from __future__ import annotations
+
+from clsuite.methods import MethodConfig, MethodContext, register_method
+
+
+class FinetuneConfig(MethodConfig):
+    pass
+
+
+@register_method("finetune", FinetuneConfig, "no protection against forgetting (lower bound)")
+def build(cfg: FinetuneConfig, ctx: MethodContext) -> list:
+    return []

@@ -1,0 +1,134 @@
+"""Experience Replay with a reservoir buffer (Chaudhry et al. 2019; Mammoth's ``er``).
+
+Every training minibatch is concatenated with ``batch_size_mem`` samples drawn
+uniformly from the buffer; after the update, the *incoming* samples are offered to
+the buffer by reservoir sampling, so the buffer is a uniform sample of the stream.
+Avalanche's stock ``ReplayPlugin`` instead rebalances per experience at the end of
+each experience; the replay literature's ER is this online reservoir.
+"""
+
+from __future__ import annotations
+
+import torch
+from avalanche.training.plugins import SupervisedPlugin
+from pydantic import Field
+
+from clsuite.methods import MethodConfig, MethodContext, register_method
+
+
+class ReservoirBuffer:
+    """Fixed-capacity uniform sample of a stream of (x, y, t) rows, kept on the CPU.
+
+    Reservoir sampling (Vitter's algorithm R): the n-th sample seen is stored with
+    probability capacity / n, replacing a uniformly chosen slot. All randomness comes
+    from the buffer's own ``torch.Generator``, so it is reproducible and checkpointable.
+    """
+
+    def __init__(self, capacity: int, seed: int) -> None:
+        self.capacity = capacity
+        self.n_seen = 0
+        self._x: torch.Tensor | None = None  # (capacity, ...) once the first batch arrives
+        self._y = torch.empty(capacity, dtype=torch.long)
+        self._t = torch.empty(capacity, dtype=torch.long)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return min(self.n_seen, self.capacity)
+
+    @property
+    def x(self) -> torch.Tensor:
+        if self._x is None:
+            raise ValueError("the buffer is empty")
+        return self._x[: len(self)]
+
+    @property
+    def y(self) -> torch.Tensor:
+        return self._y[: len(self)]
+
+    @property
+    def t(self) -> torch.Tensor:
+        return self._t[: len(self)]
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
+        """Offer a batch (x: (B, ...), y: (B,), t: (B,)) to the reservoir."""
+        x, y, t = x.detach().cpu(), y.detach().cpu().long(), t.detach().cpu().long()
+        if self._x is None:
+            self._x = torch.empty((self.capacity, *x.shape[1:]), dtype=x.dtype)
+        for i in range(x.shape[0]):
+            if self.n_seen < self.capacity:
+                slot = self.n_seen
+            else:
+                slot = int(torch.randint(0, self.n_seen + 1, (1,), generator=self.generator))
+            self.n_seen += 1
+            if slot < self.capacity:
+                self._x[slot] = x[i]
+                self._y[slot] = y[i]
+                self._t[slot] = t[i]
+
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n`` rows drawn uniformly without replacement (all rows if fewer are stored)."""
+        idx = torch.randperm(len(self), generator=self.generator)[:n]
+        return self.x[idx], self.y[idx], self.t[idx]
+
+    def state_dict(self) -> dict:
+        return {
+            "capacity": self.capacity,
+            "n_seen": self.n_seen,
+            "x": None if self._x is None else self.x.clone(),
+            "y": self.y.clone(),
+            "t": self.t.clone(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.__init__(state["capacity"], seed=0)
+        if state["x"] is not None:
+            size = len(state["y"])
+            self._x = torch.empty((self.capacity, *state["x"].shape[1:]), dtype=state["x"].dtype)
+            self._x[:size], self._y[:size], self._t[:size] = state["x"], state["y"], state["t"]
+        self.n_seen = state["n_seen"]
+        self.generator.set_state(state["generator"])
+
+
+class ReservoirReplayPlugin(SupervisedPlugin):
+    """ER: concatenate a buffer batch to each training minibatch; reservoir-update after."""
+
+    def __init__(self, mem_size: int, batch_size_mem: int, seed: int) -> None:
+        super().__init__()
+        self.buffer = ReservoirBuffer(mem_size, seed)
+        self.batch_size_mem = batch_size_mem
+        self._incoming: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def before_forward(self, strategy, **kwargs) -> None:
+        x, y, t = strategy.mbatch[0], strategy.mbatch[1], strategy.mbatch[-1]
+        self._incoming = (x, y, t)
+        if len(self.buffer) == 0:
+            return
+        bx, by, bt = self.buffer.sample(self.batch_size_mem)
+        dev = x.device
+        strategy.mbatch = [
+            torch.cat([x, bx.to(dev, non_blocking=True)]),
+            torch.cat([y, by.to(dev, non_blocking=True)]),
+            torch.cat([t, bt.to(dev, non_blocking=True)]),
+        ]
+
+    def after_training_iteration(self, strategy, **kwargs) -> None:
+        if self._incoming is not None:
+            self.buffer.add(*self._incoming)
+            self._incoming = None
+
+    def state_dict(self) -> dict:
+        return {"buffer": self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffer.load_state_dict(state["buffer"])
+
+
+class ReplayConfig(MethodConfig):
+    mem_size: int = Field(200, ge=1, description="buffer capacity in samples")
+    batch_size_mem: int = Field(10, ge=1, description="buffer samples added to each minibatch")
+
+
+@register_method("replay", ReplayConfig, "experience replay with an online reservoir buffer", citation="chaudhry2019er")
+def build(cfg: ReplayConfig, ctx: MethodContext) -> list:
+    return [ReservoirReplayPlugin(cfg.mem_size, cfg.batch_size_mem, seed=ctx.seed)]

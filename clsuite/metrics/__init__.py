@@ -1,0 +1,1 @@
+"""Metrics: pure functions of prediction-record tables (never of live models)."""

@@ -1,0 +1,103 @@
+"""Per-sample prediction records: the one input of every metric.
+
+After each training experience (and once before training, ``train_exp = -1``, the
+random-init reference for forward transfer) the model is evaluated on every test
+experience and one row per sample is stored (schema :data:`clsuite.schemas.RECORDS`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from clsuite.data.streams import PreparedBenchmark, to_float
+from clsuite.schemas import RECORDS
+from clsuite.tables import read_table, write_table
+
+
+@dataclass(frozen=True)
+class RunKey:
+    benchmark: str
+    method: str
+    seed: int
+    scenario: str
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.benchmark}/{self.method}/seed{self.seed}"
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, x: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+    """Logits (N, K) float32 for uint8 images ``x`` (N, C, H, W), in eval mode, batched."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb = to_float(x[start : start + batch_size]).to(device, non_blocking=True)
+        out.append(model(xb).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def records_from_logits(
+    key: RunKey, train_exp: int, eval_exp: int, sample_ids: np.ndarray, y_true: np.ndarray,
+    logits: np.ndarray, task_classes: list[int], eval_set: str = "clean",
+) -> pd.DataFrame:
+    """Rows for one (stage, eval experience): class-IL and task-IL predictions, MSP, energy."""
+    t = torch.from_numpy(logits)
+    probs = torch.softmax(t, dim=1)
+    masked = torch.full_like(t, float("-inf"))
+    masked[:, task_classes] = t[:, task_classes]
+    df = pd.DataFrame(
+        {
+            "run_id": key.run_id,
+            "benchmark": key.benchmark,
+            "method": key.method,
+            "seed": np.int64(key.seed),
+            "scenario": key.scenario,
+            "train_exp": np.int64(train_exp),
+            "eval_exp": np.int64(eval_exp),
+            "eval_set": eval_set,
+            "sample_id": sample_ids.astype(np.int64),
+            "y_true": y_true.astype(np.int64),
+            "y_pred": t.argmax(1).numpy().astype(np.int64),
+            "y_pred_task": masked.argmax(1).numpy().astype(np.int64),
+            "confidence": probs.max(1).values.numpy().astype(np.float32),
+            "energy": torch.logsumexp(t, dim=1).numpy().astype(np.float32),
+        }
+    )
+    logit_cols = pd.DataFrame(logits.astype(np.float32), columns=[f"logit_{k}" for k in range(logits.shape[1])])
+    return pd.concat([df, logit_cols], axis=1)
+
+
+def stage_records(
+    model: torch.nn.Module, prepared: PreparedBenchmark, key: RunKey, train_exp: int,
+    batch_size: int, device: torch.device,
+) -> pd.DataFrame:
+    """Evaluate on the whole test set once; split rows by test experience."""
+    logits = predict_logits(model, prepared.test.x, batch_size, device)
+    parts = []
+    for eval_exp, (rows, classes) in enumerate(zip(prepared.experience_rows("test"), prepared.manifest.experiences)):
+        parts.append(records_from_logits(key, train_exp, eval_exp, rows, prepared.test.y[rows], logits[rows], classes))
+    return pd.concat(parts, ignore_index=True)
+
+
+def stage_path(run_dir: Path, train_exp: int) -> Path:
+    return run_dir / "records" / f"train_exp_{train_exp}.parquet"
+
+
+def write_stage(df: pd.DataFrame, run_dir: Path, train_exp: int) -> Path:
+    path = stage_path(run_dir, train_exp)
+    write_table(df, path, RECORDS)
+    return path
+
+
+def read_records(run_dir: Path) -> pd.DataFrame:
+    """All stages of one run, validated, sorted by (train_exp, eval_exp, sample_id)."""
+    df = read_table(run_dir / "records", RECORDS)
+    return df.sort_values(["train_exp", "eval_set", "eval_exp", "sample_id"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,134 @@
+"""report: metric tables → ``reports/index.md``, ``index.html``, figures and tables.
+
+Reads only the evaluate stage's schema-validated tables (``reports/data``). Every file
+is written deterministically, so an unchanged rerun reproduces them byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import markdown
+import pandas as pd
+
+from clsuite.config import Params
+from clsuite.data.sources import SOURCES
+from clsuite.evaluate import TABLES_DIR
+from clsuite.io import write_text
+from clsuite.methods import METHODS
+from clsuite.report import figures, tables
+from clsuite.report.citations import bibtex
+from clsuite.report.provenance import provenance
+from clsuite.schemas import ACCURACY_MATRIX, EXPERIENCES, STAGE_ACCURACY, SUMMARY
+from clsuite.tables import read_table
+
+REPORTS = Path("reports")
+MAIN_METRICS = ["last_acc", "avg_acc", "forgetting", "bwt", "fwt"]
+
+DEFINITIONS = """\
+- **Last acc.**: accuracy on the test samples of all experiences after the last one.
+- **Avg. acc.**: mean over stages of the accuracy on all classes seen so far.
+- **Forgetting**: mean over old experiences of (best accuracy before the last stage − final accuracy) (Chaudhry et al. 2018).
+- **BWT**: mean over old experiences of (final accuracy − accuracy right after learning it) (Lopez-Paz & Ranzato 2017); Avalanche's forgetting is −BWT.
+- **FWT** (task-IL only): mean over j ≥ 2 of (accuracy on experience j before training on it − accuracy of the untrained model on it). In class-IL unseen classes are never predicted, so it is not reported there.
+- **Class-IL** predicts among all classes; **task-IL** among the classes of the sample's experience (task label given at test time).
+- Values are mean ± sample std over seeds, in percent."""
+
+
+def _figure_md(paths: list[Path], alt: str) -> str:
+    png = next(p for p in paths if p.suffix == ".png")
+    return f"![{alt}]({png.relative_to(REPORTS).as_posix()})"
+
+
+def _compute_table(exps: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    g = exps.groupby(["benchmark", "method"])
+    df = pd.DataFrame({
+        "train s / experience": g["train_seconds"].mean().round(2),
+        "samples / s": g["samples_per_second"].mean().round(0).astype("int64"),
+        "peak RSS (MB)": g["peak_rss_mb"].max().round(0).astype("int64"),
+    }).reset_index()
+    df["method"] = pd.Categorical(df["method"], methods, ordered=True)
+    return df.sort_values(["benchmark", "method"]).rename(columns={"benchmark": "Benchmark", "method": "Method"})
+
+
+def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORTS) -> Path:
+    run = params.run
+    summary = read_table(data_dir / "summary.parquet", SUMMARY)
+    stage = read_table(data_dir / "stage_accuracy.parquet", STAGE_ACCURACY)
+    mat = read_table(data_dir / "accuracy_matrix.parquet", ACCURACY_MATRIX)
+    exps = read_table(data_dir / "experiences.parquet", EXPERIENCES)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+
+    md = [f"# clsuite report: profile `{run.profile}`", "",
+          f"{len(run.benchmarks)} benchmark(s) × {len(run.methods)} method(s) × {len(run.seeds)} seed(s) "
+          f"(seeds {', '.join(map(str, run.seeds))}); every number below is computed from the stored "
+          "per-sample prediction records.", "", "## Benchmarks", ""]
+    for b in run.benchmarks:
+        cfg = params.benchmark(b)
+        md.append(f"- `{b}`: {cfg.description or cfg.source} (scenario {cfg.scenario}, {cfg.n_experiences} "
+                  f"experiences, model `{cfg.model.name}`, {cfg.train.epochs} epoch(s), batch {cfg.train.batch_size}, "
+                  f"{cfg.train.optimizer} lr {cfg.train.lr})")
+    md += ["", "## Results", ""]
+    for b in run.benchmarks:
+        for protocol in ("class_il", "task_il"):
+            df = tables.results_table(summary, b, protocol, run.methods, MAIN_METRICS)
+            stem = f"results_{b}_{protocol}"
+            write_text(out / "tables" / f"{stem}.md", tables.to_markdown(df) + "\n")
+            write_text(out / "tables" / f"{stem}.csv", df.to_csv(index=False))
+            write_text(out / "tables" / f"{stem}.tex",
+                       tables.to_latex(df, f"{b}, {protocol.replace('_', '-')}: mean ± std over "
+                                           f"{len(run.seeds)} seeds", f"tab:{b}-{protocol}"))
+            md += [f"### {b}: {protocol.replace('_', '-')}", "", tables.to_markdown(df), "",
+                   f"LaTeX: [`tables/{stem}.tex`](tables/{stem}.tex) · CSV: [`tables/{stem}.csv`](tables/{stem}.csv)", ""]
+    md += ["Metric definitions:", "", DEFINITIONS, "", "## Accuracy over stages", ""]
+    plot_rows = []
+    for b in run.benchmarks:
+        paths = figures.stage_accuracy_figure(stage, b, run.methods, out / "figures" / f"stage_accuracy_{b}")
+        md += [_figure_md(paths, f"accuracy over stages on {b}"), ""]
+    means = stage.groupby(["benchmark", "method", "protocol", "train_exp"], sort=True)["accuracy"].mean().reset_index()
+    for row in means.itertuples(index=False):
+        plot_rows.append({"benchmark": row.benchmark, "method": row.method, "protocol": row.protocol,
+                          "stage": row.train_exp + 1, "accuracy": round(row.accuracy, 6)})
+    write_text(out / "plots" / "stage_accuracy.csv", pd.DataFrame(plot_rows).to_csv(index=False))
+    md += ["## Accuracy matrices", "", "Row i, column j: accuracy on experience j after training experience i.", ""]
+    for b in run.benchmarks:
+        paths = figures.accuracy_matrix_figure(mat, b, run.methods, out / "figures" / f"accuracy_matrix_{b}")
+        md += [_figure_md(paths, f"accuracy matrices on {b}"), ""]
+    md += ["## Compute", "", "Wall time per training experience (mean over experiences and seeds), training "
+           "throughput and peak resident memory of the training process.", "",
+           tables.to_markdown(_compute_table(exps, run.methods)), ""]
+    prov = provenance(params)
+    md += ["## Provenance", "", "```",
+           f"git revision     {prov['git_revision']}",
+           f"params sha256    {prov['params_sha256']}",
+           f"dvc.lock sha256  {prov['dvc_lock_sha256']}  (stages upstream of report)",
+           f"platform         {prov['platform']}",
+           *[f"{k:16s} {v}" for k, v in prov["packages"].items()], "```", ""]
+    keys = [params.method(m) for m in run.methods]
+    cites = [METHODS.get(e.type).citation for e in keys]
+    cites += [SOURCES.get(params.benchmark(b).source).citation for b in run.benchmarks]
+    md += ["## How to cite", "", "```bibtex", bibtex(cites), "```", ""]
+    text = "\n".join(md)
+    write_text(out / "index.md", text)
+    write_text(out / "index.html", to_html(text, out))
+    return out / "index.md"
+
+
+def to_html(md_text: str, base: Path) -> str:
+    """Self-contained HTML: Markdown rendered, PNG figures embedded as data URIs."""
+    body = markdown.markdown(md_text, extensions=["tables", "fenced_code"])
+
+    def embed(m: re.Match) -> str:
+        data = base64.b64encode((base / m.group(1)).read_bytes()).decode()
+        return f'src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'src="([^"]+\.png)"', embed, body)
+    css = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+           "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+           "th:first-child,td:first-child{text-align:left}img{max-width:100%}pre{background:#f6f6f6;padding:1em;"
+           "overflow-x:auto}")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>clsuite report</title>'
+            f"<style>{css}</style></head><body>\n{body}\n</body></html>\n")

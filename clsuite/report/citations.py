@@ -1,0 +1,70 @@
+"""BibTeX entries for clsuite and for every dataset and method the report may name."""
+
+from __future__ import annotations
+
+CLSUITE = """@software{clsuite,
+  title   = {clsuite: a continual-learning benchmark and metrics suite on a declarative DVC pipeline},
+  version = {0.1.0},
+  year    = {2026},
+}"""
+
+ENTRIES: dict[str, str] = {
+    "lecun1998mnist": """@article{lecun1998mnist,
+  title   = {Gradient-based learning applied to document recognition},
+  author  = {LeCun, Yann and Bottou, L{\\'e}on and Bengio, Yoshua and Haffner, Patrick},
+  journal = {Proceedings of the IEEE},
+  volume  = {86}, number = {11}, pages = {2278--2324}, year = {1998},
+}""",
+    "animalmnist": """@misc{animalmnist,
+  title  = {Animal-MNIST: animal silhouette extension to MNIST},
+  note   = {PyPI package animal-mnist, version 0.4},
+  year   = {2026},
+}""",
+    "kirkpatrick2017ewc": """@article{kirkpatrick2017ewc,
+  title   = {Overcoming catastrophic forgetting in neural networks},
+  author  = {Kirkpatrick, James and Pascanu, Razvan and Rabinowitz, Neil and others},
+  journal = {Proceedings of the National Academy of Sciences},
+  volume  = {114}, number = {13}, pages = {3521--3526}, year = {2017},
+}""",
+    "chaudhry2019er": """@article{chaudhry2019er,
+  title   = {On Tiny Episodic Memories in Continual Learning},
+  author  = {Chaudhry, Arslan and Rohrbach, Marcus and Elhoseiny, Mohamed and Ajanthan, Thalaiyasingam
+             and Dokania, Puneet K. and Torr, Philip H. S. and Ranzato, Marc'Aurelio},
+  journal = {arXiv preprint arXiv:1902.10486}, year = {2019},
+}""",
+    "buzzega2020der": """@inproceedings{buzzega2020der,
+  title     = {Dark Experience for General Continual Learning: a Strong, Simple Baseline},
+  author    = {Buzzega, Pietro and Boschini, Matteo and Porrello, Angelo and Abati, Davide and Calderara, Simone},
+  booktitle = {Advances in Neural Information Processing Systems}, year = {2020},
+}""",
+    "lomonaco2021avalanche": """@inproceedings{lomonaco2021avalanche,
+  title     = {Avalanche: an End-to-End Library for Continual Learning},
+  author    = {Lomonaco, Vincenzo and Pellegrini, Lorenzo and Cossu, Andrea and others},
+  booktitle = {CVPR Workshops}, year = {2021},
+}""",
+    "chaudhry2018riemannian": """@inproceedings{chaudhry2018riemannian,
+  title     = {Riemannian Walk for Incremental Learning: Understanding Forgetting and Intransigence},
+  author    = {Chaudhry, Arslan and Dokania, Puneet K. and Ajanthan, Thalaiyasingam and Torr, Philip H. S.},
+  booktitle = {ECCV}, year = {2018},
+}""",
+    "lopezpaz2017gem": """@inproceedings{lopezpaz2017gem,
+  title     = {Gradient Episodic Memory for Continual Learning},
+  author    = {Lopez-Paz, David and Ranzato, Marc'Aurelio},
+  booktitle = {Advances in Neural Information Processing Systems}, year = {2017},
+}""",
+}
+
+# Always cited: the framework, the metric definitions used in every report.
+ALWAYS = ("lomonaco2021avalanche", "chaudhry2018riemannian", "lopezpaz2017gem", "buzzega2020der")
+
+
+def bibtex(keys: list[str]) -> str:
+    """clsuite's entry plus the entries for ``keys`` (a full BibTeX entry passes through)."""
+    out = [CLSUITE]
+    seen = set()
+    for key in [*ALWAYS, *keys]:
+        if not key or key in seen:
+            continue
+        seen.add(key)
+        out.append(key if key.lstrip().startswith("@") else ENTRIES.get(key, f"% no BibTeX entry known for {key!r}"))
+    return "\n\n".join(out)

@@ -1,0 +1,61 @@
+"""Results tables as Markdown, CSV and LaTeX (booktabs), from the ``summary`` table."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+METRIC_LABELS = {
+    "last_acc": "Last acc. (%)",
+    "avg_acc": "Avg. acc. (%)",
+    "forgetting": "Forgetting (%)",
+    "bwt": "BWT (%)",
+    "fwt": "FWT (%)",
+    "avalanche_forgetting": "Avalanche forg. (%)",
+}
+HIGHER_IS_BETTER = {"last_acc": True, "avg_acc": True, "forgetting": False, "bwt": True, "fwt": True,
+                    "avalanche_forgetting": False}
+
+
+def fmt(mean: float, std: float) -> str:
+    """``mean ± std`` in percent with one decimal; std omitted for a single seed."""
+    if math.isnan(std):
+        return f"{100 * mean:.1f}"
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def results_table(summary: pd.DataFrame, benchmark: str, protocol: str, methods: list[str],
+                  metrics: list[str]) -> pd.DataFrame:
+    """Rows: methods (grid order); columns: metric labels; cells: ``mean ± std``."""
+    d = summary[(summary["benchmark"] == benchmark) & (summary["protocol"] == protocol)]
+    rows = []
+    for method in methods:
+        row = {"Method": method}
+        for metric in metrics:
+            hit = d[(d["method"] == method) & (d["metric"] == metric)]
+            row[METRIC_LABELS[metric]] = fmt(hit["mean"].iat[0], hit["std"].iat[0]) if len(hit) else "–"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, disable_numparse=True)
+
+
+def _tex_escape(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
+        s = s.replace(a, b)
+    return s.replace("±", r"$\pm$")
+
+
+def to_latex(df: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs table ready to paste (needs ``\\usepackage{booktabs}``)."""
+    cols = "l" + "r" * (len(df.columns) - 1)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex_escape(caption)}}}", rf"\label{{{label}}}",
+             rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
+             " & ".join(_tex_escape(str(c)) for c in df.columns) + r" \\", r"\midrule"]
+    for row in df.itertuples(index=False):
+        lines.append(" & ".join(_tex_escape(str(v)) for v in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,132 @@
+"""pandera schemas of every table the pipeline writes, in one place.
+
+Each table is validated when written and when read (:mod:`clsuite.tables`). Column
+names and meanings are the record format of docs/record-format.md.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.pandas import Check, Column
+
+PROTOCOLS = ["class_il", "task_il"]
+SCENARIOS = ["class_il", "task_il", "domain_il"]
+
+_RUN_KEYS = {
+    "run_id": Column(str),
+    "benchmark": Column(str),
+    "method": Column(str),
+    "seed": Column("int64"),
+}
+
+
+def _contiguous_stages(df: pd.DataFrame) -> bool:
+    """Per run and protocol, stages 0..max all present, each evaluating the same experiences."""
+    for _, g in df[df["train_exp"] >= 0].groupby(["run_id", "protocol"], sort=False):
+        stages = sorted(g["train_exp"].unique())
+        if stages != list(range(len(stages))):
+            return False
+        evals = g.groupby("train_exp")["eval_exp"].apply(lambda s: tuple(sorted(s)))
+        if evals.nunique() != 1:
+            return False
+    return True
+
+
+RECORDS = pa.DataFrameSchema(
+    {
+        **_RUN_KEYS,
+        "scenario": Column(str, Check.isin(SCENARIOS)),
+        "train_exp": Column("int64", Check.ge(-1)),
+        "eval_exp": Column("int64", Check.ge(0)),
+        "eval_set": Column(str),
+        "sample_id": Column("int64", Check.ge(0)),
+        "y_true": Column("int64", Check.ge(0)),
+        "y_pred": Column("int64", Check.ge(0)),
+        "y_pred_task": Column("int64", Check.ge(0)),
+        "confidence": Column("float32", Check.in_range(0.0, 1.0)),
+        "energy": Column("float32"),
+        r"^logit_\d+$": Column("float32", regex=True),
+    },
+    strict=True,
+    unique=["run_id", "train_exp", "eval_set", "sample_id"],
+    checks=[
+        Check(lambda df: any(c.startswith("logit_") for c in df.columns), error="no logit_<k> columns"),
+        Check(lambda df: (df["y_pred"] < sum(c.startswith("logit_") for c in df.columns)).all(),
+              error="y_pred outside the logit columns"),
+    ],
+    name="records",
+)
+
+EXPERIENCES = pa.DataFrameSchema(
+    {
+        **_RUN_KEYS,
+        "train_exp": Column("int64", Check.ge(0)),
+        "n_train_samples": Column("int64", Check.ge(0)),
+        "train_seconds": Column("float64", Check.ge(0)),
+        "eval_seconds": Column("float64", Check.ge(0)),
+        "samples_per_second": Column("float64", Check.ge(0)),
+        "peak_rss_mb": Column("float64", Check.ge(0)),
+    },
+    strict=True,
+    unique=["run_id", "train_exp"],
+    name="experiences",
+)
+
+ACCURACY_MATRIX = pa.DataFrameSchema(
+    {
+        **_RUN_KEYS,
+        "protocol": Column(str, Check.isin(PROTOCOLS)),
+        "train_exp": Column("int64", Check.ge(-1)),
+        "eval_exp": Column("int64", Check.ge(0)),
+        "accuracy": Column("float64", Check.in_range(0.0, 1.0)),
+        "n_samples": Column("int64", Check.gt(0)),
+    },
+    strict=True,
+    unique=["run_id", "protocol", "train_exp", "eval_exp"],
+    checks=[Check(_contiguous_stages, error="missing stage: train_exp must run 0..T-1, each with the same eval_exp set")],
+    name="accuracy_matrix",
+)
+
+STAGE_ACCURACY = pa.DataFrameSchema(
+    {
+        **_RUN_KEYS,
+        "protocol": Column(str, Check.isin(PROTOCOLS)),
+        "train_exp": Column("int64", Check.ge(0)),
+        "accuracy": Column("float64", Check.in_range(0.0, 1.0)),
+        "n_samples": Column("int64", Check.gt(0)),
+    },
+    strict=True,
+    unique=["run_id", "protocol", "train_exp"],
+    name="stage_accuracy",
+)
+
+METRIC_NAMES = ["avg_acc", "last_acc", "forgetting", "avalanche_forgetting", "bwt", "fwt"]
+
+RUN_METRICS = pa.DataFrameSchema(
+    {
+        **_RUN_KEYS,
+        "protocol": Column(str, Check.isin(PROTOCOLS)),
+        "metric": Column(str, Check.isin(METRIC_NAMES)),
+        "value": Column("float64", Check.in_range(-1.0, 1.0)),
+    },
+    strict=True,
+    unique=["run_id", "protocol", "metric"],
+    name="run_metrics",
+)
+
+SUMMARY = pa.DataFrameSchema(
+    {
+        "benchmark": Column(str),
+        "method": Column(str),
+        "protocol": Column(str, Check.isin(PROTOCOLS)),
+        "metric": Column(str, Check.isin(METRIC_NAMES)),
+        "mean": Column("float64", Check.in_range(-1.0, 1.0)),
+        "std": Column("float64", Check.ge(0), nullable=True),
+        "ci95": Column("float64", Check.ge(0), nullable=True),
+        "n_seeds": Column("int64", Check.ge(1)),
+    },
+    strict=True,
+    unique=["benchmark", "method", "protocol", "metric"],
+    name="summary",
+)

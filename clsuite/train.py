@@ -1,0 +1,170 @@
+"""train: one run = one benchmark × method × seed → prediction records in a run folder.
+
+Run folder ``data/runs/<benchmark>/<method>/seed<k>/``:
+``records/train_exp_<i>.parquet`` (i = -1 … T-1), ``experiences.parquet`` (time and
+memory per experience), ``status.json`` and ``log.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
+from avalanche.training.templates import SupervisedTemplate
+from tqdm.auto import tqdm
+
+from clsuite import __version__
+from clsuite.config import Params, TrainConfig
+from clsuite.data.streams import load_prepared, make_avalanche_benchmark
+from clsuite.errors import TrainingDiverged
+from clsuite.io import write_json
+from clsuite.methods import METHODS, MethodContext
+from clsuite.models import build_model
+from clsuite.records import RunKey, stage_records, write_stage
+from clsuite.runtime import peak_rss_mb, resolve_device, run_logger, seed_everything
+from clsuite.schemas import EXPERIENCES
+from clsuite.tables import write_table
+
+PREPARED_ROOT = Path("data/prepared")
+RUNS_ROOT = Path("data/runs")
+
+
+def run_dir_for(runs_root: Path, benchmark: str, method: str, seed: int) -> Path:
+    return runs_root / benchmark / method / f"seed{seed}"
+
+
+class ProgressPlugin(SupervisedPlugin):
+    """A tqdm bar per experience (all epochs); loss shown every ``every`` iterations only,
+    so the hot loop has no per-step host sync."""
+
+    def __init__(self, n_experiences: int, every: int = 50) -> None:
+        super().__init__()
+        self.n_experiences = n_experiences
+        self.every = every
+        self.bar: tqdm | None = None
+
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        total = strategy.train_epochs * len(strategy.dataloader)
+        exp = strategy.clock.train_exp_counter
+        self.bar = tqdm(total=total, desc=f"exp {exp + 1}/{self.n_experiences}", unit="it", leave=False)
+
+    def after_training_iteration(self, strategy, **kwargs) -> None:
+        assert self.bar is not None
+        self.bar.update(1)
+        if self.bar.n % self.every == 0:
+            self.bar.set_postfix(loss=f"{strategy.loss.item():.3f}")
+
+    def after_training_exp(self, strategy, **kwargs) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _silent_evaluator() -> EvaluationPlugin:
+    """No Avalanche metrics: clsuite computes every metric from the stored records."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No loggers specified")
+        return EvaluationPlugin(loggers=[])
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _guard_finite(recs: pd.DataFrame, run_dir: Path, key: RunKey, k: int, method: str) -> None:
+    """Stop with a clear status instead of writing NaN records."""
+    if np.isfinite(recs.filter(like="logit_").to_numpy()).all():
+        return
+    write_json(run_dir / "status.json", {"run_id": key.run_id, "state": "diverged", "finished_experiences": k})
+    raise TrainingDiverged(
+        f"{key.run_id}: the model's outputs are not finite after experience {k}; lower "
+        f"benchmarks.{key.benchmark}.train.lr or the regularisation strength in methods.{method}"
+    )
+
+
+def train_run(
+    params: Params, benchmark: str, method: str, seed: int,
+    prepared_root: Path = PREPARED_ROOT, runs_root: Path = RUNS_ROOT, *,
+    evaluator: EvaluationPlugin | None = None,
+    on_experience: Callable[[SupervisedTemplate, Any, int], None] | None = None,
+) -> Path:
+    """Train one run and write its records; returns the run folder.
+
+    ``evaluator`` replaces the (metric-free) Avalanche evaluator and ``on_experience``
+    (strategy, benchmark, k) is called after experience k's records are written; both
+    exist so that Avalanche's own metrics can be computed on the same run for checks.
+    """
+    bench = params.benchmark(benchmark)
+    entry = params.method(method)
+    spec = METHODS.get(entry.type)
+    run_dir = run_dir_for(runs_root, benchmark, method, seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_logger(run_dir / "log.txt")
+    key = RunKey(benchmark, method, seed, bench.scenario)
+    device = resolve_device(params.run.device)
+    log.info("run %s (clsuite %s) on %s", key.run_id, __version__, device)
+    log.info("benchmark %s: %s", benchmark, bench.model_dump_json())
+    log.info("method %s (%s): %s", method, entry.type, json.dumps(entry.config_dict(), sort_keys=True))
+
+    seed_everything(seed, params.run.deterministic)
+    prepared = load_prepared(prepared_root / benchmark)
+    stream = make_avalanche_benchmark(prepared, bench.scenario)
+    manifest = prepared.manifest
+    model = build_model(bench.model.name, bench.model.kwargs(), manifest.input_shape, manifest.n_classes).to(device)
+    ctx = MethodContext(seed, manifest.n_classes, manifest.experiences, manifest.input_shape, device)
+    plugins = [*spec.build(entry.config, ctx), ProgressPlugin(prepared.n_experiences)]
+    strategy = SupervisedTemplate(
+        model=model,
+        optimizer=make_optimizer(model, bench.train),
+        criterion=torch.nn.CrossEntropyLoss(),
+        train_mb_size=bench.train.batch_size,
+        train_epochs=bench.train.epochs,
+        eval_mb_size=bench.train.eval_batch_size,
+        device=device,
+        plugins=plugins,
+        evaluator=evaluator if evaluator is not None else _silent_evaluator(),
+    )
+    write_json(run_dir / "status.json", {"run_id": key.run_id, "state": "running", "finished_experiences": 0})
+
+    t0 = time.perf_counter()
+    write_stage(stage_records(model, prepared, key, -1, bench.train.eval_batch_size, device), run_dir, -1)
+    init_eval = time.perf_counter() - t0
+    log.info("initial evaluation written (%.2fs)", init_eval)
+    rows = []
+    for k, experience in enumerate(stream.train_stream):
+        t0 = time.perf_counter()
+        strategy.train(experience, num_workers=0)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        recs = stage_records(model, prepared, key, k, bench.train.eval_batch_size, device)
+        _guard_finite(recs, run_dir, key, k, method)
+        write_stage(recs, run_dir, k)
+        eval_s = time.perf_counter() - t1
+        n = len(experience.dataset) * bench.train.epochs
+        acc_now = float((recs["y_pred"] == recs["y_true"])[recs["eval_exp"] <= k].mean())
+        log.info("experience %d/%d: train %.2fs (%d samples), eval %.2fs, accuracy on seen classes %.4f",
+                 k + 1, prepared.n_experiences, train_s, n, eval_s, acc_now)
+        rows.append({"train_exp": k, "n_train_samples": n, "train_seconds": train_s, "eval_seconds": eval_s,
+                     "samples_per_second": n / train_s if train_s > 0 else 0.0, "peak_rss_mb": peak_rss_mb()})
+        write_json(run_dir / "status.json", {"run_id": key.run_id, "state": "running", "finished_experiences": k + 1})
+        if on_experience is not None:
+            on_experience(strategy, stream, k)
+
+    exp_table = pd.DataFrame(rows).assign(run_id=key.run_id, benchmark=benchmark, method=method, seed=seed)
+    write_table(exp_table, run_dir / "experiences.parquet", EXPERIENCES)
+    write_json(run_dir / "status.json", {
+        "run_id": key.run_id, "state": "finished", "finished_experiences": prepared.n_experiences,
+        "n_parameters": sum(p.numel() for p in model.parameters()), "device": str(device),
+    })
+    log.info("finished %s", key.run_id)
+    return run_dir
