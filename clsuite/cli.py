@@ -8,14 +8,14 @@ from pathlib import Path
 
 from clsuite.config import PARAMS_FILE, load_params
 from clsuite.errors import ClsuiteError
+from clsuite.paths import PREPARED_ROOT, RAW_ROOT, TABLES_DIR
 
-RAW_ROOT = Path("data/raw")
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
     from clsuite.data.sources import SOURCES
 
-    params = load_params(args.params)
+    params = load_params(args.params, check_components=False)
     sources = sorted({params.benchmark(b).source for b in params.run.benchmarks})
     for name in sources:
         paths = SOURCES.get(name).fetch(RAW_ROOT / name)
@@ -24,9 +24,8 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     from clsuite.data.prepare import prepare_benchmark
-    from clsuite.train import PREPARED_ROOT
 
-    params = load_params(args.params)
+    params = load_params(args.params, check_components=False)
     manifest = prepare_benchmark(args.benchmark, params.benchmark(args.benchmark), RAW_ROOT, PREPARED_ROOT)
     print(f"prepared {args.benchmark}: {manifest.counts['train']} train / {manifest.counts['test']} test, "
           f"{len(manifest.experiences)} experiences {manifest.experiences}")
@@ -41,9 +40,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from clsuite.evaluate import TABLES_DIR, evaluate_grid
+    from clsuite.evaluate import evaluate_grid
 
-    tables = evaluate_grid(load_params(args.params))
+    tables = evaluate_grid(load_params(args.params, check_components=False))
     print(f"wrote {', '.join(tables)} to {TABLES_DIR}")
 
 

@@ -228,8 +228,10 @@ def format_validation_error(exc: ValidationError, prefix: str, model: type[BaseM
 def load_params(path: str | Path = PARAMS_FILE, *, check_components: bool = True) -> Params:
     """Read and validate params.yaml; raise ParamsError naming the key path on any problem.
 
-    With ``check_components`` every method and model in the run grid is resolved against
-    the registries, so an unknown method or a typo'd hyperparameter fails here.
+    With ``check_components`` every method, model and source is resolved against the
+    registries, so an unknown method or a typo'd hyperparameter fails here. Every train
+    run checks all of them before it trains; the stages that never build a method
+    (fetch, prepare, evaluate) skip it, because resolving methods imports Avalanche (~7 s).
     """
     path = Path(path)
     try:

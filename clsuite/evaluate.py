@@ -21,10 +21,7 @@ from clsuite.metrics.aggregate import summarise
 from clsuite.records import read_records
 from clsuite.schemas import ACCURACY_MATRIX, EXPERIENCES, RUN_METRICS, STAGE_ACCURACY, SUMMARY
 from clsuite.tables import read_table, write_table
-from clsuite.train import RUNS_ROOT, run_dir_for
-
-TABLES_DIR = Path("reports/data")
-METRICS_JSON = Path("reports/metrics.json")
+from clsuite.paths import METRICS_JSON, RUNS_ROOT, TABLES_DIR, run_dir_for
 PROTOCOLS = ("class_il", "task_il")
 
 

@@ -27,18 +27,11 @@ from clsuite.errors import TrainingDiverged
 from clsuite.io import write_json
 from clsuite.methods import METHODS, MethodContext
 from clsuite.models import build_model
+from clsuite.paths import PREPARED_ROOT, RUNS_ROOT, run_dir_for
 from clsuite.records import RunKey, stage_records, write_stage
 from clsuite.runtime import peak_rss_mb, resolve_device, run_logger, seed_everything
 from clsuite.schemas import EXPERIENCES
 from clsuite.tables import write_table
-
-PREPARED_ROOT = Path("data/prepared")
-RUNS_ROOT = Path("data/runs")
-
-
-def run_dir_for(runs_root: Path, benchmark: str, method: str, seed: int) -> Path:
-    return runs_root / benchmark / method / f"seed{seed}"
-
 
 class ProgressPlugin(SupervisedPlugin):
     """A tqdm bar per experience (all epochs); loss shown every ``every`` iterations only,

@@ -15,16 +15,14 @@ import pandas as pd
 
 from clsuite.config import Params
 from clsuite.data.sources import SOURCES
-from clsuite.evaluate import TABLES_DIR
 from clsuite.io import write_text
-from clsuite.methods import METHODS
+from clsuite.paths import REPORTS, TABLES_DIR
 from clsuite.report import figures, tables
 from clsuite.report.citations import bibtex
 from clsuite.report.provenance import provenance
 from clsuite.schemas import ACCURACY_MATRIX, EXPERIENCES, STAGE_ACCURACY, SUMMARY
 from clsuite.tables import read_table
 
-REPORTS = Path("reports")
 MAIN_METRICS = ["last_acc", "avg_acc", "forgetting", "bwt", "fwt"]
 
 DEFINITIONS = """\
@@ -107,8 +105,9 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
            f"dvc.lock sha256  {prov['dvc_lock_sha256']}  (stages upstream of report)",
            f"platform         {prov['platform']}",
            *[f"{k:16s} {v}" for k, v in prov["packages"].items()], "```", ""]
-    keys = [params.method(m) for m in run.methods]
-    cites = [METHODS.get(e.type).citation for e in keys]
+    from clsuite.methods import METHODS  # imports Avalanche: only needed here, for citations
+
+    cites = [METHODS.get(params.method(m).type).citation for m in run.methods]
     cites += [SOURCES.get(params.benchmark(b).source).citation for b in run.benchmarks]
     md += ["## How to cite", "", "```bibtex", bibtex(cites), "```", ""]
     text = "\n".join(md)
