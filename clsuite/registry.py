@@ -31,6 +31,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._origin: dict[str, str] = {}
         self._loaded = False
+        self._load_error: RegistryError | None = None
 
     def register(self, name: str, entry: T, origin: str = "clsuite") -> T:
         """Add ``entry`` under ``name``; registering a different object twice is an error."""
@@ -45,31 +46,40 @@ class Registry(Generic[T]):
         return entry
 
     def _load(self) -> None:
+        """Import built-ins and entry points once; a failure is raised again on every query."""
+        if self._load_error is not None:
+            raise self._load_error
         if self._loaded:
             return
         self._loaded = True
-        if self._builtins:
-            importlib.import_module(self._builtins)
-        for ep in entry_points(group=self.group):
-            try:
-                obj = ep.load()
-            except Exception as exc:  # a broken plugin package must say who it is
+        try:
+            if self._builtins:
+                importlib.import_module(self._builtins)
+            for ep in entry_points(group=self.group):
+                self._load_entry_point(ep)
+        except RegistryError as exc:
+            self._load_error = exc
+            raise
+
+    def _load_entry_point(self, ep) -> None:
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin package must say who it is
+            raise RegistryError(
+                f"entry point {ep.name!r} = {ep.value!r} in group {self.group!r} "
+                f"failed to import: {exc!r}; fix or uninstall that package"
+            ) from exc
+        if inspect.ismodule(obj):
+            # A module whose import registered the component under the entry point's name.
+            if ep.name not in self._entries:
                 raise RegistryError(
                     f"entry point {ep.name!r} = {ep.value!r} in group {self.group!r} "
-                    f"failed to import: {exc!r}; fix or uninstall that package"
-                ) from exc
-            if ep.name not in self._entries:
-                # The target is either a module whose import registered the
-                # component, or the component itself.
-                if not inspect.ismodule(obj):
-                    self.register(ep.name, obj, origin=ep.value)
-                else:
-                    raise RegistryError(
-                        f"entry point {ep.name!r} = {ep.value!r} in group {self.group!r} "
-                        f"did not register a {self.kind} named {ep.name!r}"
-                    )
-            else:
-                self._origin.setdefault(ep.name, ep.value)
+                    f"did not register a {self.kind} named {ep.name!r}"
+                )
+            return
+        if ep.name in self._entries and self._origin[ep.name] in (ep.module, ep.value):
+            return  # the module registered itself on import; the entry point names it again
+        self.register(ep.name, obj, origin=ep.value)
 
     def get(self, name: str) -> T:
         """Return the entry for ``name``; unknown names list the allowed ones."""

@@ -43,6 +43,15 @@ class PreparedBenchmark:
 def load_prepared(folder: Path, verify: bool = True) -> PreparedBenchmark:
     """Read a prepared folder; with ``verify`` every array's sha256 is checked first."""
     manifest = read_manifest(folder)
+    for fname, expected in sorted(manifest.sha256.items()) if verify else ():
+        path = folder / fname
+        if not path.exists():
+            raise DataError(f"{path}: missing; rerun `clsuite prepare --benchmark {folder.name}`")
+        if sha256_file(path) != expected:
+            raise DataError(
+                f"{path}: sha256 does not match manifest.json (file changed or truncated); "
+                f"rerun `clsuite prepare --benchmark {folder.name}`"
+            )
     splits = {}
     for split in SPLITS:
         arrays = {}
@@ -50,11 +59,6 @@ def load_prepared(folder: Path, verify: bool = True) -> PreparedBenchmark:
             path = folder / f"{split}_{key}.npy"
             if not path.exists():
                 raise DataError(f"{path}: missing; rerun `clsuite prepare --benchmark {folder.name}`")
-            if verify and sha256_file(path) != manifest.sha256.get(path.name):
-                raise DataError(
-                    f"{path}: sha256 does not match manifest.json (file changed or truncated); "
-                    f"rerun `clsuite prepare --benchmark {folder.name}`"
-                )
             arrays[key] = np.load(path, mmap_mode="r")
         x, y = arrays["x"], arrays["y"]
         if x.dtype != np.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != tuple(manifest.input_shape):
