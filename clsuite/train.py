@@ -2,12 +2,15 @@
 
 Run folder ``data/runs/<benchmark>/<method>/seed<k>/``:
 ``records/train_exp_<i>.parquet`` (i = -1 … T-1), ``experiences.parquet`` (time and
-memory per experience), ``status.json`` and ``log.txt``.
+memory per experience), ``checkpoint.pt`` (state after the last finished experience),
+``status.json`` and ``log.txt``. A rerun with the same configuration resumes after the
+last finished experience (dvc.yaml keeps the folder with ``persist: true``).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -20,7 +23,7 @@ from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 from tqdm.auto import tqdm
 
-from clsuite import __version__
+from clsuite import __version__, checkpoint
 from clsuite.config import Params, TrainConfig
 from clsuite.data.streams import load_prepared, make_avalanche_benchmark
 from clsuite.errors import TrainingDiverged
@@ -28,7 +31,7 @@ from clsuite.io import write_json
 from clsuite.methods import METHODS, MethodContext
 from clsuite.models import build_model
 from clsuite.paths import PREPARED_ROOT, RUNS_ROOT, run_dir_for
-from clsuite.records import RunKey, stage_records, write_stage
+from clsuite.records import RunKey, stage_path, stage_records, write_stage
 from clsuite.runtime import peak_rss_mb, resolve_device, run_logger, seed_everything
 from clsuite.schemas import EXPERIENCES
 from clsuite.tables import write_table
@@ -36,6 +39,8 @@ from clsuite.tables import write_table
 class ProgressPlugin(SupervisedPlugin):
     """A tqdm bar per experience (all epochs); loss shown every ``every`` iterations only,
     so the hot loop has no per-step host sync."""
+
+    stateless = True
 
     def __init__(self, n_experiences: int, every: int = 50) -> None:
         super().__init__()
@@ -125,14 +130,33 @@ def train_run(
         plugins=plugins,
         evaluator=evaluator if evaluator is not None else _silent_evaluator(),
     )
-    write_json(run_dir / "status.json", {"run_id": key.run_id, "state": "running", "finished_experiences": 0})
+    if not all(checkpoint.is_checkpointable(p) for p in plugins):
+        log.warning("a plugin has no state_dict: this run cannot resume after an interruption")
+    fp = checkpoint.fingerprint(
+        benchmark=bench.model_dump(mode="json"), method_type=entry.type, method=entry.config_dict(), seed=seed,
+        deterministic=params.run.deterministic, device=device.type, data=manifest.sha256,
+        clsuite=__version__, torch=torch.__version__,
+    )
+    ckpt_path = run_dir / "checkpoint.pt"
+    state = checkpoint.load(ckpt_path, fp) if all(checkpoint.is_checkpointable(p) for p in plugins) else None
+    if state is not None and all(stage_path(run_dir, k).exists() for k in range(-1, state["finished_exp"] + 1)):
+        checkpoint.restore(state, model=model, optimizer=strategy.optimizer, plugins=plugins, clock=strategy.clock)
+        start, rows = state["finished_exp"] + 1, list(state["extra"]["rows"])
+        log.info("resuming from checkpoint after experience %d/%d", start, prepared.n_experiences)
+    else:
+        start, rows = 0, []
+        for stale in [run_dir / "records", run_dir / "experiences.parquet", ckpt_path]:
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale.exists():
+                stale.unlink()
+        write_json(run_dir / "status.json", {"run_id": key.run_id, "state": "running", "finished_experiences": 0})
+        t0 = time.perf_counter()
+        write_stage(stage_records(model, prepared, key, -1, bench.train.eval_batch_size, device), run_dir, -1)
+        log.info("initial evaluation written (%.2fs)", time.perf_counter() - t0)
 
-    t0 = time.perf_counter()
-    write_stage(stage_records(model, prepared, key, -1, bench.train.eval_batch_size, device), run_dir, -1)
-    init_eval = time.perf_counter() - t0
-    log.info("initial evaluation written (%.2fs)", init_eval)
-    rows = []
-    for k, experience in enumerate(stream.train_stream):
+    for k in range(start, prepared.n_experiences):
+        experience = stream.train_stream[k]
         t0 = time.perf_counter()
         strategy.train(experience, num_workers=0)
         if device.type == "cuda":
@@ -149,6 +173,9 @@ def train_run(
                  k + 1, prepared.n_experiences, train_s, n, eval_s, acc_now)
         rows.append({"train_exp": k, "n_train_samples": n, "train_seconds": train_s, "eval_seconds": eval_s,
                      "samples_per_second": n / train_s if train_s > 0 else 0.0, "peak_rss_mb": peak_rss_mb()})
+        if all(checkpoint.is_checkpointable(p) for p in plugins):
+            checkpoint.save(ckpt_path, fp=fp, finished_exp=k, model=model, optimizer=strategy.optimizer,
+                            plugins=plugins, clock=strategy.clock, extra={"rows": rows})
         write_json(run_dir / "status.json", {"run_id": key.run_id, "state": "running", "finished_experiences": k + 1})
         if on_experience is not None:
             on_experience(strategy, stream, k)

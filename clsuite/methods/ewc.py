@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 from avalanche.training.plugins import EWCPlugin
+from avalanche.training.utils import ParamData
 from pydantic import Field, model_validator
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
@@ -27,6 +28,24 @@ class EWCConfig(MethodConfig):
         return self
 
 
+class CheckpointableEWCPlugin(EWCPlugin):
+    """Avalanche's EWCPlugin plus state_dict/load_state_dict of its saved parameters and
+    Fisher importances (per experience), for resumable runs."""
+
+    def state_dict(self) -> dict:
+        def plain(d: dict) -> dict:
+            return {exp: {name: p.data.clone() for name, p in params.items()} for exp, params in d.items()}
+
+        return {"saved_params": plain(self.saved_params), "importances": plain(self.importances)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for attr in ("saved_params", "importances"):
+            table = getattr(self, attr)
+            table.clear()
+            for exp, params in state[attr].items():
+                table[exp] = {name: ParamData(name, init_tensor=t.clone()) for name, t in params.items()}
+
+
 @register_method("ewc", EWCConfig, "elastic weight consolidation (diagonal Fisher penalty)", citation="kirkpatrick2017ewc")
 def build(cfg: EWCConfig, ctx: MethodContext) -> list:
-    return [EWCPlugin(ewc_lambda=cfg.ewc_lambda, mode=cfg.mode, decay_factor=cfg.decay_factor)]
+    return [CheckpointableEWCPlugin(ewc_lambda=cfg.ewc_lambda, mode=cfg.mode, decay_factor=cfg.decay_factor)]

@@ -18,16 +18,27 @@ class JointConfig(MethodConfig):
 
 
 class CumulativeDataPlugin(SupervisedPlugin):
-    """Replaces each experience's training set by the union of all experiences so far."""
+    """Replaces each experience's training set by the union of all experiences so far.
+
+    Only the ids of past experiences are kept (their data is taken from the stream), so
+    the state is tiny and checkpointable.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.seen = None
+        self.seen_ids: list[int] = []
 
     def after_train_dataset_adaptation(self, strategy, **kwargs) -> None:
-        current = strategy.adapted_dataset
-        self.seen = current if self.seen is None else concat_datasets([self.seen, current])
-        strategy.adapted_dataset = self.seen
+        stream = strategy.experience.origin_stream
+        past = [stream[i].dataset.train() for i in self.seen_ids]
+        self.seen_ids.append(strategy.experience.current_experience)
+        strategy.adapted_dataset = concat_datasets([*past, strategy.adapted_dataset])
+
+    def state_dict(self) -> dict:
+        return {"seen_ids": list(self.seen_ids)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seen_ids = list(state["seen_ids"])
 
 
 @register_method("joint", JointConfig, "cumulative joint training on all data seen so far (upper bound)")
