@@ -51,12 +51,14 @@ class ProgressPlugin(SupervisedPlugin):
     def before_training_exp(self, strategy, **kwargs) -> None:
         total = strategy.train_epochs * len(strategy.dataloader)
         exp = strategy.clock.train_exp_counter
-        self.bar = tqdm(total=total, desc=f"exp {exp + 1}/{self.n_experiences}", unit="it", leave=False)
+        # disable=None: shown on a terminal, silent when stderr is a file or pipe (CI logs)
+        self.bar = tqdm(total=total, desc=f"exp {exp + 1}/{self.n_experiences}", unit="it", leave=False,
+                        disable=None)
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
         assert self.bar is not None
         self.bar.update(1)
-        if self.bar.n % self.every == 0:
+        if not self.bar.disable and self.bar.n % self.every == 0:
             self.bar.set_postfix(loss=f"{strategy.loss.item():.3f}")
 
     def after_training_exp(self, strategy, **kwargs) -> None:

@@ -175,9 +175,9 @@ def test_state_dict_round_trip_then_evolves_identically():
 def test_state_dict_is_a_snapshot_not_a_view():
     buf = _fed(seed=2, n=20)
     state = buf.state_dict()
-    saved_y = state["y"].clone()
+    saved_y = state["fields"]["y"].clone()
     buf.add(*stream(100, 50))
-    assert torch.equal(state["y"], saved_y)
+    assert torch.equal(state["fields"]["y"], saved_y)
     assert state["n_seen"] == 20
 
 

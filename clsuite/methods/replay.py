@@ -17,75 +17,94 @@ from clsuite.methods import MethodConfig, MethodContext, register_method
 
 
 class ReservoirBuffer:
-    """Fixed-capacity uniform sample of a stream of (x, y, t) rows, kept on the CPU.
+    """Fixed-capacity uniform sample of a stream of rows, kept on the CPU.
 
-    Reservoir sampling (Vitter's algorithm R): the n-th sample seen is stored with
-    probability capacity / n, replacing a uniformly chosen slot. All randomness comes
-    from the buffer's own ``torch.Generator``, so it is reproducible and checkpointable.
+    A row is (x, y, t) plus optional named extras (e.g. DER's ``logits``), each stored
+    in a (capacity, ...) tensor allocated at the first insertion. Reservoir sampling
+    (Vitter's algorithm R): the n-th sample seen is stored with probability
+    capacity / n, replacing a uniformly chosen slot. All randomness comes from the
+    buffer's own ``torch.Generator``, so it is reproducible and checkpointable.
     """
 
     def __init__(self, capacity: int, seed: int) -> None:
         self.capacity = capacity
         self.n_seen = 0
-        self._x: torch.Tensor | None = None  # (capacity, ...) once the first batch arrives
-        self._y = torch.empty(capacity, dtype=torch.long)
-        self._t = torch.empty(capacity, dtype=torch.long)
+        self._fields: dict[str, torch.Tensor] = {
+            "y": torch.empty(capacity, dtype=torch.long),
+            "t": torch.empty(capacity, dtype=torch.long),
+        }
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return min(self.n_seen, self.capacity)
 
+    def field(self, name: str) -> torch.Tensor:
+        """The stored rows of field ``name`` (x, y, t or an extra), shape (len, ...)."""
+        if name not in self._fields:
+            raise ValueError("the buffer is empty" if name == "x" else f"the buffer stores no field {name!r}")
+        return self._fields[name][: len(self)]
+
     @property
     def x(self) -> torch.Tensor:
-        if self._x is None:
-            raise ValueError("the buffer is empty")
-        return self._x[: len(self)]
+        return self.field("x")
 
     @property
     def y(self) -> torch.Tensor:
-        return self._y[: len(self)]
+        return self.field("y")
 
     @property
     def t(self) -> torch.Tensor:
-        return self._t[: len(self)]
+        return self.field("t")
 
-    def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
-        """Offer a batch (x: (B, ...), y: (B,), t: (B,)) to the reservoir."""
-        x, y, t = x.detach().cpu(), y.detach().cpu().long(), t.detach().cpu().long()
-        if self._x is None:
-            self._x = torch.empty((self.capacity, *x.shape[1:]), dtype=x.dtype)
-        for i in range(x.shape[0]):
+    @property
+    def nbytes_as_images(self) -> int:
+        """Memory as MEMO counts it: exemplars as uint8 pixels, extras (logits) as float32."""
+        n = len(self)
+        if n == 0:
+            return 0
+        total = n * self._fields["x"][0].numel()  # 1 byte per pixel value
+        total += sum(n * v[0].numel() * 4 for k, v in self._fields.items() if k not in ("x", "y", "t"))
+        return total
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, **extras: torch.Tensor) -> None:
+        """Offer a batch (x: (B, ...), y: (B,), t: (B,), extras: (B, ...)) to the reservoir."""
+        rows = {"x": x.detach().cpu(), "y": y.detach().cpu().long(), "t": t.detach().cpu().long()}
+        rows.update({k: v.detach().cpu() for k, v in extras.items()})
+        for name, value in rows.items():
+            if name not in self._fields:
+                self._fields[name] = torch.empty((self.capacity, *value.shape[1:]), dtype=value.dtype)
+        for i in range(rows["x"].shape[0]):
             if self.n_seen < self.capacity:
                 slot = self.n_seen
             else:
                 slot = int(torch.randint(0, self.n_seen + 1, (1,), generator=self.generator))
             self.n_seen += 1
             if slot < self.capacity:
-                self._x[slot] = x[i]
-                self._y[slot] = y[i]
-                self._t[slot] = t[i]
+                for name, value in rows.items():
+                    self._fields[name][slot] = value[i]
+
+    def sample_rows(self, n: int) -> torch.Tensor:
+        """Indices of ``n`` rows drawn uniformly without replacement (all if fewer are stored)."""
+        return torch.randperm(len(self), generator=self.generator)[:n]
 
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``n`` rows drawn uniformly without replacement (all rows if fewer are stored)."""
-        idx = torch.randperm(len(self), generator=self.generator)[:n]
+        """``n`` rows (x, y, t) drawn uniformly without replacement (all rows if fewer are stored)."""
+        idx = self.sample_rows(n)
         return self.x[idx], self.y[idx], self.t[idx]
 
     def state_dict(self) -> dict:
         return {
             "capacity": self.capacity,
             "n_seen": self.n_seen,
-            "x": None if self._x is None else self.x.clone(),
-            "y": self.y.clone(),
-            "t": self.t.clone(),
+            "fields": {k: v[: len(self)].clone() for k, v in self._fields.items()},
             "generator": self.generator.get_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.__init__(state["capacity"], seed=0)
-        if state["x"] is not None:
-            size = len(state["y"])
-            self._x = torch.empty((self.capacity, *state["x"].shape[1:]), dtype=state["x"].dtype)
-            self._x[:size], self._y[:size], self._t[:size] = state["x"], state["y"], state["t"]
+        for name, value in state["fields"].items():
+            self._fields[name] = torch.empty((self.capacity, *value.shape[1:]), dtype=value.dtype)
+            self._fields[name][: len(value)] = value
         self.n_seen = state["n_seen"]
         self.generator.set_state(state["generator"])
 

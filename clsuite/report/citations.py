@@ -54,6 +54,13 @@ ENTRIES: dict[str, str] = {
 }""",
 }
 
+ENTRIES["li2017lwf"] = """@article{li2017lwf,
+  title   = {Learning without Forgetting},
+  author  = {Li, Zhizhong and Hoiem, Derek},
+  journal = {IEEE Transactions on Pattern Analysis and Machine Intelligence},
+  volume  = {40}, number = {12}, pages = {2935--2947}, year = {2018},
+}"""
+
 # Always cited: the framework, the metric definitions used in every report.
 ALWAYS = ("lomonaco2021avalanche", "chaudhry2018riemannian", "lopezpaz2017gem", "buzzega2020der")
 
