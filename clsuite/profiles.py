@@ -21,6 +21,7 @@ from clsuite.io import write_text
 def use_profile(path: Path, name: str) -> None:
     yaml = YAML()
     yaml.preserve_quotes = True
+    yaml.width = 4096  # keep flow lists on one line
     doc = yaml.load(path.read_text())
     profiles = doc.get("profiles") or {}
     if name not in profiles:

@@ -19,6 +19,7 @@ from pydantic import Field
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
 from clsuite.methods.replay import ReservoirBuffer
+from clsuite.methods.sam import sam_gradients
 
 
 class DERPlugin(SupervisedPlugin):
@@ -30,18 +31,34 @@ class DERPlugin(SupervisedPlugin):
         self.batch_size_mem = batch_size_mem
         self.alpha = alpha
         self.beta = beta
+        self._memory: tuple | None = None  # this step's buffer batches (x', z', x'', y'')
 
     def before_backward(self, strategy, **kwargs) -> None:
+        self._memory = None
         if len(self.buffer) == 0:
             return
         dev = strategy.device
         idx = self.buffer.sample_rows(self.batch_size_mem)
         x1, z1 = self.buffer.x[idx].to(dev), self.buffer.field("logits")[idx].to(dev)
-        strategy.loss = strategy.loss + self.alpha * F.mse_loss(strategy.model(x1), z1)
+        x2 = y2 = None
         if self.beta > 0:
             idx = self.buffer.sample_rows(self.batch_size_mem)
             x2, y2 = self.buffer.x[idx].to(dev), self.buffer.y[idx].to(dev)
-            strategy.loss = strategy.loss + self.beta * F.cross_entropy(strategy.model(x2), y2)
+        self._memory = (x1, z1, x2, y2)
+        strategy.loss = strategy.loss + self.buffer_loss(strategy.model)
+
+    def buffer_loss(self, model: torch.nn.Module) -> torch.Tensor:
+        """α·MSE(f(x'), z') + β·CE(f(x''), y'') on this step's two buffer batches."""
+        x1, z1, x2, y2 = self._memory
+        loss = self.alpha * F.mse_loss(model(x1), z1)
+        if x2 is not None:
+            loss = loss + self.beta * F.cross_entropy(model(x2), y2)
+        return loss
+
+    def objective(self, strategy) -> torch.Tensor:
+        """The whole DER(++) loss of this step, re-evaluated at the model's current θ."""
+        loss = strategy._criterion(strategy.model(strategy.mb_x), strategy.mb_y)
+        return loss if self._memory is None else loss + self.buffer_loss(strategy.model)
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
         # mb_output was computed before this step's update, as in the original code.
@@ -55,6 +72,17 @@ class DERPlugin(SupervisedPlugin):
 
     def load_state_dict(self, state: dict) -> None:
         self.buffer.load_state_dict(state["buffer"])
+
+
+class DERSAMPlugin(DERPlugin):
+    """DER++-SAM: the whole DER++ objective (same buffer batches) minimised with SAM."""
+
+    def __init__(self, mem_size: int, batch_size_mem: int, alpha: float, beta: float, seed: int, rho: float) -> None:
+        super().__init__(mem_size, batch_size_mem, alpha, beta, seed)
+        self.rho = rho
+
+    def before_update(self, strategy, **kwargs) -> None:
+        sam_gradients(strategy.model, lambda: self.objective(strategy), self.rho)
 
 
 class DERConfig(MethodConfig):
@@ -78,3 +106,13 @@ def build_der(cfg: DERConfig, ctx: MethodContext) -> list:
                  citation="buzzega2020der")
 def build_derpp(cfg: DERPPConfig, ctx: MethodContext) -> list:
     return [DERPlugin(cfg.mem_size, cfg.batch_size_mem, cfg.alpha, cfg.beta, seed=ctx.seed)]
+
+
+class DERPPSAMConfig(DERPPConfig):
+    rho: float = Field(0.05, gt=0, description="SAM neighbourhood radius")
+
+
+@register_method("derpp_sam", DERPPSAMConfig, "DER++ minimised with sharpness-aware minimisation",
+                 citation="foret2021sam")
+def build_derpp_sam(cfg: DERPPSAMConfig, ctx: MethodContext) -> list:
+    return [DERSAMPlugin(cfg.mem_size, cfg.batch_size_mem, cfg.alpha, cfg.beta, seed=ctx.seed, rho=cfg.rho)]

@@ -17,7 +17,7 @@ from clsuite.methods import MethodConfig, MethodContext, register_method
 
 
 class EWCConfig(MethodConfig):
-    ewc_lambda: float = Field(100.0, ge=0)
+    ewc_lambda: float = Field(10.0, ge=0)
     mode: Literal["separate", "online"] = "separate"
     decay_factor: float | None = Field(None, ge=0, le=1)
 

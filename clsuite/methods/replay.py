@@ -14,6 +14,7 @@ from avalanche.training.plugins import SupervisedPlugin
 from pydantic import Field
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
+from clsuite.methods.sam import sam_gradients
 
 
 class ReservoirBuffer:
@@ -143,6 +144,18 @@ class ReservoirReplayPlugin(SupervisedPlugin):
         self.buffer.load_state_dict(state["buffer"])
 
 
+class ReservoirReplaySAMPlugin(ReservoirReplayPlugin):
+    """ER-SAM: the ER objective (CE on the current + buffer minibatch) minimised with SAM."""
+
+    def __init__(self, mem_size: int, batch_size_mem: int, seed: int, rho: float) -> None:
+        super().__init__(mem_size, batch_size_mem, seed)
+        self.rho = rho
+
+    def before_update(self, strategy, **kwargs) -> None:
+        sam_gradients(strategy.model, lambda: strategy._criterion(strategy.model(strategy.mb_x), strategy.mb_y),
+                      self.rho)
+
+
 class ReplayConfig(MethodConfig):
     mem_size: int = Field(200, ge=1, description="buffer capacity in samples")
     batch_size_mem: int = Field(10, ge=1, description="buffer samples added to each minibatch")
@@ -151,3 +164,13 @@ class ReplayConfig(MethodConfig):
 @register_method("replay", ReplayConfig, "experience replay with an online reservoir buffer", citation="chaudhry2019er")
 def build(cfg: ReplayConfig, ctx: MethodContext) -> list:
     return [ReservoirReplayPlugin(cfg.mem_size, cfg.batch_size_mem, seed=ctx.seed)]
+
+
+class ReplaySAMConfig(ReplayConfig):
+    rho: float = Field(0.05, gt=0, description="SAM neighbourhood radius")
+
+
+@register_method("er_sam", ReplaySAMConfig, "experience replay minimised with sharpness-aware minimisation",
+                 citation="foret2021sam")
+def build_sam(cfg: ReplaySAMConfig, ctx: MethodContext) -> list:
+    return [ReservoirReplaySAMPlugin(cfg.mem_size, cfg.batch_size_mem, seed=ctx.seed, rho=cfg.rho)]

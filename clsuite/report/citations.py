@@ -61,6 +61,18 @@ ENTRIES["li2017lwf"] = """@article{li2017lwf,
   volume  = {40}, number = {12}, pages = {2935--2947}, year = {2018},
 }"""
 
+ENTRIES["foret2021sam"] = """@inproceedings{foret2021sam,
+  title     = {Sharpness-Aware Minimization for Efficiently Improving Generalization},
+  author    = {Foret, Pierre and Kleiner, Ariel and Mobahi, Hossein and Neyshabur, Behnam},
+  booktitle = {International Conference on Learning Representations}, year = {2021},
+}"""
+ENTRIES["li2024mgsersam"] = """@article{li2024mgsersam,
+  title   = {MGSER-SAM: Memory-Guided Soft Experience Replay with Sharpness-Aware Optimization
+             for Enhanced Continual Learning},
+  author  = {Li, Xingyu and Tang, Bo and Li, Haifeng},
+  journal = {arXiv preprint arXiv:2405.09492}, year = {2024},
+}"""
+
 # Always cited: the framework, the metric definitions used in every report.
 ALWAYS = ("lomonaco2021avalanche", "chaudhry2018riemannian", "lopezpaz2017gem", "buzzega2020der")
 
