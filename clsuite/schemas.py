@@ -67,6 +67,8 @@ EXPERIENCES = pa.DataFrameSchema(
         "eval_seconds": Column("float64", Check.ge(0)),
         "samples_per_second": Column("float64", Check.ge(0)),
         "peak_rss_mb": Column("float64", Check.ge(0)),
+        "model_bytes": Column("int64", Check.ge(0)),
+        "extra_memory_bytes": Column("int64", Check.ge(0)),
     },
     strict=True,
     unique=["run_id", "train_exp"],

@@ -73,6 +73,11 @@ def _silent_evaluator() -> EvaluationPlugin:
         return EvaluationPlugin(loggers=[])
 
 
+def extra_memory_bytes(plugins: list, model: torch.nn.Module) -> int:
+    """Memory a method keeps beyond the model, counted as MEMO does (see docs/adding-a-method.md)."""
+    return int(sum(p.extra_memory_bytes(model) for p in plugins if hasattr(p, "extra_memory_bytes")))
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -174,7 +179,9 @@ def train_run(
         log.info("experience %d/%d: train %.2fs (%d samples), eval %.2fs, accuracy on seen classes %.4f",
                  k + 1, prepared.n_experiences, train_s, n, eval_s, acc_now)
         rows.append({"train_exp": k, "n_train_samples": n, "train_seconds": train_s, "eval_seconds": eval_s,
-                     "samples_per_second": n / train_s if train_s > 0 else 0.0, "peak_rss_mb": peak_rss_mb()})
+                     "samples_per_second": n / train_s if train_s > 0 else 0.0, "peak_rss_mb": peak_rss_mb(),
+                     "model_bytes": 4 * sum(p.numel() for p in model.parameters()),
+                     "extra_memory_bytes": extra_memory_bytes(plugins, model)})
         if all(checkpoint.is_checkpointable(p) for p in plugins):
             checkpoint.save(ckpt_path, fp=fp, finished_exp=k, model=model, optimizer=strategy.optimizer,
                             plugins=plugins, clock=strategy.clock, extra={"rows": rows})

@@ -117,3 +117,25 @@ def test_lwf_distils_only_old_classes_and_freezes_old_model(model):
     restored.load_state_dict(copy.deepcopy(plugin.state_dict()))
     assert restored.old_classes == [0, 1]
     assert torch.equal(restored.old_model(x), plugin.old_model(x))
+
+
+def test_memory_counting_of_ewc_joint_and_lwf(params, data_roots, tmp_path):
+    """extra_memory_bytes after the last experience, against hand counts (MEMO style)."""
+    import pandas as pd
+
+    from clsuite.train import train_run
+
+    _, prepared = data_roots
+    n_params = 784 * 100 + 100 + 100 * 100 + 100 + 100 * 10 + 10  # smoke MLP 784-100-100-10
+    expected = {
+        "finetune": 0,
+        "ewc": 2 * 5 * n_params * 4,   # separate mode: params + Fisher for each of 5 experiences
+        "lwf": n_params * 4,           # one frozen copy of the model
+        "joint": 450 * 784,            # all 450 training images as uint8 pixels
+        "replay": 200 * 784,           # a full buffer of 200 exemplars
+    }
+    for method, bytes_ in expected.items():
+        run_dir = train_run(params, "smnist_smoke", method, 0, prepared, tmp_path)
+        exps = pd.read_parquet(run_dir / "experiences.parquet")
+        assert exps["extra_memory_bytes"].iloc[-1] == bytes_, method
+        assert exps["model_bytes"].iloc[-1] == n_params * 4

@@ -32,6 +32,11 @@ class CheckpointableEWCPlugin(EWCPlugin):
     """Avalanche's EWCPlugin plus state_dict/load_state_dict of its saved parameters and
     Fisher importances (per experience), for resumable runs."""
 
+    def extra_memory_bytes(self, model) -> int:
+        """Stored parameter copies and Fisher diagonals, 4 bytes per value."""
+        tables = (self.saved_params, self.importances)
+        return 4 * sum(p.data.numel() for t in tables for params in t.values() for p in params.values())
+
     def state_dict(self) -> dict:
         def plain(d: dict) -> dict:
             return {exp: {name: p.data.clone() for name, p in params.items()} for exp, params in d.items()}

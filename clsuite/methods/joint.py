@@ -27,12 +27,19 @@ class CumulativeDataPlugin(SupervisedPlugin):
     def __init__(self) -> None:
         super().__init__()
         self.seen_ids: list[int] = []
+        self.stored_bytes = 0  # derived from seen_ids at each dataset adaptation
 
     def after_train_dataset_adaptation(self, strategy, **kwargs) -> None:
         stream = strategy.experience.origin_stream
         past = [stream[i].dataset.train() for i in self.seen_ids]
         self.seen_ids.append(strategy.experience.current_experience)
         strategy.adapted_dataset = concat_datasets([*past, strategy.adapted_dataset])
+        data = strategy.adapted_dataset
+        self.stored_bytes = len(data) * data[0][0].numel()
+
+    def extra_memory_bytes(self, model) -> int:
+        """Joint keeps every sample trained on so far, counted as uint8 pixels."""
+        return self.stored_bytes
 
     def state_dict(self) -> dict:
         return {"seen_ids": list(self.seen_ids)}

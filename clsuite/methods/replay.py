@@ -137,6 +137,9 @@ class ReservoirReplayPlugin(SupervisedPlugin):
             self.buffer.add(*self._incoming)
             self._incoming = None
 
+    def extra_memory_bytes(self, model: torch.nn.Module) -> int:
+        return self.buffer.nbytes_as_images
+
     def state_dict(self) -> dict:
         return {"buffer": self.buffer.state_dict()}
 

@@ -41,11 +41,15 @@ def _figure_md(paths: list[Path], alt: str) -> str:
 
 
 def _compute_table(exps: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    final = exps[exps["train_exp"] == exps.groupby("run_id")["train_exp"].transform("max")]
+    fg = final.groupby(["benchmark", "method"])
     g = exps.groupby(["benchmark", "method"])
     df = pd.DataFrame({
         "train s / experience": g["train_seconds"].mean().round(2),
         "samples / s": g["samples_per_second"].mean().round(0).astype("int64"),
         "peak RSS (MB)": g["peak_rss_mb"].max().round(0).astype("int64"),
+        "model (MB)": (fg["model_bytes"].max() / 2**20).round(3),
+        "extra memory (MB)": (fg["extra_memory_bytes"].max() / 2**20).round(3),
     }).reset_index()
     df["method"] = pd.Categorical(df["method"], methods, ordered=True)
     return df.sort_values(["benchmark", "method"]).rename(columns={"benchmark": "Benchmark", "method": "Method"})
@@ -95,8 +99,10 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
     for b in run.benchmarks:
         paths = figures.accuracy_matrix_figure(mat, b, run.methods, out / "figures" / f"accuracy_matrix_{b}")
         md += [_figure_md(paths, f"accuracy matrices on {b}"), ""]
-    md += ["## Compute", "", "Wall time per training experience (mean over experiences and seeds), training "
-           "throughput and peak resident memory of the training process.", "",
+    md += ["## Compute and memory", "", "Wall time per training experience (mean over experiences and seeds), "
+           "training throughput, peak resident memory of the training process, model size (parameters × 4 "
+           "bytes) and the extra memory the method keeps after the last experience, counted as MEMO does "
+           "(stored parameters × 4 bytes, exemplars as uint8 pixels, stored logits × 4 bytes).", "",
            tables.to_markdown(_compute_table(exps, run.methods)), ""]
     prov = provenance(params)
     md += ["## Provenance", "", "```",
