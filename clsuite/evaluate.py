@@ -17,17 +17,22 @@ from clsuite.config import Params
 from clsuite.errors import DataError
 from clsuite.io import write_json, write_text
 from clsuite.metrics import accuracy as acc
+from clsuite.metrics import stages as st
 from clsuite.metrics.aggregate import summarise
 from clsuite.records import read_records
-from clsuite.schemas import ACCURACY_MATRIX, EXPERIENCES, RUN_METRICS, STAGE_ACCURACY, SUMMARY
+from clsuite.schemas import (
+    ACCURACY_MATRIX, CLASS_ACCURACY, EXPERIENCES, RUN_METRICS, STAGE_ACCURACY, STAGE_METRICS, SUMMARY,
+)
 from clsuite.tables import read_table, write_table
 from clsuite.paths import METRICS_JSON, RUNS_ROOT, TABLES_DIR, run_dir_for
 PROTOCOLS = ("class_il", "task_il")
 
 
-def run_metrics_from_records(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """For one run: (accuracy matrix rows, stage accuracy rows, metric rows), all protocols."""
-    mats, stages, metrics = [], [], []
+def run_metrics_from_records(records: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """For one run, all protocols: accuracy_matrix, stage_accuracy, run_metrics, stage_metrics
+    and class_accuracy (final stage) rows."""
+    mats, stages, metrics, stage_rows, class_rows = [], [], [], [], []
+    last_stage = int(records["train_exp"].max())
     for protocol in PROTOCOLS:
         table = acc.accuracy_table(records, protocol).assign(protocol=protocol)
         stage = acc.stage_accuracy(records, protocol).assign(protocol=protocol)
@@ -43,19 +48,29 @@ def run_metrics_from_records(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
             # A[j-1, j] = 0 and FWT would only restate the untrained model's accuracy.
             "fwt": acc.fwt(A, acc.init_accuracy(table)) if protocol == "task_il" else None,
         }
+        per_class = st.per_class_accuracy(records, last_stage, protocol)
+        values.update(st.class_fairness(per_class))
         mats.append(table)
         stages.append(stage)
         metrics.append(pd.DataFrame(
             [{"protocol": protocol, "metric": m, "value": v} for m, v in values.items() if v is not None]
         ))
-    return pd.concat(mats, ignore_index=True), pd.concat(stages, ignore_index=True), pd.concat(metrics, ignore_index=True)
+        disparity = st.within_task_disparity(records, protocol)
+        stage_rows.append(st.stage_table(A).assign(
+            protocol=protocol, within_task_disparity=disparity.reindex(range(A.shape[0])).to_numpy()))
+        class_rows.append(pd.DataFrame({"protocol": protocol, "class_id": per_class.index.astype("int64"),
+                                        "accuracy": per_class.to_numpy(dtype=float)}))
+    cat = lambda parts: pd.concat(parts, ignore_index=True)  # noqa: E731
+    return {"accuracy_matrix": cat(mats), "stage_accuracy": cat(stages), "run_metrics": cat(metrics),
+            "stage_metrics": cat(stage_rows), "class_accuracy": cat(class_rows)}
 
 
 def evaluate_grid(params: Params, runs_root: Path = RUNS_ROOT, out_dir: Path = TABLES_DIR,
                   metrics_json: Path = METRICS_JSON) -> dict[str, pd.DataFrame]:
     """Compute every table for the runs of ``params.run`` and write them."""
     run = params.run
-    mats, stages, metrics, exps = [], [], [], []
+    parts: dict[str, list[pd.DataFrame]] = {}
+    exps = []
     for benchmark in run.benchmarks:
         for method in run.methods:
             for seed in run.seeds:
@@ -65,16 +80,20 @@ def evaluate_grid(params: Params, runs_root: Path = RUNS_ROOT, out_dir: Path = T
                                     f"{benchmark} --method {method} --seed {seed}`) first")
                 records = read_records(run_dir)
                 keys = {"run_id": records["run_id"].iat[0], "benchmark": benchmark, "method": method, "seed": seed}
-                m, s, r = run_metrics_from_records(records)
-                mats.append(m.assign(**keys))
-                stages.append(s.assign(**keys))
-                metrics.append(r.assign(**keys))
+                for name, df in run_metrics_from_records(records).items():
+                    parts.setdefault(name, []).append(df.assign(**keys))
                 exps.append(read_table(run_dir / "experiences.parquet", EXPERIENCES))
     cols = ["run_id", "benchmark", "method", "seed", "protocol"]
     tables = {
-        "accuracy_matrix": (pd.concat(mats)[cols + ["train_exp", "eval_exp", "accuracy", "n_samples"]], ACCURACY_MATRIX),
-        "stage_accuracy": (pd.concat(stages)[cols + ["train_exp", "accuracy", "n_samples"]], STAGE_ACCURACY),
-        "run_metrics": (pd.concat(metrics)[cols + ["metric", "value"]], RUN_METRICS),
+        "accuracy_matrix": (pd.concat(parts["accuracy_matrix"])[cols + ["train_exp", "eval_exp", "accuracy", "n_samples"]],
+                            ACCURACY_MATRIX),
+        "stage_accuracy": (pd.concat(parts["stage_accuracy"])[cols + ["train_exp", "accuracy", "n_samples"]],
+                           STAGE_ACCURACY),
+        "run_metrics": (pd.concat(parts["run_metrics"])[cols + ["metric", "value"]], RUN_METRICS),
+        "stage_metrics": (pd.concat(parts["stage_metrics"])[cols + ["train_exp", "plasticity", "stability",
+                                                                     "first_task", "within_task_disparity"]],
+                          STAGE_METRICS),
+        "class_accuracy": (pd.concat(parts["class_accuracy"])[cols + ["class_id", "accuracy"]], CLASS_ACCURACY),
         "experiences": (pd.concat(exps), EXPERIENCES),
     }
     summary = summarise(tables["run_metrics"][0], ["benchmark", "method", "protocol", "metric"])

@@ -103,7 +103,8 @@ STAGE_ACCURACY = pa.DataFrameSchema(
     name="stage_accuracy",
 )
 
-METRIC_NAMES = ["avg_acc", "last_acc", "forgetting", "avalanche_forgetting", "bwt", "fwt"]
+METRIC_NAMES = ["avg_acc", "last_acc", "forgetting", "avalanche_forgetting", "bwt", "fwt",
+                "class_acc_std", "class_acc_range", "worst_class_acc"]
 
 RUN_METRICS = pa.DataFrameSchema(
     {
@@ -115,6 +116,33 @@ RUN_METRICS = pa.DataFrameSchema(
     strict=True,
     unique=["run_id", "protocol", "metric"],
     name="run_metrics",
+)
+
+STAGE_METRICS = pa.DataFrameSchema(
+    {
+        **_RUN_KEYS,
+        "protocol": Column(str, Check.isin(PROTOCOLS)),
+        "train_exp": Column("int64", Check.ge(0)),
+        "plasticity": Column("float64", Check.in_range(0.0, 1.0)),
+        "stability": Column("float64", Check.in_range(0.0, 1.0), nullable=True),
+        "first_task": Column("float64", Check.in_range(0.0, 1.0)),
+        "within_task_disparity": Column("float64", Check.in_range(0.0, 1.0)),
+    },
+    strict=True,
+    unique=["run_id", "protocol", "train_exp"],
+    name="stage_metrics",
+)
+
+CLASS_ACCURACY = pa.DataFrameSchema(
+    {
+        **_RUN_KEYS,
+        "protocol": Column(str, Check.isin(PROTOCOLS)),
+        "class_id": Column("int64", Check.ge(0)),
+        "accuracy": Column("float64", Check.in_range(0.0, 1.0)),
+    },
+    strict=True,
+    unique=["run_id", "protocol", "class_id"],
+    name="class_accuracy",
 )
 
 SUMMARY = pa.DataFrameSchema(

@@ -20,10 +20,10 @@ from clsuite.paths import REPORTS, TABLES_DIR
 from clsuite.report import figures, tables
 from clsuite.report.citations import bibtex
 from clsuite.report.provenance import provenance
-from clsuite.schemas import ACCURACY_MATRIX, EXPERIENCES, STAGE_ACCURACY, SUMMARY
+from clsuite.schemas import ACCURACY_MATRIX, EXPERIENCES, STAGE_ACCURACY, STAGE_METRICS, SUMMARY
 from clsuite.tables import read_table
 
-MAIN_METRICS = ["last_acc", "avg_acc", "forgetting", "bwt", "fwt"]
+MAIN_METRICS = ["last_acc", "avg_acc", "forgetting", "bwt", "fwt", "worst_class_acc", "class_acc_std"]
 
 DEFINITIONS = """\
 - **Last acc.**: accuracy on the test samples of all experiences after the last one.
@@ -32,6 +32,7 @@ DEFINITIONS = """\
 - **BWT**: mean over old experiences of (final accuracy − accuracy right after learning it) (Lopez-Paz & Ranzato 2017); Avalanche's forgetting is −BWT.
 - **FWT** (task-IL only): mean over j ≥ 2 of (accuracy on experience j before training on it − accuracy of the untrained model on it). In class-IL unseen classes are never predicted, so it is not reported there.
 - **Class-IL** predicts among all classes; **task-IL** among the classes of the sample's experience (task label given at test time).
+- **Worst class**, **class acc. std**: lowest per-class accuracy and the spread of per-class accuracies after the last experience (class fairness).
 - Values are mean ± sample std over seeds, in percent."""
 
 
@@ -61,6 +62,7 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
     stage = read_table(data_dir / "stage_accuracy.parquet", STAGE_ACCURACY)
     mat = read_table(data_dir / "accuracy_matrix.parquet", ACCURACY_MATRIX)
     exps = read_table(data_dir / "experiences.parquet", EXPERIENCES)
+    stage_metrics = read_table(data_dir / "stage_metrics.parquet", STAGE_METRICS)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
 
@@ -95,6 +97,12 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
         plot_rows.append({"benchmark": row.benchmark, "method": row.method, "protocol": row.protocol,
                           "stage": row.train_exp + 1, "accuracy": round(row.accuracy, 6)})
     write_text(out / "plots" / "stage_accuracy.csv", pd.DataFrame(plot_rows).to_csv(index=False))
+    md += ["## Stability and plasticity", "", "Accuracy on the experience just learned (plasticity), mean "
+           "accuracy on the earlier experiences (stability) and accuracy on the first experience, after each "
+           "experience (class-IL).", ""]
+    for b in run.benchmarks:
+        paths = figures.stage_metrics_figure(stage_metrics, b, run.methods, out / "figures" / f"stability_plasticity_{b}")
+        md += [_figure_md(paths, f"stability and plasticity on {b}"), ""]
     md += ["## Accuracy matrices", "", "Row i, column j: accuracy on experience j after training experience i.", ""]
     for b in run.benchmarks:
         paths = figures.accuracy_matrix_figure(mat, b, run.methods, out / "figures" / f"accuracy_matrix_{b}")

@@ -63,6 +63,32 @@ def stage_accuracy_figure(stage: pd.DataFrame, benchmark: str, methods: list[str
         return save(fig, stem)
 
 
+def stage_metrics_figure(stage_metrics: pd.DataFrame, benchmark: str, methods: list[str], stem: Path,
+                         protocol: str = "class_il") -> list[Path]:
+    """Plasticity, stability and first-task accuracy over stages (mean over seeds), per method."""
+    d = stage_metrics[(stage_metrics["benchmark"] == benchmark) & (stage_metrics["protocol"] == protocol)]
+    panels = [("plasticity", "plasticity: accuracy on newest experience"),
+              ("stability", "stability: mean accuracy on earlier ones"),
+              ("first_task", "accuracy on the first experience")]
+    with plt.rc_context(RC), sns.axes_style("whitegrid"):
+        fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), sharey=True)
+        colors = method_colors(methods)
+        for ax, (col, title) in zip(axes, panels):
+            for method in methods:
+                m = d[d["method"] == method].groupby("train_exp")[col].mean().dropna()
+                ax.plot(m.index.to_numpy() + 1, 100 * m.to_numpy(), marker="o", ms=4, color=colors[method],
+                        label=method)
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("experiences trained")
+            ax.set_xticks(np.arange(1, d["train_exp"].max() + 2) if len(d) else [])
+            ax.set_ylim(0, 100)
+        axes[0].set_ylabel("accuracy (%)")
+        axes[-1].legend(title="method", fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        fig.suptitle(f"{benchmark}: stability vs plasticity, {protocol.replace('_', '-')} (mean over seeds)",
+                     fontsize=10)
+        return save(fig, stem)
+
+
 def accuracy_matrix_figure(mat: pd.DataFrame, benchmark: str, methods: list[str], stem: Path,
                            protocol: str = "class_il") -> list[Path]:
     """Heatmaps of A[i, j] (%), mean over seeds, one panel per method."""

@@ -13,9 +13,13 @@ METRIC_LABELS = {
     "bwt": "BWT (%)",
     "fwt": "FWT (%)",
     "avalanche_forgetting": "Avalanche forg. (%)",
+    "worst_class_acc": "Worst class (%)",
+    "class_acc_std": "Class acc. std (%)",
+    "class_acc_range": "Class acc. range (%)",
 }
 HIGHER_IS_BETTER = {"last_acc": True, "avg_acc": True, "forgetting": False, "bwt": True, "fwt": True,
-                    "avalanche_forgetting": False}
+                    "avalanche_forgetting": False, "worst_class_acc": True, "class_acc_std": False,
+                    "class_acc_range": False}
 
 
 def fmt(mean: float, std: float) -> str:
