@@ -18,11 +18,11 @@ from avalanche.training.plugins import SupervisedPlugin
 from pydantic import Field
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
-from clsuite.methods.replay import ReservoirBuffer
+from clsuite.methods.replay import BufferStateMixin, ReservoirBuffer
 from clsuite.methods.sam import sam_gradients
 
 
-class DERPlugin(SupervisedPlugin):
+class DERPlugin(BufferStateMixin, SupervisedPlugin):
     """Adds the DER(++) buffer terms to the loss; stores logits of incoming samples."""
 
     def __init__(self, mem_size: int, batch_size_mem: int, alpha: float, beta: float, seed: int) -> None:
@@ -64,14 +64,6 @@ class DERPlugin(SupervisedPlugin):
         # mb_output was computed before this step's update, as in the original code.
         self.buffer.add(strategy.mb_x, strategy.mb_y, strategy.mb_task_id, logits=strategy.mb_output.detach().float())
 
-    def extra_memory_bytes(self, model: torch.nn.Module) -> int:
-        return self.buffer.nbytes_as_images
-
-    def state_dict(self) -> dict:
-        return {"buffer": self.buffer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.buffer.load_state_dict(state["buffer"])
 
 
 class DERSAMPlugin(DERPlugin):

@@ -24,11 +24,11 @@ from avalanche.training.plugins import SupervisedPlugin
 from pydantic import Field
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
-from clsuite.methods.replay import ReservoirBuffer
+from clsuite.methods.replay import BufferStateMixin, ReservoirBuffer
 from clsuite.methods.sam import grads_of, sam_gradients, set_grads, trainable
 
 
-class MGSERSAMPlugin(SupervisedPlugin):
+class MGSERSAMPlugin(BufferStateMixin, SupervisedPlugin):
     def __init__(self, mem_size: int, batch_size_mem: int, alpha: float, gamma: float, rho: float,
                  memory_loss: str, seed: int) -> None:
         super().__init__()
@@ -85,14 +85,6 @@ class MGSERSAMPlugin(SupervisedPlugin):
     def after_training_iteration(self, strategy, **kwargs) -> None:
         self.buffer.add(strategy.mb_x, strategy.mb_y, strategy.mb_task_id, logits=strategy.mb_output.detach().float())
 
-    def extra_memory_bytes(self, model: torch.nn.Module) -> int:
-        return self.buffer.nbytes_as_images
-
-    def state_dict(self) -> dict:
-        return {"buffer": self.buffer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.buffer.load_state_dict(state["buffer"])
 
 
 class MGSERSAMConfig(MethodConfig):

@@ -110,7 +110,22 @@ class ReservoirBuffer:
         self.generator.set_state(state["generator"])
 
 
-class ReservoirReplayPlugin(SupervisedPlugin):
+class BufferStateMixin:
+    """Checkpointing and MEMO-style memory of a plugin whose state is ``self.buffer``."""
+
+    buffer: ReservoirBuffer
+
+    def extra_memory_bytes(self, model: torch.nn.Module) -> int:
+        return self.buffer.nbytes_as_images
+
+    def state_dict(self) -> dict:
+        return {"buffer": self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffer.load_state_dict(state["buffer"])
+
+
+class ReservoirReplayPlugin(BufferStateMixin, SupervisedPlugin):
     """ER: concatenate a buffer batch to each training minibatch; reservoir-update after."""
 
     def __init__(self, mem_size: int, batch_size_mem: int, seed: int) -> None:
@@ -137,14 +152,6 @@ class ReservoirReplayPlugin(SupervisedPlugin):
             self.buffer.add(*self._incoming)
             self._incoming = None
 
-    def extra_memory_bytes(self, model: torch.nn.Module) -> int:
-        return self.buffer.nbytes_as_images
-
-    def state_dict(self) -> dict:
-        return {"buffer": self.buffer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.buffer.load_state_dict(state["buffer"])
 
 
 class ReservoirReplaySAMPlugin(ReservoirReplayPlugin):
