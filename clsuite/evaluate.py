@@ -83,24 +83,15 @@ def evaluate_grid(params: Params, runs_root: Path = RUNS_ROOT, out_dir: Path = T
                 for name, df in run_metrics_from_records(records).items():
                     parts.setdefault(name, []).append(df.assign(**keys))
                 exps.append(read_table(run_dir / "experiences.parquet", EXPERIENCES))
-    cols = ["run_id", "benchmark", "method", "seed", "protocol"]
-    tables = {
-        "accuracy_matrix": (pd.concat(parts["accuracy_matrix"])[cols + ["train_exp", "eval_exp", "accuracy", "n_samples"]],
-                            ACCURACY_MATRIX),
-        "stage_accuracy": (pd.concat(parts["stage_accuracy"])[cols + ["train_exp", "accuracy", "n_samples"]],
-                           STAGE_ACCURACY),
-        "run_metrics": (pd.concat(parts["run_metrics"])[cols + ["metric", "value"]], RUN_METRICS),
-        "stage_metrics": (pd.concat(parts["stage_metrics"])[cols + ["train_exp", "plasticity", "stability",
-                                                                     "first_task", "within_task_disparity"]],
-                          STAGE_METRICS),
-        "class_accuracy": (pd.concat(parts["class_accuracy"])[cols + ["class_id", "accuracy"]], CLASS_ACCURACY),
-        "experiences": (pd.concat(exps), EXPERIENCES),
-    }
+    schemas = {"accuracy_matrix": ACCURACY_MATRIX, "stage_accuracy": STAGE_ACCURACY, "run_metrics": RUN_METRICS,
+               "stage_metrics": STAGE_METRICS, "class_accuracy": CLASS_ACCURACY}
+    tables = {name: (pd.concat(parts[name]), schema) for name, schema in schemas.items()}
+    tables["experiences"] = (pd.concat(exps), EXPERIENCES)
     summary = summarise(tables["run_metrics"][0], ["benchmark", "method", "protocol", "metric"])
     tables["summary"] = (summary, SUMMARY)
     out = {}
     for name, (df, schema) in tables.items():
-        df = df.reset_index(drop=True)
+        df = df[list(schema.columns)].reset_index(drop=True)  # column order as in the schema
         write_table(df, out_dir / f"{name}.parquet", schema)
         write_text(out_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.6g"))
         out[name] = df

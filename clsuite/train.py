@@ -137,7 +137,8 @@ def train_run(
         plugins=plugins,
         evaluator=evaluator if evaluator is not None else _silent_evaluator(),
     )
-    if not all(checkpoint.is_checkpointable(p) for p in plugins):
+    resumable = all(checkpoint.is_checkpointable(p) for p in plugins)
+    if not resumable:
         log.warning("a plugin has no state_dict: this run cannot resume after an interruption")
     fp = checkpoint.fingerprint(
         benchmark=bench.model_dump(mode="json"), method_type=entry.type, method=entry.config_dict(), seed=seed,
@@ -145,7 +146,7 @@ def train_run(
         clsuite=__version__, torch=torch.__version__,
     )
     ckpt_path = run_dir / "checkpoint.pt"
-    state = checkpoint.load(ckpt_path, fp) if all(checkpoint.is_checkpointable(p) for p in plugins) else None
+    state = checkpoint.load(ckpt_path, fp) if resumable else None
     if state is not None and all(stage_path(run_dir, k).exists() for k in range(-1, state["finished_exp"] + 1)):
         checkpoint.restore(state, model=model, optimizer=strategy.optimizer, plugins=plugins, clock=strategy.clock)
         start, rows = state["finished_exp"] + 1, list(state["extra"]["rows"])
@@ -182,7 +183,7 @@ def train_run(
                      "samples_per_second": n / train_s if train_s > 0 else 0.0, "peak_rss_mb": peak_rss_mb(),
                      "model_bytes": 4 * sum(p.numel() for p in model.parameters()),
                      "extra_memory_bytes": extra_memory_bytes(plugins, model)})
-        if all(checkpoint.is_checkpointable(p) for p in plugins):
+        if resumable:
             checkpoint.save(ckpt_path, fp=fp, finished_exp=k, model=model, optimizer=strategy.optimizer,
                             plugins=plugins, clock=strategy.clock, extra={"rows": rows})
         write_json(run_dir / "status.json", {"run_id": key.run_id, "state": "running", "finished_experiences": k + 1})
