@@ -72,6 +72,18 @@ ENTRIES["li2024mgsersam"] = """@article{li2024mgsersam,
   author  = {Li, Xingyu and Tang, Bo and Li, Haifeng},
   journal = {arXiv preprint arXiv:2405.09492}, year = {2024},
 }"""
+ENTRIES["rebuffi2017icarl"] = """@inproceedings{rebuffi2017icarl,
+  title     = {iCaRL: Incremental Classifier and Representation Learning},
+  author    = {Rebuffi, Sylvestre-Alvise and Kolesnikov, Alexander and Sperl, Georg and Lampert, Christoph H.},
+  booktitle = {Proceedings of the IEEE Conference on Computer Vision and Pattern Recognition},
+  pages     = {2001--2010}, year = {2017},
+}"""
+ENTRIES["yan2021der"] = """@inproceedings{yan2021der,
+  title     = {DER: Dynamically Expandable Representation for Class Incremental Learning},
+  author    = {Yan, Shipeng and Xie, Jiangwei and He, Xuming},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition},
+  pages     = {3014--3023}, year = {2021},
+}"""
 
 # Always cited: the framework, the metric definitions used in every report.
 ALWAYS = ("lomonaco2021avalanche", "chaudhry2018riemannian", "lopezpaz2017gem", "buzzega2020der")
