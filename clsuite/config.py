@@ -52,8 +52,20 @@ class ModelSpec(Strict):
         return dict(self.model_extra or {})
 
 
+class DomainConfig(Strict):
+    """Domain-IL transforms: one per experience, drawn from ``seed`` (clsuite/data/domains.py)."""
+
+    kind: Literal["permute", "rotate"]
+    seed: int = 0
+    max_degrees: float = Field(180.0, gt=0, le=360)
+
+
 class BenchmarkConfig(Strict):
-    """A continual stream built from one data source."""
+    """A continual stream built from one data source.
+
+    class_il / task_il split the classes into ``n_experiences`` groups; domain_il keeps
+    every class in every experience and gives each experience its ``domain`` transform.
+    """
 
     source: str
     scenario: Scenario = "class_il"
@@ -62,9 +74,18 @@ class BenchmarkConfig(Strict):
     split_seed: int = 1993
     class_order: list[int] | None = None
     subsample_per_class: int | None = Field(None, ge=1)
+    domain: DomainConfig | None = None
     model: ModelSpec
     train: TrainConfig = TrainConfig()
     description: str = ""
+
+    @model_validator(mode="after")
+    def _domain_iff_domain_il(self) -> "BenchmarkConfig":
+        if self.scenario == "domain_il" and self.domain is None:
+            raise ValueError("scenario domain_il needs a domain: {kind: permute | rotate, seed: N}")
+        if self.scenario != "domain_il" and self.domain is not None:
+            raise ValueError(f"domain is only used with scenario domain_il (this benchmark is {self.scenario})")
+        return self
 
 
 class GridConfig(Strict):

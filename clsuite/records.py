@@ -79,11 +79,17 @@ def stage_records(
     model: torch.nn.Module, prepared: PreparedBenchmark, key: RunKey, train_exp: int,
     batch_size: int, device: torch.device,
 ) -> pd.DataFrame:
-    """Evaluate on the whole test set once; split rows by test experience."""
-    logits = predict_logits(model, prepared.test.x, batch_size, device)
+    """Evaluate every test experience: class splits share one pass over the test set; in
+    domain-IL each experience is its own pass through that experience's domain transform."""
     parts = []
-    for eval_exp, (rows, classes) in enumerate(zip(prepared.experience_rows("test"), prepared.manifest.experiences)):
-        parts.append(records_from_logits(key, train_exp, eval_exp, rows, prepared.test.y[rows], logits[rows], classes))
+    experiences = list(zip(prepared.experience_rows("test"), prepared.manifest.experiences))
+    shared = None if prepared.manifest.domains else predict_logits(model, prepared.test.x, batch_size, device)
+    for eval_exp, (rows, classes) in enumerate(experiences):
+        if shared is not None:
+            logits = shared[rows]
+        else:
+            logits = predict_logits(model, prepared.experience_inputs("test", eval_exp, rows), batch_size, device)
+        parts.append(records_from_logits(key, train_exp, eval_exp, rows, prepared.test.y[rows], logits, classes))
     return pd.concat(parts, ignore_index=True)
 
 

@@ -49,7 +49,7 @@ RECORDS = pa.DataFrameSchema(
         r"^logit_\d+$": Column("float32", regex=True),
     },
     strict=True,
-    unique=["run_id", "train_exp", "eval_set", "sample_id"],
+    unique=["run_id", "train_exp", "eval_set", "eval_exp", "sample_id"],
     checks=[
         Check(lambda df: any(c.startswith("logit_") for c in df.columns), error="no logit_<k> columns"),
         Check(lambda df: (df["y_pred"] < sum(c.startswith("logit_") for c in df.columns)).all(),

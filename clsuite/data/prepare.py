@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 from sklearn.model_selection import train_test_split
 
 from clsuite.config import BenchmarkConfig
+from clsuite.data.domains import domain_specs
 from clsuite.data.sources import SOURCES, LabeledImages
 from clsuite.errors import DataError, ParamsError
 from clsuite.io import replace_dir, sha256_file, temp_dir_beside, write_json
@@ -49,6 +51,7 @@ class Manifest(BaseModel):
     test_fraction: float
     subsample_per_class: int | None
     sha256: dict[str, str]
+    domains: list[dict[str, Any]] = []  # domain_il: one transform spec per experience
 
     def experience_of_class(self) -> dict[int, int]:
         return {c: k for k, classes in enumerate(self.experiences) for c in classes}
@@ -62,6 +65,8 @@ def class_layout(cfg: BenchmarkConfig, n_classes: int, where: str) -> tuple[list
             f"{where}.class_order: must be a permutation of 0..{n_classes - 1} "
             f"(the source has {n_classes} classes), got {order}"
         )
+    if cfg.scenario == "domain_il":  # every experience holds every class (in its own domain)
+        return order, [list(order) for _ in range(cfg.n_experiences)]
     if n_classes % cfg.n_experiences:
         raise ParamsError(
             f"{where}.n_experiences: {n_classes} classes cannot be split into {cfg.n_experiences} "
@@ -120,6 +125,8 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
             test_fraction=cfg.test_fraction,
             subsample_per_class=cfg.subsample_per_class,
             sha256=sha,
+            domains=domain_specs(cfg.domain.kind, cfg.n_experiences, cfg.domain.seed, cfg.domain.max_degrees)
+            if cfg.domain is not None else [],
         )
         write_json(tmp / "manifest.json", manifest.model_dump(mode="json"))
         replace_dir(tmp, dest)

@@ -11,6 +11,9 @@
   −‖φ(x)/‖φ(x)‖ − μ_c‖² as its "logits" in eval mode, so every record-based metric
   (accuracy, task-IL masking, confidence) applies unchanged. Before the first class
   means exist (the random-init stage) it returns the network's own logits.
+
+Class-IL and task-IL only: in domain-IL a class's exemplar mean pools features of
+different input domains, and on the P-MNIST-style stream NME fell to 23 % (finetune: 81 %).
 """
 
 from __future__ import annotations
@@ -133,6 +136,6 @@ def wrap_nme(model: nn.Module, cfg: ICaRLConfig, ctx: MethodContext) -> nn.Modul
 
 
 @register_method("icarl", ICaRLConfig, "iCaRL: herding exemplars, BCE distillation, nearest-mean classifier",
-                 citation="rebuffi2017icarl", wrap_model=wrap_nme)
+                 citation="rebuffi2017icarl", wrap_model=wrap_nme, scenarios=("class_il", "task_il"))
 def build(cfg: ICaRLConfig, ctx: MethodContext) -> list:
     return [ICaRLPlugin(cfg.mem_size, ctx.device)]
