@@ -447,6 +447,8 @@ def test_avalanche_benchmark_has_one_experience_per_class_group(prepared_small, 
             assert exp.task_label == expected_task
 
 
-def test_avalanche_benchmark_rejects_unsupported_scenario(prepared_small):
-    with pytest.raises(ParamsError, match="domain_il"):
+def test_avalanche_benchmark_rejects_unknown_or_mismatched_scenario(prepared_small):
+    with pytest.raises(ParamsError, match="online_il"):
+        make_avalanche_benchmark(load_prepared(prepared_small), "online_il")
+    with pytest.raises(DataError, match="made for scenario class_il, not domain_il; rerun `clsuite prepare"):
         make_avalanche_benchmark(load_prepared(prepared_small), "domain_il")
