@@ -27,6 +27,7 @@ class Server:
         self.files: dict[str, bytes] = {}
         self.cut_after: dict[str, int] = {}  # path -> bytes sent before the connection is dropped
         self.ignore_range: set[str] = set()
+        self.wrong_range: set[str] = set()  # answer 206 from byte 0 whatever was asked
         self.log: list[tuple[str, str | None, int]] = []  # (path, Range header, status)
         server = self
 
@@ -44,7 +45,7 @@ class Server:
                     return
                 start = 0
                 if rng and path not in server.ignore_range:
-                    start = int(rng.removeprefix("bytes=").split("-")[0])
+                    start = 0 if path in server.wrong_range else int(rng.removeprefix("bytes=").split("-")[0])
                     if start >= len(data):
                         server.log.append((path, rng, 416))
                         self.send_response(416)
@@ -156,6 +157,15 @@ def test_server_ignoring_range_restarts_from_scratch(server, tmp_path):
     dest = download(remote_for(server.url("/data.bin")), tmp_path, progress=False)
     assert dest.read_bytes() == PAYLOAD
     assert server.log[-1][2] == 200
+
+
+def test_partial_answer_for_another_range_restarts(server, tmp_path):
+    server.files["/data.bin"] = PAYLOAD
+    server.wrong_range.add("/data.bin")
+    (tmp_path / "data.bin.part").write_bytes(PAYLOAD[:1000])
+    dest = download(remote_for(server.url("/data.bin")), tmp_path, progress=False)
+    assert dest.read_bytes() == PAYLOAD
+    assert [(r, st) for _, r, st in server.log] == [("bytes=1000-", 206), (None, 200)]
 
 
 def test_complete_part_file_is_verified_and_renamed(server, tmp_path):

@@ -88,7 +88,12 @@ def _stamp_matches(path: Path, remote: RemoteFile) -> bool:
         st = path.stat()
     except (OSError, ValueError):
         return False
-    return rec == {"checksum": list(remote.checksum or ()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return rec == _stamp(remote, st)
+
+
+def _stamp(remote: RemoteFile, st: os.stat_result) -> dict:
+    return {"checksum": list(remote.checksum or ()), "published_size": remote.size, "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns}
 
 
 def mismatch(path: Path, remote: RemoteFile) -> str | None:
@@ -123,8 +128,7 @@ def verify(path: Path, remote: RemoteFile, *, fix: str = "delete it and rerun `c
 
 def mark_verified(path: Path, remote: RemoteFile) -> None:
     """Record that ``path`` (as it is now) matched ``remote`` (see :func:`verify`)."""
-    st = path.stat()
-    write_json(_stamp_path(path), {"checksum": list(remote.checksum or ()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    write_json(_stamp_path(path), _stamp(remote, path.stat()))
 
 
 def manual_fix(remote: RemoteFile, dest: Path) -> str:
@@ -202,14 +206,13 @@ def _transfer(url: str, part: Path, remote: RemoteFile, timeout: float, progress
     with response:
         status = response.status
         if offset and status == 206:
-            content_range = response.headers.get("Content-Range", "")
-            if not content_range.startswith(f"bytes {offset}-"):
-                offset = 0  # not the range we asked for: start again
-                mode = "wb"
-            else:
-                mode = "ab"
+            if not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+                response.close()  # not the range we asked for: start again from scratch
+                part.unlink()
+                return _transfer(url, part, remote, timeout, progress)
+            mode = "ab"
         else:
-            offset, mode = 0, "wb"  # 200: the whole file
+            offset, mode = 0, "wb"  # 200: the whole file (a server that ignores Range sends it all)
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else remote.size
         received = 0

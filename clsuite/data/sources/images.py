@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -37,14 +36,12 @@ def decode(data: bytes, where: str, size: int | None = None, mode: str = "RGB") 
     ``draft``): much faster for 32/64-pixel targets, and deterministic.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if size is not None and img.format == "JPEG":
-                img.draft(mode, (size, size))
-            img.load()  # decode now: a truncated file fails here, not later
+        img = Image.open(io.BytesIO(data))
+        if size is not None and img.format == "JPEG":
+            img.draft(mode, (size, size))
+        img.load()  # decode now: a truncated file fails here, not later
         img = img.convert(mode)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{where}: not a readable image ({exc}); delete the file and rerun `clsuite fetch`") from None
     if size is not None:
         img = resize_center_crop(img, size)
