@@ -18,7 +18,8 @@ def cmd_fetch(args: argparse.Namespace) -> None:
     params = load_params(args.params, check_components=False)
     sources = sorted({params.benchmark(b).source for b in params.run.benchmarks})
     for name in sources:
-        paths = SOURCES.get(name).fetch(RAW_ROOT / name)
+        source = SOURCES.get(name)
+        paths = source.fetch(source.raw_dir(RAW_ROOT))
         print(f"fetched {name}: {', '.join(str(p) for p in paths)}")
 
 

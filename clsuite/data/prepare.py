@@ -14,9 +14,10 @@ A sample's id in the prediction records is its row in ``{split}_x.npy``.
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -52,6 +53,7 @@ class Manifest(BaseModel):
     subsample_per_class: int | None
     sha256: dict[str, str]
     domains: list[dict[str, Any]] = []  # domain_il: one transform spec per experience
+    split: Literal["stratified", "official"] = "stratified"  # official: the source's own train/test split
 
     def experience_of_class(self) -> dict[int, int]:
         return {c: k for k, classes in enumerate(self.experiences) for c in classes}
@@ -77,7 +79,17 @@ def class_layout(cfg: BenchmarkConfig, n_classes: int, where: str) -> tuple[list
 
 
 def split_indices(data: LabeledImages, cfg: BenchmarkConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded train/test split (after optional per-class subsampling); sorted ids."""
+    """Train/test source rows (sorted), seeded by ``split_seed``.
+
+    Without an official split (``data.split`` is None): stratified split with
+    ``test_fraction``, after optionally keeping ``subsample_per_class`` images per class.
+    With one: its train and test rows; ``subsample_per_class`` S then keeps, per class,
+    S − ceil(S · test_fraction) training rows and ceil(S · test_fraction) test rows (the
+    per-class counts of the stratified case), drawn from the official sides, or all rows
+    of a side that has fewer.
+    """
+    if data.split is not None:
+        return _official_split_indices(data, cfg)
     rng = np.random.default_rng(cfg.split_seed)
     idx = np.arange(len(data.labels))
     if cfg.subsample_per_class is not None:
@@ -93,10 +105,27 @@ def split_indices(data: LabeledImages, cfg: BenchmarkConfig) -> tuple[np.ndarray
     return np.sort(train), np.sort(test)
 
 
+def _official_split_indices(data: LabeledImages, cfg: BenchmarkConfig) -> tuple[np.ndarray, np.ndarray]:
+    sides = {side: np.flatnonzero(data.split == side) for side in SPLITS}
+    if cfg.subsample_per_class is None:
+        return sides["train"], sides["test"]
+    rng = np.random.default_rng(cfg.split_seed)
+    n_test = math.ceil(cfg.subsample_per_class * cfg.test_fraction)
+    quota = {"train": cfg.subsample_per_class - n_test, "test": n_test}
+    out = {}
+    for side in SPLITS:
+        keep = []
+        for c in np.unique(data.labels):
+            members = sides[side][data.labels[sides[side]] == c]
+            keep.append(rng.choice(members, size=min(quota[side], len(members)), replace=False))
+        out[side] = np.sort(np.concatenate(keep)).astype(np.int64)
+    return out["train"], out["test"]
+
+
 def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root: Path) -> Manifest:
     """Write ``out_root/<name>/`` atomically (built in a temp folder, then swapped in)."""
     source = SOURCES.get(cfg.source)
-    data = source.load(raw_root / cfg.source)
+    data = source.load(source.raw_dir(raw_root))
     n_classes = len(data.class_names)
     order, experiences = class_layout(cfg, n_classes, f"benchmarks.{name}")
     train_idx, test_idx = split_indices(data, cfg)
@@ -127,6 +156,7 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
             sha256=sha,
             domains=domain_specs(cfg.domain.kind, cfg.n_experiences, cfg.domain.seed, cfg.domain.max_degrees)
             if cfg.domain is not None else [],
+            split="stratified" if data.split is None else "official",
         )
         write_json(tmp / "manifest.json", manifest.model_dump(mode="json"))
         replace_dir(tmp, dest)
