@@ -34,7 +34,7 @@ from clsuite.data.variants.ood import ClassMap
 from clsuite.errors import DataError, ParamsError
 from clsuite.io import replace_dir, sha256_file, temp_dir_beside, write_json
 
-FORMAT_VERSION = 2  # 2: variants (corrupted, OOD, long-tailed), per-class labels after holdout
+FORMAT_VERSION = 2  # 2: variant arrays (corrupted, OOD, long-tailed) and labels renumbered after holdout
 SPLITS = ("train", "test")
 ARRAYS = ("x", "y", "src")
 
