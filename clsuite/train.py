@@ -185,7 +185,8 @@ def train_run(
         write_stage(recs, run_dir, k)
         eval_s = time.perf_counter() - t1
         n = len(experience.dataset) * bench.train.epochs
-        acc_now = float((recs["y_pred"] == recs["y_true"])[recs["eval_exp"] <= k].mean())
+        clean = recs[recs["eval_set"] == "clean"]
+        acc_now = float((clean["y_pred"] == clean["y_true"])[clean["eval_exp"] <= k].mean())
         log.info("experience %d/%d: train %.2fs (%d samples), eval %.2fs, accuracy on seen classes %.4f",
                  k + 1, prepared.n_experiences, train_s, n, eval_s, acc_now)
         rows.append({"train_exp": k, "n_train_samples": n, "train_seconds": train_s, "eval_seconds": eval_s,

@@ -1,19 +1,24 @@
 """prepare: a source's images → a deterministic train/test split and experience layout.
 
-Output folder ``data/prepared/<benchmark>/`` (format version 1, documented in
+Output folder ``data/prepared/<benchmark>/`` (format version 2, documented in
 docs/data-format.md):
 
 - ``{train,test}_x.npy``: uint8 (N, C, H, W), memory-mappable;
-- ``{train,test}_y.npy``: int64 (N,) original class labels;
+- ``{train,test}_y.npy``: int64 (N,) class labels (source labels, renumbered when
+  classes are held out as OOD);
 - ``{train,test}_src.npy``: int64 (N,) row of each sample in the source (provenance);
-- ``manifest.json``: classes, class order, classes of each experience, counts and the
-  sha256 of every array file.
+- variants (``variants:`` in params, :mod:`clsuite.data.variants`): ``c_*.npy``
+  (corrupted copies of test images), ``ood_*.npy`` (out-of-distribution images); a
+  long-tailed train split replaces ``train_*.npy``;
+- ``manifest.json``: classes, class order, classes of each experience, counts, what the
+  variants hold and the sha256 of every array file.
 
 A sample's id in the prediction records is its row in ``{split}_x.npy``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -23,13 +28,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 from sklearn.model_selection import train_test_split
 
-from clsuite.config import BenchmarkConfig
+from clsuite.config import BenchmarkConfig, VariantsConfig
 from clsuite.data.domains import domain_specs
 from clsuite.data.sources import SOURCES, LabeledImages
+from clsuite.data.variants.build import VariantsInfo, build_variants
+from clsuite.data.variants.long_tail import subsample_long_tail
+from clsuite.data.variants.ood import ClassMap
 from clsuite.errors import DataError, ParamsError
 from clsuite.io import replace_dir, sha256_file, temp_dir_beside, write_json
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: variant arrays (corrupted, OOD, long-tailed) and labels renumbered after holdout
 SPLITS = ("train", "test")
 ARRAYS = ("x", "y", "src")
 
@@ -51,6 +59,7 @@ class Manifest(BaseModel):
     split_seed: int
     test_fraction: float
     subsample_per_class: int | None
+    variants: VariantsInfo | None = None
     sha256: dict[str, str]
     domains: list[dict[str, Any]] = []  # domain_il: one transform spec per experience
     split: Literal["stratified", "official"] = "stratified"  # official: the source's own train/test split
@@ -126,33 +135,49 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
     """Write ``out_root/<name>/`` atomically (built in a temp folder, then swapped in)."""
     source = SOURCES.get(cfg.source)
     data = source.load(source.raw_dir(raw_root))
-    n_classes = len(data.class_names)
+    variants, where = cfg.variants or VariantsConfig(), f"benchmarks.{name}.variants"
+    classes = ClassMap.build(len(data.class_names), variants.ood, f"{where}.ood")  # identity unless holdout
+    n_classes = classes.n_classes
     order, experiences = class_layout(cfg, n_classes, f"benchmarks.{name}")
     train_idx, test_idx = split_indices(data, cfg)
+    train_idx, test_idx, held_idx = classes.drop_held_out(data.labels, train_idx, test_idx)
+    long_tail = None
+    if variants.long_tail is not None:
+        train_idx, long_tail = subsample_long_tail(
+            train_idx, classes.labels(data.labels[train_idx]), order, variants.long_tail, f"{where}.long_tail")
+    extra, variants_info = build_variants(
+        variants, where, source=cfg.source, images=data.images, test_rows=test_idx,
+        test_y=classes.labels(data.labels[test_idx]), held_rows=held_idx, classes=classes, long_tail=long_tail,
+        raw_root=raw_root)
     dest = out_root / name
     tmp = temp_dir_beside(dest)
     try:
         sha = {}
         for split, rows in zip(SPLITS, (train_idx, test_idx)):
-            arrays = {"x": data.images[rows], "y": data.labels[rows], "src": rows.astype(np.int64)}
+            arrays = {"x": data.images[rows], "y": classes.labels(data.labels[rows]), "src": rows.astype(np.int64)}
             for key, arr in arrays.items():
                 fname = f"{split}_{key}.npy"
                 np.save(tmp / fname, np.ascontiguousarray(arr))
                 sha[fname] = sha256_file(tmp / fname)
+        for key, arr in extra.items():
+            np.save(tmp / f"{key}.npy", np.ascontiguousarray(arr))
+            sha[f"{key}.npy"] = sha256_file(tmp / f"{key}.npy")
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             benchmark=name,
             source=cfg.source,
             scenario=cfg.scenario,
             n_classes=n_classes,
-            class_names=data.class_names,
+            class_names=[data.class_names[c] for c in classes.kept],
             class_order=order,
             experiences=experiences,
             input_shape=tuple(int(s) for s in data.images.shape[1:]),
-            counts={"train": len(train_idx), "test": len(test_idx)},
+            counts={"train": len(train_idx), "test": len(test_idx),
+                    **{k[: -len("_x")]: len(a) for k, a in extra.items() if k.endswith("_x")}},
             split_seed=cfg.split_seed,
             test_fraction=cfg.test_fraction,
             subsample_per_class=cfg.subsample_per_class,
+            variants=variants_info if cfg.variants is not None else None,
             sha256=sha,
             domains=domain_specs(cfg.domain.kind, cfg.n_experiences, cfg.domain.seed, cfg.domain.max_degrees)
             if cfg.domain is not None else [],
@@ -170,6 +195,13 @@ def read_manifest(folder: Path) -> Manifest:
     path = folder / "manifest.json"
     if not path.exists():
         raise DataError(f"{path}: missing; run `clsuite prepare --benchmark {folder.name}` (or `dvc repro`)")
+    try:
+        version = json.loads(path.read_text()).get("format_version")
+    except (ValueError, AttributeError):
+        version = None
+    if isinstance(version, int) and version != FORMAT_VERSION:
+        raise DataError(f"{path}: prepared with format version {version}, this clsuite reads version "
+                        f"{FORMAT_VERSION}; rerun `clsuite prepare --benchmark {folder.name}` (or `dvc repro`)")
     try:
         return Manifest.model_validate_json(path.read_text())
     except ValueError as exc:

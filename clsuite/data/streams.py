@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +10,7 @@ import torch
 
 from clsuite.data.domains import apply_domain
 from clsuite.data.prepare import SPLITS, Manifest, read_manifest
+from clsuite.data.variants.sets import EvalSet, load_eval_sets
 from clsuite.errors import DataError, ParamsError
 from clsuite.io import sha256_file
 
@@ -28,13 +29,29 @@ class Split:
 
 @dataclass(frozen=True)
 class PreparedBenchmark:
+    """``eval_sets``: the variant evaluation sets (``c/<corruption>/<severity>``, ``ood``)
+    besides the clean test split, see :mod:`clsuite.data.variants.sets`."""
+
     manifest: Manifest
     train: Split
     test: Split
+    eval_sets: dict[str, EvalSet] = field(default_factory=dict)
 
     @property
     def n_experiences(self) -> int:
         return len(self.manifest.experiences)
+
+    def evaluates_variants(self, train_exp: int) -> bool:
+        """Whether the records of stage ``train_exp`` include the variant sets."""
+        v = self.manifest.variants
+        return bool(self.eval_sets) and (v is None or v.eval_stages == "every" or train_exp == self.n_experiences - 1)
+
+    def test_experience_of_rows(self) -> np.ndarray:
+        """int64 (N_test,): the experience of each clean test row."""
+        exp = np.full(len(self.test.y), -1, dtype=np.int64)
+        for k, rows in enumerate(self.experience_rows("test")):
+            exp[rows] = k
+        return exp
 
     def experience_rows(self, split: str) -> list[np.ndarray]:
         data = self.train if split == "train" else self.test
@@ -75,7 +92,8 @@ def load_prepared(folder: Path, verify: bool = True) -> PreparedBenchmark:
         if y.shape != (x.shape[0],) or (len(y) and (y.min() < 0 or y.max() >= manifest.n_classes)):
             raise DataError(f"{folder}/{split}_y.npy: labels must be (N,) in [0, {manifest.n_classes})")
         splits[split] = Split(np.asarray(x), np.asarray(y))
-    return PreparedBenchmark(manifest, splits["train"], splits["test"])
+    bench = PreparedBenchmark(manifest, splits["train"], splits["test"])
+    return replace(bench, eval_sets=load_eval_sets(folder, manifest, bench.test.y, bench.test_experience_of_rows()))
 
 
 def to_float(x: np.ndarray) -> torch.Tensor:
