@@ -152,6 +152,11 @@ ENTRIES["hendrycks2021nae"] = """@inproceedings{hendrycks2021nae,
   author    = {Hendrycks, Dan and Zhao, Kevin and Basart, Steven and Steinhardt, Jacob and Song, Dawn},
   booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)}, year = {2021},
 }"""
+ENTRIES["braincl"] = """@misc{braincl,
+  title = {Semi-parametric Memory Consolidation: Towards Brain-like Deep Continual Learning},
+  note  = {arXiv preprint; clsuite implements the method as described in its issue \\#6},
+  year  = {2025},
+}"""
 
 # Always cited: the framework, the metric definitions used in every report.
 ALWAYS = ("lomonaco2021avalanche", "chaudhry2018riemannian", "lopezpaz2017gem", "buzzega2020der")
