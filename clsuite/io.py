@@ -37,6 +37,21 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temp files that :func:`atomic_path` left in ``folder`` (and its subfolders)
+    when its process was killed mid-write; returns what was removed.
+
+    Only call this while no other process writes into ``folder``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.rglob(".*.tmp") if p.is_file())
+    for p in stale:
+        p.unlink()
+    return stale
+
+
 def write_text(dest: str | Path, text: str) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_text(text)

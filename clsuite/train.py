@@ -27,7 +27,7 @@ from clsuite import __version__, checkpoint
 from clsuite.config import Params, TrainConfig
 from clsuite.data.streams import load_prepared, make_avalanche_benchmark
 from clsuite.errors import TrainingDiverged
-from clsuite.io import write_json
+from clsuite.io import remove_stale_temps, write_json
 from clsuite.methods import METHODS, MethodContext
 from clsuite.models import build_model
 from clsuite.paths import PREPARED_ROOT, RUNS_ROOT, run_dir_for
@@ -113,6 +113,8 @@ def train_run(
     run_dir = run_dir_for(runs_root, benchmark, method, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_logger(run_dir / "log.txt")
+    for stale in remove_stale_temps(run_dir):
+        log.warning("removed %s, left by an interrupted write", stale)
     key = RunKey(benchmark, method, seed, bench.scenario)
     device = resolve_device(params.run.device)
     log.info("run %s (clsuite %s) on %s", key.run_id, __version__, device)
