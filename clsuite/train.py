@@ -23,9 +23,9 @@ from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 from tqdm.auto import tqdm
 
-from clsuite import __version__, checkpoint
+from clsuite import __version__, checkpoint, guard
 from clsuite.config import Params, TrainConfig
-from clsuite.data.streams import load_prepared, make_avalanche_benchmark
+from clsuite.data.streams import load_prepared, make_avalanche_benchmark, to_float
 from clsuite.errors import TrainingDiverged
 from clsuite.io import remove_stale_temps, write_json
 from clsuite.methods import METHODS, MethodContext
@@ -88,11 +88,13 @@ def _guard_finite(recs: pd.DataFrame, run_dir: Path, key: RunKey, k: int, method
     """Stop with a clear status instead of writing NaN records."""
     if np.isfinite(recs.filter(like="logit_").to_numpy()).all():
         return
-    write_json(run_dir / "status.json", {"run_id": key.run_id, "state": "diverged", "finished_experiences": k})
-    raise TrainingDiverged(
+    exc = TrainingDiverged(
         f"{key.run_id}: the model's outputs are not finite after experience {k}; lower "
-        f"benchmarks.{key.benchmark}.train.lr or the regularisation strength in methods.{method}"
+        f"benchmarks.{key.benchmark}.train.lr or the regularisation strength in methods.{method}",
+        method=method, experience=k, iteration=None,
     )
+    guard.write_failure(run_dir, key.run_id, exc, k)
+    raise exc
 
 
 def train_run(
@@ -127,7 +129,8 @@ def train_run(
     manifest = prepared.manifest
     model = build_model(bench.model.name, bench.model.kwargs(), manifest.input_shape, manifest.n_classes).to(device)
     ctx = MethodContext(seed, manifest.n_classes, manifest.experiences, manifest.input_shape, device)
-    plugins = [*spec.build(entry.config, ctx), ProgressPlugin(prepared.n_experiences)]
+    plugins = [*spec.build(entry.config, ctx), ProgressPlugin(prepared.n_experiences),
+               guard.DivergenceGuard(key.run_id, benchmark, method, manifest.n_classes)]
     strategy = SupervisedTemplate(
         model=model,
         optimizer=make_optimizer(model, bench.train),
@@ -139,6 +142,9 @@ def train_run(
         plugins=plugins,
         evaluator=evaluator if evaluator is not None else _silent_evaluator(),
     )
+    with guard.failure_status(run_dir, key.run_id, method, 0):
+        guard.check_output_width(model, to_float(prepared.test.x[:2]).to(device), manifest.n_classes,
+                                 bench.model.name, benchmark, method)
     resumable = all(checkpoint.is_checkpointable(p) for p in plugins)
     if not resumable:
         log.warning("a plugin has no state_dict: this run cannot resume after an interruption")
@@ -168,7 +174,8 @@ def train_run(
     for k in range(start, prepared.n_experiences):
         experience = stream.train_stream[k]
         t0 = time.perf_counter()
-        strategy.train(experience, num_workers=0)
+        with guard.failure_status(run_dir, key.run_id, method, k, strategy):
+            strategy.train(experience, num_workers=0)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_s = time.perf_counter() - t0
