@@ -23,6 +23,7 @@ from sklearn.model_selection import train_test_split
 
 from clsuite.config import BenchmarkConfig
 from clsuite.data.sources import SOURCES, LabeledImages
+from clsuite.data.integrity import check_manifest
 from clsuite.errors import DataError, ParamsError
 from clsuite.io import replace_dir, sha256_file, temp_dir_beside, write_json
 
@@ -134,6 +135,8 @@ def read_manifest(folder: Path) -> Manifest:
     if not path.exists():
         raise DataError(f"{path}: missing; run `clsuite prepare --benchmark {folder.name}` (or `dvc repro`)")
     try:
-        return Manifest.model_validate_json(path.read_text())
-    except ValueError as exc:
+        manifest = Manifest.model_validate_json(path.read_text())
+    except (ValueError, OSError) as exc:
         raise DataError(f"{path}: not a valid manifest ({exc}); rerun `clsuite prepare --benchmark {folder.name}`") from None
+    check_manifest(manifest, path, format_version=FORMAT_VERSION, arrays=[f"{s}_{a}.npy" for s in SPLITS for a in ARRAYS])
+    return manifest
