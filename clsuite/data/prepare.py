@@ -95,7 +95,13 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
     data = source.load(raw_root / cfg.source)
     n_classes = len(data.class_names)
     order, experiences = class_layout(cfg, n_classes, f"benchmarks.{name}")
-    train_idx, test_idx = split_indices(data, cfg)
+    try:
+        train_idx, test_idx = split_indices(data, cfg)
+    except ValueError as exc:  # sklearn: a class too small for a stratified split
+        raise ParamsError(
+            f"benchmarks.{name}.test_fraction / subsample_per_class: cannot split ({exc}); every class needs "
+            f"samples on both sides: raise subsample_per_class or bring test_fraction closer to 0.5"
+        ) from None
     dest = out_root / name
     tmp = temp_dir_beside(dest)
     try:
