@@ -9,6 +9,9 @@
 - :func:`failure_status`: turns an exception from a plugin or the model into
   :class:`ComponentError` naming the plugin and hook, and writes ``status.json``
   (``failed`` or ``diverged``, with method, experience, iteration and reason).
+
+Messages count experiences and iterations from 1 (as the log does); status.json's
+``experience`` and ``iteration`` fields count from 0 (as ``train_exp`` in the records).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class DivergenceGuard(SupervisedPlugin):
             k = strategy.clock.train_exp_counter
             raise ComponentError(
                 f"{self.run_id}: the training output of method {self.method!r} has shape {tuple(out.shape)} in "
-                f"experience {k}, iteration {self._seen}, but the benchmark has {self.n_classes} classes; the "
+                f"experience {k + 1}, iteration {self._seen + 1}, but the benchmark has {self.n_classes} classes; the "
                 f"model or one of the method's plugins (after_forward) changed the logits: fix it so that "
                 f"outputs stay (batch, {self.n_classes})",
                 method=self.method, experience=k, iteration=self._seen, hook="after_forward",
@@ -74,8 +77,8 @@ class DivergenceGuard(SupervisedPlugin):
                 k = strategy.clock.train_exp_counter
                 step = self._checked + int((~flags).nonzero()[0, 0])
                 raise TrainingDiverged(
-                    f"{self.run_id}: the training loss of method {self.method!r} is not finite at experience {k}, "
-                    f"iteration {step}; lower benchmarks.{self.benchmark}.train.lr or the regularisation "
+                    f"{self.run_id}: the training loss of method {self.method!r} is not finite at experience {k + 1}, "
+                    f"iteration {step + 1}; lower benchmarks.{self.benchmark}.train.lr or the regularisation "
                     f"strength in methods.{self.method}",
                     method=self.method, experience=k, iteration=step,
                 )
@@ -155,8 +158,9 @@ def failure_status(run_dir: Path, run_id: str, method: str, experience: int, str
         where = (f"in plugin {type(hit[0]).__name__}.{hit[1]}" if hit is not None
                  else "outside its plugins (model, criterion or data)")
         err = ComponentError(
-            f"{run_id}: method {method!r} failed {where} during training experience {experience}, iteration "
-            f"{iteration}: {type(exc).__name__}: {exc}; fix that code (or methods.{method} in params.yaml) and "
+            f"{run_id}: method {method!r} failed {where} during training experience {experience + 1}, iteration "
+            f"{iteration + 1 if iteration is not None else '?'}: {type(exc).__name__}: {exc}; fix that code (or "
+            f"methods.{method} in params.yaml) and "
             f"rerun: the run resumes after its last finished experience",
             method=method, experience=experience, iteration=iteration,
             plugin=type(hit[0]).__name__ if hit else None, hook=hit[1] if hit else None,

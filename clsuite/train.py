@@ -89,7 +89,7 @@ def _guard_finite(recs: pd.DataFrame, run_dir: Path, key: RunKey, k: int, method
     if np.isfinite(recs.filter(like="logit_").to_numpy()).all():
         return
     exc = TrainingDiverged(
-        f"{key.run_id}: the model's outputs are not finite after experience {k}; lower "
+        f"{key.run_id}: the model's outputs are not finite after experience {k + 1}; lower "
         f"benchmarks.{key.benchmark}.train.lr or the regularisation strength in methods.{method}",
         method=method, experience=k, iteration=None,
     )
