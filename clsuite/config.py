@@ -136,6 +136,8 @@ class Params(Strict):
         """The validated method ``name`` (its config class comes from the method registry)."""
         from clsuite.methods import METHODS
 
+        if name not in self.methods:
+            raise ParamsError(f"methods.{name}: not defined; defined methods: {', '.join(sorted(self.methods))}")
         raw = dict(self.methods[name] or {})
         mtype = raw.pop("type", name)
         if not isinstance(mtype, str) or mtype not in METHODS:
