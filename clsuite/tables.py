@@ -45,4 +45,7 @@ def read_table(path: str | Path, schema: pa.DataFrameSchema) -> pd.DataFrame:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for truncated files
         raise SchemaError(f"{path}: not a readable Parquet file ({exc}); rerun the stage that writes it") from None
-    return validate(df, schema, str(path))
+    try:
+        return validate(df, schema, str(path))
+    except SchemaError as exc:  # a stale or foreign file: the fix is to regenerate it
+        raise SchemaError(f"{exc}\n  fix: delete {path} and rerun the stage that writes it (`dvc repro`)") from None
