@@ -81,7 +81,10 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def replace_dir(src_tmp: Path, dest: Path) -> None:
-    """Swap a fully written temp folder into place (old content removed afterwards)."""
+    """Swap a fully written temp folder into place (old content removed afterwards).
+
+    If the second rename fails, the old folder is moved back, so ``dest`` is never lost.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     old = None
     if dest.exists():
@@ -89,7 +92,12 @@ def replace_dir(src_tmp: Path, dest: Path) -> None:
         if old.exists():
             shutil.rmtree(old)
         os.replace(dest, old)
-    os.replace(src_tmp, dest)
+    try:
+        os.replace(src_tmp, dest)
+    except BaseException:
+        if old is not None:
+            os.replace(old, dest)
+        raise
     if old is not None:
         shutil.rmtree(old)
 
