@@ -245,6 +245,10 @@ def load_params(path: str | Path = PARAMS_FILE, *, check_components: bool = True
         raise ParamsError(f"{path}: not found; run clsuite from the repository root") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot be read ({exc}); pass a readable params file") from None
     return parse_params(raw, source=str(path), check_components=check_components)
 
 
