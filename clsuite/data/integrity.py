@@ -60,5 +60,5 @@ def load_npy(path: Path, folder: Path) -> np.ndarray:
         raise DataError(f"{path}: missing; {_fix(folder)}")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except Exception as exc:  # a garbled header: ValueError, SyntaxError, tokenize.TokenError, OSError, ...
         raise DataError(f"{path}: not a readable .npy array ({exc}); {_fix(folder)}") from None
