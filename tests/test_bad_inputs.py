@@ -115,6 +115,15 @@ def test_damaged_raw_file_fails_prepare_and_writes_nothing(raw_root, tmp_path, s
     assert tree(out) == {} and tree(raw) == before
 
 
+@pytest.mark.parametrize("packaged", [mnist_mod.FILE, animal_mod.DATA], ids=["mnist5k", "animal-data"])
+def test_fetch_of_a_package_file_with_the_wrong_checksum_copies_nothing(tmp_path, packaged):
+    wrong = dataclasses.replace(packaged, sha256="f" * 64)  # as if the installed package were altered
+    with pytest.raises(DataError) as info:
+        wrong.fetch_into(tmp_path / "raw")
+    assert_message(info.value, str(wrong.locate()), "f" * 64, f"pip install --force-reinstall {packaged.pip_spec}")
+    assert tree(tmp_path / "raw") == {}
+
+
 # mnist5k files whose checksum is declared correct, so that the parser itself meets them
 def _gz(text: str) -> bytes:
     return gzip.compress(text.encode(), mtime=0)
