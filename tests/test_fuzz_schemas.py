@@ -20,7 +20,7 @@ from clsuite.metrics.aggregate import summarise
 from clsuite.records import RunKey, records_from_logits
 from clsuite.tables import read_table, validate
 
-SETTINGS = settings(max_examples=50, deadline=None, database=None,
+SETTINGS = settings(max_examples=40, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
