@@ -27,7 +27,6 @@ from clsuite.data.prepare import prepare_benchmark
 from clsuite.data.sources import SOURCES
 from clsuite.data.sources import animal_mnist as animal_mod
 from clsuite.data.sources import mnist5k as mnist_mod
-from clsuite.data.streams import load_prepared
 from clsuite.errors import ComponentError, DataError, ParamsError, SchemaError, TrainingDiverged
 from clsuite.evaluate import evaluate_grid
 from clsuite.io import atomic_path, sha256_file, write_json
