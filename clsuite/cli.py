@@ -6,19 +6,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from clsuite.config import PARAMS_FILE, load_params
+from clsuite.config import PARAMS_FILE, BenchmarkConfig, load_params
 from clsuite.errors import ClsuiteError
 from clsuite.paths import PREPARED_ROOT, RAW_ROOT, TABLES_DIR
 
+
+
+def benchmark_sources(bench: BenchmarkConfig) -> list[str]:
+    """Every source a benchmark reads: its own and, for an OOD variant, the OOD source."""
+    ood = bench.variants.ood if bench.variants is not None else None
+    return [bench.source] + ([ood.source] if ood is not None and ood.source is not None else [])
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
     from clsuite.data.sources import SOURCES
 
     params = load_params(args.params, check_components=False)
-    sources = sorted({params.benchmark(b).source for b in params.run.benchmarks})
+    sources = sorted({s for b in params.run.benchmarks for s in benchmark_sources(params.benchmark(b))})
     for name in sources:
-        paths = SOURCES.get(name).fetch(RAW_ROOT / name)
+        source = SOURCES.get(name)
+        paths = source.fetch(source.raw_dir(RAW_ROOT))
         print(f"fetched {name}: {', '.join(str(p) for p in paths)}")
 
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from clsuite.data.variants.corruptions import CORRUPTIONS, IMAGENET_C
 from clsuite.errors import ParamsError
 
 PARAMS_FILE = Path("params.yaml")
@@ -55,8 +56,91 @@ class ModelSpec(Strict):
         return dict(self.model_extra or {})
 
 
+class DomainConfig(Strict):
+    """Domain-IL transforms: one per experience, drawn from ``seed`` (clsuite/data/domains.py)."""
+
+    kind: Literal["permute", "rotate"]
+    seed: int = 0
+    max_degrees: float = Field(180.0, gt=0, le=360)
+
+
+class CorruptionsConfig(Strict):
+    """ImageNet-C-style corrupted copies of the clean test split (clsuite/data/variants/corruptions.py)."""
+
+    names: list[str] = Field(default_factory=lambda: list(IMAGENET_C), min_length=1)
+    severities: list[int] = Field(default_factory=lambda: [1, 3, 5], min_length=1)
+    seed: int = Field(0, ge=0)
+    max_per_class: int | None = Field(None, ge=1)  # corrupt at most this many test images per class
+    work_size: int | None = Field(224, ge=2)  # side at which pixel-scale corruptions run; null = native
+
+    @field_validator("names")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        unknown = [n for n in v if n not in CORRUPTIONS]
+        if unknown:
+            raise ValueError(f"unknown corruption(s) {', '.join(map(repr, unknown))}; available: {', '.join(CORRUPTIONS)}")
+        return _no_duplicates(v)
+
+    @field_validator("severities")
+    @classmethod
+    def _levels(cls, v: list[int]) -> list[int]:
+        if any(not 1 <= s <= 5 for s in v):
+            raise ValueError("severities must lie in 1..5")
+        return _no_duplicates(v)
+
+
+class LongTailConfig(Strict):
+    """Long-tailed train split: n_i = floor(n_max * rho^(i/(C-1))) (clsuite/data/variants/long_tail.py)."""
+
+    rho: float = Field(0.01, gt=0, le=1)
+    order: Literal["ordered", "shuffled"] = "ordered"
+    seed: int = Field(0, ge=0)
+    split: Literal["thresholds", "terciles"] = "thresholds"
+    many_above: int = Field(100, ge=0)  # many-shot: more than this many train images
+    few_below: int = Field(20, ge=1)  # few-shot: fewer than this many
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> "LongTailConfig":
+        if self.few_below > self.many_above + 1:
+            raise ValueError(f"few_below ({self.few_below}) must be at most many_above + 1 ({self.many_above + 1})")
+        return self
+
+
+class OODConfig(Strict):
+    """Out-of-distribution test set: another source's images or held-out classes (clsuite/data/variants/ood.py)."""
+
+    source: str | None = None
+    holdout_classes: list[int] | None = Field(None, min_length=1)
+    max_samples: int | None = Field(None, ge=1)
+    seed: int = Field(0, ge=0)
+
+    @field_validator("holdout_classes")
+    @classmethod
+    def _unique(cls, v: list[int] | None) -> list[int] | None:
+        return None if v is None else _no_duplicates(v)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "OODConfig":
+        if (self.source is None) == (self.holdout_classes is None):
+            raise ValueError("give exactly one of source (another registered source) or holdout_classes (labels)")
+        return self
+
+
+class VariantsConfig(Strict):
+    """Evaluation/training variants of a benchmark, built once by ``clsuite prepare``."""
+
+    corruptions: CorruptionsConfig | None = None
+    long_tail: LongTailConfig | None = None
+    ood: OODConfig | None = None
+    eval_stages: Literal["every", "last"] = "every"  # evaluate corrupted/OOD sets after every stage or the last
+
+
 class BenchmarkConfig(Strict):
-    """A continual stream built from one data source."""
+    """A continual stream built from one data source.
+
+    class_il / task_il split the classes into ``n_experiences`` groups; domain_il keeps
+    every class in every experience and gives each experience its ``domain`` transform.
+    """
 
     source: str
     scenario: Scenario = "class_il"
@@ -65,9 +149,22 @@ class BenchmarkConfig(Strict):
     split_seed: Seed = 1993
     class_order: list[int] | None = None
     subsample_per_class: int | None = Field(None, ge=1)
+    domain: DomainConfig | None = None
     model: ModelSpec
     train: TrainConfig = TrainConfig()
+    variants: VariantsConfig | None = None
     description: str = ""
+
+    @model_validator(mode="after")
+    def _domain_iff_domain_il(self) -> "BenchmarkConfig":
+        if self.scenario == "domain_il" and self.domain is None:
+            raise ValueError("scenario domain_il needs a domain: {kind: permute | rotate, seed: N}")
+        if self.scenario != "domain_il" and self.domain is not None:
+            raise ValueError(f"domain is only used with scenario domain_il (this benchmark is {self.scenario})")
+        if self.scenario == "domain_il" and self.variants is not None:
+            raise ValueError("variants (corruptions, long_tail, ood) are built for class_il/task_il streams only; "
+                             "remove variants from this domain_il benchmark")
+        return self
 
 
 class GridConfig(Strict):
@@ -166,6 +263,13 @@ class Params(Strict):
         return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()
 
 
+def _no_duplicates(v: list) -> list:
+    dupes = sorted({str(x) for x in v if v.count(x) > 1})
+    if dupes:
+        raise ValueError(f"duplicate entries: {', '.join(dupes)}")
+    return v
+
+
 def _dig(data: dict, dotted: str) -> Any:
     for part in dotted.split("."):
         data = data[part]
@@ -181,10 +285,17 @@ def _check_names(where: str, names: list, defined: dict, section: str) -> None:
         )
 
 
+def _strip_optional(ann: Any) -> Any:
+    """``X | None`` → ``X``; anything else unchanged."""
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    return args[0] if len(args) == 1 and type(None) in typing.get_args(ann) else ann
+
+
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
     """Field names allowed at ``loc`` (the parent of the offending key), or None."""
     ann: Any = model
     for part in loc:
+        ann = _strip_optional(ann)
         origin = typing.get_origin(ann)
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             field = ann.model_fields.get(str(part))
@@ -196,11 +307,8 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
         elif origin in (list, tuple):
             ann = typing.get_args(ann)[0]
         else:
-            args = [a for a in typing.get_args(ann) if a is not type(None)]
-            if len(args) == 1:
-                ann = args[0]
-                return _allowed_keys(ann, (part,)) if isinstance(ann, type) else None
             return None
+    ann = _strip_optional(ann)
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return sorted(ann.model_fields)
     return None
@@ -298,6 +406,12 @@ def parse_params(raw: Any, *, source: str = "params", check_components: bool = T
             if bench.source not in SOURCES:
                 raise ParamsError(
                     f"{source}: benchmarks.{bname}.source: unknown source {bench.source!r}; "
+                    f"available: {', '.join(SOURCES.names())}"
+                )
+            ood = bench.variants.ood if bench.variants is not None else None
+            if ood is not None and ood.source is not None and ood.source not in SOURCES:
+                raise ParamsError(
+                    f"{source}: benchmarks.{bname}.variants.ood.source: unknown source {ood.source!r}; "
                     f"available: {', '.join(SOURCES.names())}"
                 )
     return params

@@ -3,6 +3,8 @@
 After each training experience (and once before training, ``train_exp = -1``, the
 random-init reference for forward transfer) the model is evaluated on every test
 experience and one row per sample is stored (schema :data:`clsuite.schemas.RECORDS`).
+Benchmarks with variants add rows for each corrupted set (``eval_set`` =
+``c/<corruption>/<severity>``) and the OOD set (``ood``: ``y_true`` = ``eval_exp`` = −1).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 import torch
 
 from clsuite.data.streams import PreparedBenchmark, to_float
+from clsuite.data.variants.sets import OOD
 from clsuite.schemas import RECORDS
 from clsuite.tables import read_table, write_table
 
@@ -79,12 +82,42 @@ def stage_records(
     model: torch.nn.Module, prepared: PreparedBenchmark, key: RunKey, train_exp: int,
     batch_size: int, device: torch.device,
 ) -> pd.DataFrame:
-    """Evaluate on the whole test set once; split rows by test experience."""
-    logits = predict_logits(model, prepared.test.x, batch_size, device)
+    """Evaluate every test experience: class splits share one pass over the test set; in
+    domain-IL each experience is its own pass through that experience's domain transform."""
     parts = []
-    for eval_exp, (rows, classes) in enumerate(zip(prepared.experience_rows("test"), prepared.manifest.experiences)):
-        parts.append(records_from_logits(key, train_exp, eval_exp, rows, prepared.test.y[rows], logits[rows], classes))
+    experiences = list(zip(prepared.experience_rows("test"), prepared.manifest.experiences))
+    shared = None if prepared.manifest.domains else predict_logits(model, prepared.test.x, batch_size, device)
+    for eval_exp, (rows, classes) in enumerate(experiences):
+        if shared is not None:
+            logits = shared[rows]
+        else:
+            logits = predict_logits(model, prepared.experience_inputs("test", eval_exp, rows), batch_size, device)
+        parts.append(records_from_logits(key, train_exp, eval_exp, rows, prepared.test.y[rows], logits, classes))
+    if prepared.evaluates_variants(train_exp):
+        parts += variant_records(model, prepared, key, train_exp, batch_size, device)
     return pd.concat(parts, ignore_index=True)
+
+
+def variant_records(
+    model: torch.nn.Module, prepared: PreparedBenchmark, key: RunKey, train_exp: int,
+    batch_size: int, device: torch.device,
+) -> list[pd.DataFrame]:
+    """Rows of every variant set: corrupted sets split by experience like the clean set;
+    OOD rows have eval_exp −1, y_true −1 and no task, so ``y_pred_task`` = ``y_pred``."""
+    all_classes = list(range(prepared.manifest.n_classes))
+    parts = []
+    for name, es in prepared.eval_sets.items():
+        if not len(es.x):
+            continue
+        logits = predict_logits(model, es.x, batch_size, device)
+        if name == OOD:
+            parts.append(records_from_logits(key, train_exp, -1, es.sample_id, es.y, logits, all_classes, name))
+            continue
+        for eval_exp, classes in enumerate(prepared.manifest.experiences):
+            rows = np.flatnonzero(es.eval_exp == eval_exp)
+            parts.append(records_from_logits(key, train_exp, eval_exp, es.sample_id[rows], es.y[rows], logits[rows],
+                                             classes, name))
+    return parts
 
 
 def stage_path(run_dir: Path, train_exp: int) -> Path:

@@ -21,6 +21,16 @@ _RUN_KEYS = {
 }
 
 
+#: eval_set values: the clean test split, a corrupted copy, or the OOD set
+EVAL_SET_PATTERN = r"^(clean|ood|c/[a-z_]+/[1-5])$"
+
+
+def _ood_rows_consistent(df: pd.DataFrame) -> bool:
+    """y_true = -1 and eval_exp = -1 exactly on the rows of eval_set "ood"."""
+    ood = df["eval_set"] == "ood"
+    return bool(((df["y_true"] == -1) == ood).all() and ((df["eval_exp"] == -1) == ood).all())
+
+
 def _contiguous_stages(df: pd.DataFrame) -> bool:
     """Per run and protocol, stages 0..max all present, each evaluating the same experiences."""
     for _, g in df[df["train_exp"] >= 0].groupby(["run_id", "protocol"], sort=False):
@@ -38,10 +48,10 @@ RECORDS = pa.DataFrameSchema(
         **_RUN_KEYS,
         "scenario": Column(str, Check.isin(SCENARIOS)),
         "train_exp": Column("int64", Check.ge(-1)),
-        "eval_exp": Column("int64", Check.ge(0)),
-        "eval_set": Column(str),
+        "eval_exp": Column("int64", Check.ge(-1)),  # -1 only for eval_set "ood"
+        "eval_set": Column(str, Check.str_matches(EVAL_SET_PATTERN)),
         "sample_id": Column("int64", Check.ge(0)),
-        "y_true": Column("int64", Check.ge(0)),
+        "y_true": Column("int64", Check.ge(-1)),  # -1 only for eval_set "ood"
         "y_pred": Column("int64", Check.ge(0)),
         "y_pred_task": Column("int64", Check.ge(0)),
         "confidence": Column("float32", Check.in_range(0.0, 1.0)),
@@ -49,11 +59,12 @@ RECORDS = pa.DataFrameSchema(
         r"^logit_\d+$": Column("float32", regex=True),
     },
     strict=True,
-    unique=["run_id", "train_exp", "eval_set", "sample_id"],
+    unique=["run_id", "train_exp", "eval_set", "eval_exp", "sample_id"],
     checks=[
         Check(lambda df: any(c.startswith("logit_") for c in df.columns), error="no logit_<k> columns"),
         Check(lambda df: (df["y_pred"] < sum(c.startswith("logit_") for c in df.columns)).all(),
               error="y_pred outside the logit columns"),
+        Check(_ood_rows_consistent, error='y_true = -1 and eval_exp = -1 are allowed only (and required) on eval_set "ood" rows'),
     ],
     name="records",
 )

@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 from clsuite import __version__, checkpoint, guard
 from clsuite.config import Params, TrainConfig
 from clsuite.data.streams import load_prepared, make_avalanche_benchmark, to_float
-from clsuite.errors import TrainingDiverged
+from clsuite.errors import ParamsError, TrainingDiverged
 from clsuite.io import remove_stale_temps, write_json
 from clsuite.methods import METHODS, MethodContext
-from clsuite.models import build_model
+from clsuite.models import build_model, count_parameters
 from clsuite.paths import PREPARED_ROOT, RUNS_ROOT, run_dir_for
 from clsuite.records import RunKey, stage_path, stage_records, write_stage
 from clsuite.runtime import peak_rss_mb, resolve_device, run_logger, seed_everything
@@ -127,8 +127,17 @@ def train_run(
     prepared = load_prepared(prepared_root / benchmark)
     stream = make_avalanche_benchmark(prepared, bench.scenario)
     manifest = prepared.manifest
-    model = build_model(bench.model.name, bench.model.kwargs(), manifest.input_shape, manifest.n_classes).to(device)
-    ctx = MethodContext(seed, manifest.n_classes, manifest.experiences, manifest.input_shape, device)
+    if bench.scenario not in spec.scenarios:
+        raise ParamsError(
+            f"methods.{method}: method type {entry.type!r} does not apply to the {bench.scenario} scenario of "
+            f"benchmarks.{benchmark} (it supports {', '.join(spec.scenarios)}); remove it from run.methods "
+            f"for this benchmark"
+        )
+    ctx = MethodContext(seed, manifest.n_classes, manifest.experiences, manifest.input_shape, device, bench.scenario)
+    model = build_model(bench.model.name, bench.model.kwargs(), manifest.input_shape, manifest.n_classes)
+    if spec.wrap_model is not None:
+        model = spec.wrap_model(model, entry.config, ctx)
+    model = model.to(device)
     plugins = [*spec.build(entry.config, ctx), ProgressPlugin(prepared.n_experiences),
                guard.DivergenceGuard(key.run_id, benchmark, method, manifest.n_classes)]
     strategy = SupervisedTemplate(
@@ -185,12 +194,13 @@ def train_run(
         write_stage(recs, run_dir, k)
         eval_s = time.perf_counter() - t1
         n = len(experience.dataset) * bench.train.epochs
-        acc_now = float((recs["y_pred"] == recs["y_true"])[recs["eval_exp"] <= k].mean())
+        clean = recs[recs["eval_set"] == "clean"]
+        acc_now = float((clean["y_pred"] == clean["y_true"])[clean["eval_exp"] <= k].mean())
         log.info("experience %d/%d: train %.2fs (%d samples), eval %.2fs, accuracy on seen classes %.4f",
                  k + 1, prepared.n_experiences, train_s, n, eval_s, acc_now)
         rows.append({"train_exp": k, "n_train_samples": n, "train_seconds": train_s, "eval_seconds": eval_s,
                      "samples_per_second": n / train_s if train_s > 0 else 0.0, "peak_rss_mb": peak_rss_mb(),
-                     "model_bytes": 4 * sum(p.numel() for p in model.parameters()),
+                     "model_bytes": 4 * count_parameters(model),
                      "extra_memory_bytes": extra_memory_bytes(plugins, model)})
         if resumable:
             checkpoint.save(ckpt_path, fp=fp, finished_exp=k, model=model, optimizer=strategy.optimizer,
@@ -203,7 +213,7 @@ def train_run(
     write_table(exp_table, run_dir / "experiences.parquet", EXPERIENCES)
     write_json(run_dir / "status.json", {
         "run_id": key.run_id, "state": "finished", "finished_experiences": prepared.n_experiences,
-        "n_parameters": sum(p.numel() for p in model.parameters()), "device": str(device),
+        "n_parameters": count_parameters(model), "device": str(device),
     })
     log.info("finished %s", key.run_id)
     return run_dir

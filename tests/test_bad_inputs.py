@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from clsuite import checkpoint
 from clsuite.config import BenchmarkConfig, load_params, parse_params
-from clsuite.data.prepare import prepare_benchmark
+from clsuite.data.prepare import FORMAT_VERSION, prepare_benchmark
 from clsuite.data.sources import SOURCES
 from clsuite.data.sources import animal_mnist as animal_mod
 from clsuite.data.sources import mnist5k as mnist_mod
@@ -208,7 +208,8 @@ PREPARED_CASES = {
     "experiences-repeat-a-class": (_edit_manifest(experiences=[[0, 1], [2, 3], [4, 5], [6, 7], [8, 8]]),
                                    "manifest.json", "do not split class_order"),
     "n-classes-changed": (_edit_manifest(n_classes=12), "manifest.json", "does not match the 10 class_names"),
-    "format-version": (_edit_manifest(format_version=2), "manifest.json", "format_version 2"),
+    "format-version": (_edit_manifest(format_version=FORMAT_VERSION + 1), "manifest.json",
+                       f"prepared with format version {FORMAT_VERSION + 1}"),
     "manifest-not-json": (lambda f: (f / "manifest.json").write_text("{not json"), "manifest.json", "not a valid manifest"),
     "manifest-missing": (lambda f: (f / "manifest.json").unlink(), "manifest.json", "missing"),
 }

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clsuite.config import BenchmarkConfig
-from clsuite.data.prepare import ARRAYS, SPLITS, class_layout, prepare_benchmark, read_manifest, split_indices
+from clsuite.data.prepare import ARRAYS, FORMAT_VERSION, SPLITS, class_layout, prepare_benchmark, read_manifest, split_indices
 from clsuite.data.sources import SOURCES, LabeledImages, PackagedFile, verify_sha256
 from clsuite.data.sources import animal_mnist as animal_mod
 from clsuite.data.sources import mnist5k as mnist_mod
@@ -278,7 +278,7 @@ def test_small_split_rows_match_the_source(prepared_small, mnist):
 
 def test_manifest_describes_the_folder(prepared_small):
     manifest = read_manifest(prepared_small)
-    assert manifest.format_version == 1 and manifest.benchmark == "tiny" and manifest.source == "mnist5k"
+    assert manifest.format_version == FORMAT_VERSION and manifest.benchmark == "tiny" and manifest.source == "mnist5k"
     assert manifest.n_classes == 10 and manifest.class_names == [str(d) for d in range(10)]
     assert manifest.class_order == ORDER
     assert manifest.experiences == [[3, 7], [0, 9], [1, 2], [8, 4], [6, 5]]
@@ -402,7 +402,7 @@ def test_load_prepared_without_manifest_says_to_prepare(prepared_copy):
 
 
 def test_load_prepared_rejects_invalid_manifest(prepared_copy):
-    (prepared_copy / "manifest.json").write_text('{"format_version": 1}')
+    (prepared_copy / "manifest.json").write_text(f'{{"format_version": {FORMAT_VERSION}}}')
     with pytest.raises(DataError, match="not a valid manifest"):
         load_prepared(prepared_copy)
 
@@ -447,6 +447,8 @@ def test_avalanche_benchmark_has_one_experience_per_class_group(prepared_small, 
             assert exp.task_label == expected_task
 
 
-def test_avalanche_benchmark_rejects_unsupported_scenario(prepared_small):
-    with pytest.raises(ParamsError, match="domain_il"):
+def test_avalanche_benchmark_rejects_unknown_or_mismatched_scenario(prepared_small):
+    with pytest.raises(ParamsError, match="online_il"):
+        make_avalanche_benchmark(load_prepared(prepared_small), "online_il")
+    with pytest.raises(DataError, match="made for scenario class_il, not domain_il; rerun `clsuite prepare"):
         make_avalanche_benchmark(load_prepared(prepared_small), "domain_il")

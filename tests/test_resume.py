@@ -27,7 +27,7 @@ def _crash_after(k_stop: int):
     return hook
 
 
-@pytest.mark.parametrize("method", ["replay", "ewc", "joint"])
+@pytest.mark.parametrize("method", ["replay", "ewc", "joint", "icarl", "der_expandable"])
 def test_resume_after_exception_gives_identical_records(params, data_roots, tmp_path, method):
     _, prepared = data_roots
     ref = read_records(train_run(params, "smnist_smoke", method, 0, prepared, tmp_path / "ref"))

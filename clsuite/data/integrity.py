@@ -33,12 +33,18 @@ def check_manifest(m: Manifest, path: Path, *, format_version: int, arrays: list
         problems.append(f"n_classes {m.n_classes} does not match the {len(m.class_names)} class_names")
     if sorted(m.class_order) != list(range(m.n_classes)):
         problems.append(f"class_order {m.class_order} is not a permutation of 0..{m.n_classes - 1}")
-    flat = [c for group in m.experiences for c in group]
-    if not m.experiences or any(not group for group in m.experiences) or flat != list(m.class_order):
-        problems.append(f"experiences {m.experiences} do not split class_order {m.class_order} into groups")
+    if m.scenario == "domain_il":  # every experience holds every class, each in its own domain
+        if not m.experiences or any(sorted(group) != sorted(m.class_order) for group in m.experiences):
+            problems.append(f"experiences {m.experiences} must each hold every class of class_order (domain_il)")
+        if len(m.domains) != len(m.experiences):
+            problems.append(f"{len(m.domains)} domains for {len(m.experiences)} experiences (domain_il needs one each)")
+    else:
+        flat = [c for group in m.experiences for c in group]
+        if not m.experiences or any(not group for group in m.experiences) or flat != list(m.class_order):
+            problems.append(f"experiences {m.experiences} do not split class_order {m.class_order} into groups")
     if any(s < 1 for s in m.input_shape):
         problems.append(f"input_shape {m.input_shape} has a non-positive size")
-    if set(m.counts) != {"train", "test"} or any(n < 1 for n in m.counts.values()):
+    if any(m.counts.get(split, 0) < 1 for split in ("train", "test")) or any(n < 0 for n in m.counts.values()):
         problems.append(f"counts {m.counts} must give positive 'train' and 'test' sample counts")
     if not 0 < m.test_fraction < 1:
         problems.append(f"test_fraction {m.test_fraction} is not in (0, 1)")

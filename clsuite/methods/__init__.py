@@ -2,7 +2,11 @@
 
 A method module declares a pydantic config (its hyperparameters, validated against
 params.yaml) and a builder ``build(cfg, ctx) -> list[SupervisedPlugin]``. The trainer
-adds those plugins to a ``SupervisedTemplate``. Third-party packages register methods
+adds those plugins to a ``SupervisedTemplate``. A method that changes the network
+itself (iCaRL's nearest-mean classifier, DER's growing extractors) also gives
+``wrap_model(model, cfg, ctx) -> nn.Module``, applied once before training; the
+wrapped model keeps ``features``/``head`` and a fixed ``state_dict`` layout so that
+checkpoints stay loadable (see docs/adding-a-method.md). Third-party packages register methods
 through the ``clsuite.methods`` entry-point group (docs/adding-a-method.md).
 """
 
@@ -33,6 +37,7 @@ class MethodContext:
     experiences: list[list[int]]
     input_shape: tuple[int, int, int]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    scenario: str = "class_il"
 
 
 @dataclass(frozen=True)
@@ -42,16 +47,23 @@ class MethodSpec:
     build: Callable[[MethodConfig, MethodContext], Sequence[BasePlugin]]
     description: str = ""
     citation: str = ""  # BibTeX key in clsuite.report.citations (or a full entry)
+    wrap_model: Callable[[torch.nn.Module, MethodConfig, MethodContext], torch.nn.Module] | None = None
+    scenarios: tuple[str, ...] = ("class_il", "task_il", "domain_il")  # where the method makes sense
 
 
 METHODS: Registry[MethodSpec] = Registry("method", "clsuite.methods", builtins="clsuite.methods.builtin")
 
 
-def register_method(name: str, config_cls: type[MethodConfig], description: str = "", citation: str = ""):
+def register_method(
+    name: str, config_cls: type[MethodConfig], description: str = "", citation: str = "", *,
+    wrap_model: Callable[[torch.nn.Module, MethodConfig, MethodContext], torch.nn.Module] | None = None,
+    scenarios: tuple[str, ...] = ("class_il", "task_il", "domain_il"),
+):
     """Decorator for ``build(cfg, ctx) -> list of plugins``; registers a :class:`MethodSpec`."""
 
     def wrap(fn: Callable[[MethodConfig, MethodContext], Sequence[BasePlugin]]):
-        METHODS.register(name, MethodSpec(name, config_cls, fn, description, citation), origin=fn.__module__)
+        spec = MethodSpec(name, config_cls, fn, description, citation, wrap_model, tuple(scenarios))
+        METHODS.register(name, spec, origin=fn.__module__)
         return fn
 
     return wrap

@@ -1,3 +1,3 @@
 """Import the built-in methods so that they register."""
 
-from clsuite.methods import der, ewc, finetune, joint, lwf, mgser, replay  # noqa: F401
+from clsuite.methods import der, der_expandable, ewc, finetune, icarl, joint, lwf, mgser, replay  # noqa: F401

@@ -14,6 +14,9 @@ before any training (random init) on experience j. All accuracies are fractions.
 - BWT (Lopez-Paz & Ranzato 2017): mean over j < T-1 of A[T-1, j] − A[j, j];
 - FWT (Lopez-Paz & Ranzato 2017): mean over j >= 1 of A[j-1, j] − b[j].
 Metrics over j < T-1 are undefined (None) for a single experience.
+
+Every function here scores the clean test set only (``eval_set == "clean"``): corrupted
+and OOD rows of the same records are ignored (:func:`clean_rows`).
 """
 
 from __future__ import annotations
@@ -22,10 +25,19 @@ import numpy as np
 import pandas as pd
 
 PRED_COLUMN = {"class_il": "y_pred", "task_il": "y_pred_task"}
+CLEAN = "clean"
+
+
+def clean_rows(records: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the clean test set; a frame without ``eval_set`` is taken as clean only."""
+    if "eval_set" not in records.columns:
+        return records
+    return records[records["eval_set"] == CLEAN]
 
 
 def accuracy_table(records: pd.DataFrame, protocol: str = "class_il") -> pd.DataFrame:
     """Long accuracy matrix of one run: columns train_exp, eval_exp, accuracy, n_samples."""
+    records = clean_rows(records)
     correct = records[PRED_COLUMN[protocol]].to_numpy() == records["y_true"].to_numpy()
     g = pd.DataFrame({"train_exp": records["train_exp"], "eval_exp": records["eval_exp"], "correct": correct})
     out = g.groupby(["train_exp", "eval_exp"], sort=True)["correct"].agg(["mean", "size"]).reset_index()
@@ -48,6 +60,7 @@ def init_accuracy(table: pd.DataFrame) -> np.ndarray | None:
 
 def stage_accuracy(records: pd.DataFrame, protocol: str = "class_il") -> pd.DataFrame:
     """Accuracy on all test samples of experiences seen so far, per stage (train_exp >= 0)."""
+    records = clean_rows(records)
     correct = records[PRED_COLUMN[protocol]].to_numpy() == records["y_true"].to_numpy()
     df = pd.DataFrame({"train_exp": records["train_exp"], "eval_exp": records["eval_exp"], "correct": correct})
     df = df[(df["train_exp"] >= 0) & (df["eval_exp"] <= df["train_exp"])]

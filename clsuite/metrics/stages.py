@@ -8,6 +8,7 @@ Definitions (A as in :mod:`clsuite.metrics.accuracy`, stage i = after experience
 - within-task disparity_i = mean over seen experiences j ≤ i of (max − min per-class
   accuracy among the classes of j), as in BrainCL's fairness analysis;
 - final per-class accuracy: std (population), range (max − min) and worst class.
+All are computed on the clean test set only (``eval_set == "clean"``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from clsuite.metrics.accuracy import PRED_COLUMN
+from clsuite.metrics.accuracy import PRED_COLUMN, clean_rows
 
 
 def per_class_accuracy(records: pd.DataFrame, train_exp: int, protocol: str = "class_il") -> pd.Series:
     """Accuracy per true class at stage ``train_exp`` (index: class label)."""
+    records = clean_rows(records)
     r = records[records["train_exp"] == train_exp]
     correct = r[PRED_COLUMN[protocol]].to_numpy() == r["y_true"].to_numpy()
     return pd.Series(correct, index=r["y_true"].to_numpy()).groupby(level=0).mean().sort_index()
@@ -38,6 +40,7 @@ def stage_table(A: np.ndarray) -> pd.DataFrame:
 
 def within_task_disparity(records: pd.DataFrame, protocol: str = "class_il") -> pd.Series:
     """Per stage i ≥ 0: mean over experiences j ≤ i of (max − min class accuracy within j)."""
+    records = clean_rows(records)
     out = {}
     for i in sorted(s for s in records["train_exp"].unique() if s >= 0):
         r = records[(records["train_exp"] == i) & (records["eval_exp"] <= i)]

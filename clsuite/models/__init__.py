@@ -58,3 +58,11 @@ def build_model(name: str, kwargs: dict, input_shape: tuple[int, int, int], n_cl
     factory = MODELS.get(name)
     cfg = factory.config_cls.model_validate(kwargs)
     return factory.build(cfg, input_shape=input_shape, n_classes=n_classes)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Parameters the model uses now: ``model.active_parameter_count()`` when it defines one
+    (a network whose parts are allocated up front but switched on over time, e.g. DER's
+    extractors), else all of them."""
+    counter = getattr(model, "active_parameter_count", None)
+    return int(counter()) if callable(counter) else sum(p.numel() for p in model.parameters())

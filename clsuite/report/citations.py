@@ -72,16 +72,99 @@ ENTRIES["li2024mgsersam"] = """@article{li2024mgsersam,
   author  = {Li, Xingyu and Tang, Bo and Li, Haifeng},
   journal = {arXiv preprint arXiv:2405.09492}, year = {2024},
 }"""
+ENTRIES["rebuffi2017icarl"] = """@inproceedings{rebuffi2017icarl,
+  title     = {iCaRL: Incremental Classifier and Representation Learning},
+  author    = {Rebuffi, Sylvestre-Alvise and Kolesnikov, Alexander and Sperl, Georg and Lampert, Christoph H.},
+  booktitle = {Proceedings of the IEEE Conference on Computer Vision and Pattern Recognition},
+  pages     = {2001--2010}, year = {2017},
+}"""
+ENTRIES["yan2021der"] = """@inproceedings{yan2021der,
+  title     = {DER: Dynamically Expandable Representation for Class Incremental Learning},
+  author    = {Yan, Shipeng and Xie, Jiangwei and He, Xuming},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition},
+  pages     = {3014--3023}, year = {2021},
+}"""
+
+# Datasets and the benchmark protocols built on them (clsuite.data.sources).
+ENTRIES["xiao2017fashion"] = """@article{xiao2017fashion,
+  title   = {Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine Learning Algorithms},
+  author  = {Xiao, Han and Rasul, Kashif and Vollgraf, Roland},
+  journal = {arXiv preprint arXiv:1708.07747}, year = {2017},
+}"""
+ENTRIES["krizhevsky2009cifar"] = """@techreport{krizhevsky2009cifar,
+  title       = {Learning Multiple Layers of Features from Tiny Images},
+  author      = {Krizhevsky, Alex},
+  institution = {University of Toronto}, year = {2009},
+}"""
+ENTRIES["le2015tinyimagenet"] = """@techreport{le2015tinyimagenet,
+  title       = {Tiny ImageNet Visual Recognition Challenge},
+  author      = {Le, Ya and Yang, Xuan},
+  institution = {Stanford University, CS231N course report}, year = {2015},
+}"""
+ENTRIES["russakovsky2015imagenet"] = """@article{russakovsky2015imagenet,
+  title   = {ImageNet Large Scale Visual Recognition Challenge},
+  author  = {Russakovsky, Olga and Deng, Jia and Su, Hao and Krause, Jonathan and Satheesh, Sanjeev
+             and Ma, Sean and Huang, Zhiheng and Karpathy, Andrej and Khosla, Aditya and Bernstein, Michael
+             and Berg, Alexander C. and Fei-Fei, Li},
+  journal = {International Journal of Computer Vision},
+  volume  = {115}, number = {3}, pages = {211--252}, year = {2015},
+}"""
+ENTRIES["hou2019ucir"] = """@inproceedings{hou2019ucir,
+  title     = {Learning a Unified Classifier Incrementally via Rebalancing},
+  author    = {Hou, Saihui and Pan, Xinyu and Loy, Chen Change and Wang, Zilei and Lin, Dahua},
+  booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)}, year = {2019},
+}"""
+ENTRIES["douillard2020podnet"] = """@inproceedings{douillard2020podnet,
+  title     = {PODNet: Pooled Outputs Distillation for Small-Tasks Incremental Learning},
+  author    = {Douillard, Arthur and Cord, Matthieu and Ollion, Charles and Robert, Thomas and Valle, Eduardo},
+  booktitle = {European Conference on Computer Vision (ECCV)}, year = {2020},
+}"""
+ENTRIES["yan2021der"] = """@inproceedings{yan2021der,
+  title     = {DER: Dynamically Expandable Representation for Class Incremental Learning},
+  author    = {Yan, Shipeng and Xie, Jiangwei and He, Xuming},
+  booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)}, year = {2021},
+}"""
+ENTRIES["lomonaco2017core50"] = """@inproceedings{lomonaco2017core50,
+  title     = {CORe50: a New Dataset and Benchmark for Continuous Object Recognition},
+  author    = {Lomonaco, Vincenzo and Maltoni, Davide},
+  booktitle = {Proceedings of the 1st Annual Conference on Robot Learning (CoRL)},
+  series    = {PMLR}, volume = {78}, pages = {17--26}, year = {2017},
+}"""
+ENTRIES["yang2023medmnist"] = """@article{yang2023medmnist,
+  title   = {MedMNIST v2 -- A large-scale lightweight benchmark for 2D and 3D biomedical image classification},
+  author  = {Yang, Jiancheng and Shi, Rui and Wei, Donglai and Liu, Zequan and Zhao, Lin and Ke, Bilian
+             and Pfister, Hanspeter and Ni, Bingbing},
+  journal = {Scientific Data}, volume = {10}, number = {1}, pages = {41}, year = {2023},
+}"""
+ENTRIES["liu2025braincl"] = """@article{liu2025braincl,
+  title   = {Semi-parametric Memory Consolidation: Towards Brain-like Deep Continual Learning},
+  author  = {Liu, Geng and Zhu, Fei and Feng, Rong and Yi, Zhiqiang and Wang, Shiqi and Meng, Gaofeng
+             and Zhang, Zhaoxiang},
+  journal = {arXiv preprint arXiv:2504.14727}, year = {2025},
+}"""
+ENTRIES["hendrycks2019imagenetc"] = """@inproceedings{hendrycks2019imagenetc,
+  title     = {Benchmarking Neural Network Robustness to Common Corruptions and Perturbations},
+  author    = {Hendrycks, Dan and Dietterich, Thomas},
+  booktitle = {International Conference on Learning Representations (ICLR)}, year = {2019},
+}"""
+ENTRIES["hendrycks2021nae"] = """@inproceedings{hendrycks2021nae,
+  title     = {Natural Adversarial Examples},
+  author    = {Hendrycks, Dan and Zhao, Kevin and Basart, Steven and Steinhardt, Jacob and Song, Dawn},
+  booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)}, year = {2021},
+}"""
 
 # Always cited: the framework, the metric definitions used in every report.
 ALWAYS = ("lomonaco2021avalanche", "chaudhry2018riemannian", "lopezpaz2017gem", "buzzega2020der")
 
 
 def bibtex(keys: list[str]) -> str:
-    """clsuite's entry plus the entries for ``keys`` (a full BibTeX entry passes through)."""
+    """clsuite's entry plus the entries for ``keys`` (comma-separated keys are split; a full
+    BibTeX entry passes through)."""
     out = [CLSUITE]
     seen = set()
-    for key in [*ALWAYS, *keys]:
+    # a key string may name several entries, comma-separated (e.g. a dataset and its protocol papers)
+    split = [k for key in keys for k in ([key] if key.lstrip().startswith("@") else key.split(","))]
+    for key in [*ALWAYS, *(k.strip() for k in split)]:
         if not key or key in seen:
             continue
         seen.add(key)

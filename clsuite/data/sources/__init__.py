@@ -10,41 +10,67 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from clsuite.errors import DataError, FetchError
+from clsuite.errors import DataError, FetchError, ParamsError
 from clsuite.io import copy_file, sha256_file
 from clsuite.registry import Registry
 
 
+SPLIT_VALUES = ("train", "test")
+
+
 @dataclass(frozen=True)
 class LabeledImages:
-    """``images``: uint8 (N, C, H, W); ``labels``: int64 (N,) in [0, len(class_names))."""
+    """``images``: uint8 (N, C, H, W); ``labels``: int64 (N,) in [0, len(class_names)).
+
+    ``split``: optional str (N,) array of "train"/"test", the dataset's official split
+    (prepare uses it instead of its own stratified split). ``meta``: optional per-row
+    arrays of length N (e.g. ImageNet-C ``corruption``/``severity``, CoRe50 ``session``).
+    """
 
     images: np.ndarray
     labels: np.ndarray
     class_names: list[str]
+    split: np.ndarray | None = None
+    meta: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
             raise DataError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {self.images.shape}")
         if self.labels.shape != (len(self.images),):
             raise DataError(f"labels shape {self.labels.shape} does not match {len(self.images)} images")
-        if self.labels.min() < 0 or self.labels.max() >= len(self.class_names):
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise DataError(
                 f"labels must lie in [0, {len(self.class_names)}); got [{self.labels.min()}, {self.labels.max()}]"
             )
+        if self.split is not None:
+            if self.split.shape != (len(self.images),):
+                raise DataError(f"split shape {self.split.shape} does not match {len(self.images)} images")
+            bad = sorted(set(np.unique(self.split).tolist()) - set(SPLIT_VALUES))
+            if bad:
+                raise DataError(f"split values must be 'train' or 'test', got {bad}")
+        for key, arr in self.meta.items():
+            if len(arr) != len(self.images):
+                raise DataError(f"meta[{key!r}] has {len(arr)} rows, expected {len(self.images)}")
 
 
 class Source(ABC):
     """A dataset that can be fetched into a raw folder and loaded from it."""
 
     name: str
-    citation: str = ""  # BibTeX key in clsuite.report.citations
+    citation: str = ""  # BibTeX key(s) in clsuite.report.citations, comma-separated
     description: str = ""
+    raw_name: str = ""  # folder under data/raw; variants of one dataset share it ("" = name)
+
+    def raw_dir(self, raw_root: Path) -> Path:
+        """``raw_root/<raw_name or name>``: where fetch writes and load reads."""
+        return raw_root / (self.raw_name or self.name)
 
     @abstractmethod
     def fetch(self, raw_dir: Path) -> list[Path]:
@@ -54,6 +80,54 @@ class Source(ABC):
     def load(self, raw_dir: Path) -> LabeledImages:
         """Parse the files in ``raw_dir`` into images and labels."""
 
+    def with_options(self, options: Mapping[str, Any], where: str) -> "Source":
+        """This source with ``options`` applied; a source without options accepts none."""
+        if options:
+            raise ParamsError(f"{where}: source {self.name!r} takes no options; remove {', '.join(sorted(options))}")
+        return self
+
+
+class SourceOptions(BaseModel):
+    """Base for a source's options: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfigurableSource(Source):
+    """A source whose behaviour is set by a pydantic ``Options`` model.
+
+    One class serves several registered variants (e.g. ``cifar100`` and
+    ``cifar100_coarse``), each an instance with its own name and options;
+    :meth:`with_options` derives a new instance (for ``benchmarks.<b>.source_options``).
+    """
+
+    Options: ClassVar[type[SourceOptions]] = SourceOptions
+
+    def __init__(self, name: str, description: str = "", **options: Any) -> None:
+        self.name = name
+        try:
+            self.opts = self.Options.model_validate(options)
+        except ValidationError as exc:
+            from clsuite.config import format_validation_error
+
+            raise ParamsError(format_validation_error(exc, f"source {name}", self.Options)) from None
+        if description:
+            self.description = description
+
+    def with_options(self, options: Mapping[str, Any], where: str) -> "Source":
+        if not options:
+            return self
+        from clsuite.config import format_validation_error
+
+        try:
+            opts = self.Options.model_validate({**self.opts.model_dump(), **dict(options)})
+        except ValidationError as exc:
+            raise ParamsError(format_validation_error(exc, where, self.Options)) from None
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.opts = opts
+        return clone
+
 
 SOURCES: Registry[Source] = Registry("source", "clsuite.sources", builtins="clsuite.data.sources.builtin")
 
@@ -61,6 +135,12 @@ SOURCES: Registry[Source] = Registry("source", "clsuite.sources", builtins="clsu
 def register_source(cls: type[Source]) -> type[Source]:
     SOURCES.register(cls.name, cls(), origin=cls.__module__)
     return cls
+
+
+def register_instance(source: Source) -> Source:
+    """Register an already configured source (a variant of a ConfigurableSource)."""
+    SOURCES.register(source.name, source, origin=type(source).__module__)
+    return source
 
 
 @dataclass(frozen=True)
