@@ -12,21 +12,24 @@ from clsuite.paths import PREPARED_ROOT, RAW_ROOT, TABLES_DIR
 
 
 
-def benchmark_sources(bench: BenchmarkConfig) -> list[str]:
-    """Every source a benchmark reads: its own and, for an OOD variant, the OOD source."""
+def benchmark_sources(name: str, bench: BenchmarkConfig) -> list:
+    """Every source a benchmark reads (options applied): its own and, for an OOD variant, the OOD source."""
+    from clsuite.data.sources import SOURCES, benchmark_source
+
     ood = bench.variants.ood if bench.variants is not None else None
-    return [bench.source] + ([ood.source] if ood is not None and ood.source is not None else [])
+    extra = [SOURCES.get(ood.source)] if ood is not None and ood.source is not None else []
+    return [benchmark_source(name, bench)] + extra
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
-    from clsuite.data.sources import SOURCES
-
     params = load_params(args.params, check_components=False)
-    sources = sorted({s for b in params.run.benchmarks for s in benchmark_sources(params.benchmark(b))})
-    for name in sources:
-        source = SOURCES.get(name)
-        paths = source.fetch(source.raw_dir(RAW_ROOT))
-        print(f"fetched {name}: {', '.join(str(p) for p in paths)}")
+    sources = {}
+    for b in params.run.benchmarks:
+        for source in benchmark_sources(b, params.benchmark(b)):
+            sources.setdefault(str(source.raw_dir(RAW_ROOT)), source)  # one fetch per raw folder
+    for raw_dir, source in sorted(sources.items()):
+        paths = source.fetch(Path(raw_dir))
+        print(f"fetched {source.name}: {', '.join(str(p) for p in paths)}")
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:

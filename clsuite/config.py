@@ -149,6 +149,7 @@ class BenchmarkConfig(Strict):
     split_seed: Seed = 1993
     class_order: list[int] | None = None
     subsample_per_class: int | None = Field(None, ge=1)
+    source_options: dict[str, Any] = {}  # checked by the source's own Options model (docs/datasets.md)
     domain: DomainConfig | None = None
     model: ModelSpec
     train: TrainConfig = TrainConfig()

@@ -30,8 +30,8 @@ from sklearn.model_selection import train_test_split
 
 from clsuite.config import BenchmarkConfig, VariantsConfig
 from clsuite.data.domains import domain_specs
-from clsuite.data.sources import SOURCES, LabeledImages
 from clsuite.data.integrity import check_manifest
+from clsuite.data.sources import LabeledImages, benchmark_source
 from clsuite.data.variants.build import VariantsInfo, build_variants
 from clsuite.data.variants.long_tail import subsample_long_tail
 from clsuite.data.variants.ood import ClassMap
@@ -134,7 +134,7 @@ def _official_split_indices(data: LabeledImages, cfg: BenchmarkConfig) -> tuple[
 
 def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root: Path) -> Manifest:
     """Write ``out_root/<name>/`` atomically (built in a temp folder, then swapped in)."""
-    source = SOURCES.get(cfg.source)
+    source = benchmark_source(name, cfg)
     data = source.load(source.raw_dir(raw_root))
     variants, where = cfg.variants or VariantsConfig(), f"benchmarks.{name}.variants"
     classes = ClassMap.build(len(data.class_names), variants.ood, f"{where}.ood")  # identity unless holdout

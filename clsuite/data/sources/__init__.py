@@ -137,6 +137,11 @@ def register_source(cls: type[Source]) -> type[Source]:
     return cls
 
 
+def benchmark_source(benchmark: str, cfg) -> Source:
+    """The source of ``benchmarks.<benchmark>`` with its ``source_options`` applied."""
+    return SOURCES.get(cfg.source).with_options(cfg.source_options, f"benchmarks.{benchmark}.source_options")
+
+
 def register_instance(source: Source) -> Source:
     """Register an already configured source (a variant of a ConfigurableSource)."""
     SOURCES.register(source.name, source, origin=type(source).__module__)
