@@ -42,10 +42,17 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """A diverged run is a result, not a pipeline error: it is recorded in status.json and
+    exits 0, so that `dvc repro` goes on and the report lists it under "Failed runs"."""
+    from clsuite.errors import TrainingDiverged
     from clsuite.train import train_run
 
     params = load_params(args.params)
-    run_dir = train_run(params, args.benchmark, args.method, args.seed)
+    try:
+        run_dir = train_run(params, args.benchmark, args.method, args.seed)
+    except TrainingDiverged as exc:
+        print(f"clsuite train: run diverged, recorded as failed in its status.json: {exc}", file=sys.stderr)
+        return
     print(f"records written to {run_dir}")
 
 

@@ -171,3 +171,19 @@ SUMMARY = pa.DataFrameSchema(
     unique=["benchmark", "method", "protocol", "metric"],
     name="summary",
 )
+
+RUN_STATES = ["diverged", "failed", "running"]
+
+FAILED_RUNS = pa.DataFrameSchema(
+    {
+        **_RUN_KEYS,
+        "state": Column(str, Check.isin(RUN_STATES)),
+        "finished_experiences": Column("int64", Check.ge(0)),
+        "experience": Column("Int64", Check.ge(0), nullable=True),
+        "iteration": Column("Int64", Check.ge(0), nullable=True),
+        "reason": Column(str),
+    },
+    strict=True,
+    unique=["run_id"],
+    name="failed_runs",
+)
