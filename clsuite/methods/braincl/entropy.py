@@ -29,9 +29,9 @@ class FactorizedEntropyModel(nn.Module):
         self.channels = channels
         self.max_symbol = max_symbol
         k = 2 * max_symbol + 1
-        # start close to a discretised unit Gaussian
-        start = -0.5 * torch.arange(-max_symbol, max_symbol + 1, dtype=torch.float32) ** 2
-        self.logits = nn.Parameter(start.repeat(channels, 1).clone())
+        # start uniform: a peaked start leaves near-zero mass (and gradient) where the
+        # untrained encoder's cues fall, and the model then never learns to cover them
+        self.logits = nn.Parameter(torch.zeros(channels, k))
         self.n_symbols = k
 
     def pmf(self) -> torch.Tensor:
@@ -40,9 +40,15 @@ class FactorizedEntropyModel(nn.Module):
         return (1 - PROB_FLOOR) * p + PROB_FLOOR / self.n_symbols
 
     def quantize(self, y: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Training: clamp(y) + noise (U(−½, ½), reparameterised); else round(clamp(y))."""
-        y = y.clamp(-self.max_symbol, self.max_symbol)
-        return y + noise if noise is not None else torch.round(y)
+        """Training: clamp(y) + noise (U(−½, ½), reparameterised); else round(clamp(y)).
+
+        The clamp passes gradients straight through (identity backward), so an encoder whose
+        outputs start outside [−R, R] still gets the recall gradient instead of zero.
+        """
+        clamped = y.clamp(-self.max_symbol, self.max_symbol)
+        if noise is None:
+            return torch.round(clamped)
+        return y + (clamped - y).detach() + noise
 
     def likelihood(self, v: torch.Tensor) -> torch.Tensor:
         """Per-element probability mass of ``v`` (N, C, h, w) under the piecewise-linear CDF."""

@@ -40,9 +40,9 @@ from clsuite.methods.exemplars import dataset_tensors
 
 
 class BrainCLConfig(MethodConfig):
-    encoder_widths: tuple[int, ...] = Field((128, 128, 128, 192), min_length=4, max_length=4,
+    encoder_widths: list[int] = Field([128, 128, 128, 192], min_length=4, max_length=4,
                                             description="separation-net channels; the last is the cue depth")
-    decoder_widths: tuple[int, ...] = Field((128, 128, 128), min_length=3, max_length=3,
+    decoder_widths: list[int] = Field([128, 128, 128], min_length=3, max_length=3,
                                             description="completion-net channels (the 4th is the image's)")
     max_symbol: int = Field(15, ge=1, description="cues are clamped to integers in [-R, R]")
     rd_lambda: float = Field(100.0, gt=0, description="λ: weight of the recall MSE against bits per pixel")
@@ -53,7 +53,7 @@ class BrainCLConfig(MethodConfig):
     wake_epochs: int = Field(10, ge=0)
     wake_lr: float = Field(0.1, gt=0)
     sleep_epochs: int = Field(60, ge=0)
-    sleep_milestones: tuple[int, ...] = (20, 40)
+    sleep_milestones: list[int] = [20, 40]
     sleep_lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(2e-4, ge=0)
@@ -120,7 +120,7 @@ class BrainCLPlugin(SupervisedPlugin):
         return torch.cat([dec(cues[i : i + 500].to(self.device)).cpu() for i in range(0, len(cues), 500)])
 
     def _fit(self, model: nn.Module, params: list, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float,
-             milestones: tuple[int, ...] = ()) -> None:
+             milestones: list[int] | tuple[int, ...] = ()) -> None:
         opt = torch.optim.SGD(params, lr=lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(milestones), gamma=0.1)
         for _ in range(epochs):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 
-def separation_net(in_channels: int, widths: tuple[int, ...]) -> nn.Sequential:
+def separation_net(in_channels: int, widths: list[int] | tuple[int, ...]) -> nn.Sequential:
     """(N, C, H, W) in [0, 1] → cue (N, widths[-1], ⌈H/16⌉, ⌈W/16⌉), unbounded floats."""
     layers: list[nn.Module] = []
     c = in_channels
@@ -28,7 +28,7 @@ def separation_net(in_channels: int, widths: tuple[int, ...]) -> nn.Sequential:
 class CompletionNet(nn.Module):
     """Cue (N, D, h, w) → image (N, C, H, W) in [0, 1]."""
 
-    def __init__(self, cue_channels: int, widths: tuple[int, ...], out_shape: tuple[int, int, int]) -> None:
+    def __init__(self, cue_channels: int, widths: list[int] | tuple[int, ...], out_shape: tuple[int, int, int]) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = cue_channels
