@@ -7,6 +7,7 @@ from clsuite.data.text import (  # noqa: F401
     boolq,
     gsm8k,
     hendrycks_math,
+    procedural,
     sciq,
     squad,
 )
