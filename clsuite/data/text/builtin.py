@@ -10,4 +10,5 @@ from clsuite.data.text import (  # noqa: F401
     procedural,
     sciq,
     squad,
+    wordnet,
 )
