@@ -36,7 +36,7 @@ class TaskSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     source: str
-    name: str | None = None  # task name in the tables (default: the source name)
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")  # task name (default: the source name); a folder name
     train: int | None = Field(None, ge=1)
     test: int | None = Field(None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
