@@ -95,6 +95,11 @@ def cmd_list(args: argparse.Namespace) -> None:
 
         for name in SOURCES:
             print(f"{name:14s} {SOURCES.get(name).description}")
+    elif args.what == "text-sources":
+        from clsuite.data.text import TEXT_SOURCES
+
+        for name in TEXT_SOURCES:
+            print(f"{name:24s} {TEXT_SOURCES.get(name).description}")
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
@@ -120,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("evaluate", help="metric tables from the records of every run").set_defaults(fn=cmd_evaluate)
     sub.add_parser("report", help="figures, tables and index.md/html under reports/").set_defaults(fn=cmd_report)
     sp = sub.add_parser("list", help="list registered components")
-    sp.add_argument("what", choices=["methods", "benchmarks", "models", "sources"])
+    sp.add_argument("what", choices=["methods", "benchmarks", "models", "sources", "text-sources"])
     sp.set_defaults(fn=cmd_list)
     sp = sub.add_parser("profile", help="copy a profile's grid into run: in params.yaml")
     sp.add_argument("name")
