@@ -25,6 +25,12 @@ $(STAMP): pyproject.toml examples/clsuite-er-ace/pyproject.toml
 	    || (apt-get update && apt-get install -y --no-install-recommends wordnet-base) \
 	    || echo "warning: could not install wordnet-base; wordnet_supersense needs /usr/share/wordnet/data.noun"; \
 	fi
+	# Fashion-MNIST (embedded stream `fmnist`) from Debian's dataset-fashion-mnist
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y --no-install-recommends dataset-fashion-mnist \
+	    || (apt-get update && apt-get install -y --no-install-recommends dataset-fashion-mnist) \
+	    || echo "warning: could not install dataset-fashion-mnist; the fmnist stream will try to download it"; \
+	fi
 	touch $@
 
 setup: $(STAMP)
