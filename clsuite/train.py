@@ -27,6 +27,7 @@ from clsuite import __version__, checkpoint
 from clsuite.config import Params, TrainConfig
 from clsuite.data.streams import load_prepared, make_avalanche_benchmark
 from clsuite.errors import ParamsError, TrainingDiverged
+from clsuite.fastpath import ClsuiteTemplate, prepared_train_arrays
 from clsuite.io import write_json
 from clsuite.methods import METHODS, MethodContext
 from clsuite.models import build_model, count_parameters
@@ -135,7 +136,7 @@ def train_run(
         model = spec.wrap_model(model, entry.config, ctx)
     model = model.to(device)
     plugins = [*spec.build(entry.config, ctx), ProgressPlugin(prepared.n_experiences)]
-    strategy = SupervisedTemplate(
+    strategy = ClsuiteTemplate(
         model=model,
         optimizer=make_optimizer(model, bench.train),
         criterion=torch.nn.CrossEntropyLoss(),
@@ -145,6 +146,7 @@ def train_run(
         device=device,
         plugins=plugins,
         evaluator=evaluator if evaluator is not None else _silent_evaluator(),
+        train_arrays=prepared_train_arrays(prepared), amp=params.run.amp, channels_last=params.run.channels_last,
     )
     resumable = all(checkpoint.is_checkpointable(p) for p in plugins)
     if not resumable:
@@ -152,6 +154,7 @@ def train_run(
     fp = checkpoint.fingerprint(
         benchmark=bench.model_dump(mode="json"), method_type=entry.type, method=entry.config_dict(), seed=seed,
         deterministic=params.run.deterministic, device=device.type, data=manifest.sha256,
+        amp=params.run.amp, channels_last=params.run.channels_last,
         clsuite=__version__, torch=torch.__version__,
     )
     ckpt_path = run_dir / "checkpoint.pt"
