@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup repro test clean-runs
+.PHONY: setup repro test bench clean-runs
 
 $(STAMP): pyproject.toml examples/clsuite-er-ace/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ repro: setup
 
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+# speed benchmarks (benchmarks/README: ratios, interleaved in one process): < 10 min on 2 CPU cores
+bench: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run_all.py
 
 clean-runs:
 	rm -rf data/raw data/prepared data/runs

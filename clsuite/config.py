@@ -188,6 +188,9 @@ class RunConfig(GridConfig):
     profile: str = "embedded"
     device: str = "auto"
     deterministic: bool = True
+    # GPU only (no effect on CPU): mixed precision and NHWC memory format for convnets
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    channels_last: bool = True
 
     @field_validator("device")
     @classmethod

@@ -41,10 +41,14 @@ def predict_logits(model: torch.nn.Module, x: np.ndarray, batch_size: int, devic
     model.eval()
     out = []
     for start in range(0, len(x), batch_size):
-        xb = to_float(x[start : start + batch_size]).to(device, non_blocking=True)
-        out.append(model(xb).float().cpu())
+        if device.type == "cuda":  # uint8 over the bus (4x fewer bytes), converted there; one sync at the end
+            xb = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size])).pin_memory()
+            out.append(model(xb.to(device, non_blocking=True).float().div_(255.0)).float())
+        else:
+            xb = to_float(x[start : start + batch_size]).to(device, non_blocking=True)
+            out.append(model(xb).float().cpu())
     model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, 0), np.float32)
 
 
 def records_from_logits(

@@ -27,6 +27,7 @@ from clsuite import __version__, checkpoint, guard
 from clsuite.config import Params, TrainConfig
 from clsuite.data.streams import load_prepared, make_avalanche_benchmark, to_float
 from clsuite.errors import ParamsError, TrainingDiverged
+from clsuite.fastpath import ClsuiteTemplate, prepared_train_arrays
 from clsuite.io import remove_stale_temps, write_json
 from clsuite.methods import METHODS, MethodContext
 from clsuite.models import build_model, count_parameters
@@ -140,7 +141,7 @@ def train_run(
     model = model.to(device)
     plugins = [*spec.build(entry.config, ctx), ProgressPlugin(prepared.n_experiences),
                guard.DivergenceGuard(key.run_id, benchmark, method, manifest.n_classes)]
-    strategy = SupervisedTemplate(
+    strategy = ClsuiteTemplate(
         model=model,
         optimizer=make_optimizer(model, bench.train),
         criterion=torch.nn.CrossEntropyLoss(),
@@ -150,6 +151,7 @@ def train_run(
         device=device,
         plugins=plugins,
         evaluator=evaluator if evaluator is not None else _silent_evaluator(),
+        train_arrays=prepared_train_arrays(prepared), amp=params.run.amp, channels_last=params.run.channels_last,
     )
     with guard.failure_status(run_dir, key.run_id, method, 0):
         guard.check_output_width(model, to_float(prepared.test.x[:2]).to(device), manifest.n_classes,
@@ -160,6 +162,7 @@ def train_run(
     fp = checkpoint.fingerprint(
         benchmark=bench.model_dump(mode="json"), method_type=entry.type, method=entry.config_dict(), seed=seed,
         deterministic=params.run.deterministic, device=device.type, data=manifest.sha256,
+        amp=params.run.amp, channels_last=params.run.channels_last,
         clsuite=__version__, torch=torch.__version__,
     )
     ckpt_path = run_dir / "checkpoint.pt"

@@ -309,3 +309,45 @@ def test_plugin_state_dict_round_trip():
         for u, v in zip(_step(a, batch), _step(b, batch)):
             assert torch.equal(u, v)
     assert_same_buffer(a.buffer, b.buffer)
+
+
+# -- the batched add() keeps algorithm R's draws ----------------------------------------------
+
+
+class OneByOneReservoir:
+    """Reference: algorithm R one sample at a time with torch.randint, as clsuite did before
+    add() was batched; the batched add() must store the same rows and draw the same numbers."""
+
+    def __init__(self, capacity: int, seed: int) -> None:
+        self.capacity, self.n_seen, self.rows = capacity, 0, {}
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def add(self, x, y, t, **extras):
+        for i in range(len(x)):
+            if self.n_seen < self.capacity:
+                slot = self.n_seen
+            else:
+                slot = int(torch.randint(0, self.n_seen + 1, (1,), generator=self.generator))
+            self.n_seen += 1
+            if slot < self.capacity:
+                self.rows[slot] = (x[i].clone(), int(y[i]), int(t[i]), {k: v[i].clone() for k, v in extras.items()})
+
+
+@pytest.mark.parametrize("capacity, seed", [(7, 0), (50, 3), (200, 11)])
+def test_batched_add_matches_one_by_one_algorithm_r(capacity, seed):
+    rng = np.random.default_rng(seed)
+    buf, ref = ReservoirBuffer(capacity, seed), OneByOneReservoir(capacity, seed)
+    start = 0
+    for _ in range(60):
+        b = int(rng.integers(1, 25))
+        x, y, t = stream(start, b, task=start % 3)
+        logits = torch.randn(b, 4)
+        buf.add(x, y, t, logits=logits)
+        ref.add(x, y, t, logits=logits)
+        start += b
+        assert buf.n_seen == ref.n_seen and len(buf) == len(ref.rows)
+        for slot, (rx, ry, rt, extra) in ref.rows.items():
+            assert torch.equal(buf.x[slot], rx) and int(buf.y[slot]) == ry and int(buf.t[slot]) == rt
+            assert torch.equal(buf.field("logits")[slot], extra["logits"])
+        # same generator state: the next draws (replay sampling) agree as well
+        assert torch.equal(buf.generator.get_state(), ref.generator.get_state())

@@ -9,6 +9,7 @@ each experience; the replay literature's ER is this online reservoir.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from avalanche.training.plugins import SupervisedPlugin
 from pydantic import Field
@@ -18,13 +19,15 @@ from clsuite.methods.sam import sam_gradients
 
 
 class ReservoirBuffer:
-    """Fixed-capacity uniform sample of a stream of rows, kept on the CPU.
+    """Fixed-capacity uniform sample of a stream of rows.
 
     A row is (x, y, t) plus optional named extras (e.g. DER's ``logits``), each stored
-    in a (capacity, ...) tensor allocated at the first insertion. Reservoir sampling
-    (Vitter's algorithm R): the n-th sample seen is stored with probability
-    capacity / n, replacing a uniformly chosen slot. All randomness comes from the
-    buffer's own ``torch.Generator``, so it is reproducible and checkpointable.
+    in a (capacity, ...) tensor allocated at the first insertion on the device of the
+    rows offered (so that on a GPU adding and sampling never copy to the host).
+    Reservoir sampling (Vitter's algorithm R): the n-th sample seen is stored with
+    probability capacity / n, replacing a uniformly chosen slot. All randomness comes
+    from the buffer's own CPU ``torch.Generator``, so it is reproducible and
+    checkpointable.
     """
 
     def __init__(self, capacity: int, seed: int) -> None:
@@ -35,6 +38,7 @@ class ReservoirBuffer:
             "t": torch.empty(capacity, dtype=torch.long),
         }
         self.generator = torch.Generator().manual_seed(seed)
+        self._draw = torch.empty((), dtype=torch.long)  # reused by the per-sample draws in add()
 
     def __len__(self) -> int:
         return min(self.n_seen, self.capacity)
@@ -67,22 +71,53 @@ class ReservoirBuffer:
         total += sum(n * v[0].numel() * 4 for k, v in self._fields.items() if k not in ("x", "y", "t"))
         return total
 
-    def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, **extras: torch.Tensor) -> None:
-        """Offer a batch (x: (B, ...), y: (B,), t: (B,), extras: (B, ...)) to the reservoir."""
-        rows = {"x": x.detach().cpu(), "y": y.detach().cpu().long(), "t": t.detach().cpu().long()}
-        rows.update({k: v.detach().cpu() for k, v in extras.items()})
+    def _slots(self, b: int) -> list[int]:
+        """The slot of each of ``b`` incoming samples (>= capacity: not stored); counts them.
+
+        One draw per sample once the buffer is full, ``randint(0, n_seen + 1)`` from the
+        buffer's generator, in stream order. (torch reduces a 32-bit draw modulo the range
+        inside the kernel and no public op returns the unreduced draw, so these draws
+        cannot be batched without changing the random stream; a reused 0-d tensor halves
+        the cost of each call compared with ``torch.randint``, with identical values.)
+        """
+        n0, cap = self.n_seen, self.capacity
+        self.n_seen = n0 + b
+        if n0 + b <= cap:
+            return list(range(n0, n0 + b))
+        draw, gen = self._draw, self.generator
+        return [n if n < cap else draw.random_(0, n + 1, generator=gen).item() for n in range(n0, n0 + b)]
+
+    def _allocate(self, rows: dict[str, torch.Tensor]) -> None:
+        """(capacity, ...) storage for every field, on the device of the rows."""
+        dev = rows["x"].device
         for name, value in rows.items():
             if name not in self._fields:
-                self._fields[name] = torch.empty((self.capacity, *value.shape[1:]), dtype=value.dtype)
-        for i in range(rows["x"].shape[0]):
-            if self.n_seen < self.capacity:
-                slot = self.n_seen
-            else:
-                slot = int(torch.randint(0, self.n_seen + 1, (1,), generator=self.generator))
-            self.n_seen += 1
-            if slot < self.capacity:
-                for name, value in rows.items():
-                    self._fields[name][slot] = value[i]
+                self._fields[name] = torch.empty((self.capacity, *value.shape[1:]), dtype=value.dtype, device=dev)
+        for name, field in self._fields.items():
+            if field.device != dev:  # e.g. restored from a CPU checkpoint, training on a GPU
+                self._fields[name] = field.to(dev)
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, **extras: torch.Tensor) -> None:
+        """Offer a batch (x: (B, ...), y: (B,), t: (B,), extras: (B, ...)) to the reservoir."""
+        rows = {"x": x, "y": y if y.dtype == torch.long else y.long(), "t": t if t.dtype == torch.long else t.long()}
+        rows.update(extras)
+        for name, value in rows.items():
+            if value.requires_grad:
+                rows[name] = value.detach()
+        fields = self._fields
+        if fields.keys() != rows.keys() or fields["x"].device != x.device:
+            self._allocate(rows)
+            fields = self._fields
+        # Sequential semantics in one copy per field: a slot drawn twice keeps the later row.
+        keep = {slot: i for i, slot in enumerate(self._slots(x.shape[0])) if slot < self.capacity}
+        if not keep:
+            return
+        dst = torch.from_numpy(np.fromiter(keep, np.int64, len(keep)))
+        src = torch.from_numpy(np.fromiter(keep.values(), np.int64, len(keep)))
+        if x.device.type != "cpu":
+            dst, src = dst.to(x.device, non_blocking=True), src.to(x.device, non_blocking=True)
+        for name, value in rows.items():
+            fields[name].index_copy_(0, dst, value.index_select(0, src))
 
     def sample_rows(self, n: int) -> torch.Tensor:
         """Indices of ``n`` rows drawn uniformly without replacement (all if fewer are stored)."""
@@ -91,7 +126,12 @@ class ReservoirBuffer:
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``n`` rows (x, y, t) drawn uniformly without replacement (all rows if fewer are stored)."""
         idx = self.sample_rows(n)
-        return self.x[idx], self.y[idx], self.t[idx]
+        if len(self) == 0:
+            raise ValueError("the buffer is empty")
+        f = self._fields
+        if f["x"].device.type != "cpu":
+            idx = idx.to(f["x"].device, non_blocking=True)
+        return f["x"].index_select(0, idx), f["y"].index_select(0, idx), f["t"].index_select(0, idx)
 
     def state_dict(self) -> dict:
         return {
@@ -140,12 +180,9 @@ class ReservoirReplayPlugin(BufferStateMixin, SupervisedPlugin):
         if len(self.buffer) == 0:
             return
         bx, by, bt = self.buffer.sample(self.batch_size_mem)
-        dev = x.device
-        strategy.mbatch = [
-            torch.cat([x, bx.to(dev, non_blocking=True)]),
-            torch.cat([y, by.to(dev, non_blocking=True)]),
-            torch.cat([t, bt.to(dev, non_blocking=True)]),
-        ]
+        if bx.device != x.device:  # the buffer follows the data's device at its next add()
+            bx, by, bt = (b.to(x.device, non_blocking=True) for b in (bx, by, bt))
+        strategy.mbatch = [torch.cat([x, bx]), torch.cat([y, by]), torch.cat([t, bt])]
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
         if self._incoming is not None:
