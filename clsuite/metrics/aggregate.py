@@ -31,7 +31,7 @@ def summarise(run_metrics: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 def paired_test(diffs: np.ndarray) -> tuple[float, float]:
     """(p of the two-sided paired t-test, p of the two-sided exact Wilcoxon signed-rank test)
     on per-seed differences; NaN where a test is undefined (n < 2 for t; t with zero
-    variance; Wilcoxon with every difference 0).
+    variance, up to round-off; Wilcoxon with every difference 0).
 
     The t-test assumes normal differences; the Wilcoxon test does not, but with n pairs
     its smallest attainable two-sided p is 2 / 2^n (0.5 for 2 seeds, 0.0625 for 5), so
@@ -39,7 +39,7 @@ def paired_test(diffs: np.ndarray) -> tuple[float, float]:
     """
     d = np.asarray(diffs, dtype=float)
     p_t = p_w = float("nan")
-    if len(d) >= 2 and d.std(ddof=1) > 0:
+    if len(d) >= 2 and np.ptp(d) > 1e-12 * np.abs(d).max():  # equal up to round-off: no t-test
         p_t = min(float(stats.ttest_1samp(d, 0.0).pvalue), 1.0)
     nonzero = d[d != 0]
     if len(nonzero):

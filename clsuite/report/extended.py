@@ -51,6 +51,14 @@ class Section:
         self.params, self.data, self.out = params, data, out
         self.methods = params.run.methods
         self.n_seeds = len(params.run.seeds)
+        # the reference the evaluate stage used (the report stage does not depend on metrics: in params)
+        refs = data["compute"]["reference_method"]
+        self.reference = str(refs.iat[0]) if len(refs) else params.metrics.reference_method
+
+    def tsne_points(self) -> int:
+        """Largest number of t-SNE points of one run (the evaluate stage's cap)."""
+        t = self.data["tsne"]
+        return int(t.groupby("run_id").size().max()) if len(t) else 0
 
     def cell(self, bench: str, method: str, protocol: str, metric: str, scale: float = 100.0, digits: int = 1) -> str:
         s = self.data["extra_summary"]
@@ -83,7 +91,7 @@ class Section:
 def robustness(s: Section) -> list[str]:
     if s.data["corruption_accuracy"].empty:
         return []
-    ref = s.params.metrics.reference_method
+    ref = s.reference
     md = ["## Robustness to corruptions", "",
           "Accuracy on ImageNet-C-style corrupted copies of the test images of the experiences seen so far, after "
           "the last experience (in %, " + s.seeds_note() + "). *Clean* is the accuracy on the same images "
@@ -190,7 +198,7 @@ def compute(s: Section) -> list[str]:
     comp = s.data["compute"]
     if comp.empty:
         return []
-    ref = s.params.metrics.reference_method
+    ref = s.reference
     md = ["## Compute relative to the reference method", "",
           f"Per run, then {s.seeds_note()}: wall time per training experience, training throughput (samples × "
           "epochs per second), peak resident memory and peak GPU memory (`torch.cuda.max_memory_allocated`; – when "
@@ -221,7 +229,7 @@ def feature_space(s: Section) -> list[str]:
           "Penultimate features of the final model on the clean test set. *Effective rank* (Roy & Vetterli 2007): "
           "exp of the entropy of the normalised singular values of the centered feature matrix (1 = one direction, "
           f"at most the feature dimension), {s.seeds_note()}. The spectrum shows the covariance eigenvalues; t-SNE "
-          f"(scikit-learn, random_state 0) uses at most {s.params.metrics.tsne_max_points} samples of the first "
+          f"(scikit-learn, random_state 0) uses at most {s.tsne_points()} samples of the first "
           "seed; confusion matrices are class-IL, after the last experience.", ""]
     if not spec.empty:
         dims = spec.groupby("benchmark")["component"].max() + 1
@@ -250,7 +258,7 @@ COMPARED = [("class_il", "last_acc"), ("class_il", "avg_acc"), ("class_il", "for
 
 def comparisons(s: Section) -> list[str]:
     comp = s.data["comparisons"]
-    ref = s.params.metrics.reference_method
+    ref = s.reference
     if comp.empty or ref not in s.methods:
         return []
     md = ["## Paired comparisons with the reference method", "",
