@@ -225,12 +225,17 @@ def feature_space(s: Section) -> list[str]:
     spec, tsne, conf = s.data["feature_spectrum"], s.data["tsne"], s.data["confusion"]
     if spec.empty and conf.empty:
         return []
-    md = ["## Feature space", "",
-          "Penultimate features of the final model on the clean test set. *Effective rank* (Roy & Vetterli 2007): "
-          "exp of the entropy of the normalised singular values of the centered feature matrix (1 = one direction, "
-          f"at most the feature dimension), {s.seeds_note()}. The spectrum shows the covariance eigenvalues; t-SNE "
-          f"(scikit-learn, random_state 0) uses at most {s.tsne_points()} samples of the first "
-          "seed; confusion matrices are class-IL, after the last experience.", ""]
+    md = ["## Feature space", ""]
+    if spec.empty:
+        md += ["No run folder holds final features (`features.npy`, written by the train stage since the "
+               "feature-space metrics exist): retrain to get the spectrum, effective rank and t-SNE. Confusion "
+               "matrices are class-IL, after the last experience.", ""]
+    else:
+        md += ["Penultimate features of the final model on the clean test set. *Effective rank* (Roy & Vetterli "
+               "2007): exp of the entropy of the normalised singular values of the centered feature matrix (1 = one "
+               f"direction, at most the feature dimension), {s.seeds_note()}. The spectrum shows the covariance "
+               f"eigenvalues; t-SNE (scikit-learn, random_state 0) uses at most {s.tsne_points()} samples of the "
+               "first seed; confusion matrices are class-IL, after the last experience.", ""]
     if not spec.empty:
         dims = spec.groupby("benchmark")["component"].max() + 1
         rows = [{"Benchmark": b, "Feature dim.": str(int(dims[b])),

@@ -107,7 +107,8 @@ def ood_histogram_figure(hist: pd.DataFrame, benchmark: str, methods: list[str],
             ax.set_xlabel("max softmax probability")
             ax.set_xlim(0, 1)
         axes[0][0].set_ylabel("density")
-        axes[0][-1].legend(fontsize=7, loc="upper left")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, fontsize=8, loc="upper center", ncol=2, bbox_to_anchor=(0.5, -0.04))
         fig.suptitle(f"{benchmark}: MSP of known vs OOD samples after the last experience (seeds pooled)",
                      fontsize=10, y=1.02)
         return save_all(fig, stem)
