@@ -21,7 +21,8 @@ def _method_records() -> pd.DataFrame:
     have corrupted copies. Sample 4 (class 2) belongs to the unseen experience 1."""
     return _records([
         (-1, 0, "clean", 0, 0, 1, 1), (-1, 0, "c/fog/1", 0, 0, 0, 0),  # untrained stage: ignored
-        (0, 0, "clean", 0, 0, 0, 0), (0, 0, "clean", 1, 1, 1, 1), (0, 0, "clean", 2, 0, 1, 0), (0, 0, "clean", 3, 1, 1, 1),
+        (0, 0, "clean", 0, 0, 0, 0), (0, 0, "clean", 1, 1, 1, 1),
+        (0, 0, "clean", 2, 0, 1, 0), (0, 0, "clean", 3, 1, 1, 1),
         (0, 1, "clean", 4, 2, 0, 3),
         (0, 0, "c/fog/1", 0, 0, 0, 0), (0, 0, "c/fog/1", 1, 1, 0, 1),     # 1 of 2 right (class-IL)
         (0, 0, "c/fog/3", 0, 0, 1, 0), (0, 0, "c/fog/3", 1, 1, 0, 1),     # 0 of 2 (task-IL: 2 of 2)
@@ -86,7 +87,8 @@ def test_mce_hand_worked_example():
     method = _cells({("fog", 1): 0.5, ("fog", 3): 0.0, ("noise", 1): 1.0, ("noise", 3): 0.8})
     ref = _cells({("fog", 1): 0.5, ("fog", 3): 0.5, ("noise", 1): 0.5, ("noise", 3): 0.5})
     ce = rb.corruption_errors(method, ref).set_index("corruption")
-    assert ce.loc["fog", "error_sum"] == pytest.approx(1.5) and ce.loc["fog", "reference_error_sum"] == pytest.approx(1.0)
+    assert ce.loc["fog", "error_sum"] == pytest.approx(1.5)
+    assert ce.loc["fog", "reference_error_sum"] == pytest.approx(1.0)
     assert ce["ce"].to_dict() == {"fog": pytest.approx(1.5), "noise": pytest.approx(0.2)}
     assert rb.mean_corruption_error(ce.reset_index()).to_dict() == {0: pytest.approx(0.85)}
     # the reference against itself scores 1 on every corruption

@@ -69,7 +69,8 @@ def _fake_run(prepared, runs: Path, method: str, seed: int, variants: bool) -> N
         write_stage(pd.concat(parts, ignore_index=True), run_dir, stage)
     write_table(pd.DataFrame([{
         "run_id": key.run_id, "benchmark": "toy", "method": method, "seed": seed, "train_exp": k,
-        "n_train_samples": 40, "train_seconds": 0.5 * skill, "eval_seconds": 0.1, "samples_per_second": 40 / (0.5 * skill),
+        "n_train_samples": 40, "train_seconds": 0.5 * skill, "eval_seconds": 0.1,
+        "samples_per_second": 40 / (0.5 * skill),
         "peak_rss_mb": 300.0 + skill, "peak_gpu_mb": np.nan, "model_bytes": 4000, "extra_memory_bytes": 1000 * k,
     } for k in range(2)]), run_dir / "experiences.parquet", EXPERIENCES)
     feats = rng.normal(size=(len(y), 8)).astype(np.float32) * np.linspace(2, 0.1, 8, dtype=np.float32)

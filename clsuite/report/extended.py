@@ -310,7 +310,8 @@ def plot_data(data: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         columns={"clean_accuracy": "accuracy"}).assign(severity=0)
     sev = pd.concat([clean, sev], ignore_index=True).sort_values([*keys, "severity"], kind="stable")
     curve = data["memory_curve"]
-    mem = curve.groupby(["benchmark", "method_type", "protocol", "mem_size"], sort=True)["last_acc"].mean().reset_index()
+    mem = curve.groupby(["benchmark", "method_type", "protocol", "mem_size"], sort=True)["last_acc"].mean()
+    mem = mem.reset_index()
     out = {"robustness_severity.csv": sev, "memory_curve.csv": mem}
     return {name: df.reindex(columns=PLOTS[name]).round(6) for name, df in out.items()}
 
