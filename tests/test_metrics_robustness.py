@@ -3,11 +3,15 @@ hand-computed record tables, and the robustness tables built for a grid."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from clsuite.metrics import robustness as rb
+
+REPO = Path(__file__).resolve().parents[1]
 
 COLS = ["train_exp", "eval_exp", "eval_set", "sample_id", "y_true", "y_pred", "y_pred_task"]
 
@@ -108,3 +112,16 @@ def test_mce_counts_only_cells_both_runs_have():
     ref = _cells({("fog", 1): 0.0})
     ce = rb.corruption_errors(method, ref)
     assert ce["ce"].tolist() == [pytest.approx(0.5 / 1.0)]
+
+
+def test_evaluate_names_the_run_folder_of_inconsistent_records(tmp_path):
+    from clsuite.config import load_params
+    from clsuite.errors import DataError
+    from clsuite.metrics.extended import ExtendedMetrics
+
+    rec = _method_records()
+    rec = rec[~((rec["eval_set"] == "clean") & (rec["sample_id"] == 1))]
+    ext = ExtendedMetrics(load_params(REPO / "params.yaml", check_components=False))
+    keys = {"run_id": "smnist/finetune/seed0", "benchmark": "smnist", "method": "finetune", "seed": 0}
+    with pytest.raises(DataError, match=f"{tmp_path}: corrupted rows without their clean image"):
+        ext.add_run(rec, tmp_path, keys)

@@ -21,6 +21,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from clsuite.config import Params
+from clsuite.errors import DataError
 from clsuite.metrics import compute as cp
 from clsuite.metrics import features as ft
 from clsuite.metrics import long_tail as lt
@@ -75,6 +76,12 @@ class ExtendedMetrics:
     # -- per run ---------------------------------------------------------------------
     def add_run(self, records: pd.DataFrame, run_dir: Path, keys: dict) -> None:
         """Compute one run's tables; ``keys``: run_id, benchmark, method, seed."""
+        try:
+            self._add_run(records, run_dir, keys)
+        except ValueError as exc:  # inconsistent records: name the run folder
+            raise DataError(f"{run_dir}: {exc}") from None
+
+    def _add_run(self, records: pd.DataFrame, run_dir: Path, keys: dict) -> None:
         for protocol in PROTOCOLS:
             cells = rb.corruption_accuracy(records, protocol)
             if len(cells):
