@@ -2,7 +2,7 @@
 compute, feature space and paired comparisons.
 
 Each section appears only when its table has rows. Tables are written as Markdown, CSV
-and LaTeX (booktabs) under ``reports/tables/``, figures as PNG, SVG and PDF under
+and LaTeX (booktabs) under ``reports/tables/``, figures as PNG and PDF under
 ``reports/figures/``, and the DVC plot data under ``reports/plots/`` (always written,
 header only when empty, because dvc.yaml declares them). Nothing here depends on the
 time or the machine, so an unchanged rerun reproduces every file byte for byte.

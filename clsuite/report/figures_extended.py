@@ -1,8 +1,8 @@
 """Figures of the extended metrics (robustness, OOD, long tail, memory, feature space).
 
-Every figure is written as PNG, SVG and PDF with no date or software fields, a fixed SVG
-hash salt and fixed fonts (:data:`clsuite.report.figures.RC`), so an unchanged rerun
-reproduces each file byte for byte. Inputs are the evaluate stage's tables; values are
+Every figure is written as PNG and PDF with no date or software fields and fixed fonts
+(:data:`clsuite.report.figures.RC`), so an unchanged rerun reproduces each file byte for
+byte. Inputs are the evaluate stage's tables; values are
 means over seeds unless stated.
 """
 
@@ -22,14 +22,15 @@ import seaborn as sns  # noqa: E402
 from clsuite.io import atomic_path  # noqa: E402
 from clsuite.report.figures import RC, method_colors  # noqa: E402
 
-#: savefig metadata per format: nothing that changes between runs
 PROTOCOL = {"class_il": "class-IL", "task_il": "task-IL"}
-METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
-            "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
+#: savefig metadata per format, nothing that changes between runs. PNG for the Markdown and
+#: HTML report, PDF for LaTeX (an SVG, as the accuracy figures have, would add a third
+#: rendering of every figure to the report stage's time, for little use in papers).
+METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
 
 
 def save_all(fig: plt.Figure, stem: Path) -> list[Path]:
-    """Write ``stem``.png (150 dpi), .svg and .pdf atomically; return the paths (PNG first)."""
+    """Write ``stem``.png (150 dpi) and .pdf atomically; return the paths (PNG first)."""
     paths = []
     for ext, meta in METADATA.items():
         dest = stem.with_suffix(f".{ext}")
