@@ -16,6 +16,21 @@ $(STAMP): pyproject.toml examples/clsuite-er-ace/pyproject.toml
 	$(BIN)/python -m pip install --no-deps animal-mnist==0.4
 	# the worked example of a third-party method package (docs/adding-a-method.md)
 	$(BIN)/python -m pip install --no-deps -e examples/clsuite-er-ace
+	# reasoning-gym (procedural text tasks) pins tabulate==0.9.0 against clsuite's 0.10.0;
+	# its other requirements come with the `text` extra (pyproject.toml), so no deps here.
+	$(BIN)/python -m pip install --no-deps reasoning-gym==0.1.25
+	# WordNet 3.0 (text source wordnet_supersense) from Debian, unless it is already there
+	@if [ ! -f /usr/share/wordnet/data.noun ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y --no-install-recommends wordnet-base \
+	    || (apt-get update && apt-get install -y --no-install-recommends wordnet-base) \
+	    || echo "warning: could not install wordnet-base; wordnet_supersense needs /usr/share/wordnet/data.noun"; \
+	fi
+	# Fashion-MNIST (embedded stream `fmnist`) from Debian's dataset-fashion-mnist
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y --no-install-recommends dataset-fashion-mnist \
+	    || (apt-get update && apt-get install -y --no-install-recommends dataset-fashion-mnist) \
+	    || echo "warning: could not install dataset-fashion-mnist; the fmnist stream will try to download it"; \
+	fi
 	touch $@
 
 setup: $(STAMP)

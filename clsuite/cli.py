@@ -42,10 +42,17 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """A diverged run is a result, not a pipeline error: it is recorded in status.json and
+    exits 0, so that `dvc repro` goes on and the report lists it under "Failed runs"."""
+    from clsuite.errors import TrainingDiverged
     from clsuite.train import train_run
 
     params = load_params(args.params)
-    run_dir = train_run(params, args.benchmark, args.method, args.seed)
+    try:
+        run_dir = train_run(params, args.benchmark, args.method, args.seed)
+    except TrainingDiverged as exc:
+        print(f"clsuite train: run diverged, recorded as failed in its status.json: {exc}", file=sys.stderr)
+        return
     print(f"records written to {run_dir}")
 
 
@@ -88,6 +95,11 @@ def cmd_list(args: argparse.Namespace) -> None:
 
         for name in SOURCES:
             print(f"{name:14s} {SOURCES.get(name).description}")
+    elif args.what == "text-sources":
+        from clsuite.data.text import TEXT_SOURCES
+
+        for name in TEXT_SOURCES:
+            print(f"{name:24s} {TEXT_SOURCES.get(name).description}")
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
@@ -113,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("evaluate", help="metric tables from the records of every run").set_defaults(fn=cmd_evaluate)
     sub.add_parser("report", help="figures, tables and index.md/html under reports/").set_defaults(fn=cmd_report)
     sp = sub.add_parser("list", help="list registered components")
-    sp.add_argument("what", choices=["methods", "benchmarks", "models", "sources"])
+    sp.add_argument("what", choices=["methods", "benchmarks", "models", "sources", "text-sources"])
     sp.set_defaults(fn=cmd_list)
     sp = sub.add_parser("profile", help="copy a profile's grid into run: in params.yaml")
     sp.add_argument("name")

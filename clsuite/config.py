@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,6 +24,8 @@ from clsuite.errors import ParamsError
 PARAMS_FILE = Path("params.yaml")
 
 Scenario = Literal["class_il", "task_il", "domain_il"]
+# numpy's and sklearn's seeds must lie in [0, 2**32)
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 
 class Strict(BaseModel):
@@ -143,7 +146,7 @@ class BenchmarkConfig(Strict):
     scenario: Scenario = "class_il"
     n_experiences: int = Field(5, ge=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
-    split_seed: int = 1993
+    split_seed: Seed = 1993
     class_order: list[int] | None = None
     subsample_per_class: int | None = Field(None, ge=1)
     source_options: dict[str, Any] = {}  # checked by the source's own Options model (docs/datasets.md)
@@ -168,7 +171,7 @@ class BenchmarkConfig(Strict):
 class GridConfig(Strict):
     benchmarks: list[str] = Field(min_length=1)
     methods: list[str] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Seed] = Field(min_length=1)
 
     @field_validator("benchmarks", "methods", "seeds")
     @classmethod
@@ -248,16 +251,18 @@ class Params(Strict):
         """The validated method ``name`` (its config class comes from the method registry)."""
         from clsuite.methods import METHODS
 
+        if name not in self.methods:
+            raise ParamsError(f"methods.{name}: not defined; defined methods: {', '.join(sorted(self.methods))}")
         raw = dict(self.methods[name] or {})
         mtype = raw.pop("type", name)
-        if mtype not in METHODS:
+        if not isinstance(mtype, str) or mtype not in METHODS:
             raise ParamsError(
                 f"methods.{name}.type: unknown method {mtype!r}; registered methods: "
                 f"{', '.join(METHODS.names())} (see `clsuite list methods`)"
             )
         spec = METHODS.get(mtype)
         try:
-            cfg = spec.config_cls.model_validate(raw)
+            cfg = spec.config_cls.model_validate(raw, strict=True)
         except ValidationError as exc:
             raise ParamsError(format_validation_error(exc, f"methods.{name}", spec.config_cls)) from None
         return MethodEntry(name=name, type=mtype, config=cfg)
@@ -366,14 +371,31 @@ def load_params(path: str | Path = PARAMS_FILE, *, check_components: bool = True
         raise ParamsError(f"{path}: not found; run clsuite from the repository root") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot be read ({exc}); pass a readable params file") from None
     return parse_params(raw, source=str(path), check_components=check_components)
 
 
+def _reject_non_finite(node: Any, path: str, source: str) -> None:
+    """YAML's .inf/.nan are never valid hyperparameters."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ParamsError(f"{source}: {path}: must be a finite number (got {node!r}); write a finite value")
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in items:
+        _reject_non_finite(child, f"{path}.{key}" if path else str(key), source)
+
+
 def parse_params(raw: Any, *, source: str = "params", check_components: bool = True) -> Params:
+    """Validate a loaded params mapping in strict mode: YAML values keep their types, so
+    ``lr: "0.1"``, ``seeds: ["0"]`` or ``deterministic: "yes"`` are errors, not coerced."""
     if not isinstance(raw, dict):
-        raise ParamsError(f"{source}: top level must be a mapping with keys run, profiles, benchmarks, methods (and optionally metrics)")
+        raise ParamsError(f"{source}: top level must be a mapping with keys run, profiles, benchmarks, methods "
+                          "(and optionally metrics)")
+    _reject_non_finite(raw, "", source)
     try:
-        params = Params.model_validate(raw)
+        params = Params.model_validate(raw, strict=True)
     except ValidationError as exc:
         raise ParamsError(f"{source}: invalid parameters\n" + format_validation_error(exc, "", Params)) from None
     if check_components:
@@ -392,7 +414,7 @@ def parse_params(raw: Any, *, source: str = "params", check_components: bool = T
                 )
             spec = MODELS.get(bench.model.name)
             try:
-                spec.config_cls.model_validate(bench.model.kwargs())
+                spec.config_cls.model_validate(bench.model.kwargs(), strict=True)
             except ValidationError as exc:
                 raise ParamsError(
                     f"{source}: invalid parameters\n"

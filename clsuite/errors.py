@@ -28,5 +28,17 @@ class RegistryError(ClsuiteError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class TrainingDiverged(ClsuiteError):
-    """The model produced non-finite outputs; the run is marked failed, not written."""
+class RunFailed(ClsuiteError):
+    """A training run stopped; ``status`` (method, experience, iteration, ...) goes into status.json."""
+
+    def __init__(self, message: str, **status: object) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TrainingDiverged(RunFailed):
+    """The loss or the model's outputs became non-finite; the run is marked diverged, not written."""
+
+
+class ComponentError(RunFailed):
+    """A method's plugin or a model raised or returned malformed output; the message names it and the hook."""

@@ -1,10 +1,14 @@
 """evaluate: prediction records of every run in the grid → metric tables.
 
 Writes (each under its pandera schema) to ``reports/data/``: accuracy_matrix,
-stage_accuracy, run_metrics, summary, experiences, and the extended tables of
+stage_accuracy, run_metrics, summary, experiences, failed_runs, and the extended tables of
 :mod:`clsuite.metrics.extended` (robustness, long tail, OOD, compute, memory, feature
 space, comparisons; Parquet, plus CSV copies), and ``reports/metrics.json`` (means over
 seeds, for ``dvc metrics show``, with the extended headline numbers).
+
+A run whose status.json says ``diverged``, ``failed`` or ``running`` (interrupted) is
+listed in ``failed_runs`` with its state and reason; its partial records never enter
+the metrics.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from clsuite.metrics.aggregate import summarise
 from clsuite.metrics.extended import ExtendedMetrics, headline, merge_nested
 from clsuite.records import read_records
 from clsuite.schemas import (
-    ACCURACY_MATRIX, CLASS_ACCURACY, EXPERIENCES, RUN_METRICS, STAGE_ACCURACY, STAGE_METRICS, SUMMARY,
+    ACCURACY_MATRIX, CLASS_ACCURACY, EXPERIENCES, FAILED_RUNS, RUN_METRICS, RUN_STATES, STAGE_ACCURACY,
+    STAGE_METRICS, SUMMARY,
 )
 from clsuite.tables import read_table, write_table
 from clsuite.paths import METRICS_JSON, PREPARED_ROOT, RUNS_ROOT, TABLES_DIR, run_dir_for
@@ -68,17 +73,63 @@ def run_metrics_from_records(records: pd.DataFrame) -> dict[str, pd.DataFrame]:
             "stage_metrics": cat(stage_rows), "class_accuracy": cat(class_rows)}
 
 
+def read_status(run_dir: Path) -> dict | None:
+    """A run's status.json (None when there is none); malformed files raise DataError."""
+    path = run_dir / "status.json"
+    if not path.exists():
+        return None
+    fix = "delete it and rerun the run's train stage (`dvc repro`)"
+    try:
+        status = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); {fix}") from None
+    if not isinstance(status, dict) or status.get("state") not in ("finished", *RUN_STATES):
+        raise DataError(f"{path}: 'state' must be one of finished, {', '.join(RUN_STATES)}; {fix}")
+    for key in ("finished_experiences", "experience", "iteration"):
+        value = status.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise DataError(f"{path}: {key!r} must be a non-negative integer (got {value!r}); {fix}")
+    if status.get("finished_experiences") is None:
+        raise DataError(f"{path}: 'finished_experiences' is missing; {fix}")
+    return status
+
+
+def failed_run_row(status: dict, run_id: str, benchmark: str, method: str, seed: int) -> dict:
+    """One ``failed_runs`` row from the status of a run that did not finish."""
+    done = status["finished_experiences"]
+    if status["state"] == "running":
+        reason = (f"status.json still says 'running' after {done} finished experience(s): the run was interrupted "
+                  f"(or is still training); rerun `dvc repro` to resume it")
+        experience = done
+    else:
+        reason = str(status.get("reason") or f"{status['state']} (no reason recorded)")
+        experience = status.get("experience", done)
+    return {"run_id": run_id, "benchmark": benchmark, "method": method, "seed": seed, "state": status["state"],
+            "finished_experiences": done, "experience": experience, "iteration": status.get("iteration"),
+            "reason": reason}
+
+
+def failed_runs_table(rows: list[dict]) -> pd.DataFrame:
+    dtypes = {"seed": "int64", "finished_experiences": "int64", "experience": "Int64", "iteration": "Int64"}
+    df = pd.DataFrame(rows, columns=list(FAILED_RUNS.columns))
+    return df.astype({**{c: str for c in df.columns if c not in dtypes}, **dtypes})
+
+
 def evaluate_grid(params: Params, runs_root: Path = RUNS_ROOT, out_dir: Path = TABLES_DIR,
                   metrics_json: Path = METRICS_JSON, prepared_root: Path = PREPARED_ROOT) -> dict[str, pd.DataFrame]:
     """Compute every table for the runs of ``params.run`` and write them."""
     run = params.run
     extended = ExtendedMetrics(params, prepared_root)
     parts: dict[str, list[pd.DataFrame]] = {}
-    exps = []
+    exps, failed = [], []
     for benchmark in run.benchmarks:
         for method in run.methods:
             for seed in run.seeds:
                 run_dir = run_dir_for(runs_root, benchmark, method, seed)
+                status = read_status(run_dir)
+                if status is not None and status["state"] != "finished":
+                    failed.append(failed_run_row(status, f"{benchmark}/{method}/seed{seed}", benchmark, method, seed))
+                    continue
                 if not (run_dir / "records").exists():
                     raise DataError(f"{run_dir}: no records; run `dvc repro` (or `clsuite train --benchmark "
                                     f"{benchmark} --method {method} --seed {seed}`) first")
@@ -88,6 +139,14 @@ def evaluate_grid(params: Params, runs_root: Path = RUNS_ROOT, out_dir: Path = T
                     parts.setdefault(name, []).append(df.assign(**keys))
                 extended.add_run(records, run_dir, keys)
                 exps.append(read_table(run_dir / "experiences.parquet", EXPERIENCES))
+    failed_df = failed_runs_table(failed)
+    if not exps:
+        write_table(failed_df, out_dir / "failed_runs.parquet", FAILED_RUNS)
+        write_text(out_dir / "failed_runs.csv", failed_df.to_csv(index=False))
+        raise DataError(
+            f"no run of the grid finished ({len(failed)} did not: {', '.join(failed_df['run_id'])}); their states "
+            f"and reasons are in {out_dir / 'failed_runs.csv'}; fix them and rerun `dvc repro`"
+        )
     schemas = {"accuracy_matrix": ACCURACY_MATRIX, "stage_accuracy": STAGE_ACCURACY, "run_metrics": RUN_METRICS,
                "stage_metrics": STAGE_METRICS, "class_accuracy": CLASS_ACCURACY}
     tables = {name: (pd.concat(parts[name]), schema) for name, schema in schemas.items()}
@@ -95,6 +154,7 @@ def evaluate_grid(params: Params, runs_root: Path = RUNS_ROOT, out_dir: Path = T
     summary = summarise(tables["run_metrics"][0], ["benchmark", "method", "protocol", "metric"])
     tables["summary"] = (summary, SUMMARY)
     tables.update(extended.finish(tables))
+    tables["failed_runs"] = (failed_df, FAILED_RUNS)
     out = {}
     for name, (df, schema) in tables.items():
         df = df[list(schema.columns)].reset_index(drop=True)  # column order as in the schema

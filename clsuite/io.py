@@ -37,6 +37,21 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temp files that :func:`atomic_path` left in ``folder`` (and its subfolders)
+    when its process was killed mid-write; returns what was removed.
+
+    Only call this while no other process writes into ``folder``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.rglob(".*.tmp") if p.is_file())
+    for p in stale:
+        p.unlink()
+    return stale
+
+
 def write_text(dest: str | Path, text: str) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_text(text)
@@ -66,7 +81,10 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def replace_dir(src_tmp: Path, dest: Path) -> None:
-    """Swap a fully written temp folder into place (old content removed afterwards)."""
+    """Swap a fully written temp folder into place (old content removed afterwards).
+
+    If the second rename fails, the old folder is moved back, so ``dest`` is never lost.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     old = None
     if dest.exists():
@@ -74,7 +92,12 @@ def replace_dir(src_tmp: Path, dest: Path) -> None:
         if old.exists():
             shutil.rmtree(old)
         os.replace(dest, old)
-    os.replace(src_tmp, dest)
+    try:
+        os.replace(src_tmp, dest)
+    except BaseException:
+        if old is not None:
+            os.replace(old, dest)
+        raise
     if old is not None:
         shutil.rmtree(old)
 

@@ -452,3 +452,20 @@ COMPARISONS = pa.DataFrameSchema(
     checks=[Check(lambda df: (df["method_a"] != df["method_b"]).all(), error="a method compared with itself")],
     name="comparisons",
 )
+
+
+RUN_STATES = ["diverged", "failed", "running"]
+
+FAILED_RUNS = pa.DataFrameSchema(
+    {
+        **_RUN_KEYS,
+        "state": Column(str, Check.isin(RUN_STATES)),
+        "finished_experiences": Column("int64", Check.ge(0)),
+        "experience": Column("Int64", Check.ge(0), nullable=True),
+        "iteration": Column("Int64", Check.ge(0), nullable=True),
+        "reason": Column(str),
+    },
+    strict=True,
+    unique=["run_id"],
+    name="failed_runs",
+)

@@ -36,13 +36,33 @@ def write_table(df: pd.DataFrame, path: str | Path, schema: pa.DataFrameSchema) 
         df.to_parquet(tmp, index=False)
 
 
-def read_table(path: str | Path, schema: pa.DataFrameSchema) -> pd.DataFrame:
-    """Read a Parquet file (or folder of parts) and validate it."""
-    path = Path(path)
-    if not path.exists():
-        raise SchemaError(f"{path}: missing; rerun the stage that writes {schema.name!r} (`dvc repro`)")
+def _read_validated(path: Path, schema: pa.DataFrameSchema) -> pd.DataFrame:
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for truncated files
         raise SchemaError(f"{path}: not a readable Parquet file ({exc}); rerun the stage that writes it") from None
-    return validate(df, schema, str(path))
+    try:
+        return validate(df, schema, str(path))
+    except SchemaError as exc:  # a stale or foreign file: the fix is to regenerate it
+        raise SchemaError(f"{exc}\n  fix: delete {path} and rerun the stage that writes it (`dvc repro`)") from None
+
+
+def read_table(path: str | Path, schema: pa.DataFrameSchema) -> pd.DataFrame:
+    """Read a Parquet file (or folder of parts) and validate it.
+
+    A folder's parts are validated one by one (a Parquet dataset would silently drop or
+    cast the columns that differ from the first part's), then together.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SchemaError(f"{path}: missing; rerun the stage that writes {schema.name!r} (`dvc repro`)")
+    if not path.is_dir():
+        return _read_validated(path, schema)
+    parts = sorted(path.glob("*.parquet"))
+    if not parts:
+        raise SchemaError(f"{path}: no .parquet files; rerun the stage that writes {schema.name!r} (`dvc repro`)")
+    df = pd.concat([_read_validated(p, schema) for p in parts], ignore_index=True)
+    try:
+        return validate(df, schema, str(path))
+    except SchemaError as exc:
+        raise SchemaError(f"{exc}\n  fix: delete {path} and rerun the stage that writes it (`dvc repro`)") from None

@@ -24,11 +24,11 @@ from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 from tqdm.auto import tqdm
 
-from clsuite import __version__, checkpoint
+from clsuite import __version__, checkpoint, guard
 from clsuite.config import Params, TrainConfig
-from clsuite.data.streams import load_prepared, make_avalanche_benchmark
+from clsuite.data.streams import load_prepared, make_avalanche_benchmark, to_float
 from clsuite.errors import ParamsError, TrainingDiverged
-from clsuite.io import write_json
+from clsuite.io import remove_stale_temps, write_json
 from clsuite.methods import METHODS, MethodContext
 from clsuite.models import build_model, count_parameters
 from clsuite.paths import PREPARED_ROOT, RUNS_ROOT, run_dir_for
@@ -93,11 +93,13 @@ def _guard_finite(recs: pd.DataFrame, run_dir: Path, key: RunKey, k: int, method
     """Stop with a clear status instead of writing NaN records."""
     if np.isfinite(recs.filter(like="logit_").to_numpy()).all():
         return
-    write_json(run_dir / "status.json", {"run_id": key.run_id, "state": "diverged", "finished_experiences": k})
-    raise TrainingDiverged(
-        f"{key.run_id}: the model's outputs are not finite after experience {k}; lower "
-        f"benchmarks.{key.benchmark}.train.lr or the regularisation strength in methods.{method}"
+    exc = TrainingDiverged(
+        f"{key.run_id}: the model's outputs are not finite after experience {k + 1}; lower "
+        f"benchmarks.{key.benchmark}.train.lr or the regularisation strength in methods.{method}",
+        method=method, experience=k, iteration=None,
     )
+    guard.write_failure(run_dir, key.run_id, exc, k)
+    raise exc
 
 
 def train_run(
@@ -118,6 +120,8 @@ def train_run(
     run_dir = run_dir_for(runs_root, benchmark, method, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_logger(run_dir / "log.txt")
+    for stale in remove_stale_temps(run_dir):
+        log.warning("removed %s, left by an interrupted write", stale)
     key = RunKey(benchmark, method, seed, bench.scenario)
     device = resolve_device(params.run.device)
     log.info("run %s (clsuite %s) on %s", key.run_id, __version__, device)
@@ -139,7 +143,8 @@ def train_run(
     if spec.wrap_model is not None:
         model = spec.wrap_model(model, entry.config, ctx)
     model = model.to(device)
-    plugins = [*spec.build(entry.config, ctx), ProgressPlugin(prepared.n_experiences)]
+    plugins = [*spec.build(entry.config, ctx), ProgressPlugin(prepared.n_experiences),
+               guard.DivergenceGuard(key.run_id, benchmark, method, manifest.n_classes)]
     strategy = SupervisedTemplate(
         model=model,
         optimizer=make_optimizer(model, bench.train),
@@ -151,6 +156,9 @@ def train_run(
         plugins=plugins,
         evaluator=evaluator if evaluator is not None else _silent_evaluator(),
     )
+    with guard.failure_status(run_dir, key.run_id, method, 0):
+        guard.check_output_width(model, to_float(prepared.test.x[:2]).to(device), manifest.n_classes,
+                                 bench.model.name, benchmark, method)
     resumable = all(checkpoint.is_checkpointable(p) for p in plugins)
     if not resumable:
         log.warning("a plugin has no state_dict: this run cannot resume after an interruption")
@@ -182,7 +190,8 @@ def train_run(
         experience = stream.train_stream[k]
         reset_peak_gpu(device)
         t0 = time.perf_counter()
-        strategy.train(experience, num_workers=0)
+        with guard.failure_status(run_dir, key.run_id, method, k, strategy):
+            strategy.train(experience, num_workers=0)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_s = time.perf_counter() - t0

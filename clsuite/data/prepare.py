@@ -30,6 +30,7 @@ from sklearn.model_selection import train_test_split
 
 from clsuite.config import BenchmarkConfig, VariantsConfig
 from clsuite.data.domains import domain_specs
+from clsuite.data.integrity import check_manifest
 from clsuite.data.sources import LabeledImages, benchmark_source
 from clsuite.data.variants.build import VariantsInfo, build_variants
 from clsuite.data.variants.long_tail import subsample_long_tail
@@ -139,7 +140,13 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
     classes = ClassMap.build(len(data.class_names), variants.ood, f"{where}.ood")  # identity unless holdout
     n_classes = classes.n_classes
     order, experiences = class_layout(cfg, n_classes, f"benchmarks.{name}")
-    train_idx, test_idx = split_indices(data, cfg)
+    try:
+        train_idx, test_idx = split_indices(data, cfg)
+    except ValueError as exc:  # sklearn: a class too small for a stratified split
+        raise ParamsError(
+            f"benchmarks.{name}.test_fraction / subsample_per_class: cannot split ({exc}); every class needs "
+            f"samples on both sides: raise subsample_per_class or bring test_fraction closer to 0.5"
+        ) from None
     train_idx, test_idx, held_idx = classes.drop_held_out(data.labels, train_idx, test_idx)
     long_tail = None
     if variants.long_tail is not None:
@@ -197,12 +204,14 @@ def read_manifest(folder: Path) -> Manifest:
         raise DataError(f"{path}: missing; run `clsuite prepare --benchmark {folder.name}` (or `dvc repro`)")
     try:
         version = json.loads(path.read_text()).get("format_version")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, OSError):
         version = None
     if isinstance(version, int) and version != FORMAT_VERSION:
         raise DataError(f"{path}: prepared with format version {version}, this clsuite reads version "
                         f"{FORMAT_VERSION}; rerun `clsuite prepare --benchmark {folder.name}` (or `dvc repro`)")
     try:
-        return Manifest.model_validate_json(path.read_text())
-    except ValueError as exc:
+        manifest = Manifest.model_validate_json(path.read_text())
+    except (ValueError, OSError) as exc:
         raise DataError(f"{path}: not a valid manifest ({exc}); rerun `clsuite prepare --benchmark {folder.name}`") from None
+    check_manifest(manifest, path, format_version=FORMAT_VERSION, arrays=[f"{s}_{a}.npy" for s in SPLITS for a in ARRAYS])
+    return manifest

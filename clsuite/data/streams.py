@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from clsuite.data.domains import apply_domain
+from clsuite.data.integrity import load_npy
 from clsuite.data.prepare import SPLITS, Manifest, read_manifest
 from clsuite.data.variants.sets import EvalSet, load_eval_sets
 from clsuite.errors import DataError, ParamsError
@@ -71,7 +72,7 @@ def load_prepared(folder: Path, verify: bool = True) -> PreparedBenchmark:
     manifest = read_manifest(folder)
     for fname, expected in sorted(manifest.sha256.items()) if verify else ():
         path = folder / fname
-        if not path.exists():
+        if not path.is_file():
             raise DataError(f"{path}: missing; rerun `clsuite prepare --benchmark {folder.name}`")
         if sha256_file(path) != expected:
             raise DataError(
@@ -82,15 +83,17 @@ def load_prepared(folder: Path, verify: bool = True) -> PreparedBenchmark:
     for split in SPLITS:
         arrays = {}
         for key in ("x", "y"):
-            path = folder / f"{split}_{key}.npy"
-            if not path.exists():
-                raise DataError(f"{path}: missing; rerun `clsuite prepare --benchmark {folder.name}`")
-            arrays[key] = np.load(path, mmap_mode="r")
+            arrays[key] = load_npy(folder / f"{split}_{key}.npy", folder)
         x, y = arrays["x"], arrays["y"]
         if x.dtype != np.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != tuple(manifest.input_shape):
-            raise DataError(f"{folder}/{split}_x.npy: expected uint8 (N, {manifest.input_shape}), got {x.dtype} {x.shape}")
-        if y.shape != (x.shape[0],) or (len(y) and (y.min() < 0 or y.max() >= manifest.n_classes)):
-            raise DataError(f"{folder}/{split}_y.npy: labels must be (N,) in [0, {manifest.n_classes})")
+            raise DataError(f"{folder}/{split}_x.npy: expected uint8 (N, {manifest.input_shape}), got {x.dtype} {x.shape}; "
+                            f"rerun `clsuite prepare --benchmark {folder.name}`")
+        if y.dtype != np.int64 or y.shape != (x.shape[0],) or (len(y) and (y.min() < 0 or y.max() >= manifest.n_classes)):
+            raise DataError(f"{folder}/{split}_y.npy: labels must be int64 (N,) in [0, {manifest.n_classes}), got "
+                            f"{y.dtype} {y.shape}; rerun `clsuite prepare --benchmark {folder.name}`")
+        if len(x) != manifest.counts[split]:
+            raise DataError(f"{folder}/{split}_x.npy: {len(x)} samples, but manifest.json counts {manifest.counts[split]}; "
+                            f"rerun `clsuite prepare --benchmark {folder.name}`")
         splits[split] = Split(np.asarray(x), np.asarray(y))
     bench = PreparedBenchmark(manifest, splits["train"], splits["test"])
     return replace(bench, eval_sets=load_eval_sets(folder, manifest, bench.test.y, bench.test_experience_of_rows()))

@@ -1,3 +1,4 @@
 """Import the built-in methods so that they register."""
 
 from clsuite.methods import der, der_expandable, ewc, finetune, icarl, joint, lwf, mgser, replay  # noqa: F401
+from clsuite.methods.braincl import method as braincl  # noqa: F401,E402

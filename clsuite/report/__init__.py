@@ -21,7 +21,7 @@ from clsuite.report import figures, tables
 from clsuite.report.citations import bibtex
 from clsuite.report.extended import extended_sections
 from clsuite.report.provenance import provenance
-from clsuite.schemas import ACCURACY_MATRIX, EXPERIENCES, STAGE_ACCURACY, STAGE_METRICS, SUMMARY
+from clsuite.schemas import ACCURACY_MATRIX, EXPERIENCES, FAILED_RUNS, STAGE_ACCURACY, STAGE_METRICS, SUMMARY
 from clsuite.tables import read_table
 
 MAIN_METRICS = ["last_acc", "avg_acc", "forgetting", "bwt", "fwt", "worst_class_acc", "class_acc_std"]
@@ -37,9 +37,9 @@ DEFINITIONS = """\
 - Values are mean ± sample std over seeds, in percent."""
 
 
-def _figure_md(paths: list[Path], alt: str) -> str:
+def _figure_md(paths: list[Path], alt: str, base: Path) -> str:
     png = next(p for p in paths if p.suffix == ".png")
-    return f"![{alt}]({png.relative_to(REPORTS).as_posix()})"
+    return f"![{alt}]({png.relative_to(base).as_posix()})"
 
 
 def _compute_table(exps: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
@@ -64,6 +64,10 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
     mat = read_table(data_dir / "accuracy_matrix.parquet", ACCURACY_MATRIX)
     exps = read_table(data_dir / "experiences.parquet", EXPERIENCES)
     stage_metrics = read_table(data_dir / "stage_metrics.parquet", STAGE_METRICS)
+    failed = read_table(data_dir / "failed_runs.parquet", FAILED_RUNS)
+    # figures show the methods with at least one finished run on that benchmark
+    done = {b: [m for m in run.methods if ((mat["benchmark"] == b) & (mat["method"] == m)).any()]
+            for b in run.benchmarks}
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
 
@@ -88,11 +92,15 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
                                            f"{len(run.seeds)} seeds", f"tab:{b}-{protocol}"))
             md += [f"### {b}: {protocol.replace('_', '-')}", "", tables.to_markdown(df), "",
                    f"LaTeX: [`tables/{stem}.tex`](tables/{stem}.tex) · CSV: [`tables/{stem}.csv`](tables/{stem}.csv)", ""]
+    md += failed_runs_md(failed, len(run.benchmarks) * len(run.methods) * len(run.seeds), out)
     md += ["Metric definitions:", "", DEFINITIONS, "", "## Accuracy over stages", ""]
     plot_rows = []
     for b in run.benchmarks:
-        paths = figures.stage_accuracy_figure(stage, b, run.methods, out / "figures" / f"stage_accuracy_{b}")
-        md += [_figure_md(paths, f"accuracy over stages on {b}"), ""]
+        if not done[b]:
+            md += [f"No run on {b} finished (see Failed runs).", ""]
+            continue
+        paths = figures.stage_accuracy_figure(stage, b, done[b], out / "figures" / f"stage_accuracy_{b}")
+        md += [_figure_md(paths, f"accuracy over stages on {b}", out), ""]
     means = stage.groupby(["benchmark", "method", "protocol", "train_exp"], sort=True)["accuracy"].mean().reset_index()
     for row in means.itertuples(index=False):
         plot_rows.append({"benchmark": row.benchmark, "method": row.method, "protocol": row.protocol,
@@ -102,12 +110,16 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
            "accuracy on the earlier experiences (stability) and accuracy on the first experience, after each "
            "experience (class-IL).", ""]
     for b in run.benchmarks:
-        paths = figures.stage_metrics_figure(stage_metrics, b, run.methods, out / "figures" / f"stability_plasticity_{b}")
-        md += [_figure_md(paths, f"stability and plasticity on {b}"), ""]
+        if not done[b]:
+            continue
+        paths = figures.stage_metrics_figure(stage_metrics, b, done[b], out / "figures" / f"stability_plasticity_{b}")
+        md += [_figure_md(paths, f"stability and plasticity on {b}", out), ""]
     md += ["## Accuracy matrices", "", "Row i, column j: accuracy on experience j after training experience i.", ""]
     for b in run.benchmarks:
-        paths = figures.accuracy_matrix_figure(mat, b, run.methods, out / "figures" / f"accuracy_matrix_{b}")
-        md += [_figure_md(paths, f"accuracy matrices on {b}"), ""]
+        if not done[b]:
+            continue
+        paths = figures.accuracy_matrix_figure(mat, b, done[b], out / "figures" / f"accuracy_matrix_{b}")
+        md += [_figure_md(paths, f"accuracy matrices on {b}", out), ""]
     md += ["## Compute and memory", "", "Wall time per training experience (mean over experiences and seeds), "
            "training throughput, peak resident memory of the training process, model size (parameters × 4 "
            "bytes) and the extra memory the method keeps after the last experience, counted as MEMO does "
@@ -130,6 +142,19 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
     write_text(out / "index.md", text)
     write_text(out / "index.html", to_html(text, out))
     return out / "index.md"
+
+
+def failed_runs_md(failed: pd.DataFrame, n_runs: int, out: Path) -> list[str]:
+    """The "Failed runs" section; also writes tables/failed_runs.{md,csv}."""
+    df = tables.failed_runs_table(failed)
+    write_text(out / "tables" / "failed_runs.md", tables.to_markdown(df) + "\n")
+    write_text(out / "tables" / "failed_runs.csv", df.to_csv(index=False))
+    if failed.empty:
+        return ["## Failed runs", "", f"None: all {n_runs} runs finished.", ""]
+    return ["## Failed runs", "", f"{len(failed)} of {n_runs} runs did not finish; their metrics are left out "
+            "(a method with no finished run shows –). A diverged or failed run stays failed until its "
+            "parameters or code change; an interrupted one resumes on the next `dvc repro`.", "",
+            tables.to_markdown(df), ""]
 
 
 def to_html(md_text: str, base: Path) -> str:

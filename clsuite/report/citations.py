@@ -152,6 +152,78 @@ ENTRIES["hendrycks2021nae"] = """@inproceedings{hendrycks2021nae,
   author    = {Hendrycks, Dan and Zhao, Kevin and Basart, Steven and Steinhardt, Jacob and Song, Dawn},
   booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)}, year = {2021},
 }"""
+ENTRIES["braincl"] = """@misc{braincl,
+  title = {Semi-parametric Memory Consolidation: Towards Brain-like Deep Continual Learning},
+  note  = {arXiv preprint; clsuite implements the method as described in its issue \\#6},
+  year  = {2025},
+}"""
+
+# Text corpora and generators of the LLM track (clsuite.data.text).
+ENTRIES["zhang2015charcnn"] = """@inproceedings{zhang2015charcnn,
+  title     = {Character-level Convolutional Networks for Text Classification},
+  author    = {Zhang, Xiang and Zhao, Junbo and LeCun, Yann},
+  booktitle = {Advances in Neural Information Processing Systems 28 (NIPS)},
+  pages     = {649--657}, year = {2015},
+}"""
+ENTRIES["rajpurkar2016squad"] = """@inproceedings{rajpurkar2016squad,
+  title     = {{SQuAD}: 100,000+ Questions for Machine Comprehension of Text},
+  author    = {Rajpurkar, Pranav and Zhang, Jian and Lopyrev, Konstantin and Liang, Percy},
+  booktitle = {Proceedings of the 2016 Conference on Empirical Methods in Natural Language Processing (EMNLP)},
+  pages     = {2383--2392}, year = {2016},
+}"""
+ENTRIES["clark2019boolq"] = """@inproceedings{clark2019boolq,
+  title     = {{BoolQ}: Exploring the Surprising Difficulty of Natural Yes/No Questions},
+  author    = {Clark, Christopher and Lee, Kenton and Chang, Ming-Wei and Kwiatkowski, Tom and Collins, Michael
+               and Toutanova, Kristina},
+  booktitle = {Proceedings of NAACL-HLT}, year = {2019},
+}"""
+ENTRIES["welbl2017sciq"] = """@inproceedings{welbl2017sciq,
+  title     = {Crowdsourcing Multiple Choice Science Questions},
+  author    = {Welbl, Johannes and Liu, Nelson F. and Gardner, Matt},
+  booktitle = {Proceedings of the 3rd Workshop on Noisy User-generated Text (W-NUT)}, year = {2017},
+}"""
+ENTRIES["clark2018arc"] = """@article{clark2018arc,
+  title   = {Think you have Solved Question Answering? Try {ARC}, the {AI2} Reasoning Challenge},
+  author  = {Clark, Peter and Cowhey, Isaac and Etzioni, Oren and Khot, Tushar and Sabharwal, Ashish
+             and Schoenick, Carissa and Tafjord, Oyvind},
+  journal = {arXiv preprint arXiv:1803.05457}, year = {2018},
+}"""
+ENTRIES["cobbe2021gsm8k"] = """@article{cobbe2021gsm8k,
+  title   = {Training Verifiers to Solve Math Word Problems},
+  author  = {Cobbe, Karl and Kosaraju, Vineet and Bavarian, Mohammad and Chen, Mark and Jun, Heewoo
+             and Kaiser, Lukasz and Plappert, Matthias and Tworek, Jerry and Hilton, Jacob and Nakano, Reiichiro
+             and Hesse, Christopher and Schulman, John},
+  journal = {arXiv preprint arXiv:2110.14168}, year = {2021},
+}"""
+ENTRIES["hendrycks2021math"] = """@inproceedings{hendrycks2021math,
+  title     = {Measuring Mathematical Problem Solving With the {MATH} Dataset},
+  author    = {Hendrycks, Dan and Burns, Collin and Kadavath, Saurav and Arora, Akul and Basart, Steven
+               and Tang, Eric and Song, Dawn and Steinhardt, Jacob},
+  booktitle = {NeurIPS Datasets and Benchmarks Track}, year = {2021},
+}"""
+ENTRIES["peng2023gpt4llm"] = """@article{peng2023gpt4llm,
+  title   = {Instruction Tuning with {GPT-4}},
+  author  = {Peng, Baolin and Li, Chunyuan and He, Pengcheng and Galley, Michel and Gao, Jianfeng},
+  journal = {arXiv preprint arXiv:2304.03277}, year = {2023},
+}"""
+ENTRIES["stojanovski2025reasoninggym"] = """@article{stojanovski2025reasoninggym,
+  title   = {{REASONING GYM}: Reasoning Environments for Reinforcement Learning with Verifiable Rewards},
+  author  = {Stojanovski, Zafir and Stanley, Oliver and Sharratt, Joe and Jones, Richard and Adefioye, Abdulhakeem
+             and Kaddour, Jean and K{\\"o}pf, Andreas},
+  journal = {arXiv preprint arXiv:2505.24760}, year = {2025},
+}"""
+ENTRIES["miller1995wordnet"] = """@article{miller1995wordnet,
+  title   = {{WordNet}: A Lexical Database for {English}},
+  author  = {Miller, George A.},
+  journal = {Communications of the ACM},
+  volume  = {38}, number = {11}, pages = {39--41}, year = {1995},
+}"""
+ENTRIES["ciaramita2003supersense"] = """@inproceedings{ciaramita2003supersense,
+  title     = {Supersense Tagging of Unknown Nouns in {WordNet}},
+  author    = {Ciaramita, Massimiliano and Johnson, Mark},
+  booktitle = {Proceedings of the 2003 Conference on Empirical Methods in Natural Language Processing (EMNLP)},
+  pages     = {168--175}, year = {2003},
+}"""
 
 # Always cited: the framework, the metric definitions used in every report.
 ALWAYS = ("lomonaco2021avalanche", "chaudhry2018riemannian", "lopezpaz2017gem", "buzzega2020der")

@@ -43,6 +43,23 @@ def results_table(summary: pd.DataFrame, benchmark: str, protocol: str, methods:
     return pd.DataFrame(rows)
 
 
+def failed_runs_table(failed: pd.DataFrame) -> pd.DataFrame:
+    """Rows: runs that did not finish (``failed_runs``); where they stopped and why."""
+    def where(row) -> str:
+        if pd.isna(row.experience):
+            return "–"
+        at = f"experience {int(row.experience) + 1}"  # 1-based, like the figures (status.json is 0-based)
+        return at + (f", iteration {int(row.iteration) + 1}" if not pd.isna(row.iteration) else "")
+
+    return pd.DataFrame({
+        "Run": failed["run_id"].tolist(),
+        "State": failed["state"].tolist(),
+        "Finished experiences": [str(n) for n in failed["finished_experiences"]],
+        "Stopped at": [where(r) for r in failed.itertuples(index=False)],
+        "Reason": [r.replace("|", "/").replace("\n", " ") for r in failed["reason"]],
+    })
+
+
 def to_markdown(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, disable_numparse=True)
 

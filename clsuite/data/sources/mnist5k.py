@@ -7,6 +7,7 @@ followed by the label. Original data: LeCun et al., http://yann.lecun.com/exdb/m
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +37,19 @@ class MNIST5k(Source):
         if not path.exists():
             raise DataError(f"{path}: missing; run `clsuite fetch` first")
         verify_sha256(path, FILE.sha256, fix="delete it and rerun `clsuite fetch`")
-        with gzip.open(path, "rt") as f:
-            table = np.loadtxt(f, delimiter=",", dtype=np.float64)
-        if table.ndim != 2 or table.shape[1] != 785:
-            raise DataError(f"{path}: expected rows of 784 pixels + label, got shape {table.shape}")
-        images = table[:, :784].reshape(-1, 1, 28, 28).astype(np.uint8)
-        labels = table[:, 784].astype(np.int64)
+        try:
+            with gzip.open(path, "rt") as f:
+                table = np.loadtxt(f, delimiter=",", dtype=np.float64, ndmin=2)
+        except (OSError, EOFError, ValueError, zlib.error) as exc:  # gzip/CRC/decode/number errors
+            raise DataError(f"{path}: cannot be parsed ({type(exc).__name__}: {exc}); delete it and rerun "
+                            f"`clsuite fetch`") from None
+        if table.ndim != 2 or table.shape[1] != 785 or len(table) == 0:
+            raise DataError(f"{path}: expected rows of 784 pixels + label, got shape {table.shape}; delete it "
+                            f"and rerun `clsuite fetch`")
+        pixels, digits = table[:, :784], table[:, 784]
+        if not (np.isin(digits, np.arange(10)).all() and (pixels == np.clip(np.round(pixels), 0, 255)).all()):
+            raise DataError(f"{path}: pixels must be integers in [0, 255] and labels digits 0-9; delete it and "
+                            f"rerun `clsuite fetch`")
+        images = pixels.reshape(-1, 1, 28, 28).astype(np.uint8)
+        labels = digits.astype(np.int64)
         return LabeledImages(images, labels, [str(d) for d in range(10)])

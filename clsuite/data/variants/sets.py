@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clsuite.data.integrity import load_npy
 from clsuite.errors import DataError
 
 OOD = "ood"
@@ -34,10 +35,7 @@ class EvalSet:
 
 
 def _load(folder: Path, key: str) -> np.ndarray:
-    path = folder / f"{key}.npy"
-    if not path.exists():
-        raise DataError(f"{path}: missing; rerun `clsuite prepare --benchmark {folder.name}`")
-    return np.load(path, mmap_mode="r")
+    return load_npy(folder / f"{key}.npy", folder)  # missing or unreadable: DataError
 
 
 def _bad(folder: Path, fname: str, what: str) -> DataError:

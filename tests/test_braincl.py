@@ -1,0 +1,124 @@
+"""BrainCL pieces on tiny tensors: real range coding round trip, bits vs the entropy model,
+wake leaves the backbone unchanged, sleep changes it, memory counted in coded bytes."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from clsuite.methods import MethodContext
+from clsuite.methods.braincl.entropy import FactorizedEntropyModel
+from clsuite.methods.braincl.method import BrainCLConfig, BrainCLPlugin, CodedClass
+from clsuite.methods.braincl.networks import CompletionNet, separation_net
+from clsuite.models.builtin import MLPConfig, mlp
+
+
+def _skewed_model(channels: int = 3, r: int = 7, seed: int = 0) -> FactorizedEntropyModel:
+    torch.manual_seed(seed)
+    em = FactorizedEntropyModel(channels, r)
+    with torch.no_grad():
+        em.logits.copy_(torch.randn(channels, 2 * r + 1) * 2)
+    return em
+
+
+def _sample(em: FactorizedEntropyModel, n: int, h: int = 2, w: int = 2, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    p = em.pmf().detach()
+    out = torch.stack([torch.multinomial(p[c], n * h * w, replacement=True, generator=g) for c in range(em.channels)])
+    return (out.view(em.channels, n, h, w).permute(1, 0, 2, 3) - em.max_symbol).float()
+
+
+def test_range_coding_round_trip_gives_identical_quantised_cues():
+    em = _skewed_model()
+    cues = _sample(em, 50)
+    data = em.encode(cues)
+    assert isinstance(data, bytes) and len(data) > 0
+    assert torch.equal(em.decode(data, tuple(cues.shape)), cues)
+
+
+def test_coded_size_is_within_a_few_percent_of_the_entropy_model_estimate():
+    em = _skewed_model()
+    cues = _sample(em, 2000)
+    estimated_bits = float(em.bits(cues).detach())
+    coded_bits = 8 * len(em.encode(cues))
+    assert abs(coded_bits - estimated_bits) / estimated_bits < 0.03
+
+
+def test_likelihood_at_integers_is_the_pmf_and_noisy_values_interpolate():
+    em = _skewed_model(channels=1, r=3)
+    p = em.pmf().detach()[0]
+    v = torch.arange(-3, 4, dtype=torch.float32).view(1, 1, 1, -1)
+    torch.testing.assert_close(em.likelihood(v).detach().view(-1), p)
+    # halfway between k and k+1 the interval [v-1/2, v+1/2] covers half of each bin
+    mid = torch.tensor([[[[0.5]]]])
+    torch.testing.assert_close(em.likelihood(mid).detach().view(()), 0.5 * (p[3] + p[4]))
+    v = torch.tensor([[[[0.3]]]], requires_grad=True)
+    em.bits(v).backward()
+    assert v.grad is not None and torch.isfinite(v.grad).all()
+
+
+def test_encoder_downsamples_by_16_and_decoder_restores_the_image_size():
+    enc = separation_net(1, [4, 4, 4, 3])
+    dec = CompletionNet(3, [4, 4, 4], (1, 28, 28))
+    x = torch.rand(2, 1, 28, 28)
+    cue = enc(x)
+    assert cue.shape == (2, 3, 2, 2)
+    out = dec(cue)
+    assert out.shape == x.shape and (out >= 0).all() and (out <= 1).all()
+
+
+def _plugin(**over) -> BrainCLPlugin:
+    cfg = BrainCLConfig(encoder_widths=[4, 4, 4, 3], decoder_widths=[4, 4, 4], memory_epochs=1, wake_epochs=2,
+                        sleep_epochs=2, sleep_milestones=[1], batch_size=8, ltm_per_class=3, **over)
+    return BrainCLPlugin(cfg, MethodContext(0, 4, [[0, 1], [2, 3]], (1, 28, 28)))
+
+
+def _net():
+    torch.manual_seed(0)
+    return mlp(MLPConfig(hidden_sizes=[8]), input_shape=(1, 28, 28), n_classes=4)
+
+
+def test_wake_trains_only_the_head():
+    model, plugin = _net(), _plugin()
+    before = copy.deepcopy(model.state_dict())
+    plugin.wake(model, torch.rand(16, 1, 28, 28), torch.arange(16) % 2)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"head.weight", "head.bias"}
+    assert all(p.requires_grad for p in model.parameters())  # flags restored
+
+
+def test_a_whole_experience_codes_the_memory_and_sleep_changes_the_backbone():
+    model, plugin = _net(), _plugin()
+    from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_tensor_classification_dataset
+
+    x, y = torch.rand(24, 1, 28, 28), torch.arange(24) % 2
+    ds = _make_taskaware_tensor_classification_dataset(x, y, task_labels=[0] * 24, targets=y.tolist())
+    wake_only = copy.deepcopy(model)
+    plugin.wake(wake_only, torch.rand(4, 1, 28, 28), torch.arange(4) % 2)
+    before = copy.deepcopy(model.state_dict())
+    plugin.learn_experience(model, ds, 0)
+    assert not torch.equal(before["backbone.1.weight"], model.state_dict()["backbone.1.weight"])
+    assert sorted(plugin.ltm) == [0, 1] and all(i.shape[0] == 3 for i in plugin.ltm.values())
+    # the memory holds bytes, and decoding them gives integer cues in range
+    cues = plugin.entropy_models[0].decode(plugin.ltm[0].data, plugin.ltm[0].shape)
+    assert torch.equal(cues, cues.round()) and cues.abs().max() <= plugin.cfg.max_symbol
+    params = sum(p.numel() for m in [*plugin.decoders, *plugin.entropy_models] for p in m.parameters())
+    assert plugin.extra_memory_bytes(model) == sum(len(i.data) for i in plugin.ltm.values()) + 4 * params
+
+
+def test_state_round_trip_restores_decoders_and_memory():
+    plugin = _plugin()
+    em = _skewed_model(channels=3, r=15)
+    plugin.entropy_models.append(em.eval())
+    plugin.decoders.append(plugin._new_decoder().eval())
+    cues = _sample(em, 5)
+    plugin.ltm[1] = CodedClass(0, em.encode(cues), tuple(cues.shape))
+    other = _plugin()
+    other.load_state_dict(copy.deepcopy(plugin.state_dict()))
+    x1, y1 = plugin.recall_ltm()
+    x2, y2 = other.recall_ltm()
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
