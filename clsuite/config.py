@@ -200,6 +200,17 @@ class RunConfig(GridConfig):
         raise ValueError(f"device must be one of auto, cpu, cuda, cuda:N, mps (got {v!r})")
 
 
+class MetricsConfig(Strict):
+    """Settings of the extended metrics (evaluate stage; clsuite/metrics/extended.py)."""
+
+    # baseline of mCE and of the relative compute columns; a grid without it omits them
+    reference_method: str = "finetune"
+    tsne_max_points: int = Field(1000, ge=4)  # t-SNE of at most this many test samples per run
+    tsne_max_iter: int = Field(500, ge=250)  # scikit-learn's minimum is 250
+    tsne_seeds: Literal["first", "all"] = "first"  # t-SNE of the first run seed only, or of every seed
+    histogram_bins: int = Field(20, ge=2)  # MSP histograms (known vs OOD) over [0, 1]
+
+
 class MethodEntry(BaseModel):
     """A method as named in params: registered ``type`` (default: the key) + its config."""
 
@@ -217,6 +228,7 @@ class Params(Strict):
     profiles: dict[str, GridConfig] = {}
     benchmarks: dict[str, BenchmarkConfig]
     methods: dict[str, dict[str, Any]]
+    metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="after")
     def _cross_check(self) -> "Params":
@@ -226,6 +238,11 @@ class Params(Strict):
             raise ValueError(
                 f"run.profile: unknown profile {self.run.profile!r}; "
                 f"defined under profiles: {', '.join(sorted(self.profiles))}"
+            )
+        if self.metrics.reference_method not in self.methods:
+            raise ValueError(
+                f"metrics.reference_method: {self.metrics.reference_method!r} not defined under methods; "
+                f"defined: {', '.join(sorted(self.methods))}"
             )
         for pname, grid in self.profiles.items():
             _check_names(f"profiles.{pname}.benchmarks", grid.benchmarks, self.benchmarks, "benchmarks")
@@ -377,7 +394,8 @@ def parse_params(raw: Any, *, source: str = "params", check_components: bool = T
     """Validate a loaded params mapping in strict mode: YAML values keep their types, so
     ``lr: "0.1"``, ``seeds: ["0"]`` or ``deterministic: "yes"`` are errors, not coerced."""
     if not isinstance(raw, dict):
-        raise ParamsError(f"{source}: top level must be a mapping with keys run, profiles, benchmarks, methods")
+        raise ParamsError(f"{source}: top level must be a mapping with keys run, profiles, benchmarks, methods "
+                          "(and optionally metrics)")
     _reject_non_finite(raw, "", source)
     try:
         params = Params.model_validate(raw, strict=True)

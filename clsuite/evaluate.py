@@ -1,8 +1,10 @@
 """evaluate: prediction records of every run in the grid → metric tables.
 
 Writes (each under its pandera schema) to ``reports/data/``: accuracy_matrix,
-stage_accuracy, run_metrics, summary, experiences, failed_runs (Parquet, plus CSV
-copies), and ``reports/metrics.json`` (means over seeds, for ``dvc metrics show``).
+stage_accuracy, run_metrics, summary, experiences, failed_runs, and the extended tables of
+:mod:`clsuite.metrics.extended` (robustness, long tail, OOD, compute, memory, feature
+space, comparisons; Parquet, plus CSV copies), and ``reports/metrics.json`` (means over
+seeds, for ``dvc metrics show``, with the extended headline numbers).
 
 A run whose status.json says ``diverged``, ``failed`` or ``running`` (interrupted) is
 listed in ``failed_runs`` with its state and reason; its partial records never enter
@@ -23,13 +25,14 @@ from clsuite.io import write_json, write_text
 from clsuite.metrics import accuracy as acc
 from clsuite.metrics import stages as st
 from clsuite.metrics.aggregate import summarise
+from clsuite.metrics.extended import ExtendedMetrics, headline, merge_nested
 from clsuite.records import read_records
 from clsuite.schemas import (
     ACCURACY_MATRIX, CLASS_ACCURACY, EXPERIENCES, FAILED_RUNS, RUN_METRICS, RUN_STATES, STAGE_ACCURACY,
     STAGE_METRICS, SUMMARY,
 )
 from clsuite.tables import read_table, write_table
-from clsuite.paths import METRICS_JSON, RUNS_ROOT, TABLES_DIR, run_dir_for
+from clsuite.paths import METRICS_JSON, PREPARED_ROOT, RUNS_ROOT, TABLES_DIR, run_dir_for
 PROTOCOLS = ("class_il", "task_il")
 
 
@@ -113,9 +116,10 @@ def failed_runs_table(rows: list[dict]) -> pd.DataFrame:
 
 
 def evaluate_grid(params: Params, runs_root: Path = RUNS_ROOT, out_dir: Path = TABLES_DIR,
-                  metrics_json: Path = METRICS_JSON) -> dict[str, pd.DataFrame]:
+                  metrics_json: Path = METRICS_JSON, prepared_root: Path = PREPARED_ROOT) -> dict[str, pd.DataFrame]:
     """Compute every table for the runs of ``params.run`` and write them."""
     run = params.run
+    extended = ExtendedMetrics(params, prepared_root)
     parts: dict[str, list[pd.DataFrame]] = {}
     exps, failed = [], []
     for benchmark in run.benchmarks:
@@ -133,6 +137,7 @@ def evaluate_grid(params: Params, runs_root: Path = RUNS_ROOT, out_dir: Path = T
                 keys = {"run_id": records["run_id"].iat[0], "benchmark": benchmark, "method": method, "seed": seed}
                 for name, df in run_metrics_from_records(records).items():
                     parts.setdefault(name, []).append(df.assign(**keys))
+                extended.add_run(records, run_dir, keys)
                 exps.append(read_table(run_dir / "experiences.parquet", EXPERIENCES))
     failed_df = failed_runs_table(failed)
     if not exps:
@@ -148,6 +153,7 @@ def evaluate_grid(params: Params, runs_root: Path = RUNS_ROOT, out_dir: Path = T
     tables["experiences"] = (pd.concat(exps), EXPERIENCES)
     summary = summarise(tables["run_metrics"][0], ["benchmark", "method", "protocol", "metric"])
     tables["summary"] = (summary, SUMMARY)
+    tables.update(extended.finish(tables))
     tables["failed_runs"] = (failed_df, FAILED_RUNS)
     out = {}
     for name, (df, schema) in tables.items():
@@ -155,7 +161,7 @@ def evaluate_grid(params: Params, runs_root: Path = RUNS_ROOT, out_dir: Path = T
         write_table(df, out_dir / f"{name}.parquet", schema)
         write_text(out_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.6g"))
         out[name] = df
-    write_json(metrics_json, metrics_dict(summary))
+    write_json(metrics_json, merge_nested(metrics_dict(summary), headline(tables["extra_summary"][0])))
     return out
 
 

@@ -18,6 +18,8 @@ import torch
 
 from clsuite.data.streams import PreparedBenchmark, to_float
 from clsuite.data.variants.sets import OOD
+from clsuite.errors import DataError
+from clsuite.io import atomic_path
 from clsuite.schemas import RECORDS
 from clsuite.tables import read_table, write_table
 
@@ -138,3 +140,54 @@ def read_records(run_dir: Path) -> pd.DataFrame:
     """All stages of one run, validated, sorted by (train_exp, eval_exp, sample_id)."""
     df = read_table(run_dir / "records", RECORDS)
     return df.sort_values(["train_exp", "eval_set", "eval_exp", "sample_id"], kind="stable").reset_index(drop=True)
+
+
+# -- penultimate features of the final model (feature-space metrics) ---------------------
+
+FEATURES_FILE = "features.npy"
+FEATURE_IDS_FILE = "feature_ids.npy"
+
+
+@torch.no_grad()
+def predict_features(model: torch.nn.Module, x: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+    """``model.features`` (N, D) float32 for uint8 images ``x`` (N, C, H, W), eval mode, batched."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb = to_float(x[start : start + batch_size]).to(device, non_blocking=True)
+        out.append(model.features(xb).flatten(1).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def final_features(model: torch.nn.Module, prepared: PreparedBenchmark, batch_size: int,
+                   device: torch.device) -> tuple[np.ndarray, np.ndarray] | None:
+    """(features float32 (N, D), test rows int64 (N,)) of the whole clean test split, or None
+    when the model has no ``features``. Domain-IL: inputs through the last experience's domain."""
+    if not callable(getattr(model, "features", None)):
+        return None
+    rows = np.arange(len(prepared.test.y), dtype=np.int64)
+    x = prepared.experience_inputs("test", prepared.n_experiences - 1, rows)
+    return predict_features(model, x, batch_size, device), rows
+
+
+def write_features(run_dir: Path, features: np.ndarray, ids: np.ndarray) -> None:
+    """``features.npy`` (float32 (N, D)) and ``feature_ids.npy`` (int64 (N,)), each atomically."""
+    if features.ndim != 2 or ids.shape != (features.shape[0],):
+        raise ValueError(f"features must be (N, D) with ids (N,), got {features.shape} and {ids.shape}")
+    for name, arr in ((FEATURES_FILE, features.astype(np.float32)), (FEATURE_IDS_FILE, ids.astype(np.int64))):
+        with atomic_path(run_dir / name, suffix=".npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, arr)
+
+
+def read_features(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(features (N, D) float32, test rows (N,) int64) written by the train stage, or None if absent."""
+    fpath, ipath = run_dir / FEATURES_FILE, run_dir / FEATURE_IDS_FILE
+    if not fpath.exists() or not ipath.exists():
+        return None
+    feats, ids = np.load(fpath), np.load(ipath)
+    if feats.ndim != 2 or ids.shape != (feats.shape[0],) or not np.isfinite(feats).all():
+        raise DataError(f"{fpath}: expected finite float (N, D) features with (N,) ids in {ipath.name}, got "
+                        f"{feats.shape} and {ids.shape}; rerun the train stage for this run")
+    return feats, ids

@@ -55,3 +55,16 @@ def run_logger(log_file: Path, name: str = "clsuite.run") -> logging.Logger:
     logger.addHandler(fh)
     logger.addHandler(sh)
     return logger
+
+
+def reset_peak_gpu(device: torch.device) -> None:
+    """Start a new peak-memory window on CUDA (no-op elsewhere)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gpu_mb(device: torch.device) -> float:
+    """Peak ``torch.cuda.max_memory_allocated`` since :func:`reset_peak_gpu`, in MiB; NaN off CUDA."""
+    if device.type != "cuda":
+        return float("nan")
+    return torch.cuda.max_memory_allocated(device) / 2**20

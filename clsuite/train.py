@@ -2,7 +2,8 @@
 
 Run folder ``data/runs/<benchmark>/<method>/seed<k>/``:
 ``records/train_exp_<i>.parquet`` (i = -1 … T-1), ``experiences.parquet`` (time and
-memory per experience), ``checkpoint.pt`` (state after the last finished experience),
+memory per experience), ``features.npy``/``feature_ids.npy`` (final penultimate features
+of the clean test split), ``checkpoint.pt`` (state after the last finished experience),
 ``status.json`` and ``log.txt``. A rerun with the same configuration resumes after the
 last finished experience (dvc.yaml keeps the folder with ``persist: true``).
 """
@@ -32,8 +33,12 @@ from clsuite.io import remove_stale_temps, write_json
 from clsuite.methods import METHODS, MethodContext
 from clsuite.models import build_model, count_parameters
 from clsuite.paths import PREPARED_ROOT, RUNS_ROOT, run_dir_for
-from clsuite.records import RunKey, stage_path, stage_records, write_stage
-from clsuite.runtime import peak_rss_mb, resolve_device, run_logger, seed_everything
+from clsuite.records import (
+    FEATURE_IDS_FILE, FEATURES_FILE, RunKey, final_features, stage_path, stage_records, write_features, write_stage,
+)
+from clsuite.runtime import (
+    peak_gpu_mb, peak_rss_mb, reset_peak_gpu, resolve_device, run_logger, seed_everything,
+)
 from clsuite.schemas import EXPERIENCES
 from clsuite.tables import write_table
 
@@ -173,7 +178,8 @@ def train_run(
         log.info("resuming from checkpoint after experience %d/%d", start, prepared.n_experiences)
     else:
         start, rows = 0, []
-        for stale in [run_dir / "records", run_dir / "experiences.parquet", ckpt_path]:
+        for stale in [run_dir / "records", run_dir / "experiences.parquet", ckpt_path,
+                      run_dir / FEATURES_FILE, run_dir / FEATURE_IDS_FILE]:
             if stale.is_dir():
                 shutil.rmtree(stale)
             elif stale.exists():
@@ -185,6 +191,7 @@ def train_run(
 
     for k in range(start, prepared.n_experiences):
         experience = stream.train_stream[k]
+        reset_peak_gpu(device)
         t0 = time.perf_counter()
         with guard.failure_status(run_dir, key.run_id, method, k, strategy):
             strategy.train(experience, num_workers=0)
@@ -203,6 +210,7 @@ def train_run(
                  k + 1, prepared.n_experiences, train_s, n, eval_s, acc_now)
         rows.append({"train_exp": k, "n_train_samples": n, "train_seconds": train_s, "eval_seconds": eval_s,
                      "samples_per_second": n / train_s if train_s > 0 else 0.0, "peak_rss_mb": peak_rss_mb(),
+                     "peak_gpu_mb": peak_gpu_mb(device),
                      "model_bytes": 4 * count_parameters(model),
                      "extra_memory_bytes": extra_memory_bytes(plugins, model)})
         if resumable:
@@ -212,6 +220,9 @@ def train_run(
         if on_experience is not None:
             on_experience(strategy, stream, k)
 
+    feats = final_features(model, prepared, bench.train.eval_batch_size, device)  # feature-space metrics
+    if feats is not None:
+        write_features(run_dir, *feats)
     exp_table = pd.DataFrame(rows).assign(run_id=key.run_id, benchmark=benchmark, method=method, seed=seed)
     write_table(exp_table, run_dir / "experiences.parquet", EXPERIENCES)
     write_json(run_dir / "status.json", {

@@ -49,7 +49,7 @@ def test_typo_in_benchmark_section(raw):
 
 def test_typo_in_top_level_key(raw):
     raw["method"] = raw.pop("methods")
-    msg = _fails(raw, "method: unknown key 'method'", "allowed keys: benchmarks, methods, profiles, run")
+    msg = _fails(raw, "method: unknown key 'method'", "allowed keys: benchmarks, methods, metrics, profiles, run")
     assert "methods: required key is missing" in msg
 
 
@@ -128,3 +128,13 @@ def test_profile_switch_rewrites_grid_and_keeps_comments(tmp_path):
     assert yaml.safe_load(path.read_text()) == yaml.safe_load(text)
     with pytest.raises(ParamsError, match="profiles.nope"):
         use_profile(path, "nope")
+
+
+def test_metrics_section(raw):
+    assert parse_params(raw, check_components=False).metrics.reference_method == "finetune"
+    raw["metrics"]["reference_method"] = "fine_tune"
+    _fails(raw, "metrics.reference_method: 'fine_tune' not defined under methods", "finetune")
+    raw["metrics"] = {"reference_methd": "finetune"}
+    _fails(raw, "metrics.reference_methd: unknown key", "reference_method")
+    del raw["metrics"]
+    assert parse_params(raw, check_components=False).metrics.tsne_max_points == 1000  # optional section

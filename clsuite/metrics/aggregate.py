@@ -1,4 +1,5 @@
-"""Aggregation over seeds: mean, sample standard deviation and a Student-t 95% CI."""
+"""Aggregation over seeds: mean, sample standard deviation and a Student-t 95% CI; paired
+comparisons between methods over the same seeds (paired t-test and exact Wilcoxon)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,47 @@ def summarise(run_metrics: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         mean, std, ci = mean_std_ci(g["value"].to_numpy())
         rows.append({**dict(zip(keys, k)), "mean": mean, "std": std, "ci95": ci, "n_seeds": int(g["seed"].nunique())})
     return pd.DataFrame(rows)
+
+
+def paired_test(diffs: np.ndarray) -> tuple[float, float]:
+    """(p of the two-sided paired t-test, p of the two-sided exact Wilcoxon signed-rank test)
+    on per-seed differences; NaN where a test is undefined (n < 2 for t; t with zero
+    variance, up to round-off; Wilcoxon with every difference 0).
+
+    The t-test assumes normal differences; the Wilcoxon test does not, but with n pairs
+    its smallest attainable two-sided p is 2 / 2^n (0.5 for 2 seeds, 0.0625 for 5), so
+    with fewer than 6 seeds it can never reach p < 0.05.
+    """
+    d = np.asarray(diffs, dtype=float)
+    p_t = p_w = float("nan")
+    if len(d) >= 2 and np.ptp(d) > 1e-12 * np.abs(d).max():  # equal up to round-off: no t-test
+        p_t = min(float(stats.ttest_1samp(d, 0.0).pvalue), 1.0)
+    nonzero = d[d != 0]
+    if len(nonzero):
+        p_w = min(float(stats.wilcoxon(nonzero, method="exact").pvalue), 1.0)
+    return p_t, p_w
+
+
+def paired_comparisons(run_metrics: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """Every pair (a, b) of ``methods`` (a before b in grid order) per benchmark, protocol
+    and metric, over the seeds both ran: mean, std and 95% t-CI of (a − b), paired t-test
+    and exact Wilcoxon signed-rank p-values (:func:`paired_test`)."""
+    rows = []
+    order = {m: k for k, m in enumerate(methods)}
+    rm = run_metrics[run_metrics["method"].isin(order)]
+    for (bench, protocol, metric), g in rm.groupby(["benchmark", "protocol", "metric"], sort=True):
+        wide = g.pivot_table(index="seed", columns="method", values="value")
+        present = sorted(wide.columns, key=order.__getitem__)
+        for i, a in enumerate(present):
+            for b in present[i + 1:]:
+                d = (wide[a] - wide[b]).dropna().to_numpy()
+                if not len(d):
+                    continue
+                mean, std, ci = mean_std_ci(d)
+                p_t, p_w = paired_test(d)
+                rows.append({"benchmark": bench, "protocol": protocol, "metric": metric, "method_a": a,
+                             "method_b": b, "n_pairs": len(d), "mean_diff": mean, "std_diff": std,
+                             "ci95_diff": ci, "p_ttest": p_t, "p_wilcoxon": p_w})
+    cols = ["benchmark", "protocol", "metric", "method_a", "method_b", "n_pairs", "mean_diff", "std_diff",
+            "ci95_diff", "p_ttest", "p_wilcoxon"]
+    return pd.DataFrame(rows, columns=cols).astype({"n_pairs": "int64"})
