@@ -239,7 +239,9 @@ class Params(Strict):
                 f"run.profile: unknown profile {self.run.profile!r}; "
                 f"defined under profiles: {', '.join(sorted(self.profiles))}"
             )
-        if self.metrics.reference_method not in self.methods:
+        # an explicit metrics: section must name a defined method; the default (finetune)
+        # may be absent, and the reference-normalised metrics are then omitted
+        if "metrics" in self.model_fields_set and self.metrics.reference_method not in self.methods:
             raise ValueError(
                 f"metrics.reference_method: {self.metrics.reference_method!r} not defined under methods; "
                 f"defined: {', '.join(sorted(self.methods))}"

@@ -36,7 +36,7 @@ def test_variants_default_and_parse(raw_params):
     assert v.corruptions.severities == [1, 3, 5] and len(v.corruptions.names) == 15 and v.corruptions.work_size == 224
     assert v.long_tail.rho == 0.01 and v.long_tail.order == "ordered" and v.long_tail.many_above == 100
     assert v.ood.source == "animal_mnist" and v.eval_stages == "every"
-    assert parse_params(yaml.safe_load((REPO / "params.yaml").read_text())).benchmark("smnist").variants is None
+    assert parse_params(yaml.safe_load((REPO / "params.yaml").read_text())).benchmark("fmnist").variants is None
 
 
 @pytest.mark.parametrize("variants, fragments", [
@@ -61,6 +61,9 @@ def test_bad_variants_name_the_key(raw_params, variants, fragments):
 
 
 def test_fetch_includes_the_ood_source():
-    assert benchmark_sources(cfg()) == ["mnist5k"]
-    assert benchmark_sources(cfg(ood={"source": "animal_mnist"})) == ["mnist5k", "animal_mnist"]
-    assert benchmark_sources(cfg(ood={"holdout_classes": [9]})) == ["mnist5k"]
+    def names(bench):
+        return [s.name for s in benchmark_sources("b", bench)]
+
+    assert names(cfg()) == ["mnist5k"]
+    assert names(cfg(ood={"source": "animal_mnist"})) == ["mnist5k", "animal_mnist"]
+    assert names(cfg(ood={"holdout_classes": [9]})) == ["mnist5k"]
