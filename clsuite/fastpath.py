@@ -35,10 +35,10 @@ import torch
 from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
 from avalanche.core import BasePlugin, BaseSGDPlugin
 from avalanche.models.utils import is_multi_task_module
-from torch.utils.data import BatchSampler, RandomSampler
 from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 from avalanche.training.templates.base_sgd import PeriodicEval
+from torch.utils.data import BatchSampler, RandomSampler
 
 from clsuite.data.streams import PreparedBenchmark, to_float
 
@@ -125,7 +125,7 @@ class ExperienceTensors:
     def batch(self, i: torch.Tensor) -> list[torch.Tensor]:
         """The rows ``i`` (int64 CPU tensor) as Avalanche's collate gives them: [x, y, t]."""
         if self.device.type != "cuda":
-            return [self.x.index_select(0, i), self.y.index_select(0, i), self.t[: len(i)]]  # t: a read-only view
+            return [self.x.index_select(0, i), self.y.index_select(0, i), self.t[: len(i)].clone()]
         # GPU only: gather on the device (or on the host, pinned, then a non-blocking copy)
         if self.on_device:
             i = i.to(self.device, non_blocking=True)
@@ -136,7 +136,7 @@ class ExperienceTensors:
         xb = xb.float().div_(255.0)
         if self.channels_last and xb.dim() == 4:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        return [xb, self.y.index_select(0, i), self.t[: len(i)]]
+        return [xb, self.y.index_select(0, i), self.t[: len(i)].clone()]
 
 
 def index_batches(batch_sampler) -> Iterator[torch.Tensor]:
