@@ -59,14 +59,16 @@ def test_fast_path_in_task_il_feeds_task_labels(params, data_roots, tmp_path, mo
     _, prepared = data_roots
     bench = params.benchmark("smnist_smoke").model_copy(update={"scenario": "task_il"})
     til = params.model_copy(update={"benchmarks": {**params.benchmarks, "smnist_smoke": bench}})
+    from clsuite.methods.replay import ReservoirReplayPlugin
+
     labels: list[set] = []
-    original = fp.ClsuiteTemplate.forward
+    original = ReservoirReplayPlugin.before_forward
 
-    def forward(self):
-        labels.append(set(self.mb_task_id.tolist()))
-        return original(self)
+    def before_forward(self, strategy, **kwargs):
+        original(self, strategy, **kwargs)
+        labels.append(set(strategy.mbatch[-1].tolist()))  # the task labels the model is fed
 
-    monkeypatch.setattr(fp.ClsuiteTemplate, "forward", forward)
+    monkeypatch.setattr(ReservoirReplayPlugin, "before_forward", before_forward)
     monkeypatch.setenv("CLSUITE_FAST_PATH", "0")
     stock = _run(til, prepared, tmp_path / "stock", "replay")
     monkeypatch.setenv("CLSUITE_FAST_PATH", "1")
