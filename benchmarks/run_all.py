@@ -23,7 +23,7 @@ REPO = HERE.parent
 
 # script, arguments (full run), arguments (--quick)
 BENCHMARKS = [
-    ("bench_er_loop.py", ["--reps", "9"], ["--reps", "2"]),
+    ("bench_er_loop.py", ["--reps", "15"], ["--reps", "2"]),
     ("bench_avalanche_replay.py", ["--reps", "5"], ["--reps", "1"]),
     ("bench_prepare_cache.py", ["--reps", "7"], ["--reps", "2"]),
     ("bench_evaluate_scaling.py", ["--reps", "3"], ["--reps", "1"]),

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -139,6 +139,17 @@ class ExperienceTensors:
         return [xb, self.y.index_select(0, i), self.t[: len(i)].clone()]
 
 
+    def epoch(self, batches: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+        """CPU: every batch of the epoch gathered at once, then yielded as (disjoint) slices."""
+        sizes = [len(i) for i in batches]
+        if not sizes:
+            return iter(())
+        i = torch.cat(batches)
+        xs, ys = self.x.index_select(0, i).split(sizes), self.y.index_select(0, i).split(sizes)
+        ts = self.t[: len(i)].clone().split(sizes)
+        return (list(b) for b in zip(xs, ys, ts))
+
+
 def index_batches(batch_sampler) -> Iterable[torch.Tensor]:
     """The batches of ``batch_sampler`` as int64 tensors, with the same draws from the global RNG.
 
@@ -176,8 +187,12 @@ class TensorBatches:
         # torch.utils.data.DataLoader's iterator draws its base seed from the global RNG
         # (_BaseDataLoaderIter.__init__), before the sampler draws its own seed: same draw here.
         torch.empty((), dtype=torch.int64).random_(generator=L.loader_kwargs.get("generator")).item()
+        batches = index_batches(batch_sampler)
+        if isinstance(batches, list) and self.data.device.type != "cuda":
+            yield from self.data.epoch(batches)
+            return
         batch = self.data.batch
-        for idx in index_batches(batch_sampler):
+        for idx in batches:
             yield batch(idx)
 
 

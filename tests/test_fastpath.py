@@ -111,6 +111,14 @@ def test_experience_tensors_on_cpu_hold_the_float_values_and_a_constant_task():
     xb, yb, tb = data.batch(torch.tensor([2, 0]))
     assert torch.equal(xb, to_float(x[[2, 0]])) and yb.tolist() == [4, 3] and tb.tolist() == [2, 2]
     assert yb.dtype == tb.dtype == torch.long
+    # a whole epoch gathered at once gives the same batches, each in its own memory
+    batches = [torch.tensor([3, 1]), torch.tensor([0]), torch.tensor([2])]
+    epoch = list(data.epoch(batches))
+    for got, idx in zip(epoch, batches):
+        for a, b in zip(got, data.batch(idx)):
+            assert torch.equal(a, b)
+    epoch[0][2].fill_(9)  # a plugin writing into one batch leaves the others alone
+    assert epoch[1][2].tolist() == [2] and data.batch(torch.tensor([0]))[2].tolist() == [2]
 
 
 # -- GPU-only settings: the logic, with the CUDA parts forced or mocked ---------------------------
