@@ -24,8 +24,17 @@ from typing import Callable, Iterator
 
 import torch
 
-# Avalanche 0.6.0's own ReplayPlugin calls a deprecated storage-policy method at every experience
-warnings.filterwarnings("ignore", message="Call to deprecated function")
+# Avalanche 0.6.0's own ReplayPlugin calls a deprecated storage-policy method at every
+# experience, and its `deprecated` decorator re-enables the warning each time: silence the output.
+_showwarning = warnings.showwarning
+
+
+def _quiet_deprecations(message, category, *args, **kwargs):
+    if not (issubclass(category, DeprecationWarning) and str(message).startswith("Call to deprecated function")):
+        _showwarning(message, category, *args, **kwargs)
+
+
+warnings.showwarning = _quiet_deprecations
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"

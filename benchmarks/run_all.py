@@ -23,10 +23,11 @@ REPO = HERE.parent
 
 # script, arguments (full run), arguments (--quick)
 BENCHMARKS = [
-    ("bench_er_loop.py", ["--reps", "9"], ["--reps", "2"]),
+    ("bench_er_loop.py", ["--reps", "15"], ["--reps", "2"]),
+    ("profile_er.py", ["--reps", "6"], ["--reps", "1"]),
     ("bench_avalanche_replay.py", ["--reps", "5"], ["--reps", "1"]),
     ("bench_prepare_cache.py", ["--reps", "7"], ["--reps", "2"]),
-    ("bench_evaluate_scaling.py", ["--reps", "3"], ["--reps", "1"]),
+    ("bench_evaluate_scaling.py", ["--reps", "5"], ["--reps", "1"]),
 ]
 
 
@@ -43,6 +44,10 @@ def headline(results: Path) -> list[str]:
             lines.append(f"ER vs hand-written loop [{m}]: clsuite {q['clsuite_er']['median_paired_ratio']:.3f}x, "
                          f"stock Avalanche loop {q['clsuite_er_stock_loop']['median_paired_ratio']:.3f}x "
                          f"(target <= 1.10x; identical weights: {r['identical_final_weights_to_bare_loop']})")
+    if r := load("er_profile"):
+        t = r["total_us_per_iteration"]
+        lines.append(f"ER iteration (CPU us): bare {t['bare_loop']}, clsuite {t['clsuite_er']}; clsuite outside "
+                     f"the epoch loops {r['clsuite_outside_epoch_ms_per_run']} ms per run")
     if r := load("avalanche_replay"):
         q = r["wall"]["ratio"]
         lines.append("Avalanche stock / clsuite ER [wall]: " + ", ".join(

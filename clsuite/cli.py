@@ -109,6 +109,15 @@ def cmd_profile(args: argparse.Namespace) -> None:
     print(f"{args.params}: run grid set to profile {args.name!r}")
 
 
+def cmd_queue(args: argparse.Namespace) -> None:
+    from clsuite.queue import run_queue
+
+    failed = run_queue(load_params(args.params, check_components=False), args.jobs, threads=args.threads,
+                       collect_only=args.collect_only)
+    if failed:
+        raise ClsuiteError(f"{failed} queued run(s) failed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clsuite", description=__doc__)
     p.add_argument("--params", default=str(PARAMS_FILE), help="params file (default: params.yaml)")
@@ -127,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("list", help="list registered components")
     sp.add_argument("what", choices=["methods", "benchmarks", "models", "sources", "text-sources"])
     sp.set_defaults(fn=cmd_list)
+    sp = sub.add_parser("queue", help="train the grid's stale runs through DVC's experiment queue, N at a time")
+    sp.add_argument("--jobs", "-j", type=int, default=1, help="parallel workers (e.g. one per GPU)")
+    sp.add_argument("--threads", type=int, default=None,
+                    help="OMP_NUM_THREADS of each run (CPU records then match `OMP_NUM_THREADS=K dvc repro`)")
+    sp.add_argument("--collect-only", action="store_true",
+                    help="only adopt runs of experiments that already finished (after an interrupted wait)")
+    sp.set_defaults(fn=cmd_queue)
     sp = sub.add_parser("profile", help="copy a profile's grid into run: in params.yaml")
     sp.add_argument("name")
     sp.set_defaults(fn=cmd_profile)

@@ -28,17 +28,17 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
 from avalanche.core import BasePlugin, BaseSGDPlugin
 from avalanche.models.utils import is_multi_task_module
-from torch.utils.data import BatchSampler, RandomSampler
 from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 from avalanche.training.templates.base_sgd import PeriodicEval
+from torch.utils.data import BatchSampler, RandomSampler
 
 from clsuite.data.streams import PreparedBenchmark, to_float
 
@@ -125,7 +125,7 @@ class ExperienceTensors:
     def batch(self, i: torch.Tensor) -> list[torch.Tensor]:
         """The rows ``i`` (int64 CPU tensor) as Avalanche's collate gives them: [x, y, t]."""
         if self.device.type != "cuda":
-            return [self.x.index_select(0, i), self.y.index_select(0, i), self.t[: len(i)]]  # t: a read-only view
+            return [self.x.index_select(0, i), self.y.index_select(0, i), self.t[: len(i)].clone()]
         # GPU only: gather on the device (or on the host, pinned, then a non-blocking copy)
         if self.on_device:
             i = i.to(self.device, non_blocking=True)
@@ -136,16 +136,27 @@ class ExperienceTensors:
         xb = xb.float().div_(255.0)
         if self.channels_last and xb.dim() == 4:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        return [xb, self.y.index_select(0, i), self.t[: len(i)]]
+        return [xb, self.y.index_select(0, i), self.t[: len(i)].clone()]
 
 
-def index_batches(batch_sampler) -> Iterator[torch.Tensor]:
+    def epoch(self, batches: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+        """CPU: every batch of the epoch gathered at once, then yielded as (disjoint) slices."""
+        sizes = [len(i) for i in batches]
+        if not sizes:
+            return iter(())
+        i = torch.cat(batches)
+        xs, ys = self.x.index_select(0, i).split(sizes), self.y.index_select(0, i).split(sizes)
+        ts = self.t[: len(i)].clone().split(sizes)
+        return (list(b) for b in zip(xs, ys, ts))
+
+
+def index_batches(batch_sampler) -> Iterable[torch.Tensor]:
     """The batches of ``batch_sampler`` as int64 tensors, with the same draws from the global RNG.
 
     For the shuffling sampler Avalanche builds (a BatchSampler over a RandomSampler without
     replacement or generator) the permutation is computed as torch 2.14's
     ``RandomSampler.__iter__`` computes it (a seed from the global RNG, then ``randperm``)
-    and sliced, instead of yielding it one index at a time; any other sampler is iterated.
+    and split, instead of being yielded one index at a time; any other sampler is iterated.
     """
     sampler = getattr(batch_sampler, "sampler", None)
     if (type(batch_sampler) is BatchSampler and type(sampler) is RandomSampler and not sampler.replacement
@@ -153,11 +164,8 @@ def index_batches(batch_sampler) -> Iterator[torch.Tensor]:
         n, b = sampler.num_samples, batch_sampler.batch_size
         seed = int(torch.empty((), dtype=torch.int64).random_().item())
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        for start in range(0, n - n % b if batch_sampler.drop_last else n, b):
-            yield order[start : start + b]
-    else:
-        for idx in batch_sampler:
-            yield torch.from_numpy(np.array(idx, dtype=np.int64))
+        return list(order[: n - n % b if batch_sampler.drop_last else n].split(b))
+    return (torch.from_numpy(np.array(idx, dtype=np.int64)) for idx in batch_sampler)
 
 
 class TensorBatches:
@@ -179,8 +187,13 @@ class TensorBatches:
         # torch.utils.data.DataLoader's iterator draws its base seed from the global RNG
         # (_BaseDataLoaderIter.__init__), before the sampler draws its own seed: same draw here.
         torch.empty((), dtype=torch.int64).random_(generator=L.loader_kwargs.get("generator")).item()
-        for idx in index_batches(batch_sampler):
-            yield self.data.batch(idx)
+        batches = index_batches(batch_sampler)
+        if isinstance(batches, list) and self.data.device.type != "cuda":
+            yield from self.data.epoch(batches)
+            return
+        batch = self.data.batch
+        for idx in batches:
+            yield batch(idx)
 
 
 # -- the template ----------------------------------------------------------------------------------
@@ -273,33 +286,65 @@ class ClsuiteTemplate(SupervisedTemplate):
 
     def training_epoch(self, **kwargs):
         """Avalanche 0.6.0's ``SGDUpdate.training_epoch``, step for step, with each plugin
-        event's callbacks resolved once per epoch instead of looked up at every step."""
+        event's callbacks resolved once per epoch instead of looked up at every step, and
+        (without AMP) the template's one-line methods inlined, as noted on each line."""
         if self._hooks is None:
             return super().training_epoch(**kwargs)
         (before_iteration, before_forward, after_forward, before_backward, after_backward, before_update,
          after_update, after_iteration) = (self._hooks[e] for e in HOT_EVENTS)
+        if self.amp_dtype is not None or self.scaler is not None or type(self) is not ClsuiteTemplate:
+            for self.mbatch in self.dataloader:
+                if self._stop_training:
+                    break
+                self._unpack_minibatch()
+                for hook in before_iteration:
+                    hook(self, **kwargs)
+                self.optimizer.zero_grad()
+                self.loss = self._make_empty_loss()
+                for hook in before_forward:
+                    hook(self, **kwargs)
+                self.mb_output = self.forward()
+                for hook in after_forward:
+                    hook(self, **kwargs)
+                self.loss += self.criterion()
+                for hook in before_backward:
+                    hook(self, **kwargs)
+                self.backward()
+                for hook in after_backward:
+                    hook(self, **kwargs)
+                for hook in before_update:
+                    hook(self, **kwargs)
+                self.optimizer_step()
+                for hook in after_update:
+                    hook(self, **kwargs)
+                for hook in after_iteration:
+                    hook(self, **kwargs)
+            return
+        multitask, unpack, device = self._multitask, not self.fast_batches, self.device
         for self.mbatch in self.dataloader:
             if self._stop_training:
                 break
-            self._unpack_minibatch()
+            if unpack:  # ExperienceTensors batches are already a list on the device
+                self._unpack_minibatch()
             for hook in before_iteration:
                 hook(self, **kwargs)
             self.optimizer.zero_grad()
-            self.loss = self._make_empty_loss()
+            self.loss = torch.zeros(1, device=device)  # _make_empty_loss()
             for hook in before_forward:
                 hook(self, **kwargs)
-            self.mb_output = self.forward()
+            mb = self.mbatch  # forward(), as _forward() below
+            self.mb_output = self.model(mb[0], mb[-1]) if multitask else self.model(mb[0])
             for hook in after_forward:
                 hook(self, **kwargs)
-            self.loss += self.criterion()
+            self.loss += self._criterion(self.mb_output, self.mbatch[1])  # criterion()
             for hook in before_backward:
                 hook(self, **kwargs)
-            self.backward()
+            self.loss.backward(retain_graph=self.retain_graph)  # backward()
             for hook in after_backward:
                 hook(self, **kwargs)
             for hook in before_update:
                 hook(self, **kwargs)
-            self.optimizer_step()
+            self.optimizer.step()  # optimizer_step()
             for hook in after_update:
                 hook(self, **kwargs)
             for hook in after_iteration:

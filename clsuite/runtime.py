@@ -12,10 +12,50 @@ import numpy as np
 import torch
 
 
+_GPU_CLAIM: tuple[int, object] | None = None  # (index, open lock file) of the GPU this process holds
+
+
+def claim_gpu(n: int) -> int | None:
+    """Index of one of ``n`` GPUs that no other clsuite process holds, or None if all are held.
+
+    The claim is an exclusive ``flock`` on ``$CLSUITE_GPU_LOCK_DIR/clsuite-gpu<i>.lock``
+    (default: the temp folder), held until this process exits, so parallel runs (e.g.
+    ``dvc queue start --jobs <number of GPUs>``) get one GPU each.
+    """
+    global _GPU_CLAIM
+    if _GPU_CLAIM is not None:
+        return _GPU_CLAIM[0]
+    import fcntl
+    import tempfile
+
+    lock_dir = Path(os.environ.get("CLSUITE_GPU_LOCK_DIR", tempfile.gettempdir()))
+    for i in range(n):
+        try:
+            f = open(lock_dir / f"clsuite-gpu{i}.lock", "a")
+        except OSError:
+            continue
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        _GPU_CLAIM = (i, f)
+        return i
+    return None
+
+
 def resolve_device(spec: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; explicit devices must exist."""
+    """``auto`` → CUDA when available (with several GPUs: one no other clsuite run holds,
+    see :func:`claim_gpu`), else CPU; explicit devices must exist."""
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        n = torch.cuda.device_count()
+        i = claim_gpu(n) if n > 1 else None
+        if i is None:
+            return torch.device("cuda")
+        torch.cuda.set_device(i)  # implicit allocations go to the claimed GPU too
+        return torch.device(f"cuda:{i}")
     device = torch.device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"run.device is {spec!r} but CUDA is not available here; set run.device: auto or cpu")

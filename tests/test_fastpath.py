@@ -59,14 +59,16 @@ def test_fast_path_in_task_il_feeds_task_labels(params, data_roots, tmp_path, mo
     _, prepared = data_roots
     bench = params.benchmark("smnist_smoke").model_copy(update={"scenario": "task_il"})
     til = params.model_copy(update={"benchmarks": {**params.benchmarks, "smnist_smoke": bench}})
+    from clsuite.methods.replay import ReservoirReplayPlugin
+
     labels: list[set] = []
-    original = fp.ClsuiteTemplate.forward
+    original = ReservoirReplayPlugin.before_forward
 
-    def forward(self):
-        labels.append(set(self.mb_task_id.tolist()))
-        return original(self)
+    def before_forward(self, strategy, **kwargs):
+        original(self, strategy, **kwargs)
+        labels.append(set(strategy.mbatch[-1].tolist()))  # the task labels the model is fed
 
-    monkeypatch.setattr(fp.ClsuiteTemplate, "forward", forward)
+    monkeypatch.setattr(ReservoirReplayPlugin, "before_forward", before_forward)
     monkeypatch.setenv("CLSUITE_FAST_PATH", "0")
     stock = _run(til, prepared, tmp_path / "stock", "replay")
     monkeypatch.setenv("CLSUITE_FAST_PATH", "1")
@@ -80,9 +82,11 @@ def test_fast_path_in_task_il_feeds_task_labels(params, data_roots, tmp_path, mo
 def test_gpu_settings_do_nothing_on_cpu(params, data_roots, tmp_path):
     _, prepared = data_roots
     ref = _run(params, prepared, tmp_path / "ref", "replay")
-    for amp in ("fp16", "bf16"):
-        other = params.model_copy(update={"run": params.run.model_copy(update={"amp": amp, "channels_last": True})})
-        pd.testing.assert_frame_equal(_run(other, prepared, tmp_path / amp, "replay"), ref, check_exact=True)
+    off = params.model_copy(update={"run": params.run.model_copy(update={"amp": "off", "channels_last": False})})
+    on = params.model_copy(update={"run": params.run.model_copy(update={"amp": "fp16", "channels_last": True})})
+    assert params.run.amp == "auto"
+    pd.testing.assert_frame_equal(_run(off, prepared, tmp_path / "off", "replay"), ref, check_exact=True)
+    pd.testing.assert_frame_equal(_run(on, prepared, tmp_path / "on", "replay"), ref, check_exact=True)
 
 
 # -- batches ------------------------------------------------------------------------------------
@@ -107,6 +111,14 @@ def test_experience_tensors_on_cpu_hold_the_float_values_and_a_constant_task():
     xb, yb, tb = data.batch(torch.tensor([2, 0]))
     assert torch.equal(xb, to_float(x[[2, 0]])) and yb.tolist() == [4, 3] and tb.tolist() == [2, 2]
     assert yb.dtype == tb.dtype == torch.long
+    # a whole epoch gathered at once gives the same batches, each in its own memory
+    batches = [torch.tensor([3, 1]), torch.tensor([0]), torch.tensor([2])]
+    epoch = list(data.epoch(batches))
+    for got, idx in zip(epoch, batches):
+        for a, b in zip(got, data.batch(idx)):
+            assert torch.equal(a, b)
+    epoch[0][2].fill_(9)  # a plugin writing into one batch leaves the others alone
+    assert epoch[1][2].tolist() == [2] and data.batch(torch.tensor([0]))[2].tolist() == [2]
 
 
 # -- GPU-only settings: the logic, with the CUDA parts forced or mocked ---------------------------
