@@ -62,7 +62,7 @@ def test_likelihood_at_integers_is_the_pmf_and_noisy_values_interpolate():
 
 def test_encoder_downsamples_by_16_and_decoder_restores_the_image_size():
     enc = separation_net(1, [4, 4, 4, 3])
-    dec = CompletionNet(3, [4, 4, 4], (1, 28, 28))
+    dec = CompletionNet(3, [4, 4, 4], (1, 28, 28)).eval()  # eval: recall clamped to [0, 1]
     x = torch.rand(2, 1, 28, 28)
     cue = enc(x)
     assert cue.shape == (2, 3, 2, 2)
@@ -71,8 +71,9 @@ def test_encoder_downsamples_by_16_and_decoder_restores_the_image_size():
 
 
 def _plugin(**over) -> BrainCLPlugin:
-    cfg = BrainCLConfig(encoder_widths=[4, 4, 4, 3], decoder_widths=[4, 4, 4], memory_epochs=1, wake_epochs=2,
-                        sleep_epochs=2, sleep_milestones=[1], batch_size=8, ltm_per_class=3, **over)
+    kw = dict(encoder_widths=[4, 4, 4, 3], decoder_widths=[4, 4, 4], memory_epochs=1, wake_epochs=2,
+              sleep_epochs=2, sleep_milestones=[1], batch_size=8, ltm_per_class=3)
+    cfg = BrainCLConfig(**{**kw, **over})
     return BrainCLPlugin(cfg, MethodContext(0, 4, [[0, 1], [2, 3]], (1, 28, 28)))
 
 
@@ -102,9 +103,9 @@ def test_a_whole_experience_codes_the_memory_and_sleep_changes_the_backbone():
     before = copy.deepcopy(model.state_dict())
     plugin.learn_experience(model, ds, 0)
     assert not torch.equal(before["backbone.1.weight"], model.state_dict()["backbone.1.weight"])
-    assert sorted(plugin.ltm) == [0, 1] and all(i.shape[0] == 3 for i in plugin.ltm.values())
+    assert sorted(plugin.ltm) == [(0, 0), (0, 1)] and all(i.shape[0] == 3 for i in plugin.ltm.values())
     # the memory holds bytes, and decoding them gives integer cues in range
-    cues = plugin.entropy_models[0].decode(plugin.ltm[0].data, plugin.ltm[0].shape)
+    cues = plugin.entropy_models[0].decode(plugin.ltm[(0, 0)].data, plugin.ltm[(0, 0)].shape)
     assert torch.equal(cues, cues.round()) and cues.abs().max() <= plugin.cfg.max_symbol
     params = sum(p.numel() for m in [*plugin.decoders, *plugin.entropy_models] for p in m.parameters())
     assert plugin.extra_memory_bytes(model) == sum(len(i.data) for i in plugin.ltm.values()) + 4 * params
@@ -116,9 +117,40 @@ def test_state_round_trip_restores_decoders_and_memory():
     plugin.entropy_models.append(em.eval())
     plugin.decoders.append(plugin._new_decoder().eval())
     cues = _sample(em, 5)
-    plugin.ltm[1] = CodedClass(0, em.encode(cues), tuple(cues.shape))
+    plugin.ltm[(0, 1)] = CodedClass(0, em.encode(cues), tuple(cues.shape))
     other = _plugin()
     other.load_state_dict(copy.deepcopy(plugin.state_dict()))
     x1, y1 = plugin.recall_ltm()
     x2, y2 = other.recall_ltm()
     assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_a_fixed_budget_keeps_the_nearest_prefix_of_every_group():
+    plugin = _plugin(ltm_size=10, ltm_per_class=4)
+    assert [plugin.quota(n) for n in (1, 2, 3, 5, 20)] == [4, 4, 3, 2, 1]
+    em = _skewed_model(channels=3, r=15)
+    plugin.entropy_models.append(em.eval())
+    stored = {}
+    for c in (0, 1, 2):
+        cues = _sample(em, 4, seed=c)
+        stored[c] = cues
+        plugin.ltm[(0, c)] = CodedClass(0, em.encode(cues), tuple(cues.shape))
+    plugin.shrink_ltm(plugin.quota(5))
+    for c in (0, 1, 2):
+        item = plugin.ltm[(0, c)]
+        assert item.shape[0] == 2
+        assert torch.equal(em.decode(item.data, item.shape), stored[c][:2])
+
+
+def test_domain_il_keeps_one_memory_per_task_and_class():
+    model, plugin = _net(), _plugin(ltm_size=6)
+    from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_tensor_classification_dataset
+
+    for k in range(2):  # the same two classes in both experiences, as in domain-IL
+        x, y = torch.rand(24, 1, 28, 28), torch.arange(24) % 2
+        ds = _make_taskaware_tensor_classification_dataset(x, y, task_labels=[0] * 24, targets=y.tolist())
+        plugin.learn_experience(model, ds, k)
+    assert sorted(plugin.ltm) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert all(item.shape[0] == 6 // 4 for item in plugin.ltm.values())
+    _, labels = plugin.recall_ltm()
+    assert labels.tolist() == [0, 1, 0, 1]

@@ -39,16 +39,27 @@ class FactorizedEntropyModel(nn.Module):
         p = F.softmax(self.logits, dim=1)
         return (1 - PROB_FLOOR) * p + PROB_FLOOR / self.n_symbols
 
-    def quantize(self, y: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Training: clamp(y) + noise (U(−½, ½), reparameterised); else round(clamp(y)).
+    def bound(self, y: torch.Tensor) -> torch.Tensor:
+        """Soft bound of raw encoder outputs into (−R − ½, R + ½): (R + ½)·tanh(y / (R + ½)).
 
-        The clamp passes gradients straight through (identity backward), so an encoder whose
-        outputs start outside [−R, R] still gets the recall gradient instead of zero.
+        Near 0 it is the identity; it keeps every rounded cue inside the coder's alphabet
+        and stops the runaway growth of unbounded outputs (with a hard clamp, outputs past
+        ±R get no gradient from the bits term and the recall gradient keeps pushing them
+        out: |y| reached 4e7 in our runs).
         """
-        clamped = y.clamp(-self.max_symbol, self.max_symbol)
+        s = self.max_symbol + 0.5
+        return s * torch.tanh(y / s)
+
+    def quantize(self, y: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Bounded cue: training adds noise U(−½, ½) (reparameterised); else rounds to integers.
+
+        ``y`` are raw encoder outputs (any real); :meth:`bound` maps them into the alphabet's
+        range first. The noisy value is clamped to [−R − ½, R + ½] by construction.
+        """
+        b = self.bound(y)
         if noise is None:
-            return torch.round(clamped)
-        return y + (clamped - y).detach() + noise
+            return torch.round(b).clamp(-self.max_symbol, self.max_symbol)
+        return b + noise
 
     def likelihood(self, v: torch.Tensor) -> torch.Tensor:
         """Per-element probability mass of ``v`` (N, C, h, w) under the piecewise-linear CDF."""

@@ -15,7 +15,8 @@ template's default epoch loop is stopped):
    (backbone frozen; SGD with momentum and weight decay).
 4. **Sleep**: per class, the working-memory samples whose (recalled) features are closest
    to their class mean move to long-term memory, range-coded into one byte string per
-   class with the task's entropy model; working memory is cleared; the whole model is
+   (task, class) with the task's entropy model (keyed by task too, so that domain-IL,
+   where every task has the same classes, keeps each domain's memory); working memory is cleared; the whole model is
    fine-tuned on samples recalled (decoded + completed) from the long-term memory of all
    tasks (SGD, multi-step learning-rate schedule).
 
@@ -59,6 +60,9 @@ class BrainCLConfig(MethodConfig):
     weight_decay: float = Field(2e-4, ge=0)
     batch_size: int = Field(64, ge=1, description="minibatch of the wake and sleep phases")
     ltm_per_class: int = Field(100, ge=1, description="samples per class moved to long-term memory")
+    ltm_size: int | None = Field(None, ge=1, description=(
+        "optional total number of cues in long-term memory (a fixed budget, as a replay buffer): "
+        "each (task, class) keeps min(ltm_per_class, ltm_size // groups seen) of its nearest cues"))
 
 
 @dataclass
@@ -79,7 +83,7 @@ class BrainCLPlugin(SupervisedPlugin):
         self.generator = torch.Generator().manual_seed(ctx.seed)
         self.decoders: list[CompletionNet] = []
         self.entropy_models: list[FactorizedEntropyModel] = []
-        self.ltm: dict[int, CodedClass] = {}
+        self.ltm: dict[tuple[int, int], CodedClass] = {}  # (task, class) -> coded cues
         self._ran_for: int | None = None
         self.last_bits: dict[str, float] = {}
 
@@ -143,8 +147,25 @@ class BrainCLPlugin(SupervisedPlugin):
             p.requires_grad_(f)
 
     @torch.no_grad()
-    def select_for_ltm(self, model: nn.Module, x_recalled: torch.Tensor, y: torch.Tensor) -> dict[int, torch.Tensor]:
-        """Per class: rows of the ``ltm_per_class`` samples nearest their class-mean feature."""
+    def quota(self, n_groups: int) -> int:
+        """Cues kept per (task, class) when ``n_groups`` are in long-term memory."""
+        if self.cfg.ltm_size is None:
+            return self.cfg.ltm_per_class
+        return max(1, min(self.cfg.ltm_per_class, self.cfg.ltm_size // n_groups))
+
+    def shrink_ltm(self, per_group: int) -> None:
+        """Cut every stored (task, class) to its ``per_group`` nearest cues (stored nearest
+        first, so a prefix), decoding and re-coding with that task's entropy model."""
+        for key, item in self.ltm.items():
+            if item.shape[0] > per_group:
+                em = self.entropy_models[item.task]
+                cues = em.decode(item.data, item.shape)[:per_group]
+                self.ltm[key] = CodedClass(item.task, em.encode(cues), tuple(cues.shape))
+
+    def select_for_ltm(self, model: nn.Module, x_recalled: torch.Tensor, y: torch.Tensor,
+                       per_class: int | None = None) -> dict[int, torch.Tensor]:
+        """Per class: rows of the ``per_class`` (default ``ltm_per_class``) samples nearest
+        their class-mean feature, nearest first."""
         model.eval()
         feats = torch.cat([model.features(x_recalled[i : i + 500].to(self.device)).cpu()
                            for i in range(0, len(x_recalled), 500)])
@@ -153,13 +174,13 @@ class BrainCLPlugin(SupervisedPlugin):
             rows = torch.nonzero(y == c).flatten()
             f = feats[rows]
             dist = ((f - f.mean(0)) ** 2).sum(1)
-            chosen[c] = rows[torch.argsort(dist, stable=True)[: self.cfg.ltm_per_class]]
+            chosen[c] = rows[torch.argsort(dist, stable=True)[: per_class or self.cfg.ltm_per_class]]
         return chosen
 
     def recall_ltm(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode + complete every long-term memory: images (N, C, H, W) and labels (N,)."""
         xs, ys = [], []
-        for c, item in sorted(self.ltm.items()):
+        for (_, c), item in sorted(self.ltm.items()):
             cues = self.entropy_models[item.task].decode(item.data, item.shape)
             xs.append(self.recall(cues, self.decoders[item.task]))
             ys.append(torch.full((item.shape[0],), c, dtype=torch.long))
@@ -184,9 +205,12 @@ class BrainCLPlugin(SupervisedPlugin):
         self.entropy_models.append(em)
         working = self.recall(cues, dec)
         self.wake(model, working, y)
-        for c, rows in self.select_for_ltm(model, working, y).items():
+        n_classes = int(torch.unique(y).numel())
+        per_group = self.quota(len(self.ltm) + n_classes)
+        self.shrink_ltm(per_group)
+        for c, rows in self.select_for_ltm(model, working, y, per_group).items():
             sel = cues[rows]
-            self.ltm[c] = CodedClass(k, em.encode(sel), tuple(sel.shape))
+            self.ltm[(k, c)] = CodedClass(k, em.encode(sel), tuple(sel.shape))
         del working, cues  # working memory cleared
         x_ltm, y_ltm = self.recall_ltm()
         model.train()
@@ -205,7 +229,7 @@ class BrainCLPlugin(SupervisedPlugin):
         return {
             "decoders": [d.state_dict() for d in self.decoders],
             "entropy_models": [e.state_dict() for e in self.entropy_models],
-            "ltm": {c: (i.task, i.data, i.shape) for c, i in self.ltm.items()},
+            "ltm": [(c, i.task, i.data, i.shape) for (_, c), i in sorted(self.ltm.items())],
             "generator": self.generator.get_state(),
             "ran_for": self._ran_for,
         }
@@ -218,13 +242,13 @@ class BrainCLPlugin(SupervisedPlugin):
             em.load_state_dict(e_state)
             self.decoders.append(dec.eval())
             self.entropy_models.append(em.eval())
-        self.ltm = {c: CodedClass(t, d, tuple(s)) for c, (t, d, s) in state["ltm"].items()}
+        self.ltm = {(t, c): CodedClass(t, d, tuple(s)) for c, t, d, s in state["ltm"]}
         self.generator.set_state(state["generator"])
         self._ran_for = state["ran_for"]
 
 
 @register_method("braincl", BrainCLConfig,
                  "BrainCL: entropy-coded cues + per-task completion nets, wake-sleep consolidation",
-                 citation="braincl", scenarios=("class_il", "task_il"))
+                 citation="braincl", scenarios=("class_il", "task_il", "domain_il"))
 def build(cfg: BrainCLConfig, ctx: MethodContext) -> list:
     return [BrainCLPlugin(cfg, ctx)]
