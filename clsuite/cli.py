@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("queue", help="train the grid's stale runs through DVC's experiment queue, N at a time")
     sp.add_argument("--jobs", "-j", type=int, default=1, help="parallel workers (e.g. one per GPU)")
     sp.add_argument("--threads", type=int, default=None,
-                    help="OMP_NUM_THREADS of each run (CPU records then match `OMP_NUM_THREADS=K dvc repro`)")
+                    help="OMP_NUM_THREADS of each run when params run.threads is null (run.threads, when set, wins)")
     sp.add_argument("--collect-only", action="store_true",
                     help="only adopt runs of experiments that already finished (after an interrupted wait)")
     sp.set_defaults(fn=cmd_queue)

@@ -191,6 +191,10 @@ class RunConfig(GridConfig):
     # GPU only (no effect on CPU): mixed precision and NHWC memory format for convnets
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool = True
+    # torch intra-op CPU threads of a run; null = torch's default (the machine's cores). On
+    # CPU the last bits of results depend on the thread count, so a fixed number makes
+    # records identical across machines (and lets parallel CPU runs share the cores).
+    threads: int | None = Field(None, ge=1)
 
     @field_validator("device")
     @classmethod

@@ -129,6 +129,9 @@ def train_run(
     log.info("benchmark %s: %s", benchmark, bench.model_dump_json())
     log.info("method %s (%s): %s", method, entry.type, json.dumps(entry.config_dict(), sort_keys=True))
 
+    if params.run.threads is not None:
+        torch.set_num_threads(params.run.threads)
+    log.info("torch intra-op threads: %d", torch.get_num_threads())
     seed_everything(seed, params.run.deterministic)
     prepared = load_prepared(prepared_root / benchmark)
     stream = make_avalanche_benchmark(prepared, bench.scenario)
@@ -167,7 +170,7 @@ def train_run(
     fp = checkpoint.fingerprint(
         benchmark=bench.model_dump(mode="json"), method_type=entry.type, method=entry.config_dict(), seed=seed,
         deterministic=params.run.deterministic, device=device.type, data=manifest.sha256,
-        amp=params.run.amp, channels_last=params.run.channels_last,
+        amp=params.run.amp, channels_last=params.run.channels_last, threads=torch.get_num_threads(),
         clsuite=__version__, torch=torch.__version__,
     )
     ckpt_path = run_dir / "checkpoint.pt"

@@ -36,3 +36,24 @@ def test_run_folder_contents(params, data_roots, tmp_path):
     log = (run_dir / "log.txt").read_text()
     assert "experience 5/5" in log and "finished smnist_smoke/finetune/seed0" in log
     assert sorted(p.name for p in (run_dir / "records").iterdir()) == [f"train_exp_{k}.parquet" for k in range(-1, 5)]
+
+
+def test_run_threads_pins_torch_threads_and_is_part_of_the_checkpoint_fingerprint(params, data_roots, tmp_path):
+    """run.threads sets torch's intra-op threads for the run (logged); a checkpoint written
+    with another thread count is not resumed (its records could differ in the last bits)."""
+    import torch
+
+    _, prepared = data_roots
+    before = torch.get_num_threads()
+    with_threads = lambda k: params.model_copy(update={"run": params.run.model_copy(update={"threads": k})})  # noqa: E731
+    try:
+        run_dir = train_run(with_threads(1), "smnist_smoke", "finetune", 0, prepared, tmp_path)
+        assert torch.get_num_threads() == 1
+        assert "torch intra-op threads: 1" in (run_dir / "log.txt").read_text()
+        train_run(with_threads(1), "smnist_smoke", "finetune", 0, prepared, tmp_path)  # same: resumes
+        assert (run_dir / "log.txt").read_text().count("resuming from checkpoint") == 1
+        train_run(with_threads(2), "smnist_smoke", "finetune", 0, prepared, tmp_path)  # other count: starts over
+        log = (run_dir / "log.txt").read_text()
+        assert "torch intra-op threads: 2" in log and log.count("resuming from checkpoint") == 1
+    finally:
+        torch.set_num_threads(before)
