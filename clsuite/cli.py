@@ -39,20 +39,24 @@ def cmd_fetch(args: argparse.Namespace) -> None:
     from clsuite.errors import FetchError
 
     params = load_params(args.params, check_components=False)
-    sources = {}
+    sources, users = {}, {}
     for b in params.run.benchmarks:
         for source in benchmark_sources(b, params.benchmark(b)):
-            sources.setdefault(_fetch_key(source), source)
+            key = _fetch_key(source)
+            sources.setdefault(key, source)
+            users.setdefault(key, []).append(b)
     failed = []
-    for _, source in sorted(sources.items()):
+    for key, source in sorted(sources.items()):
         try:
             paths = source.fetch(source.raw_dir(RAW_ROOT))
         except FetchError as exc:
-            failed.append(f"[{source.name}] {exc}")
+            lines = "\n".join(f"  - {line}" for line in str(exc).splitlines())
+            failed.append(f"{source.name} (benchmarks {', '.join(dict.fromkeys(users[key]))}):\n{lines}")
             continue
         print(f"fetched {source.name}: {', '.join(str(p) for p in paths)}")
     if failed:
-        raise FetchError(f"{len(failed)} of {len(sources)} sources could not be fetched:\n" + "\n".join(failed))
+        raise FetchError(f"{len(failed)} of {len(sources)} sources could not be fetched (paths are relative to "
+                         f"{Path.cwd()}):\n" + "\n".join(failed))
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
