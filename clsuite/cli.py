@@ -13,23 +13,50 @@ from clsuite.paths import PREPARED_ROOT, RAW_ROOT, TABLES_DIR
 
 
 def benchmark_sources(name: str, bench: BenchmarkConfig) -> list:
-    """Every source a benchmark reads (options applied): its own and, for an OOD variant, the OOD source."""
+    """Every source a benchmark reads (options applied): its own and those of its variants
+    (the OOD source; official corrupted copies such as ImageNet-C)."""
     from clsuite.data.sources import SOURCES, benchmark_source
+    from clsuite.data.variants.official import corruption_source
 
     ood = bench.variants.ood if bench.variants is not None else None
+    corr = bench.variants.corruptions if bench.variants is not None else None
     extra = [SOURCES.get(ood.source)] if ood is not None and ood.source is not None else []
+    if corr is not None and corr.source is not None:
+        extra.append(corruption_source(corr, f"benchmarks.{name}.variants.corruptions"))
     return [benchmark_source(name, bench)] + extra
 
 
+def _fetch_key(source) -> tuple[str, str, str]:
+    """One fetch per distinct source: variants that share a raw folder may need other files
+    (MedMNIST flags, ImageNet-100 class lists), so the options are part of the key."""
+    opts = getattr(source, "opts", None)
+    return source.name, type(source).__name__, opts.model_dump_json() if opts is not None else ""
+
+
 def cmd_fetch(args: argparse.Namespace) -> None:
+    """Fetch every source of the grid; sources that cannot be reached do not stop the others,
+    and one error at the end lists, for each, what to download and where to put it."""
+    from clsuite.errors import FetchError
+
     params = load_params(args.params, check_components=False)
-    sources = {}
+    sources, users = {}, {}
     for b in params.run.benchmarks:
         for source in benchmark_sources(b, params.benchmark(b)):
-            sources.setdefault(str(source.raw_dir(RAW_ROOT)), source)  # one fetch per raw folder
-    for raw_dir, source in sorted(sources.items()):
-        paths = source.fetch(Path(raw_dir))
+            key = _fetch_key(source)
+            sources.setdefault(key, source)
+            users.setdefault(key, []).append(b)
+    failed = []
+    for key, source in sorted(sources.items()):
+        try:
+            paths = source.fetch(source.raw_dir(RAW_ROOT))
+        except FetchError as exc:
+            lines = "\n".join(f"  - {line}" for line in str(exc).splitlines())
+            failed.append(f"{source.name} (benchmarks {', '.join(dict.fromkeys(users[key]))}):\n{lines}")
+            continue
         print(f"fetched {source.name}: {', '.join(str(p) for p in paths)}")
+    if failed:
+        raise FetchError(f"{len(failed)} of {len(sources)} sources could not be fetched (paths are relative to "
+                         f"{Path.cwd()}):\n" + "\n".join(failed))
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:

@@ -72,6 +72,9 @@ class CorruptionsConfig(Strict):
     seed: int = Field(0, ge=0)
     max_per_class: int | None = Field(None, ge=1)  # corrupt at most this many test images per class
     work_size: int | None = Field(224, ge=2)  # side at which pixel-scale corruptions run; null = native
+    # a registered source of official corrupted copies (imagenet_c, imagenet_c_64, ...) instead of
+    # generating them: the copies of the test images' own files (clsuite/data/variants/official.py)
+    source: str | None = None
 
     @field_validator("names")
     @classmethod
@@ -440,6 +443,12 @@ def parse_params(raw: Any, *, source: str = "params", check_components: bool = T
             if ood is not None and ood.source is not None and ood.source not in SOURCES:
                 raise ParamsError(
                     f"{source}: benchmarks.{bname}.variants.ood.source: unknown source {ood.source!r}; "
+                    f"available: {', '.join(SOURCES.names())}"
+                )
+            corr = bench.variants.corruptions if bench.variants is not None else None
+            if corr is not None and corr.source is not None and corr.source not in SOURCES:
+                raise ParamsError(
+                    f"{source}: benchmarks.{bname}.variants.corruptions.source: unknown source {corr.source!r}; "
                     f"available: {', '.join(SOURCES.names())}"
                 )
     return params

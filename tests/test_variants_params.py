@@ -42,7 +42,7 @@ def test_variants_default_and_parse(raw_params):
 @pytest.mark.parametrize("variants, fragments", [
     ({"corruptions": {"sevrities": [1]}},
      ["benchmarks.smnist.variants.corruptions.sevrities", "unknown key",
-      "allowed keys: max_per_class, names, seed, severities, work_size"]),
+      "allowed keys: max_per_class, names, seed, severities, source, work_size"]),
     ({"corruptions": {"names": ["fros"]}}, ["variants.corruptions.names", "unknown corruption(s) 'fros'", "frost"]),
     ({"corruptions": {"severities": [0, 3]}}, ["variants.corruptions.severities", "1..5"]),
     ({"corruptions": {"names": ["fog", "fog"]}}, ["variants.corruptions.names", "duplicate entries: fog"]),

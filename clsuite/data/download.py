@@ -9,6 +9,11 @@ never downloaded again.
 
 Why not ``torchvision.datasets.utils.download_url``: it neither resumes nor writes
 atomically, and its errors do not say where to put a manually downloaded file.
+
+Environment: ``CLSUITE_OFFLINE=1`` never opens a network connection (every missing file
+fails at once with the manual-download instructions, e.g. to list everything an
+air-gapped machine needs); ``CLSUITE_FETCH_TIMEOUT`` sets the socket timeout in seconds
+(default 60), i.e. how long an unreachable host may take to fail.
 """
 
 from __future__ import annotations
@@ -32,6 +37,28 @@ from clsuite.io import write_json
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20  # bytes read per network/disk operation
 USER_AGENT = "clsuite/0.1 (continual-learning benchmark suite; dataset fetch)"
+OFFLINE_ENV = "CLSUITE_OFFLINE"
+TIMEOUT_ENV = "CLSUITE_FETCH_TIMEOUT"
+DEFAULT_TIMEOUT = 60.0  # seconds
+
+
+def offline() -> bool:
+    """Whether ``CLSUITE_OFFLINE`` forbids network access (any value but "", "0", "false", "no")."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def default_timeout() -> float:
+    """``CLSUITE_FETCH_TIMEOUT`` in seconds, else 60."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise FetchError(f"{TIMEOUT_ENV}={raw!r}: must be a positive number of seconds; unset it or fix it")
+    return value
 
 
 @dataclass(frozen=True)
@@ -138,10 +165,11 @@ def manual_fix(remote: RemoteFile, dest: Path) -> str:
     )
 
 
-def download(remote: RemoteFile, dest_dir: Path, *, timeout: float = 60.0, progress: bool | None = None) -> Path:
+def download(remote: RemoteFile, dest_dir: Path, *, timeout: float | None = None, progress: bool | None = None) -> Path:
     """Fetch ``remote`` into ``dest_dir/<filename>`` (resumable, verified, atomic); return its path.
 
-    ``progress``: show a tqdm bar (None: only on a terminal). Raises FetchError when no
+    ``timeout``: socket timeout in seconds (None: :func:`default_timeout`). ``progress``:
+    show a tqdm bar (None: only on a terminal). Raises FetchError when no
     URL can be reached or a transfer breaks off (the part file is kept for resuming), and
     DataError when the downloaded bytes do not match the published checksum (the part file
     is deleted).
@@ -153,6 +181,7 @@ def download(remote: RemoteFile, dest_dir: Path, *, timeout: float = 60.0, progr
         mark_verified(dest, remote)
         return dest
     part = dest.with_name(dest.name + ".part")
+    timeout = default_timeout() if timeout is None else timeout
     failures = []
     for url in remote.urls:
         try:
@@ -176,11 +205,30 @@ def download(remote: RemoteFile, dest_dir: Path, *, timeout: float = 60.0, progr
     return dest
 
 
+def download_all(remotes: list[RemoteFile], dest_dir: Path, **kwargs) -> list[Path]:
+    """:func:`download` each file; files that cannot be reached do not stop the others.
+
+    Raises one FetchError listing every unreachable file (each with its URL, checksum and
+    destination) after trying all of them; other errors (checksum mismatch) at once.
+    """
+    paths, failed = [], []
+    for remote in remotes:
+        try:
+            paths.append(download(remote, dest_dir, **kwargs))
+        except FetchError as exc:
+            failed.append(str(exc))
+    if failed:
+        raise FetchError("\n".join(failed))
+    return paths
+
+
 class _Unreachable(Exception):
     """No byte could be requested from this URL (try the next mirror)."""
 
 
 def _open(url: str, offset: int, timeout: float):
+    if offline() and not url.startswith("file:"):
+        raise _Unreachable(f"offline: {OFFLINE_ENV} is set")
     headers = {"User-Agent": USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"

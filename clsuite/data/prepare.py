@@ -41,6 +41,27 @@ from clsuite.io import replace_dir, sha256_file, temp_dir_beside, write_json
 FORMAT_VERSION = 2  # 2: variant arrays (corrupted, OOD, long-tailed) and labels renumbered after holdout
 SPLITS = ("train", "test")
 ARRAYS = ("x", "y", "src")
+CHUNK_BYTES = 256 << 20  # images decoded and written per step when streaming (bounded memory)
+
+
+def write_rows(path: Path, images, rows: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> None:
+    """Write ``images[rows]`` (uint8 (len(rows), C, H, W)) to the ``.npy`` file ``path``
+    through ``np.lib.format.open_memmap``, ``chunk_bytes`` of images at a time.
+
+    ``images``: an array or :class:`~clsuite.data.sources.LazyImages` (then only one chunk
+    of decoded images is in memory at once). The file is byte-identical to
+    ``np.save(path, images[rows])``.
+    """
+    shape = (len(rows), *(int(s) for s in images.shape[1:]))
+    per_image = max(1, math.prod(shape[1:]))
+    step = max(1, chunk_bytes // per_image)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        for i in range(0, len(rows), step):
+            out[i : i + step] = images[rows[i : i + step]]
+        out.flush()
+    finally:
+        del out
 
 
 class Manifest(BaseModel):
@@ -132,10 +153,27 @@ def _official_split_indices(data: LabeledImages, cfg: BenchmarkConfig) -> tuple[
     return out["train"], out["test"]
 
 
-def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root: Path) -> Manifest:
-    """Write ``out_root/<name>/`` atomically (built in a temp folder, then swapped in)."""
+def load_source(source, raw_dir: Path, stream: bool | None) -> LabeledImages:
+    """The source's images: streamed (:class:`LazyImages`) when it can and ``stream`` is not
+    False, else in memory; ``stream=True`` on a source that cannot stream is an error."""
+    data = source.load_lazy(raw_dir) if stream is not False else None
+    if data is None:
+        if stream:
+            raise ParamsError(f"source {source.name!r} cannot stream (it has no load_lazy); prepare it in memory")
+        data = source.load(raw_dir)
+    return data
+
+
+def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root: Path, *,
+                      stream: bool | None = None, chunk_bytes: int = CHUNK_BYTES) -> Manifest:
+    """Write ``out_root/<name>/`` atomically (built in a temp folder, then swapped in).
+
+    ``stream``: None (default) streams the images of sources that offer ``load_lazy``
+    (ImageNet-100, CORe50): decoded and written ``chunk_bytes`` at a time, never all in
+    memory; False loads every image first; True requires streaming. Both give the same bytes.
+    """
     source = benchmark_source(name, cfg)
-    data = source.load(source.raw_dir(raw_root))
+    data = load_source(source, source.raw_dir(raw_root), stream)
     variants, where = cfg.variants or VariantsConfig(), f"benchmarks.{name}.variants"
     classes = ClassMap.build(len(data.class_names), variants.ood, f"{where}.ood")  # identity unless holdout
     n_classes = classes.n_classes
@@ -152,23 +190,33 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
     if variants.long_tail is not None:
         train_idx, long_tail = subsample_long_tail(
             train_idx, classes.labels(data.labels[train_idx]), order, variants.long_tail, f"{where}.long_tail")
-    extra, variants_info = build_variants(
-        variants, where, source=cfg.source, images=data.images, test_rows=test_idx,
-        test_y=classes.labels(data.labels[test_idx]), held_rows=held_idx, classes=classes, long_tail=long_tail,
-        raw_root=raw_root)
     dest = out_root / name
     tmp = temp_dir_beside(dest)
     try:
+        extra, variants_info = build_variants(
+            variants, where, source=cfg.source, images=data.images, test_rows=test_idx,
+            test_y=classes.labels(data.labels[test_idx]), held_rows=held_idx, classes=classes, long_tail=long_tail,
+            raw_root=raw_root, class_names=data.class_names, meta=data.meta, out_dir=tmp)
         sha = {}
         for split, rows in zip(SPLITS, (train_idx, test_idx)):
-            arrays = {"x": data.images[rows], "y": classes.labels(data.labels[rows]), "src": rows.astype(np.int64)}
+            write_rows(tmp / f"{split}_x.npy", data.images, rows, chunk_bytes)
+            sha[f"{split}_x.npy"] = sha256_file(tmp / f"{split}_x.npy")
+            arrays = {"y": classes.labels(data.labels[rows]), "src": rows.astype(np.int64)}
             for key, arr in arrays.items():
                 fname = f"{split}_{key}.npy"
                 np.save(tmp / fname, np.ascontiguousarray(arr))
                 sha[fname] = sha256_file(tmp / fname)
+        counts = {}
         for key, arr in extra.items():
-            np.save(tmp / f"{key}.npy", np.ascontiguousarray(arr))
-            sha[f"{key}.npy"] = sha256_file(tmp / f"{key}.npy")
+            path = tmp / f"{key}.npy"
+            if isinstance(arr, Path):  # written there chunk by chunk by build_variants
+                if arr != path:
+                    raise DataError(f"variant array {key} was written to {arr}, expected {path}")
+            else:
+                np.save(path, np.ascontiguousarray(arr))
+            sha[path.name] = sha256_file(path)
+            if key.endswith("_x"):
+                counts[key[: -len("_x")]] = len(np.load(path, mmap_mode="r"))
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             benchmark=name,
@@ -179,8 +227,7 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
             class_order=order,
             experiences=experiences,
             input_shape=tuple(int(s) for s in data.images.shape[1:]),
-            counts={"train": len(train_idx), "test": len(test_idx),
-                    **{k[: -len("_x")]: len(a) for k, a in extra.items() if k.endswith("_x")}},
+            counts={"train": len(train_idx), "test": len(test_idx), **counts},
             split_seed=cfg.split_seed,
             test_fraction=cfg.test_fraction,
             subsample_per_class=cfg.subsample_per_class,

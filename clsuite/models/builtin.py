@@ -40,3 +40,6 @@ def convnet(cfg: ConvNetConfig, input_shape: tuple[int, int, int], n_classes: in
         c, h, w = out, h // 2, w // 2
     layers += [nn.Flatten(), nn.Linear(c * h * w, cfg.feature_dim), nn.ReLU()]
     return ClassifierNet(nn.Sequential(*layers), cfg.feature_dim, n_classes)
+
+
+from clsuite.models import resnet  # noqa: E402,F401  (registers resnet18, resnet18_cifar)

@@ -12,7 +12,7 @@ import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -25,16 +25,51 @@ from clsuite.registry import Registry
 SPLIT_VALUES = ("train", "test")
 
 
+class LazyImages:
+    """uint8 images (N, C, H, W) decoded on demand: ``images[rows]`` decodes only those rows.
+
+    A streaming source (:meth:`Source.load_lazy`) returns these instead of an array, so that
+    ``prepare`` can write a large set in bounded memory. ``read(rows)`` gets int64 row
+    numbers (any order) and returns uint8 (len(rows), C, H, W) in that order.
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, shape: tuple[int, int, int, int], read: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        self._read = read
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        if isinstance(rows, (int, np.integer)):
+            return self[np.asarray([rows])][0]
+        index = np.arange(self.shape[0])[rows]  # slices, boolean masks, negative rows as numpy does
+        out = self._read(np.asarray(index, dtype=np.int64).reshape(-1))
+        if out.dtype != np.uint8 or out.shape != (index.size, *self.shape[1:]):
+            raise DataError(f"lazy images: the reader returned {out.dtype} {out.shape}, expected uint8 "
+                            f"{(index.size, *self.shape[1:])}")
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """Every image at once (what an in-memory source would hold)."""
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
 @dataclass(frozen=True)
 class LabeledImages:
-    """``images``: uint8 (N, C, H, W); ``labels``: int64 (N,) in [0, len(class_names)).
+    """``images``: uint8 (N, C, H, W) (an array, or :class:`LazyImages` from a streaming
+    source); ``labels``: int64 (N,) in [0, len(class_names)).
 
     ``split``: optional str (N,) array of "train"/"test", the dataset's official split
     (prepare uses it instead of its own stratified split). ``meta``: optional per-row
     arrays of length N (e.g. ImageNet-C ``corruption``/``severity``, CoRe50 ``session``).
     """
 
-    images: np.ndarray
+    images: np.ndarray | LazyImages
     labels: np.ndarray
     class_names: list[str]
     split: np.ndarray | None = None
@@ -79,6 +114,12 @@ class Source(ABC):
     @abstractmethod
     def load(self, raw_dir: Path) -> LabeledImages:
         """Parse the files in ``raw_dir`` into images and labels."""
+
+    def load_lazy(self, raw_dir: Path) -> LabeledImages | None:
+        """As :meth:`load`, but with :class:`LazyImages` that decode rows on demand, so that
+        ``prepare`` streams a large set to disk; None when the source cannot (the default).
+        ``load_lazy(d).images[rows]`` must equal ``load(d).images[rows]`` byte for byte."""
+        return None
 
     def with_options(self, options: Mapping[str, Any], where: str) -> "Source":
         """This source with ``options`` applied; a source without options accepts none."""

@@ -10,7 +10,8 @@ glass, ball, marker, cup, remote control).
 Options: ``labels`` (``category``: 10 classes, default; ``object``: 50 classes),
 ``test_sessions`` (default 3, 7, 10: the paper's test sessions; every other session is
 training data) and ``size`` (resize, default 128 = native). Per-row ``meta``:
-``session`` and ``object`` (1-based). At 128 the 164 866 images take ~8.1 GB in memory.
+``session`` and ``object`` (1-based). At 128 the 164 866 images take ~8.1 GB in memory with ``load``;
+``prepare`` uses ``load_lazy`` and writes them chunk by chunk.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from clsuite.data.download import RemoteFile, download, verify
-from clsuite.data.sources import ConfigurableSource, LabeledImages, SourceOptions, register_instance
+from clsuite.data.sources import ConfigurableSource, LabeledImages, LazyImages, SourceOptions, register_instance
 from clsuite.data.sources.images import decode
 from clsuite.errors import DataError
 
@@ -65,33 +66,60 @@ class CORe50(ConfigurableSource):
         verify(path, FILE)
         return self.load_zip(path)
 
-    def load_zip(self, path: Path) -> LabeledImages:
+    def load_lazy(self, raw_dir: Path) -> LabeledImages:
+        """As :meth:`load`, decoding only the rows asked for (prepare streams them to disk)."""
+        path = raw_dir / FILE.filename
+        verify(path, FILE)
+        return self.load_zip(path, lazy=True)
+
+    def load_zip(self, path: Path, lazy: bool = False) -> LabeledImages:
         size, test = self.opts.size, set(self.opts.test_sessions)
-        try:
-            with zipfile.ZipFile(path) as zf:
-                rows = []
-                for name in sorted(zf.namelist()):
-                    m = MEMBER.search(name)
-                    if m:
-                        rows.append((name, int(m.group(1)), int(m.group(2))))
-                if not rows:
-                    raise DataError(f"{path}: no s<session>/o<object>/*.png images inside; {FIX}")
-                bad = sorted({o for _, _, o in rows if not 1 <= o <= 50})
-                if bad:
-                    raise DataError(f"{path}: object numbers {bad[:5]} outside 1..50; {FIX}")
-                images = np.empty((len(rows), 3, size, size), dtype=np.uint8)
-                for i, (name, _, _) in enumerate(rows):
-                    images[i] = decode(zf.read(name), f"{path}:{name}", size=size)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-            raise DataError(f"{path}: not a complete zip file ({exc}); {FIX}") from None
+        rows = self._members(path)
+        names = [name for name, _, _ in rows]
+        if lazy:
+            images = LazyImages((len(rows), 3, size, size), lambda r: self._decode(path, [names[i] for i in r]))
+        else:
+            images = self._decode(path, names)
         session = np.array([s for _, s, _ in rows], dtype=np.int64)
         obj = np.array([o for _, _, o in rows], dtype=np.int64)
         if self.opts.labels == "category":
-            labels, names = (obj - 1) // 5, list(CATEGORIES)
+            labels, classes = (obj - 1) // 5, list(CATEGORIES)
         else:
-            labels, names = obj - 1, [f"o{o}:{CATEGORIES[(o - 1) // 5]}" for o in range(1, 51)]
+            labels, classes = obj - 1, [f"o{o}:{CATEGORIES[(o - 1) // 5]}" for o in range(1, 51)]
         split = np.where(np.isin(session, list(test)), "test", "train")
-        return LabeledImages(images, labels, names, split=split, meta={"session": session, "object": obj})
+        return LabeledImages(images, labels, classes, split=split, meta={"session": session, "object": obj})
+
+    @staticmethod
+    def _members(path: Path) -> list[tuple[str, int, int]]:
+        """(member name, session, object) of every s<session>/o<object>/*.png, sorted by name."""
+        try:
+            with zipfile.ZipFile(path) as zf:
+                namelist = sorted(zf.namelist())
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise DataError(f"{path}: not a complete zip file ({exc}); {FIX}") from None
+        rows = []
+        for name in namelist:
+            m = MEMBER.search(name)
+            if m:
+                rows.append((name, int(m.group(1)), int(m.group(2))))
+        if not rows:
+            raise DataError(f"{path}: no s<session>/o<object>/*.png images inside; {FIX}")
+        bad = sorted({o for _, _, o in rows if not 1 <= o <= 50})
+        if bad:
+            raise DataError(f"{path}: object numbers {bad[:5]} outside 1..50; {FIX}")
+        return rows
+
+    def _decode(self, path: Path, members: list[str]) -> np.ndarray:
+        """uint8 (len(members), 3, size, size) of the named zip members, in that order."""
+        size = self.opts.size
+        images = np.empty((len(members), 3, size, size), dtype=np.uint8)
+        try:
+            with zipfile.ZipFile(path) as zf:
+                for i, name in enumerate(members):
+                    images[i] = decode(zf.read(name), f"{path}:{name}", size=size)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise DataError(f"{path}: not a complete zip file ({exc}); {FIX}") from None
+        return images
 
 
 register_instance(CORe50("core50", description="CORe50, 10 categories, sessions 3/7/10 test, 3x128x128"))

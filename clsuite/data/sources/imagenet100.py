@@ -19,8 +19,9 @@ relative path and byte size); ``load`` decodes those images, resizing the shorte
 Official split: ILSVRC train → train (~1300/class), ILSVRC val → test (50/class).
 
 Memory: ``load`` holds every image in memory as uint8: ~131 000 × 3 × size² bytes, i.e.
-0.4 GB at 32, 1.6 GB at 64, 19.7 GB at 224. At 224 prepare should stream (decode and
-write in chunks) rather than call ``load``; that is not implemented yet.
+0.4 GB at 32, 1.6 GB at 64, 19.7 GB at 224. ``prepare`` therefore uses ``load_lazy``,
+which decodes the rows it is asked for, and writes the arrays chunk by chunk.
+``meta["file"]`` holds each image's file name (the key that matches ImageNet-C copies).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from clsuite.data.sources import ConfigurableSource, LabeledImages, SourceOptions, register_instance
+from clsuite.data.sources import ConfigurableSource, LabeledImages, LazyImages, SourceOptions, register_instance
 from clsuite.data.sources.images import decode_files
 from clsuite.errors import DataError, FetchError
 from clsuite.io import write_json
@@ -118,7 +119,8 @@ class ImageNet100(ConfigurableSource):
         write_json(index, {"root": str(root), "classes": wnids, "files": files})
         return [index]
 
-    def load(self, raw_dir: Path) -> LabeledImages:
+    def _indexed(self, raw_dir: Path) -> tuple[list[Path], np.ndarray, list[str], np.ndarray]:
+        """(image paths, int64 labels, wnids, split) of the index, every file checked against it."""
         index_path = self.index_path(raw_dir)
         if not index_path.exists():
             raise DataError(f"{index_path}: missing; run `clsuite fetch` first")
@@ -146,8 +148,23 @@ class ImageNet100(ConfigurableSource):
                 paths.append(path)
                 labels.append(label_of[rel.split("/")[1]])
                 split.append(test_or_train)
-        images = decode_files(paths, self.opts.size)
-        return LabeledImages(images, np.asarray(labels, dtype=np.int64), list(wnids), split=np.asarray(split))
+        return paths, np.asarray(labels, dtype=np.int64), list(wnids), np.asarray(split)
+
+    def _labeled(self, images, paths: list[Path], labels: np.ndarray, wnids: list[str], split: np.ndarray
+                 ) -> LabeledImages:
+        # meta["file"]: the image's file name (ILSVRC2012_val_*.JPEG for test rows; ImageNet-C keeps them)
+        return LabeledImages(images, labels, wnids, split=split, meta={"file": np.asarray([p.name for p in paths])})
+
+    def load(self, raw_dir: Path) -> LabeledImages:
+        paths, labels, wnids, split = self._indexed(raw_dir)
+        return self._labeled(decode_files(paths, self.opts.size), paths, labels, wnids, split)
+
+    def load_lazy(self, raw_dir: Path) -> LabeledImages:
+        """As :meth:`load`, decoding only the rows asked for (prepare streams them to disk)."""
+        paths, labels, wnids, split = self._indexed(raw_dir)
+        size = self.opts.size
+        images = LazyImages((len(paths), 3, size, size), lambda rows: decode_files([paths[i] for i in rows], size))
+        return self._labeled(images, paths, labels, wnids, split)
 
 
 for _size in (224, 64, 32):

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, field_validator
 
-from clsuite.data.download import RemoteFile, download, verify
+from clsuite.data.download import RemoteFile, download_all, verify
 from clsuite.data.sources import ConfigurableSource, LabeledImages, SourceOptions, register_instance
 from clsuite.data.sources.images import tar_images
 from clsuite.data.sources.imagenet100 import ClassList, class_list
@@ -83,7 +83,7 @@ class ImageNetC(ConfigurableSource):
         return [FILES[a] for a in MD5 if a in needed]
 
     def fetch(self, raw_dir: Path) -> list[Path]:
-        return [download(f, raw_dir) for f in self.files()]
+        return download_all(self.files(), raw_dir)
 
     def load(self, raw_dir: Path) -> LabeledImages:
         wnids = class_list(self.opts.classes)
@@ -115,6 +115,30 @@ class ImageNetC(ConfigurableSource):
         n = len(images)
         return LabeledImages(np.stack(images), np.asarray(labels, dtype=np.int64), wnids, split=np.full(n, "test"),
                              meta={"corruption": np.asarray(corr), "severity": np.asarray(sev, dtype=np.int64)})
+
+
+    def iter_copies(self, raw_dir: Path, wanted: set[tuple[str, str]]):
+        """Stream the chosen corruptions and severities of the images named in ``wanted``
+        ({(wnid, file name)}, e.g. ``("n01440764", "ILSVRC2012_val_00000293.JPEG")``).
+
+        Yields ``(corruption, severity, wnid, file name, image uint8 (3, size, size))`` in
+        archive order, decoding only the wanted members (tars verified first).
+        """
+        corruptions, severities = set(self.opts.corruptions), {str(s) for s in self.opts.severities}
+
+        def select(parts: list[str]):
+            if len(parts) < 4:
+                return None
+            corruption, severity, wnid, fname = parts[-4:]
+            if corruption in corruptions and severity in severities and (wnid, fname) in wanted:
+                return corruption, int(severity), wnid, fname
+            return None
+
+        for rf in self.files():
+            path = raw_dir / rf.filename
+            verify(path, rf)
+            for (c, s, wnid, fname), img in tar_images(path, select, self.opts.size):
+                yield c, s, wnid, fname, img
 
 
 for _size in (224, 64, 32):

@@ -24,7 +24,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from pydantic import Field, field_validator
 
-from clsuite.data.download import RemoteFile, download, verify
+from clsuite.data.download import RemoteFile, download_all, verify
 from clsuite.data.sources import ConfigurableSource, LabeledImages, SourceOptions, register_instance
 from clsuite.data.sources.images import to_channels
 from clsuite.errors import DataError
@@ -112,7 +112,7 @@ class MedMNIST(ConfigurableSource):
         return [remote(self.opts.flag, self.opts.size)]
 
     def fetch(self, raw_dir: Path) -> list[Path]:
-        return [download(f, raw_dir) for f in self.files()]
+        return download_all(self.files(), raw_dir)
 
     def load(self, raw_dir: Path) -> LabeledImages:
         (rf,) = self.files()
@@ -175,7 +175,7 @@ class MedMNISTComposite(ConfigurableSource):
         return [remote(flag, self.opts.size) for flag in self.opts.datasets]
 
     def fetch(self, raw_dir: Path) -> list[Path]:
-        return [download(f, raw_dir) for f in self.files()]
+        return download_all(self.files(), raw_dir)
 
     def load(self, raw_dir: Path) -> LabeledImages:
         rng = np.random.default_rng(self.opts.seed)

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from clsuite.data.download import RemoteFile, download, verify
+from clsuite.data.download import RemoteFile, download_all, verify
 from clsuite.data.sources import LabeledImages, Source, register_source
 from clsuite.data.sources.idx import read_idx_gz
 from clsuite.errors import DataError
@@ -57,7 +57,7 @@ class MNIST(Source):
     description = "MNIST digits, 60000 train / 10000 test (official split), 1x28x28"
 
     def fetch(self, raw_dir: Path) -> list[Path]:
-        return [download(FILES[name], raw_dir) for name in MD5]
+        return download_all([FILES[name] for name in MD5], raw_dir)
 
     def load(self, raw_dir: Path) -> LabeledImages:
         return load_idx_splits(raw_dir, lambda p: verify(p, FILES[p.name]), [str(d) for d in range(10)])

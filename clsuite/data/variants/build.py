@@ -115,19 +115,53 @@ def ood_from_holdout(cfg: OODConfig, source: str, images: np.ndarray, held_rows:
     return arrays, info
 
 
+def official_test_set(cfg: CorruptionsConfig, where: str, *, raw_root: Path, test_y: np.ndarray, wnids: list[str],
+                      files: np.ndarray, shape: tuple[int, int, int], out_dir: Path | None
+                      ) -> tuple[dict[str, np.ndarray | Path], CorruptionsInfo]:
+    """As :func:`corrupted_test_set`, from the official copies of ``cfg.source`` (ImageNet-C);
+    ``wnids``/``files``: class name and file name of every clean test row."""
+    from clsuite.data.variants.official import copies_from_source, how_applied_official
+
+    rows = rows_per_class(test_y, cfg.max_per_class, cfg.seed)
+    arrays = copies_from_source(cfg, where, raw_root=raw_root, rows=rows, test_y=test_y,
+                                wnids=[wnids[r] for r in rows], files=files[rows], shape=shape,
+                                out=None if out_dir is None else out_dir / "c_x.npy")
+    info = CorruptionsInfo(
+        library=f"{cfg.source} (official ImageNet-C files)", names=list(cfg.names), severities=list(cfg.severities),
+        seed=cfg.seed, max_per_class=cfg.max_per_class, work_size=None, n_clean=len(rows),
+        applied={name: how_applied_official(cfg.source, shape[-1]) for name in cfg.names},
+    )
+    return arrays, info
+
+
 def build_variants(
     cfg: VariantsConfig, where: str, *, source: str, images: np.ndarray, test_rows: np.ndarray,
     test_y: np.ndarray, held_rows: np.ndarray, classes: ClassMap, long_tail: LongTailInfo | None, raw_root: Path,
-) -> tuple[dict[str, np.ndarray], VariantsInfo]:
+    class_names: list[str] | None = None, meta: dict[str, np.ndarray] | None = None, out_dir: Path | None = None,
+) -> tuple[dict[str, np.ndarray | Path], VariantsInfo]:
     """All variant arrays of a benchmark and its manifest entry.
 
-    ``images``: the source's uint8 (N, C, H, W); ``test_rows``: clean test rows in it;
-    ``test_y``: their benchmark labels; ``held_rows``: test rows of held-out classes.
+    ``images``: the source's uint8 (N, C, H, W) (or LazyImages); ``test_rows``: clean test
+    rows in it; ``test_y``: their benchmark labels; ``held_rows``: test rows of held-out
+    classes. For official corrupted copies (``corruptions.source``): ``class_names`` and
+    ``meta`` of the source (``meta["file"]``), and ``out_dir``, where ``c_x.npy`` is then
+    written directly (its value in the result is that path).
     """
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray | Path] = {}
     corruptions = ood = None
     shape = tuple(int(s) for s in images.shape[1:])
-    if cfg.corruptions is not None:
+    if cfg.corruptions is not None and cfg.corruptions.source is not None:
+        c_where = f"{where}.corruptions"
+        if meta is None or "file" not in meta or class_names is None:
+            raise ParamsError(f"{c_where}.source: the benchmark's source {source!r} does not record image file names, "
+                              "so official corrupted copies cannot be matched to its test images; remove source "
+                              "to generate the corruptions")
+        c_arrays, corruptions = official_test_set(
+            cfg.corruptions, c_where, raw_root=raw_root, test_y=test_y,
+            wnids=[class_names[classes.kept[y]] for y in test_y], files=np.asarray(meta["file"])[test_rows],
+            shape=shape, out_dir=out_dir)
+        arrays.update(c_arrays)
+    elif cfg.corruptions is not None:
         c_arrays, corruptions = corrupted_test_set(images[test_rows], test_y, cfg.corruptions, f"{where}.corruptions")
         arrays.update(c_arrays)
     if cfg.ood is not None:
