@@ -58,6 +58,7 @@ def run_metrics_from_records(records: pd.DataFrame) -> dict[str, pd.DataFrame]:
         }
         per_class = st.per_class_accuracy(records, last_stage, protocol)
         values.update(st.class_fairness(per_class))
+        values.update(st.class_drift(records, protocol))
         mats.append(table)
         stages.append(stage)
         metrics.append(pd.DataFrame(

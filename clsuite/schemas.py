@@ -122,7 +122,7 @@ STAGE_ACCURACY = pa.DataFrameSchema(
 )
 
 METRIC_NAMES = ["avg_acc", "last_acc", "forgetting", "avalanche_forgetting", "bwt", "fwt",
-                "class_acc_std", "class_acc_range", "worst_class_acc"]
+                "class_acc_std", "class_acc_range", "worst_class_acc", "class_drift", "drifted_pairs"]
 
 RUN_METRICS = pa.DataFrameSchema(
     {

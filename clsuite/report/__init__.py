@@ -24,7 +24,7 @@ from clsuite.report.provenance import provenance
 from clsuite.schemas import ACCURACY_MATRIX, EXPERIENCES, FAILED_RUNS, STAGE_ACCURACY, STAGE_METRICS, SUMMARY
 from clsuite.tables import read_table
 
-MAIN_METRICS = ["last_acc", "avg_acc", "forgetting", "bwt", "fwt", "worst_class_acc", "class_acc_std"]
+MAIN_METRICS = ["last_acc", "avg_acc", "forgetting", "bwt", "fwt", "worst_class_acc", "class_acc_std", "class_drift"]
 
 DEFINITIONS = """\
 - **Last acc.**: accuracy on the test samples of all experiences after the last one.
@@ -34,6 +34,7 @@ DEFINITIONS = """\
 - **FWT** (task-IL only): mean over j ≥ 2 of (accuracy on experience j before training on it − accuracy of the untrained model on it). In class-IL unseen classes are never predicted, so it is not reported there.
 - **Class-IL** predicts among all classes; **task-IL** among the classes of the sample's experience (task label given at test time).
 - **Worst class**, **class acc. std**: lowest per-class accuracy and the spread of per-class accuracies after the last experience (class fairness).
+- **Class drift**: mean over old experiences of (max − min accuracy among its classes at the end − the same right after learning it); > 0 means classes learned alike drifted apart (BrainCL's class drift). The fraction of within-task class pairs that were within 5 points after their task and are more than 20 points apart at the end is `drifted_pairs` in `reports/data/run_metrics` and `summary`.
 - Values are mean ± sample std over seeds, in percent."""
 
 

@@ -16,10 +16,12 @@ METRIC_LABELS = {
     "worst_class_acc": "Worst class (%)",
     "class_acc_std": "Class acc. std (%)",
     "class_acc_range": "Class acc. range (%)",
+    "class_drift": "Class drift (%)",
+    "drifted_pairs": "Drifted pairs (%)",
 }
 HIGHER_IS_BETTER = {"last_acc": True, "avg_acc": True, "forgetting": False, "bwt": True, "fwt": True,
                     "avalanche_forgetting": False, "worst_class_acc": True, "class_acc_std": False,
-                    "class_acc_range": False}
+                    "class_acc_range": False, "class_drift": False, "drifted_pairs": False}
 
 
 def fmt(mean: float, std: float) -> str:
