@@ -134,7 +134,10 @@ def test_metrics_use_only_finished_runs(grid):
     summary = tables["summary"]
     assert set(summary["method"]) == {"finetune", "replay"}
     assert set(summary.loc[summary["method"] == "replay", "n_seeds"]) == {1}
-    assert set(summary.loc[summary["method"] == "finetune", "n_seeds"]) == {2}
+    # drifted_pairs is undefined for a run where no pair of classes started equal
+    defined_everywhere = summary["metric"] != "drifted_pairs"
+    assert set(summary.loc[(summary["method"] == "finetune") & defined_everywhere, "n_seeds"]) == {2}
+    assert set(summary.loc[summary["method"] == "finetune", "n_seeds"]) <= {1, 2}
 
 
 def test_report_shows_failed_runs_as_failed(grid):
