@@ -16,9 +16,9 @@ template's default epoch loop is stopped):
 4. **Sleep**: per class, the working-memory samples whose (recalled) features are closest
    to their class mean move to long-term memory, range-coded into one byte string per
    (task, class) with the task's entropy model (keyed by task too, so that domain-IL,
-   where every task has the same classes, keeps each domain's memory); working memory is cleared; the whole model is
-   fine-tuned on samples recalled (decoded + completed) from the long-term memory of all
-   tasks (SGD, multi-step learning-rate schedule).
+   where every task has the same classes, keeps each domain's memory); working memory is
+   cleared; the whole model is fine-tuned on samples recalled (decoded + completed) from
+   the long-term memory of all tasks (SGD, multi-step learning-rate schedule).
 
 Memory cost = coded cue bytes + completion-net and entropy-model parameters (float32),
 the same unit (bytes) as replay buffers.
@@ -146,7 +146,6 @@ class BrainCLPlugin(SupervisedPlugin):
         for p, f in zip(backbone, flags):
             p.requires_grad_(f)
 
-    @torch.no_grad()
     def quota(self, n_groups: int) -> int:
         """Cues kept per (task, class) when ``n_groups`` are in long-term memory."""
         if self.cfg.ltm_size is None:
@@ -162,6 +161,7 @@ class BrainCLPlugin(SupervisedPlugin):
                 cues = em.decode(item.data, item.shape)[:per_group]
                 self.ltm[key] = CodedClass(item.task, em.encode(cues), tuple(cues.shape))
 
+    @torch.no_grad()
     def select_for_ltm(self, model: nn.Module, x_recalled: torch.Tensor, y: torch.Tensor,
                        per_class: int | None = None) -> dict[int, torch.Tensor]:
         """Per class: rows of the ``per_class`` (default ``ltm_per_class``) samples nearest
