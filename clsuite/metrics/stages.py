@@ -44,24 +44,7 @@ def stage_table(A: np.ndarray) -> pd.DataFrame:
     })
 
 
-def within_task_disparity(records: pd.DataFrame, protocol: str = "class_il") -> pd.Series:
-    """Per stage i ≥ 0: mean over experiences j ≤ i of (max − min class accuracy within j)."""
-    records = clean_rows(records)
-    out = {}
-    for i in sorted(s for s in records["train_exp"].unique() if s >= 0):
-        r = records[(records["train_exp"] == i) & (records["eval_exp"] <= i)]
-        correct = r[PRED_COLUMN[protocol]].to_numpy() == r["y_true"].to_numpy()
-        cls = pd.DataFrame({"eval_exp": r["eval_exp"].to_numpy(), "y": r["y_true"].to_numpy(), "c": correct})
-        per = cls.groupby(["eval_exp", "y"])["c"].mean()
-        out[int(i)] = float(per.groupby(level=0).agg(lambda s: s.max() - s.min()).mean())
-    return pd.Series(out, name="within_task_disparity")
-
-
-EQUAL_TOL = 0.05  # two classes "equal" after their task: accuracies within 5 points
-DIVERGED_GAP = 0.20  # and "diverged" at the end: more than 20 points apart
-
-
-def _per_class_by_stage(records: pd.DataFrame, protocol: str) -> pd.DataFrame:
+def _per_class_by_stage(records: pd.DataFrame, protocol: str) -> pd.Series:
     """Accuracy per (train_exp ≥ 0, eval_exp, y_true) of the clean test set."""
     r = clean_rows(records)
     r = r[r["train_exp"] >= 0]
@@ -69,6 +52,20 @@ def _per_class_by_stage(records: pd.DataFrame, protocol: str) -> pd.DataFrame:
     df = pd.DataFrame({"s": r["train_exp"].to_numpy(), "e": r["eval_exp"].to_numpy(),
                        "y": r["y_true"].to_numpy(), "c": correct})
     return df.groupby(["s", "e", "y"])["c"].mean()
+
+
+def within_task_disparity(records: pd.DataFrame, protocol: str = "class_il") -> pd.Series:
+    """Per stage i ≥ 0: mean over experiences j ≤ i of (max − min class accuracy within j)."""
+    acc = _per_class_by_stage(records, protocol)
+    out = {}
+    for i, per in acc.groupby(level="s"):
+        seen = per[per.index.get_level_values("e") <= i]
+        out[int(i)] = float(seen.groupby(level="e").agg(lambda v: v.max() - v.min()).mean())
+    return pd.Series(out, name="within_task_disparity")
+
+
+EQUAL_TOL = 0.05  # two classes "equal" after their task: accuracies within 5 points
+DIVERGED_GAP = 0.20  # and "diverged" at the end: more than 20 points apart
 
 
 def class_drift(records: pd.DataFrame, protocol: str = "class_il") -> dict[str, float]:
