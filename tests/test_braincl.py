@@ -154,3 +154,29 @@ def test_domain_il_keeps_one_memory_per_task_and_class():
     assert all(item.shape[0] == 6 // 4 for item in plugin.ltm.values())
     _, labels = plugin.recall_ltm()
     assert labels.tolist() == [0, 1, 0, 1]
+
+
+def test_a_diverging_sleep_phase_raises_training_diverged_naming_phase_and_key():
+    from clsuite.errors import TrainingDiverged
+
+    model, plugin = _net(), _plugin(clip_grad_norm=None, sleep_lr=1e30, momentum=0.0, weight_decay=0.0)
+    x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 2
+    with pytest.raises(TrainingDiverged, match=r"sleep-phase loss is not finite .*methods\.braincl\.sleep_lr") as info:
+        plugin._fit(model, list(model.parameters()), x, y, epochs=3, lr=1e30, phase="sleep")
+    assert info.value.status["phase"] == "sleep" and info.value.status["method"] == "braincl"
+
+
+def test_clip_grad_norm_bounds_every_sgd_step():
+    """With plain SGD (no momentum, no decay) one step moves the weights by lr · clipped gradient,
+    so ‖Δθ‖ ≤ lr · clip_grad_norm; unclipped, the same huge-loss step is far larger."""
+    x, y = torch.rand(8, 1, 28, 28) * 1e3, torch.arange(8) % 2  # large inputs: large gradients
+
+    def step_norm(clip: float | None) -> float:
+        model = _net()
+        plugin = _plugin(clip_grad_norm=clip, momentum=0.0, weight_decay=0.0, batch_size=8)
+        before = [p.detach().clone() for p in model.parameters()]
+        plugin._fit(model, list(model.parameters()), x, y, epochs=1, lr=0.1, phase="sleep")
+        return float(torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before))))
+
+    assert step_norm(0.5) <= 0.1 * 0.5 * (1 + 1e-5)
+    assert step_norm(None) > 10 * 0.1 * 0.5

@@ -34,6 +34,7 @@ from avalanche.training.plugins import SupervisedPlugin
 from pydantic import Field
 from torch import nn
 
+from clsuite.errors import TrainingDiverged
 from clsuite.methods import MethodConfig, MethodContext, register_method
 from clsuite.methods.braincl.entropy import FactorizedEntropyModel
 from clsuite.methods.braincl.networks import CompletionNet, separation_net
@@ -59,6 +60,9 @@ class BrainCLConfig(MethodConfig):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(2e-4, ge=0)
     batch_size: int = Field(64, ge=1, description="minibatch of the wake and sleep phases")
+    clip_grad_norm: float | None = Field(5.0, gt=0, description=(
+        "max global gradient norm of the wake and sleep phases (null: no clipping); a safeguard "
+        "that the paper does not use, against the sleep-phase collapse of docs/braincl.md"))
     ltm_per_class: int = Field(100, ge=1, description="samples per class moved to long-term memory")
     ltm_size: int | None = Field(None, ge=1, description=(
         "optional total number of cues in long-term memory (a fixed budget, as a replay buffer): "
@@ -85,6 +89,7 @@ class BrainCLPlugin(SupervisedPlugin):
         self.entropy_models: list[FactorizedEntropyModel] = []
         self.ltm: dict[tuple[int, int], CodedClass] = {}  # (task, class) -> coded cues
         self._ran_for: int | None = None
+        self._current = 0  # the experience being learned (for error messages)
         self.last_bits: dict[str, float] = {}
 
     # -- nets ------------------------------------------------------------------------
@@ -107,33 +112,54 @@ class BrainCLPlugin(SupervisedPlugin):
         opt = torch.optim.Adam([{"params": [*enc.parameters(), *dec.parameters()], "lr": cfg.memory_lr},
                                 {"params": em.parameters(), "lr": cfg.entropy_lr}])
         pixels = self.input_shape[1] * self.input_shape[2]
-        for _ in range(cfg.memory_epochs):
+        for epoch in range(cfg.memory_epochs):
+            finite = torch.ones((), dtype=torch.bool, device=self.device)
             for idx in self._batches(len(x), cfg.memory_batch_size):
                 xb = x[idx].to(self.device)
                 y = enc(xb)
                 noise = (torch.rand(y.shape, generator=self.generator) - 0.5).to(self.device)
                 v = em.quantize(y, noise)
                 loss = cfg.rd_lambda * F.mse_loss(dec(v), xb) + em.bits(v) / (len(xb) * pixels)
+                finite &= torch.isfinite(loss.detach())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+            self._check_finite(finite, "memory", epoch, ("memory_lr", "entropy_lr", "rd_lambda"))
         return enc.eval(), dec.eval(), em.eval()
+
+    def _check_finite(self, finite: torch.Tensor, phase: str, epoch: int, keys: tuple[str, ...]) -> None:
+        """Raise :class:`TrainingDiverged` if a loss of this epoch was not finite (one host
+        read per epoch, none per step)."""
+        if not bool(finite):
+            k = self._current
+            raise TrainingDiverged(
+                f"braincl: the {phase}-phase loss is not finite in experience {k + 1}, epoch {epoch + 1}; lower "
+                f"methods.braincl.{keys[0]}" + (f" (or {', '.join(keys[1:])})" if keys[1:] else "")
+                + ("" if phase == "memory" else "; methods.braincl.clip_grad_norm bounds the gradient norm"),
+                method="braincl", experience=k, iteration=None, phase=phase, epoch=epoch)
 
     @torch.no_grad()
     def recall(self, cues: torch.Tensor, dec: CompletionNet) -> torch.Tensor:
         return torch.cat([dec(cues[i : i + 500].to(self.device)).cpu() for i in range(0, len(cues), 500)])
 
     def _fit(self, model: nn.Module, params: list, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float,
-             milestones: list[int] | tuple[int, ...] = ()) -> None:
+             milestones: list[int] | tuple[int, ...] = (), phase: str = "sleep") -> None:
+        """SGD (momentum, weight decay, ×0.1 at ``milestones``) on cross-entropy; gradients
+        clipped to ``clip_grad_norm``; a non-finite loss raises :class:`TrainingDiverged`."""
         opt = torch.optim.SGD(params, lr=lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(milestones), gamma=0.1)
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            finite = torch.ones((), dtype=torch.bool, device=self.device)
             for idx in self._batches(len(x), self.cfg.batch_size):
                 loss = F.cross_entropy(model(x[idx].to(self.device)), y[idx].to(self.device))
+                finite &= torch.isfinite(loss.detach())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if self.cfg.clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad_norm)
                 opt.step()
             sched.step()
+            self._check_finite(finite, phase, epoch, (f"{phase}_lr",))
 
     def wake(self, model: nn.Module, x_recalled: torch.Tensor, y: torch.Tensor) -> None:
         """Phase 3: head only (backbone frozen)."""
@@ -142,7 +168,8 @@ class BrainCLPlugin(SupervisedPlugin):
         for p in backbone:
             p.requires_grad_(False)
         model.train()
-        self._fit(model, list(model.head.parameters()), x_recalled, y, self.cfg.wake_epochs, self.cfg.wake_lr)
+        self._fit(model, list(model.head.parameters()), x_recalled, y, self.cfg.wake_epochs, self.cfg.wake_lr,
+                  phase="wake")
         for p, f in zip(backbone, flags):
             p.requires_grad_(f)
 
@@ -195,6 +222,7 @@ class BrainCLPlugin(SupervisedPlugin):
         strategy.stop_training()  # the phases above replace the template's epoch loop
 
     def learn_experience(self, model: nn.Module, dataset, k: int) -> None:
+        self._current = k
         x, y, _ = dataset_tensors(dataset)
         enc, dec, em = self.train_memory(x)
         with torch.no_grad():
