@@ -31,9 +31,17 @@ def fmt(mean: float, std: float) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
+def fmt_ci(mean: float, half_width: float) -> str:
+    """``[lo, hi]`` in percent (Student-t 95% interval of the mean over seeds); ``–`` for one seed."""
+    if math.isnan(half_width):
+        return "–"
+    return f"[{100 * (mean - half_width):.1f}, {100 * (mean + half_width):.1f}]"
+
+
 def results_table(summary: pd.DataFrame, benchmark: str, protocol: str, methods: list[str],
-                  metrics: list[str]) -> pd.DataFrame:
-    """Rows: methods (grid order); columns: metric labels; cells: ``mean ± std``."""
+                  metrics: list[str], ci_metric: str | None = "last_acc") -> pd.DataFrame:
+    """Rows: methods (grid order); columns: metric labels; cells: ``mean ± std``. ``ci_metric``
+    also gets a column with its 95% confidence interval over seeds (``summary.ci95``)."""
     d = summary[(summary["benchmark"] == benchmark) & (summary["protocol"] == protocol)]
     rows = []
     for method in methods:
@@ -41,6 +49,9 @@ def results_table(summary: pd.DataFrame, benchmark: str, protocol: str, methods:
         for metric in metrics:
             hit = d[(d["method"] == method) & (d["metric"] == metric)]
             row[METRIC_LABELS[metric]] = fmt(hit["mean"].iat[0], hit["std"].iat[0]) if len(hit) else "–"
+            if metric == ci_metric:
+                row[f"{METRIC_LABELS[metric].removesuffix(' (%)')} 95% CI"] = (
+                    fmt_ci(hit["mean"].iat[0], hit["ci95"].iat[0]) if len(hit) else "–")
         rows.append(row)
     return pd.DataFrame(rows)
 
