@@ -155,6 +155,11 @@ def test_tables_and_byte_identical_report(grid, tmp_path):
     assert r"\toprule" in tex and r"\bottomrule" in tex
     assert (first / "plots" / "robustness_severity.csv").read_text().startswith("benchmark,method,protocol,severity")
     assert "mCE omitted" not in index
+    # the metric papers of the sections present are cited (each BibTeX key once)
+    cite = index[index.index("## How to cite"):]
+    for key in ("hendrycks2019imagenetc", "hendrycks2017msp", "liu2020energy", "roy2007erank",
+                "vandermaaten2008tsne", "zhou2023memo"):
+        assert cite.count("{" + key + ",") == 1, key
 
 
 def test_sections_only_when_data_exist(grid, tmp_path):
@@ -168,6 +173,10 @@ def test_sections_only_when_data_exist(grid, tmp_path):
     for heading in ("## Robustness", "## Out-of-distribution", "## Long-tail", "## Accuracy vs memory"):
         assert heading not in index
     assert "## Feature space" in index and "## Compute relative" in index
+    from clsuite.report.extended import metric_citations
+
+    keys = metric_citations(data)  # no -C or OOD data: their papers are not cited
+    assert "hendrycks2019imagenetc" not in keys and "hendrycks2017msp" not in keys and "roy2007erank" in keys
     # dvc.yaml declares the plot files: they exist, header only
     assert (tmp_path / "plots" / "memory_curve.csv").read_text().strip() == \
         "benchmark,method_type,protocol,mem_size,last_acc"

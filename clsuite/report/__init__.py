@@ -19,7 +19,7 @@ from clsuite.io import write_text
 from clsuite.paths import REPORTS, TABLES_DIR
 from clsuite.report import figures, tables
 from clsuite.report.citations import bibtex
-from clsuite.report.extended import extended_sections
+from clsuite.report.extended import extended_sections, metric_citations
 from clsuite.report.provenance import provenance
 from clsuite.schemas import ACCURACY_MATRIX, EXPERIENCES, FAILED_RUNS, STAGE_ACCURACY, STAGE_METRICS, SUMMARY
 from clsuite.tables import read_table
@@ -138,6 +138,7 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
 
     cites = [METHODS.get(params.method(m).type).citation for m in run.methods]
     cites += [SOURCES.get(params.benchmark(b).source).citation for b in run.benchmarks]
+    cites += metric_citations(data_dir)
     md += ["## How to cite", "", "```bibtex", bibtex(cites), "```", ""]
     text = "\n".join(md)
     write_text(out / "index.md", text)

@@ -152,6 +152,35 @@ ENTRIES["hendrycks2021nae"] = """@inproceedings{hendrycks2021nae,
   author    = {Hendrycks, Dan and Zhao, Kevin and Basart, Steven and Steinhardt, Jacob and Song, Dawn},
   booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)}, year = {2021},
 }"""
+ENTRIES["hendrycks2017msp"] = """@inproceedings{hendrycks2017msp,
+  title     = {A Baseline for Detecting Misclassified and Out-of-Distribution Examples in Neural Networks},
+  author    = {Hendrycks, Dan and Gimpel, Kevin},
+  booktitle = {International Conference on Learning Representations (ICLR)}, year = {2017},
+}"""
+ENTRIES["liu2020energy"] = """@inproceedings{liu2020energy,
+  title     = {Energy-based Out-of-distribution Detection},
+  author    = {Liu, Weitang and Wang, Xiaoyun and Owens, John D. and Li, Yixuan},
+  booktitle = {Advances in Neural Information Processing Systems}, year = {2020},
+}"""
+ENTRIES["roy2007erank"] = """@inproceedings{roy2007erank,
+  title     = {The effective rank: A measure of effective dimensionality},
+  author    = {Roy, Olivier and Vetterli, Martin},
+  booktitle = {European Signal Processing Conference (EUSIPCO)}, pages = {606--610}, year = {2007},
+}"""
+ENTRIES["vandermaaten2008tsne"] = """@article{vandermaaten2008tsne,
+  title   = {Visualizing Data using t-SNE},
+  author  = {van der Maaten, Laurens and Hinton, Geoffrey},
+  journal = {Journal of Machine Learning Research}, volume = {9}, number = {86}, pages = {2579--2605}, year = {2008},
+}"""
+ENTRIES["zhou2023memo"] = """@inproceedings{zhou2023memo,
+  title     = {A Model or 603 Exemplars: Towards Memory-Efficient Class-Incremental Learning},
+  author    = {Zhou, Da-Wei and Wang, Qi-Wei and Ye, Han-Jia and Zhan, De-Chuan},
+  booktitle = {International Conference on Learning Representations (ICLR)}, year = {2023},
+}"""
+#: metric papers cited when the report has the table their metrics come from (extended sections)
+METRIC_CITATIONS = {"robustness": ("hendrycks2019imagenetc",), "ood_detection": ("hendrycks2017msp", "liu2020energy"),
+                    "feature_spectrum": ("roy2007erank",), "tsne": ("vandermaaten2008tsne",),
+                    "compute": ("zhou2023memo",)}
 ENTRIES["braincl"] = """@misc{braincl,
   title = {Semi-parametric Memory Consolidation: Towards Brain-like Deep Continual Learning},
   note  = {arXiv preprint; clsuite implements the method as described in its issue \\#6},
