@@ -91,7 +91,10 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
             write_text(out / "tables" / f"{stem}.tex",
                        tables.to_latex(df, f"{b}, {protocol.replace('_', '-')}: mean ± std over "
                                            f"{len(run.seeds)} seeds", f"tab:{b}-{protocol}"))
-            md += [f"### {b}: {protocol.replace('_', '-')}", "", tables.to_markdown(df), "",
+            same = protocol == "task_il" and params.benchmark(b).scenario == "domain_il"
+            note = ["Domain-IL: every experience holds all classes, so task-IL predictions equal class-IL "
+                    "ones and this table repeats the one above.", ""] if same else []
+            md += [f"### {b}: {protocol.replace('_', '-')}", "", *note, tables.to_markdown(df), "",
                    f"LaTeX: [`tables/{stem}.tex`](tables/{stem}.tex) · CSV: [`tables/{stem}.csv`](tables/{stem}.csv)", ""]
     md += failed_runs_md(failed, len(run.benchmarks) * len(run.methods) * len(run.seeds), out)
     md += ["Metric definitions:", "", DEFINITIONS, "", "## Accuracy over stages", ""]
