@@ -26,5 +26,8 @@ def test_ci_column_is_scipys_t_interval_of_the_seed_mean():
     assert df.loc[0, "Last acc. (%)"] == f"{100 * v.mean():.1f} ± {100 * v.std(ddof=1):.1f}"
     # one seed: no spread, no interval
     assert df.loc[1, "Last acc. (%)"] == "19.0" and df.loc[1, "Last acc. 95% CI"] == "–"
+    # two far-apart seeds: the t-interval (t_0.975,1 = 12.7) leaves [0, 1] and is cut to it
+    wide = summarise(_run_metrics({"er": [0.2, 0.9]}), ["benchmark", "method", "protocol", "metric"])
+    assert results_table(wide, "b", "class_il", ["er"], ["last_acc"]).loc[0, "Last acc. 95% CI"] == "[0.0, 100.0]"
     tex = to_latex(df, "caption", "tab:x")
     assert r"\pm" in tex and "95\\% CI" in tex

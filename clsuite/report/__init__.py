@@ -35,7 +35,7 @@ DEFINITIONS = """\
 - **Class-IL** predicts among all classes; **task-IL** among the classes of the sample's experience (task label given at test time).
 - **Worst class**, **class acc. std**: lowest per-class accuracy and the spread of per-class accuracies after the last experience (class fairness).
 - **Class drift**: mean over old experiences of (max − min accuracy among its classes at the end − the same right after learning it); > 0 means classes learned alike drifted apart (BrainCL's class drift). The fraction of within-task class pairs that were within 5 points after their task and are more than 20 points apart at the end is `drifted_pairs` in `reports/data/run_metrics` and `summary`.
-- Values are mean ± sample std over seeds, in percent; *95% CI* is the Student-t 95% confidence interval of the mean over seeds (mean ± t₀.₉₇₅,ₙ₋₁ · std / √n; very wide for 2 seeds, – for one)."""
+- Values are mean ± sample std over seeds, in percent; *95% CI* is the Student-t 95% confidence interval of the mean over seeds (mean ± t₀.₉₇₅,ₙ₋₁ · std / √n, cut to [0, 100]; very wide for 2 seeds, – for one)."""
 
 
 def _figure_md(paths: list[Path], alt: str, base: Path) -> str:

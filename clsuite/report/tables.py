@@ -31,11 +31,14 @@ def fmt(mean: float, std: float) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
-def fmt_ci(mean: float, half_width: float) -> str:
-    """``[lo, hi]`` in percent (Student-t 95% interval of the mean over seeds); ``–`` for one seed."""
+def fmt_ci(mean: float, half_width: float, bounds: tuple[float, float] = (0.0, 1.0)) -> str:
+    """``[lo, hi]`` in percent: the Student-t 95% interval of the mean over seeds intersected
+    with the metric's range ``bounds`` (the true mean lies there, so the coverage is kept);
+    ``–`` for one seed."""
     if math.isnan(half_width):
         return "–"
-    return f"[{100 * (mean - half_width):.1f}, {100 * (mean + half_width):.1f}]"
+    lo, hi = max(bounds[0], mean - half_width), min(bounds[1], mean + half_width)
+    return f"[{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def results_table(summary: pd.DataFrame, benchmark: str, protocol: str, methods: list[str],
