@@ -64,10 +64,10 @@ def test_unknown_method_type_lists_registered(raw):
 
 
 def test_method_variant_with_type_is_accepted(raw):
-    raw["methods"]["replay_500"] = {"type": "replay", "mem_size": 500}
-    raw["run"]["methods"].append("replay_500")
-    entry = parse_params(raw).method("replay_500")
-    assert entry.type == "replay" and entry.config.mem_size == 500
+    raw["methods"]["replay_777"] = {"type": "replay", "mem_size": 777}
+    raw["run"]["methods"].append("replay_777")
+    entry = parse_params(raw).method("replay_777")
+    assert entry.type == "replay" and entry.config.mem_size == 777
 
 
 @pytest.mark.parametrize(
