@@ -4,7 +4,6 @@ fail at once with, for every file, where to download it and where to put it."""
 
 from __future__ import annotations
 
-import os
 import runpy
 import shutil
 import subprocess
@@ -21,9 +20,7 @@ import yaml
 from clsuite.config import load_params
 from clsuite.methods import METHODS
 from clsuite.profiles import use_profile
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from dvc_project import BIN, REPO, make_project, project_env
 
 # Classes of each source (independent of the sources' code: from the datasets' papers).
 N_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100, "tiny_imagenet": 200, "imagenet100": 100,
@@ -158,23 +155,10 @@ def test_fetch_entry_point_offline_names_every_url_and_destination(papers_dir, m
 
 def test_dvc_repro_papers_fails_at_fetch_offline(tmp_path):
     """`dvc repro` in a temp copy of the project on the papers profile, CLSUITE_OFFLINE=1 (no connection)."""
-    for name in ("clsuite", "stages"):
-        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        if (REPO / name).exists():
-            shutil.copy(REPO / name, tmp_path / name)
-    (tmp_path / "data").mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "CLSUITE_IMAGENET_ROOT"}
-    env |= {"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "PYTHONPATH": str(tmp_path), "CLSUITE_OFFLINE": "1"}
-
-    def run(*cmd: str) -> subprocess.CompletedProcess:
-        return subprocess.run(list(cmd), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-
-    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"], [str(BIN / "dvc"), "config", "core.analytics", "false"],
-                [sys.executable, "-m", "clsuite.cli", "profile", "papers"]):
-        assert run(*cmd).returncode == 0, cmd
+    make_project(tmp_path, "papers")
+    env = {k: v for k, v in project_env(tmp_path).items() if k != "CLSUITE_IMAGENET_ROOT"} | {"CLSUITE_OFFLINE": "1"}
     start = time.monotonic()
-    out = run(str(BIN / "dvc"), "repro")
+    out = subprocess.run([str(BIN / "dvc"), "repro"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and time.monotonic() - start < 120
     log = out.stdout + out.stderr
     assert "Running stage 'fetch'" in log and "failed to reproduce 'fetch'" in log

@@ -5,23 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def _run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(cwd)}
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}"
-    return out.stdout + out.stderr
+from dvc_project import BIN, make_project
+from dvc_project import run as _run
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -31,18 +20,7 @@ def _digest(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    for name in ("clsuite", "stages"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        shutil.copy(REPO / name, root / name)
-    (root / "reports").mkdir()
-    (root / "data").mkdir()
-    _run(["git", "init", "-q"], root)
-    _run([str(BIN / "dvc"), "init", "-q"], root)
-    _run([str(BIN / "dvc"), "config", "core.analytics", "false"], root)
-    _run([sys.executable, "-m", "clsuite.cli", "profile", "smoke"], root)
-    return root
+    return make_project(tmp_path_factory.mktemp("project"), "smoke")
 
 
 @pytest.mark.slow

@@ -22,32 +22,15 @@ import pytest
 
 from clsuite.records import read_records
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from dvc_project import BIN, REPO, make_project
+from dvc_project import run as _run
+
 RUNS = [("smnist_smoke", "finetune", 0), ("smnist_smoke", "replay", 0)]
-
-
-def _run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(cwd)}
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}"
-    return out.stdout + out.stderr
 
 
 @pytest.fixture()
 def project(tmp_path) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    for name in ("clsuite", "stages"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        shutil.copy(REPO / name, root / name)
-    (root / "reports").mkdir()
-    (root / "data").mkdir()
-    _run(["git", "init", "-q"], root)
-    _run([str(BIN / "dvc"), "init", "-q"], root)
-    _run([str(BIN / "dvc"), "config", "core.analytics", "false"], root)
-    _run([sys.executable, "-m", "clsuite.cli", "profile", "smoke"], root)
+    root = make_project(tmp_path / "project", "smoke")
     _run(["git", "add", "-A"], root)  # experiments need a baseline commit
     _run(["git", "-c", "user.name=clsuite", "-c", "user.email=clsuite@example.invalid", "commit", "-qm", "base"], root)
     return root
