@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("profile", help="copy a profile's grid into run: in params.yaml")
     sp.add_argument("name")
     sp.set_defaults(fn=cmd_profile)
+    from clsuite.llm.cli import add_parsers
+
+    add_parsers(sub)
     return p
 
 
