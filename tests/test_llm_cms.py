@@ -150,5 +150,6 @@ def test_insertion_leaves_logits_unchanged():
     model(input_ids=ids, labels=ids).loss.backward()
     plugin.after_backward(SimpleNamespace(model=model, optimizer=opt))
     opt.step()
-    moved = [any(not torch.equal(a, p) for a, p in zip(bb, b.parameters())) for bb, b in zip(before_params, cms.blocks)]
+    moved = [any(not torch.equal(a, p) for a, p in zip(bb, b.parameters()))
+             for bb, b in zip(before_params, cms.blocks)]
     assert moved == [True, False, False]

@@ -101,7 +101,8 @@ def test_insertion_leaves_logits_unchanged_and_keeps_keys():
     assert torch.equal(before, after)
     assert plugin.layer == 1  # middle of 2 layers
     new_keys = set(model.state_dict())
-    assert old_keys < new_keys and all(k.startswith("model.layers.1.mlp.sparse_memory.") for k in new_keys - old_keys)
+    assert old_keys < new_keys
+    assert all(k.startswith("model.layers.1.mlp.sparse_memory.") for k in new_keys - old_keys)
     mem = find_memory(model)
     assert mem.last_indices.shape == (2, 9, 4)
     assert [p for p in model.parameters() if p.requires_grad] == [mem.values.weight]
