@@ -113,6 +113,20 @@ def test_metrics_from_a_hand_made_matrix():
     assert normalised_score(a) == pytest.approx(np.mean([0.6 / 0.8, 0.5 / 0.9, 0.7 / 0.7]))
 
 
+@pytest.mark.parametrize("method", ["sparse_memory", "cms"])
+def test_memory_methods_run_through_the_loop(llm, prepared, tmp_path, method):
+    """The memory modules (clsuite.llm.memory) as registered methods: own module instead of LoRA."""
+    raw = llm.model_dump()
+    raw["methods"][method] = {"n_keys": 8, "k": 4, "top_t": 16} if method == "sparse_memory" else {"chunk_sizes": [1, 2]}
+    small = LLMParams.model_validate(raw)
+    rd = train_llm_run(small, "llm_smoke", method, 0, prepared, run_dir_of(tmp_path, "llm_smoke", method, 0),
+                       threads=1, progress=False)
+    log = (rd / "log.txt").read_text()
+    assert "method's own module" in log and "plugins ['" + ("SparseMemoryPlugin" if method == "sparse_memory"
+                                                             else "CMSPlugin") in log
+    assert sorted(read_llm_records(rd).stage.unique()) == [-1, 0, 1]
+
+
 def test_method_configs_and_memory_methods(raw_params):
     with pytest.raises(ParamsError, match=r"llm.methods.mssr.r_0: unknown key 'r_0'; allowed keys: .*r0"):
         resolve("mssr", {"r_0": 0.3})
@@ -122,12 +136,9 @@ def test_method_configs_and_memory_methods(raw_params):
     raw["llm"]["grid"]["methods"] = ["none", "missing"]
     with pytest.raises(ParamsError, match="llm.grid.methods"):
         parse_params(raw, check_components=False)
-    spec, cfg = resolve("sparse_memory", {})
-    try:
-        import clsuite.llm.memory.sparse  # noqa: F401
-    except ModuleNotFoundError:
-        with pytest.raises(NotImplementedError, match="llm-memory"):
-            spec.build(cfg, None)
+    # a memory module's keys are checked by its own config class
+    with pytest.raises(ParamsError, match=r"llm.methods.cms.chunk_size: unknown key"):
+        resolve("cms", {"chunk_size": [1, 2]})
 
 
 def test_smollm2_gguf_loads_and_generates():

@@ -84,6 +84,9 @@ class HeldoutConfig(LStrict):
     source: str
     name: str | None = None
     test: int = Field(32, ge=1)
+    # train-side examples generated too: never trained on, used as general "background" text
+    # by methods that need it (sparse memory finetuning's TF-IDF statistics)
+    background: int = Field(32, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -6,7 +6,10 @@
 after the LoRA/full adapter (a method with ``trainable_parameters`` trains only those).
 Registered: ``none``, ``fixed`` (interleaved replay), ``loss_triggered``,
 ``accuracy_triggered``, ``mssr`` (``variant: full | sampler | scheduler``), and — from
-``clsuite.llm.memory``, imported lazily — ``sparse_memory`` and ``cms``.
+``clsuite.llm.memory``, imported lazily — ``sparse_memory`` and ``cms``; these two replace
+LoRA (``uses_adapter=False``): their ``prepare_model`` inserts a memory layer into the base
+model and freezes the rest, and only their ``trainable_parameters`` train. The hooks run in
+this order: ``build`` (plugins), then ``prepare_model``, then ``trainable_parameters``.
 """
 
 from __future__ import annotations
@@ -26,9 +29,14 @@ class LLMMethodConfig(BaseModel):
 
 @dataclass(frozen=True)
 class LLMContext:
+    """What a method may need: the run seed, minibatch size, number of tasks, and
+    ``background`` — collated minibatches (dicts of (B, L) tensors) of general text never
+    trained on (the held-out task's train side), e.g. sparse memory finetuning's TF-IDF statistics."""
+
     seed: int
     batch_size: int
     n_tasks: int
+    background: list | None = None
 
 
 @dataclass(frozen=True)
@@ -39,16 +47,17 @@ class LLMMethodSpec:
     description: str = ""
     prepare_model: Callable[[Any, Any], Any] | None = None
     trainable_parameters: Callable[[Any, Any], list] | None = None
+    uses_adapter: bool = True  # False: the method brings its own trainable module instead of LoRA/full
 
 
 LLM_METHODS: Registry[LLMMethodSpec] = Registry("LLM method", "clsuite.llm_methods")
 
 
 def register_llm_method(name: str, config_cls: type[LLMMethodConfig], description: str = "", *,
-                        prepare_model=None, trainable_parameters=None):
+                        prepare_model=None, trainable_parameters=None, uses_adapter: bool = True):
     def wrap(fn):
         LLM_METHODS.register(name, LLMMethodSpec(name, config_cls, fn, description, prepare_model,
-                                                 trainable_parameters), origin=fn.__module__)
+                                                 trainable_parameters, uses_adapter), origin=fn.__module__)
         return fn
 
     return wrap
@@ -65,9 +74,15 @@ def resolve(name: str, raw: dict[str, Any] | None) -> tuple[LLMMethodSpec, LLMMe
                           f"{', '.join(LLM_METHODS.names())}")
     spec = LLM_METHODS.get(mtype)
     try:
-        return spec, spec.config_cls.model_validate(raw, strict=True)
+        cfg = spec.config_cls.model_validate(raw, strict=True)
     except ValidationError as exc:
         raise ParamsError(format_validation_error(exc, f"llm.methods.{name}", spec.config_cls)) from None
+    if mtype in MEMORY_MODULES:
+        try:
+            memory_config(mtype, cfg, f"llm.methods.{name}")  # its own keys, checked when the module is here
+        except NotImplementedError:
+            pass  # reported when the run builds the method
+    return spec, cfg
 
 
 # -- built-ins ---------------------------------------------------------------------------
@@ -154,49 +169,63 @@ def build_mssr(cfg: MSSRConfig, ctx: LLMContext) -> list:
                        ExpandingSchedule(cfg.i0, cfg.growth, cfg.i_max), cfg.r0, cfg.r_min, cfg.t_r)]
 
 
-# -- memory modules (the clsuite.llm.memory package, developed separately) ---------------
-MEMORY_MODULES = {"sparse_memory": ("sparse", "SparseMemoryPlugin"), "cms": ("cms", "CMSPlugin")}
+# -- memory modules (clsuite.llm.memory, developed on the branch llm-memory) --------------
+#: method name → (module, plugin class, config class) under clsuite.llm.memory
+MEMORY_MODULES = {"sparse_memory": ("sparse", "SparseMemoryPlugin", "SparseMemoryConfig"),
+                  "cms": ("cms", "CMSPlugin", "CMSConfig")}
 
 
-def memory_plugin_class(name: str):
-    """The plugin class of memory module ``name``; a clear error when the module is absent."""
+def memory_module(name: str):
+    """The module of memory method ``name``; NotImplementedError when it is not in this checkout."""
     import importlib
 
-    module, cls = MEMORY_MODULES[name]
+    module = MEMORY_MODULES[name][0]
     try:
-        mod = importlib.import_module(f"clsuite.llm.memory.{module}")
+        return importlib.import_module(f"clsuite.llm.memory.{module}")
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("clsuite.llm.memory"):
             raise NotImplementedError(
-                f"LLM method {name!r} needs clsuite/llm/memory/{module}.py ({cls}), which is not in this "
-                "checkout (it is developed on the branch llm-memory); merge it or remove the method") from None
+                f"LLM method {name!r} needs clsuite/llm/memory/{module}.py, which is not in this checkout "
+                "(it is developed on the branch llm-memory); merge it or remove the method") from None
         raise
-    return getattr(mod, cls)
 
 
-def _memory_plugin(name: str, cfg: MemoryModuleConfig):
-    return memory_plugin_class(name)(**dict(cfg.model_extra or {}))
+def memory_config(name: str, cfg: MemoryModuleConfig, where: str):
+    """``cfg``'s keys validated by the memory module's own config class (unknown keys are errors)."""
+    from clsuite.config import format_validation_error
+
+    cls = getattr(memory_module(name), MEMORY_MODULES[name][2])
+    try:
+        return cls.model_validate(dict(cfg.model_extra or {}))
+    except ValidationError as exc:
+        raise ParamsError(format_validation_error(exc, where, cls)) from None
 
 
 def _register_memory(name: str, description: str) -> None:
-    cache: dict[int, tuple[object, object]] = {}
+    plugins: dict[int, tuple[object, object]] = {}  # id(cfg) → (cfg, plugin): cfg kept alive, its id unique
 
-    def plugin(cfg):  # one plugin object per config object, shared by the hooks and the builder
-        if id(cfg) not in cache:
-            cache[id(cfg)] = (cfg, _memory_plugin(name, cfg))  # cfg kept alive: its id stays unique
-        return cache[id(cfg)][1]
+    def build(cfg, ctx: LLMContext):
+        mod = memory_module(name)
+        mcfg = memory_config(name, cfg, f"llm.methods.{name}")
+        cls = getattr(mod, MEMORY_MODULES[name][1])
+        plugin = cls(mcfg, background_batches=ctx.background) if name == "sparse_memory" else cls(mcfg)
+        plugins[id(cfg)] = (cfg, plugin)
+        return [plugin]
 
-    def build(cfg, ctx):
-        return [plugin(cfg)]
+    def _plugin(cfg):
+        if id(cfg) not in plugins:
+            raise RuntimeError(f"{name}: build the method's plugins before prepare_model/trainable_parameters")
+        return plugins[id(cfg)][1]
 
     def prepare(model, cfg):
-        return plugin(cfg).prepare_model(model)
+        return _plugin(cfg).prepare_model(model)
 
     def trainable(model, cfg):
-        return plugin(cfg).trainable_parameters(model)
+        return _plugin(cfg).trainable_parameters(model)
 
-    register_llm_method(name, MemoryModuleConfig, description, prepare_model=prepare, trainable_parameters=trainable)(build)
+    register_llm_method(name, MemoryModuleConfig, description, prepare_model=prepare, trainable_parameters=trainable,
+                        uses_adapter=False)(build)
 
 
-_register_memory("sparse_memory", "sparse memory finetuning (clsuite.llm.memory.sparse)")
+_register_memory("sparse_memory", "sparse memory finetuning (clsuite.llm.memory.sparse; background: held-out train side)")
 _register_memory("cms", "continuum memory system (clsuite.llm.memory.cms)")

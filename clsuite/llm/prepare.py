@@ -2,7 +2,8 @@
 
 ``tasks/`` is :func:`clsuite.data.text.sequence.write_sequence`'s folder of the trained
 tasks; ``heldout/`` the same format with the one held-out task (its test side is scored at
-every stage, it is never trained on; its train side is generated but unused).
+every stage, it is never trained on; its train side, ``heldout.background`` examples, is
+the general text that methods needing one get as ``LLMContext.background``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def prepare_sequence(name: str, cfg: SequenceConfig, raw_root: Path, out_dir: Pa
         write_sequence(tasks, tmp / TASKS_DIR, info={"sequence": name})
         if cfg.heldout is not None:
             h = cfg.heldout
-            spec = {"source": h.source, "name": h.name, "train": 1, "test": h.test, "options": dict(h.options)}
+            spec = {"source": h.source, "name": h.name, "train": h.background, "test": h.test, "options": dict(h.options)}
             held = build_sequence([{k: v for k, v in spec.items() if v is not None}], raw_root, seed=cfg.data_seed,
                                   where=f"llm.sequences.{name}.heldout")
             clash = {t.task for t in tasks} & {held[0].task}

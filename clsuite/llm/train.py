@@ -82,8 +82,18 @@ def train_llm_run(llm: LLMParams, sequence: str, method: str, seed: int, prepare
     tasks, held = load_prepared(prepared)
 
     model, tok = load_base(cfg.model, seed)
+    pc = cfg.protocol
+    background = None
+    if held is not None:  # general text never trained on (sparse memory's background statistics)
+        from clsuite.llm.encode import collate
+
+        enc = encode_table(tok, held.train, pc.max_length)
+        background = [collate(enc[i:i + pc.batch_size], tok.pad_token_id) for i in range(0, len(enc), pc.batch_size)]
+    plugins = list(spec.build(mcfg, LLMContext(seed=seed, batch_size=pc.batch_size, n_tasks=len(tasks),
+                                               background=background)))
     base_keys = set(model.state_dict())
-    model = apply_adapter(model, cfg.model)
+    if spec.uses_adapter:
+        model = apply_adapter(model, cfg.model)
     if spec.prepare_model is not None:
         model = spec.prepare_model(model, mcfg)
     model.to(dev)
@@ -93,15 +103,14 @@ def train_llm_run(llm: LLMParams, sequence: str, method: str, seed: int, prepare
         keep = {id(p) for p in params}
         for p in model.parameters():
             p.requires_grad_(id(p) in keep)
-    pc = cfg.protocol
     opt = (torch.optim.AdamW(params, lr=pc.lr, weight_decay=pc.weight_decay) if pc.optimizer == "adamw"
            else torch.optim.SGD(params, lr=pc.lr, weight_decay=pc.weight_decay))
-    plugins = list(spec.build(mcfg, LLMContext(seed=seed, batch_size=pc.batch_size, n_tasks=len(tasks))))
     strategy = LLMStrategy(model, opt, plugins, pad_id=tok.pad_token_id, batch_size=pc.batch_size,
                            epochs=pc.epochs, device=dev, grad_clip=pc.grad_clip, seed=seed)
     n_trainable = sum(p.numel() for p in params)
     log.info("run %s/%s/seed%d: %d tasks, model %s (%s), %d trainable parameters, plugins %s",
-             sequence, method, seed, len(tasks), cfg.model.source, cfg.model.adapter, n_trainable,
+             sequence, method, seed, len(tasks), cfg.model.source,
+             cfg.model.adapter if spec.uses_adapter else "method's own module", n_trainable,
              [type(p).__name__ for p in plugins])
 
     train_exps = [TextExperience(k, t.task, encode_table(tok, t.train, pc.max_length)) for k, t in enumerate(tasks)]
