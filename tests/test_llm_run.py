@@ -154,3 +154,16 @@ def test_smollm2_gguf_loads_and_generates():
     assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
     [(text, n)] = generate(model, tok, ["Question: What is 2 + 3?\nAnswer:"], 3, torch.device("cpu"))
     assert 1 <= n <= 3 and text.strip() != ""
+
+
+def test_profile_switch_copies_the_llm_grid(tmp_path):
+    from clsuite.config import load_params
+    from clsuite.profiles import use_profile
+
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    use_profile(path, "smoke")
+    params = load_params(path, check_components=False)
+    assert params.llm.grid == params.profiles["smoke"].llm
+    use_profile(path, "embedded")
+    assert load_params(path, check_components=False).llm.grid.sequences == ["reasoning3"]
