@@ -111,7 +111,7 @@ def forgetting_figure(mats: dict[str, pd.DataFrame], rm: pd.DataFrame, sequence:
 
 
 def _write_tables(df: pd.DataFrame, stem: Path) -> str:
-    md = df.to_markdown(index=False)
+    md = df.to_markdown(index=False, disable_numparse=True)
     write_text(stem.with_suffix(".md"), md + "\n")
     write_text(stem.with_suffix(".csv"), df.to_csv(index=False))
     tex = df.to_latex(index=False, escape=True).replace("±", r"$\pm$")
