@@ -32,13 +32,18 @@ COST = [("train_seconds", "Train time (s)", 1), ("step_ms_mean", "Step latency (
         ("replayed_examples", "Replayed examples", 1)]
 
 
+def _num(x: float) -> str:
+    """Percentages and values >= 100 with one decimal or none, ratios with 2 decimals."""
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}"
+
+
 def _cell(values: pd.Series, scale: float) -> str:
     v = values.dropna()
     if not len(v):
         return "–"
-    if len(v) == 1:
-        return f"{scale * v.iat[0]:.1f}" if scale == 100 else f"{v.iat[0]:.3g}"
-    return f"{scale * v.mean():.1f} ± {scale * v.std():.1f}" if scale == 100 else f"{v.mean():.3g} ± {v.std():.2g}"
+    if scale == 100:
+        return f"{100 * v.mean():.1f}" + (f" ± {100 * v.std():.1f}" if len(v) > 1 else "")
+    return _num(v.mean()) + (f" ± {_num(v.std())}" if len(v) > 1 else "")
 
 
 def metric_table(rm: pd.DataFrame, methods: list[str], cols: list[tuple[str, str, float]]) -> pd.DataFrame:
@@ -70,7 +75,8 @@ def mean_matrices(sm: pd.DataFrame, methods: list[str]) -> dict[str, pd.DataFram
 def heatmap_figure(mats: dict[str, pd.DataFrame], sequence: str, stem: Path) -> list[Path]:
     with plt.rc_context(RC):
         n = len(mats)
-        fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.6, 3.4), squeeze=False)
+        fig, axes = plt.subplots(1, n, figsize=(4.1 * n + 0.8, 3.4), squeeze=False,
+                                 gridspec_kw={"wspace": 0.45})
         for ax, (m, mat) in zip(axes[0], mats.items()):
             im = ax.imshow(100 * mat.to_numpy(dtype=float), vmin=0, vmax=100, cmap="viridis", aspect="auto")
             ax.set_xticks(range(mat.shape[1]), [c.replace("rg_", "") for c in mat.columns], rotation=35, ha="right",
