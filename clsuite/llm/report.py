@@ -34,7 +34,9 @@ COST = [("train_seconds", "Train time (s)", 1), ("step_ms_mean", "Step latency (
 
 def _num(x: float) -> str:
     """Percentages and values >= 100 with one decimal or none, ratios with 2 decimals."""
-    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}"
+    if abs(x) >= 100 or float(x).is_integer():
+        return f"{x:.0f}"
+    return f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}"
 
 
 def _cell(values: pd.Series, scale: float) -> str:
