@@ -167,3 +167,16 @@ def test_profile_switch_copies_the_llm_grid(tmp_path):
     assert params.llm.grid == params.profiles["smoke"].llm
     use_profile(path, "embedded")
     assert load_params(path, check_components=False).llm.grid.sequences == ["reasoning3"]
+
+
+def test_image_report_provenance_ignores_llm_stages(tmp_path):
+    """llm_* stages may finish after the image report: its dvc.lock hash must not cover them."""
+    from clsuite.report.provenance import lock_hash
+
+    lock = tmp_path / "dvc.lock"
+    lock.write_text("schema: '2.0'\nstages:\n  train@a-b-0: {cmd: x}\n  report: {cmd: r}\n")
+    before = lock_hash(lock)
+    lock.write_text(lock.read_text() + "  llm_train@s-m-0: {cmd: y}\n")
+    assert lock_hash(lock) == before
+    lock.write_text(lock.read_text().replace("cmd: x", "cmd: z"))
+    assert lock_hash(lock) != before
