@@ -180,3 +180,28 @@ def test_image_report_provenance_ignores_llm_stages(tmp_path):
     assert lock_hash(lock) == before
     lock.write_text(lock.read_text().replace("cmd: x", "cmd: z"))
     assert lock_hash(lock) != before
+
+
+def test_adapters_and_hf_folder_source(tmp_path):
+    """LoRA trains only the q/v adapters (r = 8); full fine-tuning trains everything; source hf
+    loads any causal LM folder or hub id (here: a saved tiny Llama)."""
+    from clsuite.llm.config import LLMModelConfig
+    from clsuite.llm.model import apply_adapter, load_base
+
+    tiny = LLMModelConfig(source="tiny_random")
+    model, tok = load_base(tiny)
+    lora = apply_adapter(model, tiny)
+    names = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n and (".q_proj." in n or ".v_proj." in n) for n in names)
+    assert all(p.shape[0] == 8 for n, p in lora.named_parameters() if "lora_A" in n)
+    full_cfg = tiny.model_copy(update={"adapter": "full"})
+    full, _ = load_base(full_cfg)
+    full = apply_adapter(full, full_cfg)
+    assert all(p.requires_grad for p in full.parameters())
+    fresh, tok = load_base(tiny)
+    fresh.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    again, tok2 = load_base(LLMModelConfig(source="hf", name=str(tmp_path / "m")))
+    assert type(again).__name__ == "LlamaForCausalLM" and tok2.padding_side == "left"
+    with pytest.raises(ParamsError, match="model.name"):
+        load_base(LLMModelConfig(source="hf"))
