@@ -205,3 +205,14 @@ def test_adapters_and_hf_folder_source(tmp_path):
     assert type(again).__name__ == "LlamaForCausalLM" and tok2.padding_side == "left"
     with pytest.raises(ParamsError, match="model.name"):
         load_base(LLMModelConfig(source="hf"))
+
+
+@pytest.mark.parametrize("method", ["loss_triggered", "accuracy_triggered", "mssr_sampler", "mssr_scheduler"])
+def test_other_replay_methods_run_through_the_loop(llm, prepared, tmp_path, method):
+    rd = train_llm_run(llm, "llm_smoke", method, 0, prepared, run_dir_of(tmp_path, "llm_smoke", method, 0),
+                       threads=1, progress=False)
+    assert sorted(read_llm_records(rd).stage.unique()) == [-1, 0, 1]
+    tasks = pd.read_parquet(rd / "tasks.parquet")
+    assert tasks.n_replayed.iloc[0] == 0  # nothing to replay during the first task
+    if method.startswith("mssr"):
+        assert tasks.n_replayed.iloc[1] > 0
