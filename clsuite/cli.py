@@ -122,6 +122,13 @@ def cmd_list(args: argparse.Namespace) -> None:
 
         for name in SOURCES:
             print(f"{name:14s} {SOURCES.get(name).description}")
+    elif args.what == "llm-methods":
+        from clsuite.llm.methods import LLM_METHODS
+
+        for name in LLM_METHODS:
+            spec = LLM_METHODS.get(name)
+            fields = ", ".join(f"{k}={v.default!r}" for k, v in spec.config_cls.model_fields.items())
+            print(f"{name:20s} {spec.description}  [{fields}]")
     elif args.what == "text-sources":
         from clsuite.data.text import TEXT_SOURCES
 
@@ -161,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("evaluate", help="metric tables from the records of every run").set_defaults(fn=cmd_evaluate)
     sub.add_parser("report", help="figures, tables and index.md/html under reports/").set_defaults(fn=cmd_report)
     sp = sub.add_parser("list", help="list registered components")
-    sp.add_argument("what", choices=["methods", "benchmarks", "models", "sources", "text-sources"])
+    sp.add_argument("what", choices=["methods", "benchmarks", "models", "sources", "text-sources", "llm-methods"])
     sp.set_defaults(fn=cmd_list)
     sp = sub.add_parser("queue", help="train the grid's stale runs through DVC's experiment queue, N at a time")
     sp.add_argument("--jobs", "-j", type=int, default=1, help="parallel workers (e.g. one per GPU)")
@@ -173,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("profile", help="copy a profile's grid into run: in params.yaml")
     sp.add_argument("name")
     sp.set_defaults(fn=cmd_profile)
+    from clsuite.llm.cli import add_parsers
+
+    add_parsers(sub)
     return p
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from clsuite.data.variants.corruptions import CORRUPTIONS, IMAGENET_C
 from clsuite.errors import ParamsError
+from clsuite.llm.config import LLMGrid, LLMParams
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -175,6 +176,8 @@ class GridConfig(Strict):
     benchmarks: list[str] = Field(min_length=1)
     methods: list[str] = Field(min_length=1)
     seeds: list[Seed] = Field(min_length=1)
+    # a profile's LLM-track grid (copied to llm.grid by `clsuite profile`; clsuite/llm/config.py)
+    llm: LLMGrid | None = None
 
     @field_validator("benchmarks", "methods", "seeds")
     @classmethod
@@ -236,9 +239,23 @@ class Params(Strict):
     benchmarks: dict[str, BenchmarkConfig]
     methods: dict[str, dict[str, Any]]
     metrics: MetricsConfig = MetricsConfig()
+    llm: LLMParams | None = None  # the LLM track (clsuite/llm, docs/llm.md)
 
     @model_validator(mode="after")
     def _cross_check(self) -> "Params":
+        if self.llm is not None:
+            _check_names("llm.grid.sequences", self.llm.grid.sequences, self.llm.sequences, "llm.sequences")
+            _check_names("llm.grid.methods", self.llm.grid.methods, self.llm.methods, "llm.methods")
+            if self.llm.reference_method not in self.llm.methods:
+                raise ValueError(f"llm.reference_method: {self.llm.reference_method!r} not defined under "
+                                 f"llm.methods; defined: {', '.join(sorted(self.llm.methods))}")
+        for pname, grid in self.profiles.items():
+            if grid.llm is not None:
+                if self.llm is None:
+                    raise ValueError(f"profiles.{pname}.llm: the profile has an LLM grid but there is no llm: section")
+                _check_names(f"profiles.{pname}.llm.sequences", grid.llm.sequences, self.llm.sequences,
+                             "llm.sequences")
+                _check_names(f"profiles.{pname}.llm.methods", grid.llm.methods, self.llm.methods, "llm.methods")
         _check_names("run.benchmarks", self.run.benchmarks, self.benchmarks, "benchmarks")
         _check_names("run.methods", self.run.methods, self.methods, "methods")
         if self.profiles and self.run.profile not in self.profiles:
@@ -412,6 +429,15 @@ def parse_params(raw: Any, *, source: str = "params", check_components: bool = T
         raise ParamsError(f"{source}: invalid parameters\n" + format_validation_error(exc, "", Params)) from None
     if check_components:
         from clsuite.models import MODELS
+
+        if params.llm is not None:
+            from clsuite.llm.methods import resolve
+
+            for mname, raw_m in params.llm.methods.items():
+                try:
+                    resolve(mname, raw_m)
+                except ParamsError as exc:
+                    raise ParamsError(f"{source}: invalid parameters\n{exc}") from None
 
         for mname in params.methods:
             try:

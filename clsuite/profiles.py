@@ -1,7 +1,8 @@
 """``clsuite profile NAME``: copy a profile's grid into ``run:`` of params.yaml.
 
 dvc.yaml's matrix reads ``run.benchmarks/methods/seeds`` (DVC cannot index a dict by
-another parameter), so switching profile rewrites those three lists in place with a
+another parameter), so switching profile rewrites those three lists — and, when the
+profile has an ``llm:`` grid, ``llm.grid.sequences/methods/seeds`` — in place with a
 round-trip YAML editor that keeps every comment and the rest of the file as it was.
 """
 
@@ -31,6 +32,12 @@ def use_profile(path: Path, name: str) -> None:
         seq.fa.set_flow_style()
         doc["run"][key] = seq
     doc["run"]["profile"] = name
+    llm_grid = profiles[name].get("llm")
+    if llm_grid is not None and "llm" in doc:  # the LLM track's grid (dvc.yaml's llm_* matrix)
+        for key in ("sequences", "methods", "seeds"):
+            seq = CommentedSeq(list(llm_grid[key]))
+            seq.fa.set_flow_style()
+            doc["llm"]["grid"][key] = seq
     buf = io.StringIO()
     yaml.dump(doc, buf)
     text = buf.getvalue()

@@ -49,7 +49,7 @@ def test_typo_in_benchmark_section(raw):
 
 def test_typo_in_top_level_key(raw):
     raw["method"] = raw.pop("methods")
-    msg = _fails(raw, "method: unknown key 'method'", "allowed keys: benchmarks, methods, metrics, profiles, run")
+    msg = _fails(raw, "method: unknown key 'method'", "allowed keys: benchmarks, llm, methods, metrics, profiles, run")
     assert "methods: required key is missing" in msg
 
 

@@ -42,7 +42,8 @@ def lock_hash(lock_file: Path = Path("dvc.lock"), exclude: tuple[str, ...] = ("r
     if not lock_file.exists():
         return "n/a (no dvc.lock: report built outside `dvc repro`)"
     lock = yaml.safe_load(lock_file.read_text()) or {}
-    stages = {k: v for k, v in (lock.get("stages") or {}).items() if k not in exclude}
+    # the LLM track's stages (llm_*) are not upstream of this report and may run after it
+    stages = {k: v for k, v in (lock.get("stages") or {}).items() if k not in exclude and not k.startswith("llm_")}
     return hashlib.sha256(json.dumps(stages, sort_keys=True).encode()).hexdigest()
 
 

