@@ -1,6 +1,7 @@
 """Data-parallel LLM runs (clsuite/llm/distributed.py) on CPU with gloo, 2 processes, tiny Llama.
 
-A 2-process run must follow the 1-process run: same replay decisions, the same per-sample
+One 2-process launch (module fixture) runs the loop with fixed replay, MSSR, CMS and sparse
+memory, then a whole train_llm_run. A 2-process run must follow the 1-process run: same replay decisions, the same per-sample
 losses (gathered back into full minibatches) and, at the end, the same weights and MSSR memory
 — identical across ranks, equal up to float rounding to the single process. Only rank 0 writes
 into the run folder.
@@ -23,8 +24,9 @@ from clsuite.llm.loop import LLMStrategy, TextExperience
 from clsuite.llm.methods import FixedConfig, LLMContext, MSSRConfig, build_fixed, build_mssr
 
 BATCH = 3  # + 2 replayed rows = 5: unequal shards; a last minibatch of 1 row leaves rank 1 empty
-METHODS = {"fixed": (build_fixed, FixedConfig(mem_per_task=4, ratio=0.5, interval=1)),
-           "mssr": (build_mssr, MSSRConfig(mem_per_task=4, r0=0.5, r_min=0.5, i0=1.0, growth=1.5))}
+REPLAY = {"fixed": (build_fixed, FixedConfig(mem_per_task=4, ratio=0.5, interval=1)),
+          "mssr": (build_mssr, MSSRConfig(mem_per_task=4, r0=0.5, r_min=0.5, i0=1.0, growth=1.5))}
+METHODS = [*REPLAY, "cms", "sparse_memory"]  # the memory modules reach into strategy.model
 
 
 def test_shards_cover_rows_in_order():
@@ -53,7 +55,8 @@ class _Recorder:
         self.replay, self.rows = replay, []
 
     def after_forward(self, strategy) -> None:
-        self.rows.append({"keys": [e.key for e in strategy.mb_examples], "replayed": self.replay.replay_idx.tolist(),
+        replayed = [] if self.replay is None else self.replay.replay_idx.tolist()
+        self.rows.append({"keys": [e.key for e in strategy.mb_examples], "replayed": replayed,
                           "loss": strategy.sample_losses.detach().clone(), "acc": strategy.sample_acc.clone(),
                           "loss_requires_grad": strategy.sample_losses.requires_grad})
 
@@ -64,30 +67,84 @@ def _run_loop(method: str, info: DistInfo) -> dict:
 
     tok = byte_tokenizer()
     model = tiny_llama(tok, 16, 1, seed=0)
-    build, cfg = METHODS[method]
-    replay = build(cfg, LLMContext(seed=0, batch_size=BATCH, n_tasks=2))[0]
+    replay = None
+    if method in REPLAY:
+        build, cfg = REPLAY[method]
+        plugin = replay = build(cfg, LLMContext(seed=0, batch_size=BATCH, n_tasks=2))[0]
+    elif method == "cms":  # blocks due every 1 and 2 steps: grad = None for the other after DDP's all-reduce
+        from clsuite.llm.memory.cms import CMSConfig, CMSPlugin
+
+        plugin = CMSPlugin(CMSConfig(layer=0, chunk_sizes=(1, 2), hidden=16))
+    else:  # top_t 5 of the slots the whole minibatch accessed: needs every rank's lookup indices
+        from clsuite.llm.memory.sparse import SparseMemoryConfig, SparseMemoryPlugin
+
+        background = [torch.randint(2, 40, (2, 8), generator=torch.Generator().manual_seed(i)) for i in range(3)]
+        plugin = SparseMemoryPlugin(SparseMemoryConfig(n_keys=8, k=4, top_t=5, lr=0.5), background_batches=background)
+    params = list(model.parameters())
+    if replay is None:
+        model = plugin.prepare_model(model)
+        params = plugin.trainable_parameters(model)
     rec = _Recorder(replay)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    strat = LLMStrategy(model, opt, [replay, rec], pad_id=tok.pad_token_id, batch_size=BATCH, epochs=1,
+    opt = torch.optim.SGD(params, lr=0.5)
+    strat = LLMStrategy(model, opt, [plugin, rec], pad_id=tok.pad_token_id, batch_size=BATCH, epochs=1,
                         device=torch.device("cpu"), grad_clip=1.0, seed=0, dist=info)
     for k in range(2):
         strat.train(TextExperience(k, f"t{k}", _examples(k, 7)))
     return {"weights": {n: p.detach().clone() for n, p in model.named_parameters()},
-            "plugin": replay.state_dict(), "rows": rec.rows}
+            "plugin": plugin.state_dict(), "rows": rec.rows}
 
 
-def _loop_worker(out: Path) -> None:
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """(llm params, the prepared llm_smoke sequence, a scratch folder)."""
+    import yaml
+
+    from clsuite.llm.config import LLMParams
+    from clsuite.llm.prepare import prepare_sequence
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["llm"]
+    raw["grid"] = {"sequences": ["llm_smoke"], "methods": ["mssr"], "seeds": [0]}
+    llm = LLMParams.model_validate(raw)
+    root = tmp_path_factory.mktemp("ddp")
+    return llm, prepare_sequence("llm_smoke", llm.sequences["llm_smoke"], root / "raw", root / "prepared"), root
+
+
+def _with_processes(llm, n: int):
+    seq = llm.sequences["llm_smoke"]
+    return llm.model_copy(update={"sequences": {"llm_smoke": seq.model_copy(
+        update={"protocol": seq.protocol.model_copy(update={"processes": n})})}})
+
+
+def _worker(out: Path, llm, prepared: Path, runs: Path) -> None:
+    """One rank (started by :func:`launch`, torchrun env vars set): the loop with each method,
+    then ``train_llm_run``, which joins the group; writes under ``runs`` are audited."""
+    from clsuite.llm.train import run_dir_of, train_llm_run
+
     info = env_info()
     torch.set_num_threads(1)
     init_group(info, torch.device("cpu"))
     torch.save({m: _run_loop(m, info) for m in METHODS}, out / f"rank{info.rank}.pt")
+    writes: list = []
+    _writes_under(runs, writes)
+    train_llm_run(llm, "llm_smoke", "mssr", 0, prepared, run_dir_of(runs, "llm_smoke", "mssr", 0), threads=1,
+                  progress=False)
+    (out / f"writes{info.rank}.txt").write_text("\n".join(f"{e} {p}" for e, p in writes))
 
 
 @pytest.fixture(scope="module")
-def loop_runs(tmp_path_factory):
+def two_ranks(smoke):
+    """The 2-process results: out folder (rank<r>.pt, writes<r>.txt) and the runs folder."""
+    llm, prepared, root = smoke
+    out = root / "out"
+    out.mkdir()
+    launch(2, _worker, out, _with_processes(llm, 2), prepared, root / "two")
+    return out, root / "two"
+
+
+@pytest.fixture(scope="module")
+def loop_runs(two_ranks):
     """({method: result} of one process, [{method: result} of rank 0, rank 1])."""
-    out = tmp_path_factory.mktemp("ddp_loop")
-    launch(2, _loop_worker, out)
+    out, _ = two_ranks
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -97,12 +154,12 @@ def loop_runs(tmp_path_factory):
     return single, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", METHODS)
 def test_two_processes_end_with_the_single_process_weights(loop_runs, method):
     single, ranks = loop_runs
     w1 = single[method]["weights"]
-    moved = max(float((w1[n] - p0).abs().max()) for n, p0 in _initial_weights().items())
-    assert moved > 1e-3  # the run trained
+    w0 = _initial_weights(method)
+    assert max(float((w1[n] - p0).abs().max()) for n, p0 in w0.items()) > 1e-3  # the run trained
     for r in ranks:
         assert w1.keys() == r[method]["weights"].keys()
         for n, w in r[method]["weights"].items():
@@ -111,19 +168,29 @@ def test_two_processes_end_with_the_single_process_weights(loop_runs, method):
         assert torch.equal(w, ranks[1][method]["weights"][n]), n
 
 
-def _initial_weights() -> dict[str, torch.Tensor]:
+def _initial_weights(method: str) -> dict[str, torch.Tensor]:
     from clsuite.llm.model import byte_tokenizer, tiny_llama
 
-    return {n: p.detach() for n, p in tiny_llama(byte_tokenizer(), 16, 1, seed=0).named_parameters()}
+    model = tiny_llama(byte_tokenizer(), 16, 1, seed=0)
+    if method == "cms":
+        from clsuite.llm.memory.cms import CMSConfig, CMSPlugin
+
+        model = CMSPlugin(CMSConfig(layer=0, chunk_sizes=(1, 2), hidden=16)).prepare_model(model)
+    elif method == "sparse_memory":
+        from clsuite.llm.memory.sparse import SparseMemoryConfig, SparseMemoryPlugin
+
+        model = SparseMemoryPlugin(SparseMemoryConfig(n_keys=8, k=4, top_t=5, lr=0.5)).prepare_model(model)
+    return {n: p.detach() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", METHODS)
 def test_gathered_losses_and_replay_match_the_single_process(loop_runs, method):
     single, ranks = loop_runs
     rows1 = single[method]["rows"]
     sizes = [len(r["keys"]) for r in rows1]
-    assert len(rows1) == 6 and 5 in sizes and 1 in sizes  # unequal shards and an empty one were exercised
-    assert sum(len(r["replayed"]) for r in rows1) > 0
+    assert len(rows1) == 6 and 1 in sizes  # a minibatch of one row: rank 1's shard is empty
+    if method in REPLAY:
+        assert 5 in sizes and sum(len(r["replayed"]) for r in rows1) > 0  # 3 + 2 replayed: unequal shards
     for rank in ranks:
         rows = rank[method]["rows"]
         assert [r["keys"] for r in rows] == [r["keys"] for r in rows1]  # same minibatches
@@ -167,55 +234,18 @@ def _writes_under(root: Path, log: list) -> None:
     sys.addaudithook(hook)
 
 
-def _run_worker(rank: int, world: int, port: int, llm, prepared: Path, root: Path, out: Path) -> None:
-    """A torchrun-style worker (RANK/WORLD_SIZE/MASTER_* set): train_llm_run joins the group."""
-    from clsuite.llm.train import run_dir_of, train_llm_run
-
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    writes: list = []
-    _writes_under(root, writes)
-    train_llm_run(llm, "llm_smoke", "mssr", 0, prepared, run_dir_of(root, "llm_smoke", "mssr", 0), threads=1,
-                  progress=False)
-    import torch.distributed as dist
-
-    dist.destroy_process_group()
-    (out / f"writes{rank}.txt").write_text("\n".join(f"{e} {p}" for e, p in writes))
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    import yaml
-
-    from clsuite.llm.config import LLMParams
-    from clsuite.llm.prepare import prepare_sequence
-
-    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["llm"]
-    raw["grid"] = {"sequences": ["llm_smoke"], "methods": ["mssr"], "seeds": [0]}
-    llm = LLMParams.model_validate(raw)
-    root = tmp_path_factory.mktemp("ddp_run")
-    return llm, prepare_sequence("llm_smoke", llm.sequences["llm_smoke"], root / "raw", root / "prepared"), root
-
-
-def test_train_run_in_two_processes_writes_the_single_process_records_from_rank_0_only(smoke):
-    import torch.multiprocessing as mp
-
-    from clsuite.llm.distributed import free_port
+def test_train_run_in_two_processes_writes_the_single_process_records_from_rank_0_only(smoke, two_ranks):
     from clsuite.llm.train import read_llm_records, run_dir_of, train_llm_run
 
     llm, prepared, root = smoke
-    llm2 = llm.model_copy(update={"sequences": {"llm_smoke": llm.sequences["llm_smoke"].model_copy(
-        update={"protocol": llm.sequences["llm_smoke"].protocol.model_copy(update={"processes": 2})})}})
-    out = root / "out"
-    out.mkdir()
-    mp.spawn(_run_worker, args=(2, free_port(), llm2, prepared, root / "two", out), nprocs=2, join=True)
+    out, runs = two_ranks
     threads = torch.get_num_threads()
     try:
         one = train_llm_run(llm, "llm_smoke", "mssr", 0, prepared, run_dir_of(root / "one", "llm_smoke", "mssr", 0),
                             threads=1, progress=False)
     finally:
         torch.set_num_threads(threads)
-    two = run_dir_of(root / "two", "llm_smoke", "mssr", 0)
+    two = run_dir_of(runs, "llm_smoke", "mssr", 0)
     pd.testing.assert_frame_equal(read_llm_records(two), read_llm_records(one))
     tasks1, tasks2 = pd.read_parquet(one / "tasks.parquet"), pd.read_parquet(two / "tasks.parquet")
     assert tasks2[["n_steps", "n_examples", "n_replayed"]].equals(tasks1[["n_steps", "n_examples", "n_replayed"]])
@@ -232,8 +262,7 @@ def test_processes_key_dispatches_to_spawned_workers(smoke, monkeypatch, tmp_pat
 
     llm, prepared, _ = smoke
     seq = llm.sequences["llm_smoke"]
-    llm2 = llm.model_copy(update={"sequences": {"llm_smoke": seq.model_copy(
-        update={"protocol": seq.protocol.model_copy(update={"processes": 3})})}})
+    llm2 = _with_processes(llm, 3)
     calls = []
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setattr(llm_train, "launch", lambda world, fn, *args: calls.append((world, fn, args)))
