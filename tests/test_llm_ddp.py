@@ -1,10 +1,10 @@
 """Data-parallel LLM runs (clsuite/llm/distributed.py) on CPU with gloo, 2 processes, tiny Llama.
 
 One 2-process launch (module fixture) runs the loop with fixed replay, MSSR, CMS and sparse
-memory, then a whole train_llm_run. A 2-process run must follow the 1-process run: same replay decisions, the same per-sample
-losses (gathered back into full minibatches) and, at the end, the same weights and MSSR memory
-— identical across ranks, equal up to float rounding to the single process. Only rank 0 writes
-into the run folder.
+memory, then a whole ``train_llm_run``. The 2-process runs must follow the 1-process ones:
+the same minibatches and replay decisions, the same per-sample losses (gathered back into
+full minibatches) and, at the end, the same weights and MSSR memory — identical across
+ranks, equal up to float rounding to the single process. Only rank 0 writes into the run folder.
 """
 
 from __future__ import annotations
