@@ -270,3 +270,18 @@ def test_processes_key_dispatches_to_spawned_workers(smoke, monkeypatch, tmp_pat
     assert calls and calls[0][0] == 3 and calls[0][1] is llm_train._spawned_run
     assert not (tmp_path / "r").exists()  # the launcher itself writes nothing
     assert seq.protocol.processes == 1  # the default: today's single-process path
+
+
+def _fail_on_rank_1() -> None:
+    from clsuite.errors import TrainingDiverged
+
+    if env_info().rank == 1:
+        raise TrainingDiverged("non-finite loss on rank 1", iteration=3)
+
+
+def test_a_workers_exception_reaches_the_launcher_with_its_type():
+    from clsuite.errors import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="rank 1") as info:
+        launch(2, _fail_on_rank_1)
+    assert info.value.status == {"iteration": 3}

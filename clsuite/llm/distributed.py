@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -109,10 +110,18 @@ def init_group(info: DistInfo, device: torch.device) -> None:
         dist.init_process_group(backend_for(device), rank=info.rank, world_size=info.world, **kw)
 
 
-def _spawned(rank: int, world: int, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+def _spawned(rank: int, world: int, fn: Callable[..., Any], args: tuple, kwargs: dict, errors: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     try:
         fn(*args, **kwargs)
+    except BaseException as exc:  # hand the exception itself to the launcher (spawn keeps only its text)
+        import pickle
+
+        try:
+            (Path(errors) / f"rank{rank}.pkl").write_bytes(pickle.dumps(exc))
+        except Exception:
+            pass
+        raise
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -121,14 +130,27 @@ def _spawned(rank: int, world: int, fn: Callable[..., Any], args: tuple, kwargs:
 def launch(world: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """Run ``fn(*args, **kwargs)`` in ``world`` spawned processes on loopback (torchrun env vars
     set for each: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1, a free MASTER_PORT);
-    ``fn`` must be a picklable top-level function that calls :func:`init_group`. A worker's
-    exception is re-raised here (``torch.multiprocessing.ProcessRaisedException``)."""
+    ``fn`` must be a picklable top-level function that calls :func:`init_group`. The first
+    failing worker's exception is re-raised here (its own type when it pickles, e.g.
+    ``ParamsError``; else ``torch.multiprocessing.ProcessRaisedException``)."""
+    import pickle
+    import tempfile
+
     import torch.multiprocessing as mp
 
     saved = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT")}
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     try:
-        mp.spawn(_spawned, args=(world, fn, args, kwargs), nprocs=world, join=True)
+        with tempfile.TemporaryDirectory(prefix="clsuite-ddp-") as errors:
+            try:
+                mp.spawn(_spawned, args=(world, fn, args, kwargs, errors), nprocs=world, join=True)
+            except mp.ProcessRaisedException as failed:
+                path = Path(errors) / f"rank{failed.error_index}.pkl"
+                try:
+                    original = pickle.loads(path.read_bytes())
+                except Exception:
+                    raise failed from None
+                raise original from failed
     finally:
         for k, v in saved.items():
             if v is None:
