@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from clsuite.llm.distributed import DistInfo, env_info, init_group, launch, shard_bounds
+from clsuite.llm.distributed import DistInfo, agree, env_info, init_group, launch, shard_bounds
 from clsuite.llm.encode import Encoded
 from clsuite.llm.loop import LLMStrategy, TextExperience
 from clsuite.llm.methods import FixedConfig, LLMContext, MSSRConfig, build_fixed, build_mssr
@@ -123,7 +123,10 @@ def _worker(out: Path, llm, prepared: Path, runs: Path) -> None:
     info = env_info()
     torch.set_num_threads(1)
     init_group(info, torch.device("cpu"))
-    torch.save({m: _run_loop(m, info) for m in METHODS}, out / f"rank{info.rank}.pt")
+    cpu = torch.device("cpu")
+    results = {m: _run_loop(m, info) for m in METHODS}
+    results["agree"] = (agree(5, info, cpu), agree(info.rank, info, cpu))
+    torch.save(results, out / f"rank{info.rank}.pt")
     writes: list = []
     _writes_under(runs, writes)
     train_llm_run(llm, "llm_smoke", "mssr", 0, prepared, run_dir_of(runs, "llm_smoke", "mssr", 0), threads=1,
@@ -202,6 +205,11 @@ def test_gathered_losses_and_replay_match_the_single_process(loop_runs, method):
             assert a["loss_requires_grad"]
     for a, b in zip(ranks[0][method]["rows"], ranks[1][method]["rows"]):  # every plugin sees the same values
         assert torch.equal(a["loss"], b["loss"]) and torch.equal(a["acc"], b["acc"])
+
+
+def test_ranks_check_that_they_agree(loop_runs):
+    _, ranks = loop_runs
+    assert [r["agree"] for r in ranks] == [(True, False), (True, False)]
 
 
 def test_mssr_memory_identical_on_both_ranks(loop_runs):

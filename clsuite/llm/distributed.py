@@ -76,6 +76,15 @@ def with_local_grad(full: torch.Tensor, local: torch.Tensor, start: int, scale: 
     return torch.cat([full[:start], local_g, full[start + len(local):]])
 
 
+def agree(value: int, info: DistInfo, device: torch.device) -> bool:
+    """Whether every rank passed the same integer ``value`` (collective; True in one process)."""
+    if info.world == 1:
+        return True
+    t = torch.tensor([value, -value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t[0]) == value == -int(t[1])
+
+
 def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 

@@ -27,7 +27,7 @@ from clsuite.checkpoint import fingerprint, rng_state, set_rng_state
 from clsuite.data.text.sequence import TaskData, read_sequence
 from clsuite.io import atomic_path, remove_stale_temps, write_json
 from clsuite.llm.config import LLMParams, SequenceConfig
-from clsuite.llm.distributed import SINGLE, DistInfo, env_info, init_group, launch, worker_device
+from clsuite.llm.distributed import SINGLE, DistInfo, agree, env_info, init_group, launch, worker_device
 from clsuite.llm.encode import encode_table
 from clsuite.llm.generate import batch_prompts, generate, score_rows
 from clsuite.llm.loop import LLMStrategy, TextExperience
@@ -117,10 +117,12 @@ def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path
     else:
         log = _silent_logger(f"clsuite.llm.{sequence}.{method}.{seed}.rank{info.rank}")
         progress = False
-    # processes = 1 keeps the fingerprint of runs made before the key existed
+    # processes = 1 keeps the fingerprint of runs made before the key existed; with N > 1 it must
+    # be the same on every rank (cuda:<local_rank> differs), so only the device type enters
     fp = fingerprint(format=FORMAT, sequence=cfg.model_dump(mode="json", exclude={"protocol": {"processes"}}),
-                     method=llm.methods.get(method), seed=seed, data=_digest(prepared), device=str(dev),
-                     threads=threads, **({"processes": info.world} if info.world > 1 else {}))
+                     method=llm.methods.get(method), seed=seed, data=_digest(prepared),
+                     device=str(dev) if info.world == 1 else dev.type, threads=threads,
+                     **({"processes": info.world} if info.world > 1 else {}))
     if main:
         write_json(run_dir / "status.json", {"state": "running", "finished_tasks": 0})
     seed_everything(seed, deterministic=True)
@@ -189,6 +191,9 @@ def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path
     task_rows: list[dict] = []
     start_task = 0
     state = _load_checkpoint(ckpt, fp)
+    resume_at = 0 if state is None else state["finished"] + 1
+    if not agree(resume_at, info, dev):  # e.g. a checkpoint one rank cannot read: the ranks would hang
+        raise RuntimeError(f"rank {info.rank}: the ranks disagree on where to resume (this one: task {resume_at})")
     if state is not None:
         model.load_state_dict(state["weights"], strict=False)
         opt.load_state_dict(state["optimizer"])
