@@ -277,6 +277,14 @@ def test_processes_key_dispatches_to_spawned_workers(smoke, monkeypatch, tmp_pat
     assert llm_train.train_llm_run(llm2, "llm_smoke", "mssr", 0, prepared, tmp_path / "r") == tmp_path / "r"
     assert calls and calls[0][0] == 3 and calls[0][1] is llm_train._spawned_run
     assert not (tmp_path / "r").exists()  # the launcher itself writes nothing
+    world, fn, args = calls[0]
+    monkeypatch.setenv("WORLD_SIZE", "1")  # what a worker receives, run here as a world of one
+    threads = torch.get_num_threads()
+    try:
+        fn(*args)
+    finally:
+        torch.set_num_threads(threads)
+    assert llm_train.read_status(tmp_path / "r")["state"] == "finished"
     assert seq.protocol.processes == 1  # the default: today's single-process path
 
 
