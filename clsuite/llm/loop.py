@@ -172,7 +172,7 @@ class LLMStrategy:
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(logits (B, L, V), per-sample loss (B,), per-sample token accuracy (B,)) of ``module``
         (default: the unwrapped model)."""
-        out = (module or self.model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        out = (self.model if module is None else module)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         loss, acc = per_sample_loss(out.logits, batch["labels"])
         return out.logits, loss, acc
 
@@ -197,8 +197,8 @@ class LLMStrategy:
         full_loss = gather_rows(loss[:k], n, self.dist)
         full_acc = gather_rows(acc[:k], n, self.dist)
         losses = with_local_grad(full_loss, loss[:k], start, float(self.dist.world))
-        if k == 0:
-            losses = losses + 0.0 * loss.sum()
+        if k == 0:  # the dummy row joins the graph with an exact 0 (even if its loss is not finite)
+            losses = losses + 0.0 * loss.nan_to_num(0.0, 0.0, 0.0).sum()
         return logits[:k], losses, full_acc
 
     def training_iteration(self, examples: list[Encoded]) -> None:
