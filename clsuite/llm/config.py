@@ -76,6 +76,9 @@ class LLMTrainConfig(LStrict):
     max_new_tokens: int = Field(16, ge=1)
     eval_batch_size: int = Field(16, ge=1)
     grad_clip: float | None = Field(1.0, gt=0)
+    # data-parallel processes of one run (one per GPU on CUDA; gloo on CPU), each forwarding
+    # batch_size / processes rows of every minibatch (clsuite.llm.distributed); 1: one process
+    processes: int = Field(1, ge=1)
 
 
 class HeldoutConfig(LStrict):

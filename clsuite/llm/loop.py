@@ -30,6 +30,15 @@ The strategy exposes what plugins read: ``model``, ``optimizer``, ``device``, ``
 :class:`~clsuite.llm.encode.Encoded` rows of the minibatch; replay plugins append to it in
 ``before_training_iteration``, before it is collated), ``mb_output`` (logits (B, L, V)),
 ``sample_losses`` ((B,) nats per answer token), ``loss`` (scalar), ``is_training``.
+
+Data parallel (``dist.world > 1``, :mod:`clsuite.llm.distributed`): every rank builds the same
+``mb_examples``/``mbatch`` (B rows); the rank forwards its rows ``shard`` = [start, stop)
+through the DDP wrapper ``ddp`` (``model`` stays the unwrapped module, for plugins and
+probes); ``sample_losses``/``sample_acc`` are the gathered (B,) vectors (the same on every
+rank; the local rows carry world × their gradient, so ``loss = sample_losses.mean()``
+backpropagates, after DDP's averaging, the single-process gradient); ``mb_output`` holds only
+the local rows' logits; :meth:`LLMStrategy.gather_rows` gathers any per-row tensor of the
+local rows into (B, ...). Probes and evaluation run redundantly on every rank (unwrapped model).
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from clsuite.llm.distributed import SINGLE, DistInfo, gather_rows, shard_bounds, with_local_grad
 from clsuite.llm.encode import Encoded, collate, per_sample_loss
 
 TRAIN_ITERATION = ("before_training_iteration", "before_forward", "after_forward", "before_backward",
@@ -93,8 +103,17 @@ class LLMStrategy:
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, plugins: Sequence[object], *,
                  pad_id: int, batch_size: int, epochs: int, device: torch.device, grad_clip: float | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, dist: DistInfo = SINGLE) -> None:
         self.model, self.optimizer, self.plugins = model, optimizer, list(plugins)
+        self.dist = dist
+        self.ddp: torch.nn.Module | None = None  # the DistributedDataParallel wrapper (world > 1)
+        if dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # every trainable parameter is used in each forward (LoRA, CMS blocks, memory values):
+            # no find_unused_parameters
+            self.ddp = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        self.shard = (0, 0)  # [start, stop) rows of the current minibatch this rank forwards
         self.pad_id, self.train_mb_size, self.train_epochs = pad_id, batch_size, epochs
         self.device, self.grad_clip, self.seed = device, grad_clip, seed
         self.clock = Clock()
@@ -129,7 +148,7 @@ class LLMStrategy:
     def train(self, experience: TextExperience) -> None:
         """Train on one experience (Avalanche's ``train(exp)``; the hook order of the module docstring)."""
         self.is_training = True
-        self.model.train()
+        (self.model if self.ddp is None else self.ddp).train()
         self.experience = experience
         self.call("before_training")
         self.call("before_train_dataset_adaptation")
@@ -149,11 +168,38 @@ class LLMStrategy:
         self.call("after_training")
         self.is_training = False
 
-    def forward_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(logits (B, L, V), per-sample loss (B,), per-sample token accuracy (B,))."""
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    def forward_losses(self, batch: dict[str, torch.Tensor], module: torch.nn.Module | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits (B, L, V), per-sample loss (B,), per-sample token accuracy (B,)) of ``module``
+        (default: the unwrapped model)."""
+        out = (self.model if module is None else module)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         loss, acc = per_sample_loss(out.logits, batch["labels"])
         return out.logits, loss, acc
+
+    def gather_rows(self, local: torch.Tensor) -> torch.Tensor:
+        """(B, ...) from this rank's rows of the current minibatch ((stop − start, ...) or more
+        leading rows: the extra ones are dropped); the identity in a single process. Collective:
+        every rank must call it."""
+        if self.dist.world == 1:
+            return local
+        start, stop = self.shard
+        return gather_rows(local[: stop - start], len(self.mb_examples), self.dist)
+
+    def _sharded_forward(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """DDP forward of this rank's rows; (local logits, gathered losses (B,), gathered acc (B,))."""
+        n = len(self.mb_examples)
+        start, stop = self.shard = shard_bounds(n, self.dist.rank, self.dist.world)
+        # an empty shard (B < world) forwards row 0 with zero weight: DDP needs every rank's backward
+        rows = slice(start, stop) if stop > start else slice(0, 1)
+        local = {k: v[rows] for k, v in self.mbatch.items()}
+        logits, loss, acc = self.forward_losses(local, self.ddp)
+        k = stop - start
+        full_loss = gather_rows(loss[:k], n, self.dist)
+        full_acc = gather_rows(acc[:k], n, self.dist)
+        losses = with_local_grad(full_loss, loss[:k], start, float(self.dist.world))
+        if k == 0:  # the dummy row joins the graph with an exact 0 (even if its loss is not finite)
+            losses = losses + 0.0 * loss.nan_to_num(0.0, 0.0, 0.0).sum()
+        return logits[:k], losses, full_acc
 
     def training_iteration(self, examples: list[Encoded]) -> None:
         start = time.perf_counter()
@@ -162,7 +208,11 @@ class LLMStrategy:
         self.mbatch = {k: v.to(self.device) for k, v in collate(self.mb_examples, self.pad_id).items()}
         self.optimizer.zero_grad(set_to_none=True)
         self.call("before_forward")
-        self.mb_output, self.sample_losses, self.sample_acc = self.forward_losses(self.mbatch)
+        if self.ddp is None:
+            self.shard = (0, len(self.mb_examples))
+            self.mb_output, self.sample_losses, self.sample_acc = self.forward_losses(self.mbatch)
+        else:
+            self.mb_output, self.sample_losses, self.sample_acc = self._sharded_forward()
         self.call("after_forward")
         self.loss = self.sample_losses.mean()
         self.call("before_backward")

@@ -5,6 +5,10 @@ stage -1 = the model before training), ``tasks.parquet`` (LLM_TASKS: cost per ta
 ``status.json``, ``log.txt`` and ``checkpoint.pt`` (trainable weights — LoRA adapters or
 all — optimizer, plugin states, clock and RNG after the last finished task, with a
 fingerprint of the configuration; a killed run resumes from it and writes the same records).
+
+``protocol.processes: N > 1`` trains the run data-parallel over N processes
+(:mod:`clsuite.llm.distributed`): :func:`train_llm_run` spawns them, or, started by torchrun
+(``WORLD_SIZE`` set), joins; only rank 0 writes into the run folder.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from clsuite.checkpoint import fingerprint, rng_state, set_rng_state
 from clsuite.data.text.sequence import TaskData, read_sequence
 from clsuite.io import atomic_path, remove_stale_temps, write_json
 from clsuite.llm.config import LLMParams, SequenceConfig
+from clsuite.llm.distributed import SINGLE, DistInfo, agree, env_info, init_group, launch, worker_device
 from clsuite.llm.encode import encode_table
 from clsuite.llm.generate import batch_prompts, generate, score_rows
 from clsuite.llm.loop import LLMStrategy, TextExperience
@@ -66,18 +71,60 @@ def _digest(prepared: Path) -> str:
 
 def train_llm_run(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path, run_dir: Path, *,
                   threads: int | None = 1, device: str = "cpu", progress: bool = True) -> Path:
-    """Train ``method`` on ``sequence`` (prepared folder) with ``seed``; write ``run_dir``."""
+    """Train ``method`` on ``sequence`` (prepared folder) with ``seed``; write ``run_dir``.
+
+    ``protocol.processes`` > 1: spawn that many data-parallel workers (this call returns when
+    all finished); under torchrun (``WORLD_SIZE`` set) this process is one of them and joins.
+    """
+    world = llm.sequences[sequence].protocol.processes
+    info = env_info()
+    if info is not None and info.world > 1:  # started by torchrun (or a spawned worker): join
+        return _train(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, info)
+    if world > 1:
+        resolve(method, llm.methods.get(method))  # config errors here, not in N workers
+        launch(world, _spawned_run, llm, sequence, method, seed, prepared, run_dir, threads, device, progress)
+        return run_dir
+    return _train(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, SINGLE)
+
+
+def _spawned_run(*args: Any) -> None:
+    _train(*args, env_info())
+
+
+def _device_of(device: str, info: DistInfo) -> torch.device:
+    """The run's device: ``run.device`` in one process; ``cuda:<local_rank>`` (or CPU) per worker."""
+    if info.world == 1:
+        return resolve_device(device)
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda and torch.cuda.device_count() < info.world:
+        raise RuntimeError(f"protocol.processes = {info.world} but only {torch.cuda.device_count()} CUDA devices")
+    return worker_device(torch.device("cuda" if cuda else "cpu"), info)
+
+
+def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path, run_dir: Path,
+           threads: int | None, device: str, progress: bool, info: DistInfo) -> Path:
     cfg: SequenceConfig = llm.sequences[sequence]
     spec, mcfg = resolve(method, llm.methods.get(method))
     if threads is not None:
         torch.set_num_threads(threads)
-    dev = resolve_device(device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(run_dir)
-    log = run_logger(run_dir / "log.txt", f"clsuite.llm.{sequence}.{method}.{seed}")
-    fp = fingerprint(format=FORMAT, sequence=cfg.model_dump(mode="json"), method=llm.methods.get(method),
-                     seed=seed, data=_digest(prepared), device=str(dev), threads=threads)
-    write_json(run_dir / "status.json", {"state": "running", "finished_tasks": 0})
+    dev = _device_of(device, info)
+    init_group(info, dev)
+    main = info.is_main  # only rank 0 writes into run_dir
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(run_dir)
+        log = run_logger(run_dir / "log.txt", f"clsuite.llm.{sequence}.{method}.{seed}")
+    else:
+        log = _silent_logger(f"clsuite.llm.{sequence}.{method}.{seed}.rank{info.rank}")
+        progress = False
+    # processes = 1 keeps the fingerprint of runs made before the key existed; with N > 1 it must
+    # be the same on every rank (cuda:<local_rank> differs), so only the device type enters
+    fp = fingerprint(format=FORMAT, sequence=cfg.model_dump(mode="json", exclude={"protocol": {"processes"}}),
+                     method=llm.methods.get(method), seed=seed, data=_digest(prepared),
+                     device=str(dev) if info.world == 1 else dev.type, threads=threads,
+                     **({"processes": info.world} if info.world > 1 else {}))
+    if main:
+        write_json(run_dir / "status.json", {"state": "running", "finished_tasks": 0})
     seed_everything(seed, deterministic=True)
     tasks, held = load_prepared(prepared)
 
@@ -106,12 +153,13 @@ def train_llm_run(llm: LLMParams, sequence: str, method: str, seed: int, prepare
     opt = (torch.optim.AdamW(params, lr=pc.lr, weight_decay=pc.weight_decay) if pc.optimizer == "adamw"
            else torch.optim.SGD(params, lr=pc.lr, weight_decay=pc.weight_decay))
     strategy = LLMStrategy(model, opt, plugins, pad_id=tok.pad_token_id, batch_size=pc.batch_size,
-                           epochs=pc.epochs, device=dev, grad_clip=pc.grad_clip, seed=seed)
+                           epochs=pc.epochs, device=dev, grad_clip=pc.grad_clip, seed=seed, dist=info)
     n_trainable = sum(p.numel() for p in params)
-    log.info("run %s/%s/seed%d: %d tasks, model %s (%s), %d trainable parameters, plugins %s",
+    log.info("run %s/%s/seed%d: %d tasks, model %s (%s), %d trainable parameters, plugins %s%s",
              sequence, method, seed, len(tasks), cfg.model.source,
              cfg.model.adapter if spec.uses_adapter else "method's own module", n_trainable,
-             [type(p).__name__ for p in plugins])
+             [type(p).__name__ for p in plugins],
+             f", data parallel over {info.world} processes on {dev.type}" if info.world > 1 else "")
 
     train_exps = [TextExperience(k, t.task, encode_table(tok, t.train, pc.max_length)) for k, t in enumerate(tasks)]
     eval_exps = [TextExperience(k, t.task, [], t.test) for k, t in enumerate(tasks)]
@@ -129,7 +177,9 @@ def train_llm_run(llm: LLMParams, sequence: str, method: str, seed: int, prepare
                 rows.append({**ident, "stage": stage, "task": exp.task, "task_index": exp.current_experience,
                              "heldout": exp.current_experience == -1, **r})
 
-        strategy.eval(eval_exps, one_batch, pc.eval_batch_size)
+        strategy.eval(eval_exps, one_batch, pc.eval_batch_size)  # redundant on every rank
+        if not main:
+            return time.perf_counter() - start
         df = pd.DataFrame(rows, columns=list(LLM_RECORDS.columns))
         write_table(df.astype({"seed": "int64", "stage": "int64", "task_index": "int64", "n_new_tokens": "int64"}),
                     stage_path(run_dir, stage), LLM_RECORDS)
@@ -141,6 +191,9 @@ def train_llm_run(llm: LLMParams, sequence: str, method: str, seed: int, prepare
     task_rows: list[dict] = []
     start_task = 0
     state = _load_checkpoint(ckpt, fp)
+    resume_at = 0 if state is None else state["finished"] + 1
+    if not agree(resume_at, info, dev):  # e.g. a checkpoint one rank cannot read: the ranks would hang
+        raise RuntimeError(f"rank {info.rank}: the ranks disagree on where to resume (this one: task {resume_at})")
     if state is not None:
         model.load_state_dict(state["weights"], strict=False)
         opt.load_state_dict(state["optimizer"])
@@ -154,7 +207,8 @@ def train_llm_run(llm: LLMParams, sequence: str, method: str, seed: int, prepare
     else:
         import shutil
 
-        shutil.rmtree(run_dir / "records", ignore_errors=True)  # records of another configuration
+        if main:
+            shutil.rmtree(run_dir / "records", ignore_errors=True)  # records of another configuration
         evaluate(-1)
 
     from tqdm import tqdm
@@ -182,12 +236,25 @@ def train_llm_run(llm: LLMParams, sequence: str, method: str, seed: int, prepare
                           "peak_rss_mb": peak_rss_mb()})
         log.info("task %d (%s): %d steps, %.1f s train (%.0f ms/step), %.1f s eval", k, exp.task, len(steps),
                  train_s, steps.mean(), eval_s)
-        _save_checkpoint(ckpt, fp, k, model, base_keys, opt, plugins, strategy, task_rows)
-        write_json(run_dir / "status.json", {"state": "running", "finished_tasks": k + 1})
-    write_table(pd.DataFrame(task_rows, columns=list(LLM_TASKS.columns)), run_dir / "tasks.parquet", LLM_TASKS)
-    write_json(run_dir / "status.json", {"state": "finished", "finished_tasks": len(tasks)})
+        if main:
+            _save_checkpoint(ckpt, fp, k, model, base_keys, opt, plugins, strategy, task_rows)
+            write_json(run_dir / "status.json", {"state": "running", "finished_tasks": k + 1})
+    if main:
+        write_table(pd.DataFrame(task_rows, columns=list(LLM_TASKS.columns)), run_dir / "tasks.parquet",
+                    LLM_TASKS)
+        write_json(run_dir / "status.json", {"state": "finished", "finished_tasks": len(tasks)})
     log.info("finished")
     return run_dir
+
+
+def _silent_logger(name: str):
+    """A logger that writes nothing (ranks > 0 of a data-parallel run)."""
+    import logging
+
+    logger = logging.getLogger(name)
+    logger.handlers[:] = [logging.NullHandler()]
+    logger.propagate = False
+    return logger
 
 
 def _save_checkpoint(path: Path, fp: str, finished: int, model, base_keys: set[str], opt, plugins, strategy,

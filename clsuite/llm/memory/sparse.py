@@ -296,7 +296,10 @@ class SparseMemoryPlugin(CallbackPlugin):
             _, mask = batch_inputs(strategy.mbatch)
         except TypeError:
             mask = None
-        counts = slot_counts(memory.last_indices, memory.n_slots, mask)
+        indices = memory.last_indices
+        if getattr(strategy, "ddp", None) is not None:  # data parallel: this rank saw only its rows
+            indices = strategy.gather_rows(indices)
+        counts = slot_counts(indices, memory.n_slots, mask)
         selected = select_top_t(counts, tfidf_scores(counts, self.background), self.cfg.top_t)
         keep = torch.zeros(memory.n_slots, dtype=torch.bool, device=grad.device)
         keep[selected.to(grad.device)] = True
