@@ -98,7 +98,8 @@ def test_evaluate_and_report(llm, prepared, tmp_path):
     build_llm_report(llm, "llm_smoke", out)
     index = (out / "index.md").read_text()
     assert "## Score matrices" in index and "## Forgetting" in index and "Overhead (relative to `fixed`)" in index
-    for name in ("score_matrix", "forgetting"):
+    assert "## Learning vs forgetting" in index and "Avg. learning (%)" in index
+    for name in ("score_matrix", "forgetting", "frontier"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 5_000
     assert (out / "tables" / "results.tex").read_text().count(r"\midrule") == 1
 
@@ -111,6 +112,10 @@ def test_metrics_from_a_hand_made_matrix():
     # task 0: max(0.8, 0.4) - 0.6 = 0.2; task 1: 0.9 - 0.5 = 0.4
     assert forgetting(a) == pytest.approx(0.3)
     assert normalised_score(a) == pytest.approx(np.mean([0.6 / 0.8, 0.5 / 0.9, 0.7 / 0.7]))
+    from clsuite.llm.metrics import learning
+
+    # task 0: 0.8 - 0.1; task 1: 0.9 - 0.1; task 2: 0.7 - 0.3
+    assert learning(a) == pytest.approx(np.mean([0.7, 0.8, 0.4]))
 
 
 @pytest.mark.parametrize("method", ["sparse_memory", "cms"])
@@ -139,6 +144,26 @@ def test_method_configs_and_memory_methods(raw_params):
     # a memory module's keys are checked by its own config class
     with pytest.raises(ParamsError, match=r"llm.methods.cms.chunk_size: unknown key"):
         resolve("cms", {"chunk_size": [1, 2]})
+    # per-method adapter / lr overrides (the learning-vs-forgetting frontier); not for memory modules
+    _, cfg = resolve("none_full", {"type": "none", "adapter": "full", "lr": 2e-5})
+    assert cfg.adapter == "full" and cfg.lr == 2e-5
+    with pytest.raises(ParamsError, match=r"llm.methods.sm.adapter: sparse_memory trains its own memory module"):
+        resolve("sm", {"type": "sparse_memory", "adapter": "lora"})
+    with pytest.raises(ParamsError, match=r"llm.methods.x.adapter"):
+        resolve("x", {"type": "none", "adapter": "qlora"})
+
+
+def test_method_adapter_override_trains_every_weight(llm, prepared, tmp_path):
+    """`adapter: full` on a method of a LoRA sequence: all weights train, at the method's lr."""
+    raw = llm.model_dump()
+    raw["methods"]["none_full"] = {"type": "none", "adapter": "full", "lr": 1e-4}
+    small = LLMParams.model_validate(raw)
+    rd = train_llm_run(small, "llm_smoke", "none_full", 0, prepared, run_dir_of(tmp_path, "llm_smoke", "none_full", 0),
+                       threads=1, progress=False)
+    from clsuite.llm.model import load_base
+
+    n_all = sum(p.numel() for p in load_base(small.sequences["llm_smoke"].model, 0)[0].parameters())
+    assert f"(full), {n_all} trainable parameters" in (rd / "log.txt").read_text()
 
 
 def test_smollm2_gguf_loads_and_generates():

@@ -24,7 +24,13 @@ from clsuite.registry import Registry
 
 
 class LLMMethodConfig(BaseModel):
+    """Keys every LLM method accepts: per-method overrides of the sequence's training setup, so
+    that one grid compares e.g. LoRA, full fine-tuning and a memory module (learning-vs-forgetting
+    frontier). ``None`` keeps the sequence's ``model.adapter`` / ``protocol.lr``."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+    adapter: Literal["lora", "full"] | None = None  # LoRA adapters or full fine-tuning for this method
+    lr: float | None = Field(None, gt=0)  # learning rate for this method (full fine-tuning wants a smaller one)
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,9 @@ def resolve(name: str, raw: dict[str, Any] | None) -> tuple[LLMMethodSpec, LLMMe
         cfg = spec.config_cls.model_validate(raw, strict=True)
     except ValidationError as exc:
         raise ParamsError(format_validation_error(exc, f"llm.methods.{name}", spec.config_cls)) from None
+    if not spec.uses_adapter and cfg.adapter is not None:
+        raise ParamsError(f"llm.methods.{name}.adapter: {mtype} trains its own memory module instead of LoRA or "
+                          "full fine-tuning; remove the key")
     if mtype in MEMORY_MODULES:
         try:
             memory_config(mtype, cfg, f"llm.methods.{name}")  # its own keys, checked when the module is here

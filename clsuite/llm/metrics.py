@@ -5,6 +5,8 @@ examples after stage s (s = -1 … T-1; -1 = before training):
 
 - ``final_score`` = mean_j A[T-1, j];
 - ``avg_forgetting`` = mean_{j < T-1} ( max_{j ≤ s ≤ T-2} A[s, j] − A[T-1, j] ) (Chaudhry et al. 2018);
+- ``avg_learning`` = mean_j ( A[j, j] − A[j-1, j] ): what training on task j gained on it (the
+  x axis of the learning-vs-forgetting frontier; A[-1, ·] is the untrained model);
 - ``avg_normalised_score`` = mean_j A[T-1, j] / max_{-1 ≤ s ≤ T-1} A[s, j] (final over best score of
   the run per task; tasks never scored above 0 are left out);
 - ``heldout_initial`` / ``heldout_final`` / ``heldout_change``: the held-out task's score before
@@ -49,6 +51,12 @@ def forgetting(a: pd.DataFrame) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def learning(a: pd.DataFrame) -> float:
+    """mean_j (A[j, j] − A[j-1, j]) over the trained tasks j (rows: stages -1…T-1)."""
+    vals = [a.loc[j, j] - a.loc[j - 1, j] for j in a.columns if j in a.index and j - 1 in a.index]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
 def normalised_score(a: pd.DataFrame) -> float:
     last = a.index.max()
     best = a.max(axis=0)
@@ -63,7 +71,7 @@ def run_metrics(sm: pd.DataFrame, tasks: pd.DataFrame, reference: str) -> pd.Dat
         ident = g.iloc[0][IDENT].to_dict()
         a = matrix(sm, run_id)
         last = int(a.index.max())
-        vals = {"final_score": float(a.loc[last].mean()), "avg_forgetting": forgetting(a),
+        vals = {"final_score": float(a.loc[last].mean()), "avg_forgetting": forgetting(a), "avg_learning": learning(a),
                 "avg_normalised_score": normalised_score(a)}
         held = g[(g.task_index == -1) & (g.metric == "score")].set_index("stage")["value"]
         if len(held):

@@ -32,6 +32,21 @@ COST = [("train_seconds", "Train time (s)", 1), ("step_ms_mean", "Step latency (
         ("replayed_examples", "Replayed examples", 1)]
 
 
+FRONTIER = [("avg_learning", "Avg. learning (%)", 100), ("avg_forgetting", "Avg. forgetting (%)", 100),
+            ("heldout_change", "Held-out change (%)", 100)]
+
+
+def _trains(llm: LLMParams, method: str) -> str:
+    """What a method trains, in words: its memory module, or LoRA / full fine-tuning (and lr override)."""
+    from clsuite.llm.methods import resolve
+
+    spec, cfg = resolve(method, llm.methods.get(method))
+    if not spec.uses_adapter:
+        return f"its {spec.name} module"
+    lr = f", lr {cfg.lr:g}" if cfg.lr is not None else ""
+    return ("full fine-tuning" if cfg.adapter == "full" else "LoRA" if cfg.adapter == "lora" else "the sequence's adapter") + lr
+
+
 def _num(x: float) -> str:
     """Percentages and values >= 100 with one decimal or none, ratios with 2 decimals."""
     if abs(x) >= 100 or float(x).is_integer():
@@ -118,6 +133,35 @@ def forgetting_figure(mats: dict[str, pd.DataFrame], rm: pd.DataFrame, sequence:
         return save(fig, stem)
 
 
+def frontier_figure(rm: pd.DataFrame, methods: list[str], sequence: str, stem: Path) -> list[Path]:
+    """Learning vs forgetting, one point per method (mean over seeds, bars = std): x = average
+    learning (gain on each task from training on it), y = average forgetting of the trained
+    tasks (left) and the held-out task's drop, before − after (right); lower right is better."""
+    colors = method_colors(methods)
+
+    def stat(m: str, key: str, sign: float = 1.0) -> tuple[float, float]:
+        v = sign * 100 * rm[(rm.method == m) & (rm.metric == key)]["value"].dropna()
+        return (float(v.mean()), float(v.std()) if len(v) > 1 else 0.0) if len(v) else (math.nan, 0.0)
+
+    with plt.rc_context(RC):
+        fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+        for ax, (key, sign, label) in zip(axes, [("avg_forgetting", 1.0, "average forgetting of trained tasks (%)"),
+                                                 ("heldout_change", -1.0, "held-out drop, before − after (%)")]):
+            for m in methods:
+                (x, dx), (y, dy) = stat(m, "avg_learning"), stat(m, key, sign)
+                if math.isnan(x) or math.isnan(y):
+                    continue
+                ax.errorbar(x, y, xerr=dx, yerr=dy, fmt="o", ms=6, color=colors[m], label=m, capsize=2)
+                ax.annotate(m, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+            ax.axhline(0, color="0.6", lw=0.8)
+            ax.set_xlabel("average learning: gain on each task from training on it (%)", fontsize=8)
+            ax.set_ylabel(label, fontsize=8)
+        axes[0].legend(fontsize=7, loc="best")
+        fig.suptitle(f"{sequence}: learning vs forgetting (better: right and low)", fontsize=9)
+        fig.tight_layout()
+        return save(fig, stem)
+
+
 def _write_tables(df: pd.DataFrame, stem: Path) -> str:
     md = df.to_markdown(index=False, disable_numparse=True)
     write_text(stem.with_suffix(".md"), md + "\n")
@@ -137,6 +181,7 @@ def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
     mats = mean_matrices(sm, methods)
     heatmap_figure(mats, sequence, figs / "score_matrix")
     forgetting_figure(mats, rm, sequence, figs / "forgetting")
+    frontier_figure(rm, methods, sequence, figs / "frontier")
     cfg = llm.sequences[sequence]
     lines = [f"# LLM track: {sequence}", "", cfg.description or "", "",
              f"Model: `{cfg.model.source}`{' ' + cfg.model.name if cfg.model.name else ''}, adapter "
@@ -151,6 +196,14 @@ def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
         t.index = [("before" if s == -1 else f"after task {s + 1}") for s in t.index]
         lines += [f"**{m}**", "", _write_tables(t.reset_index(names="stage"), tabs / f"score_matrix_{m}"), ""]
     lines += ["## Forgetting", "", "![forgetting](figures/forgetting.png)", ""]
+    trains = {m: _trains(llm, m) for m in methods}
+    lines += ["## Learning vs forgetting", "",
+              "Average learning = mean over tasks of (score right after training on the task − score just "
+              "before); forgetting as above; the held-out drop is the general-knowledge loss. What each "
+              "method trains: " + ", ".join(f"`{m}` {t}" for m, t in trains.items()) + ".", "",
+              "![learning vs forgetting](figures/frontier.png)", "",
+              _write_tables(metric_table(rm, methods, FRONTIER).assign(Trains=[trains[m] for m in methods]),
+                            tabs / "frontier"), ""]
     cost = metric_table(rm, methods, COST)
     for key, label, _ in COST[:4]:
         cost[f"{label} / {ref}"] = [_cell(rm[(rm.method == m) & (rm.metric == f"{key}_vs_{ref}")]["value"], 1)

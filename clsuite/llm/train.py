@@ -139,8 +139,9 @@ def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path
     plugins = list(spec.build(mcfg, LLMContext(seed=seed, batch_size=pc.batch_size, n_tasks=len(tasks),
                                                background=background)))
     base_keys = set(model.state_dict())
+    model_cfg = cfg.model if mcfg.adapter is None else cfg.model.model_copy(update={"adapter": mcfg.adapter})
     if spec.uses_adapter:
-        model = apply_adapter(model, cfg.model)
+        model = apply_adapter(model, model_cfg)
     if spec.prepare_model is not None:
         model = spec.prepare_model(model, mcfg)
     model.to(dev)
@@ -150,14 +151,15 @@ def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path
         keep = {id(p) for p in params}
         for p in model.parameters():
             p.requires_grad_(id(p) in keep)
-    opt = (torch.optim.AdamW(params, lr=pc.lr, weight_decay=pc.weight_decay) if pc.optimizer == "adamw"
-           else torch.optim.SGD(params, lr=pc.lr, weight_decay=pc.weight_decay))
+    lr = pc.lr if mcfg.lr is None else mcfg.lr
+    opt = (torch.optim.AdamW(params, lr=lr, weight_decay=pc.weight_decay) if pc.optimizer == "adamw"
+           else torch.optim.SGD(params, lr=lr, weight_decay=pc.weight_decay))
     strategy = LLMStrategy(model, opt, plugins, pad_id=tok.pad_token_id, batch_size=pc.batch_size,
                            epochs=pc.epochs, device=dev, grad_clip=pc.grad_clip, seed=seed, dist=info)
     n_trainable = sum(p.numel() for p in params)
     log.info("run %s/%s/seed%d: %d tasks, model %s (%s), %d trainable parameters, plugins %s%s",
              sequence, method, seed, len(tasks), cfg.model.source,
-             cfg.model.adapter if spec.uses_adapter else "method's own module", n_trainable,
+             model_cfg.adapter if spec.uses_adapter else "method's own module", n_trainable,
              [type(p).__name__ for p in plugins],
              f", data parallel over {info.world} processes on {dev.type}" if info.world > 1 else "")
 
