@@ -147,6 +147,10 @@ def test_method_configs_and_memory_methods(raw_params):
     # per-method adapter / lr overrides (the learning-vs-forgetting frontier); not for memory modules
     _, cfg = resolve("none_full", {"type": "none", "adapter": "full", "lr": 2e-5})
     assert cfg.adapter == "full" and cfg.lr == 2e-5
+    from clsuite.llm.methods import memory_config
+
+    _, sm = resolve("sm", {"type": "sparse_memory", "lr": 30.0, "top_t": 64})
+    assert memory_config("sparse_memory", sm, "x").lr == 30.0 and memory_config("sparse_memory", sm, "x").top_t == 64
     with pytest.raises(ParamsError, match=r"llm.methods.sm.adapter: sparse_memory trains its own memory module"):
         resolve("sm", {"type": "sparse_memory", "adapter": "lora"})
     with pytest.raises(ParamsError, match=r"llm.methods.x.adapter"):

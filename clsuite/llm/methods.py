@@ -204,8 +204,11 @@ def memory_config(name: str, cfg: MemoryModuleConfig, where: str):
     from clsuite.config import format_validation_error
 
     cls = getattr(memory_module(name), MEMORY_MODULES[name][2])
+    raw = dict(cfg.model_extra or {})
+    if cfg.lr is not None and "lr" in cls.model_fields:  # `lr` is a base key: the module's own step size
+        raw["lr"] = cfg.lr
     try:
-        return cls.model_validate(dict(cfg.model_extra or {}))
+        return cls.model_validate(raw)
     except ValidationError as exc:
         raise ParamsError(format_validation_error(exc, where, cls)) from None
 

@@ -36,15 +36,16 @@ FRONTIER = [("avg_learning", "Avg. learning (%)", 100), ("avg_forgetting", "Avg.
             ("heldout_change", "Held-out change (%)", 100)]
 
 
-def _trains(llm: LLMParams, method: str) -> str:
+def _trains(llm: LLMParams, sequence: str, method: str) -> str:
     """What a method trains, in words: its memory module, or LoRA / full fine-tuning (and lr override)."""
     from clsuite.llm.methods import resolve
 
     spec, cfg = resolve(method, llm.methods.get(method))
+    cfg = cfg.model_copy(update={"adapter": cfg.adapter or llm.sequences[sequence].model.adapter})
     if not spec.uses_adapter:
         return f"its {spec.name} module"
     lr = f", lr {cfg.lr:g}" if cfg.lr is not None else ""
-    return ("full fine-tuning" if cfg.adapter == "full" else "LoRA" if cfg.adapter == "lora" else "the sequence's adapter") + lr
+    return ("full fine-tuning" if cfg.adapter == "full" else "LoRA") + lr
 
 
 def _num(x: float) -> str:
@@ -196,7 +197,7 @@ def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
         t.index = [("before" if s == -1 else f"after task {s + 1}") for s in t.index]
         lines += [f"**{m}**", "", _write_tables(t.reset_index(names="stage"), tabs / f"score_matrix_{m}"), ""]
     lines += ["## Forgetting", "", "![forgetting](figures/forgetting.png)", ""]
-    trains = {m: _trains(llm, m) for m in methods}
+    trains = {m: _trains(llm, sequence, m) for m in methods}
     lines += ["## Learning vs forgetting", "",
               "Average learning = mean over tasks of (score right after training on the task − score just "
               "before); forgetting as above; the held-out drop is the general-knowledge loss. What each "
