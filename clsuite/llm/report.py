@@ -155,6 +155,7 @@ def frontier_figure(rm: pd.DataFrame, methods: list[str], sequence: str, stem: P
                 ax.errorbar(x, y, xerr=dx, yerr=dy, fmt="o", ms=6, color=colors[m], label=m, capsize=2)
                 ax.annotate(m, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
             ax.axhline(0, color="0.6", lw=0.8)
+            ax.margins(0.15)  # room for the method labels
             ax.set_xlabel("average learning: gain on each task from training on it (%)", fontsize=8)
             ax.set_ylabel(label, fontsize=8)
         axes[0].legend(fontsize=7, loc="best")
