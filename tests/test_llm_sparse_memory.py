@@ -9,18 +9,12 @@ import pydantic
 import pytest
 import torch
 
+from llm_fakes import tiny_llama
+
 from clsuite.llm.memory.sparse import (BackgroundStats, ProductKeyMemory, SparseMemoryConfig, SparseMemoryPlugin,
                                        document_frequency, find_memory, select_top_t, slot_counts, tfidf_scores)
 
 torch.set_num_threads(1)
-
-
-def tiny_llama(seed: int = 0):
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    return transformers.LlamaForCausalLM(cfg).eval()
 
 
 def test_product_key_topk_equals_brute_force():
