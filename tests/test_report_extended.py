@@ -167,15 +167,16 @@ def test_sections_only_when_data_exist(grid, tmp_path):
     for name in ("corruption_accuracy", "robustness", "ood_detection", "long_tail_accuracy", "memory_curve"):
         assert tables[name].empty, name
     assert len(tables["feature_spectrum"]) and len(tables["compute"])
-    from clsuite.report.extended import extended_sections
+    from clsuite.report.extended import extended_sections, read_extended_tables
 
-    index = "\n".join(extended_sections(params, data, tmp_path))  # the extended sections only: fast
+    extended = read_extended_tables(data)
+    index = "\n".join(extended_sections(params, extended, tmp_path))  # the extended sections only: fast
     for heading in ("## Robustness", "## Out-of-distribution", "## Long-tail", "## Accuracy vs memory"):
         assert heading not in index
     assert "## Feature space" in index and "## Compute relative" in index
     from clsuite.report.extended import metric_citations
 
-    keys = metric_citations(data)  # no -C or OOD data: their papers are not cited
+    keys = metric_citations(extended)  # no -C or OOD data: their papers are not cited
     assert "hendrycks2019imagenetc" not in keys and "hendrycks2017msp" not in keys and "roy2007erank" in keys
     # dvc.yaml declares the plot files: they exist, header only
     assert (tmp_path / "plots" / "memory_curve.csv").read_text().strip() == \

@@ -19,7 +19,7 @@ from clsuite.io import write_text
 from clsuite.paths import REPORTS, TABLES_DIR
 from clsuite.report import figures, tables
 from clsuite.report.citations import bibtex
-from clsuite.report.extended import extended_sections, metric_citations
+from clsuite.report.extended import extended_sections, metric_citations, read_extended_tables
 from clsuite.report.provenance import provenance
 from clsuite.schemas import ACCURACY_MATRIX, EXPERIENCES, FAILED_RUNS, STAGE_ACCURACY, STAGE_METRICS, SUMMARY
 from clsuite.tables import read_table
@@ -129,7 +129,8 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
            "bytes) and the extra memory the method keeps after the last experience, counted as MEMO does "
            "(stored parameters × 4 bytes, exemplars as uint8 pixels, stored logits × 4 bytes).", "",
            tables.to_markdown(_compute_table(exps, run.methods)), ""]
-    md += extended_sections(params, data_dir, out)  # robustness, OOD, long tail, memory, compute, features
+    extended = read_extended_tables(data_dir)
+    md += extended_sections(params, extended, out)  # robustness, OOD, long tail, memory, compute, features
     prov = provenance(params)
     md += ["## Provenance", "", "```",
            f"git revision     {prov['git_revision']}",
@@ -141,7 +142,7 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
 
     cites = [METHODS.get(params.method(m).type).citation for m in run.methods]
     cites += [SOURCES.get(params.benchmark(b).source).citation for b in run.benchmarks]
-    cites += metric_citations(data_dir)
+    cites += metric_citations(extended)
     md += ["## How to cite", "", "```bibtex", bibtex(cites), "```", ""]
     text = "\n".join(md)
     write_text(out / "index.md", text)

@@ -316,21 +316,22 @@ def plot_data(data: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     return {name: df.reindex(columns=PLOTS[name]).round(6) for name, df in out.items()}
 
 
-def metric_citations(data_dir: Path) -> list[str]:
+def read_extended_tables(data_dir: Path) -> dict[str, pd.DataFrame]:
+    """Every extended table of ``data_dir`` (evaluate's output), schema-validated: read once per report."""
+    return {name: read_table(data_dir / f"{name}.parquet", schema) for name, schema in TABLES.items()}
+
+
+def metric_citations(data: dict[str, pd.DataFrame]) -> list[str]:
     """BibTeX keys of the metric papers whose tables have rows (robustness → ImageNet-C/mCE,
     OOD → MSP and energy scores, spectrum → effective rank, t-SNE, compute → MEMO counting)."""
     from clsuite.report.citations import METRIC_CITATIONS
 
-    keys: list[str] = []
-    for name, cites in METRIC_CITATIONS.items():
-        if len(read_table(data_dir / f"{name}.parquet", TABLES[name])):
-            keys += cites
-    return keys
+    return [key for name, cites in METRIC_CITATIONS.items() if len(data[name]) for key in cites]
 
 
-def extended_sections(params: Params, data_dir: Path, out: Path) -> list[str]:
-    """Markdown lines of every extended section that has data; writes their files under ``out``."""
-    data = {name: read_table(data_dir / f"{name}.parquet", schema) for name, schema in TABLES.items()}
+def extended_sections(params: Params, data: dict[str, pd.DataFrame], out: Path) -> list[str]:
+    """Markdown lines of every extended section that has data (``data``: :func:`read_extended_tables`);
+    writes their files under ``out``."""
     s = Section(params, data, out)
     md: list[str] = []
     for section in SECTIONS:
