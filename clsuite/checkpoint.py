@@ -72,16 +72,17 @@ def save(path: Path, *, fp: str, finished_exp: int, model: torch.nn.Module, opti
         torch.save(state, tmp)
 
 
-def load(path: Path, fp: str) -> dict | None:
-    """The checkpoint at ``path`` if it exists, is readable and matches ``fp``; else None."""
+def load(path: Path, fp: str, *, format: int = FORMAT, map_location: str | None = "cpu") -> dict | None:
+    """The checkpoint at ``path`` if it exists, is readable and matches ``fp`` and ``format``
+    (the writer's format version); else None. ``map_location`` as in ``torch.load``."""
     if not path.exists():
         return None
     try:
         # Our own file, written by `save`: it holds RNG tuples, so weights_only must be off.
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception:  # truncated or foreign file: start over rather than trust it
         return None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("fingerprint") != fp:
+    if not isinstance(state, dict) or state.get("format") != format or state.get("fingerprint") != fp:
         return None
     return state
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from clsuite import checkpoint
 from clsuite.checkpoint import fingerprint, rng_state, set_rng_state
 from clsuite.data.text.sequence import TaskData, read_sequence
 from clsuite.io import atomic_path, remove_stale_temps, write_json
@@ -192,7 +193,7 @@ def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path
     ckpt = run_dir / "checkpoint.pt"
     task_rows: list[dict] = []
     start_task = 0
-    state = _load_checkpoint(ckpt, fp)
+    state = checkpoint.load(ckpt, fp, format=FORMAT, map_location=None)  # tensors back on their devices
     resume_at = 0 if state is None else state["finished"] + 1
     if not agree(resume_at, info, dev):  # e.g. a checkpoint one rank cannot read: the ranks would hang
         raise RuntimeError(f"rank {info.rank}: the ranks disagree on where to resume (this one: task {resume_at})")
@@ -276,16 +277,6 @@ def _strip(name: str) -> str:
     """A peft parameter name without its wrappers (``base_model.model.`` prefix, ``.base_layer``)."""
     name = name.removeprefix("base_model.model.")
     return name.replace(".base_layer.", ".")
-
-
-def _load_checkpoint(path: Path, fp: str) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, weights_only=False)
-    except Exception:  # a truncated file cannot happen (atomic writes), a foreign one can
-        return None
-    return state if state.get("fingerprint") == fp and state.get("format") == FORMAT else None
 
 
 def read_status(run_dir: Path) -> dict:
