@@ -20,6 +20,7 @@ from clsuite.io import write_text  # noqa: E402
 from clsuite.llm.config import LLMParams  # noqa: E402
 from clsuite.llm.schemas import LLM_RUN_METRICS, LLM_SCORE_MATRIX  # noqa: E402
 from clsuite.report.figures import RC, method_colors, save  # noqa: E402
+from clsuite.report.tables import fmt  # noqa: E402
 from clsuite.tables import read_table  # noqa: E402
 
 MAIN = [("final_score", "Final score (%)", 100), ("avg_forgetting", "Avg. forgetting (%)", 100),
@@ -60,7 +61,7 @@ def _cell(values: pd.Series, scale: float) -> str:
     if not len(v):
         return "–"
     if scale == 100:
-        return f"{100 * v.mean():.1f}" + (f" ± {100 * v.std():.1f}" if len(v) > 1 else "")
+        return fmt(v.mean(), v.std())  # the image report's percent cells (std is NaN for one seed)
     return _num(v.mean()) + (f" ± {_num(v.std())}" if len(v) > 1 else "")
 
 
