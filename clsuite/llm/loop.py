@@ -53,11 +53,6 @@ import torch
 from clsuite.llm.distributed import SINGLE, DistInfo, gather_rows, shard_bounds, with_local_grad
 from clsuite.llm.encode import Encoded, collate, per_sample_loss
 
-TRAIN_ITERATION = ("before_training_iteration", "before_forward", "after_forward", "before_backward",
-                   "after_backward", "before_update", "after_update", "after_training_iteration")
-EVAL_ITERATION = ("before_eval_iteration", "before_eval_forward", "after_eval_forward", "after_eval_iteration")
-
-
 @dataclass
 class Clock:
     """Avalanche's ``Clock`` counters (iterations = optimizer steps)."""
