@@ -285,10 +285,7 @@ class Params(Strict):
         raw = dict(self.methods[name] or {})
         mtype = raw.pop("type", name)
         if not isinstance(mtype, str) or mtype not in METHODS:
-            raise ParamsError(
-                f"methods.{name}.type: unknown method {mtype!r}; registered methods: "
-                f"{', '.join(METHODS.names())} (see `clsuite list methods`)"
-            )
+            raise ParamsError(f"methods.{name}.type: {METHODS.unknown(mtype)} (see `clsuite list methods`)")
         spec = METHODS.get(mtype)
         try:
             cfg = spec.config_cls.model_validate(raw, strict=True)
@@ -447,8 +444,7 @@ def parse_params(raw: Any, *, source: str = "params", check_components: bool = T
         for bname, bench in params.benchmarks.items():
             if bench.model.name not in MODELS:
                 raise ParamsError(
-                    f"{source}: benchmarks.{bname}.model.name: unknown model {bench.model.name!r}; "
-                    f"available: {', '.join(MODELS.names())}"
+                    f"{source}: benchmarks.{bname}.model.name: {MODELS.unknown(bench.model.name)}"
                 )
             spec = MODELS.get(bench.model.name)
             try:
@@ -462,19 +458,16 @@ def parse_params(raw: Any, *, source: str = "params", check_components: bool = T
 
             if bench.source not in SOURCES:
                 raise ParamsError(
-                    f"{source}: benchmarks.{bname}.source: unknown source {bench.source!r}; "
-                    f"available: {', '.join(SOURCES.names())}"
+                    f"{source}: benchmarks.{bname}.source: {SOURCES.unknown(bench.source)}"
                 )
             ood = bench.variants.ood if bench.variants is not None else None
             if ood is not None and ood.source is not None and ood.source not in SOURCES:
                 raise ParamsError(
-                    f"{source}: benchmarks.{bname}.variants.ood.source: unknown source {ood.source!r}; "
-                    f"available: {', '.join(SOURCES.names())}"
+                    f"{source}: benchmarks.{bname}.variants.ood.source: {SOURCES.unknown(ood.source)}"
                 )
             corr = bench.variants.corruptions if bench.variants is not None else None
             if corr is not None and corr.source is not None and corr.source not in SOURCES:
                 raise ParamsError(
-                    f"{source}: benchmarks.{bname}.variants.corruptions.source: unknown source {corr.source!r}; "
-                    f"available: {', '.join(SOURCES.names())}"
+                    f"{source}: benchmarks.{bname}.variants.corruptions.source: {SOURCES.unknown(corr.source)}"
                 )
     return params
