@@ -15,12 +15,12 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from clsuite.data.variants.corruptions import CORRUPTIONS, IMAGENET_C
 from clsuite.errors import ParamsError
 from clsuite.llm.config import LLMGrid, LLMParams
+from clsuite.yaml_safe import load_yaml
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -391,17 +391,7 @@ def load_params(path: str | Path = PARAMS_FILE, *, check_components: bool = True
     (fetch, prepare, evaluate) skip it, because resolving methods imports Avalanche (~7 s).
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: not found; run clsuite from the repository root") from None
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ParamsError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8") from None
-    except OSError as exc:
-        raise ParamsError(f"{path}: cannot be read ({exc}); pass a readable params file") from None
-    return parse_params(raw, source=str(path), check_components=check_components)
+    return parse_params(load_yaml(path), source=str(path), check_components=check_components)
 
 
 def _reject_non_finite(node: Any, path: str, source: str) -> None:
