@@ -102,7 +102,7 @@ def latex_label(value: str) -> str:
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
-_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?: ± \d+\.?\d*)?")
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+|inf|nan)(?:[eE][-+]?\d+)?(?: ± (?:\d+\.?\d*|inf|nan))?")
 
 
 def csv_cell(value: object) -> object:
