@@ -42,3 +42,7 @@ class TrainingDiverged(RunFailed):
 
 class ComponentError(RunFailed):
     """A method's plugin or a model raised or returned malformed output; the message names it and the hook."""
+
+
+class ReportError(ClsuiteError):
+    """A report cannot be built as asked (e.g. a figure it shows is missing); the message names the file and the fix."""
