@@ -4,8 +4,10 @@ Run folder ``data/runs/<benchmark>/<method>/seed<k>/``:
 ``records/train_exp_<i>.parquet`` (i = -1 … T-1), ``experiences.parquet`` (time and
 memory per experience), ``features.npy``/``feature_ids.npy`` (final penultimate features
 of the clean test split), ``checkpoint.pt`` (state after the last finished experience),
-``status.json`` and ``log.txt``. A rerun with the same configuration resumes after the
-last finished experience (dvc.yaml keeps the folder with ``persist: true``).
+``status.json`` and ``log.txt``; ``run.lock`` while a process trains it
+(:mod:`clsuite.runlock`). A rerun with the same configuration resumes after the
+last finished experience (dvc.yaml keeps the folder with ``persist: true``); a folder
+whose files name another run (copied from another seed or method) starts over.
 """
 
 from __future__ import annotations
