@@ -212,6 +212,8 @@ def test_cli_refuses_hostile_names_and_touches_nothing(tmp_path, monkeypatch, ca
     for k in section:
         d = d[k]
     d[bad] = copy.deepcopy(d[copy_of])
+    if section[-1] == "methods":
+        d[bad]["type"] = d[bad].get("type", copy_of)
     raw["run"]["device"] = "cpu"
     (proj / "params.yaml").write_text(yaml.safe_dump(raw))
     if command == "prepare":  # the raw data is there, so that prepare would write its output
