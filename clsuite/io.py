@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from clsuite.errors import DataError
+
 log = logging.getLogger(__name__)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -87,7 +89,13 @@ def replace_dir(src_tmp: Path, dest: Path) -> None:
     """Swap a fully written temp folder into place (old content removed afterwards).
 
     If the second rename fails, the old folder is moved back, so ``dest`` is never lost.
+    A ``dest`` that holds the working directory (the project) or is a filesystem root is
+    refused before anything moves (callers build ``dest`` with :func:`clsuite.paths.under`).
     """
+    target, cwd = dest.resolve(), Path.cwd().resolve()
+    if target == Path(target.anchor) or cwd.is_relative_to(target):
+        raise DataError(f"{dest}: refused to replace this folder, it holds the project ({cwd}) or is a root; "
+                        "check the name it was built from")
     dest.parent.mkdir(parents=True, exist_ok=True)
     old = None
     if dest.exists():

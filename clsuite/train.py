@@ -35,7 +35,7 @@ from clsuite.fastpath import ClsuiteTemplate, prepared_train_arrays
 from clsuite.io import remove_stale_temps, write_json
 from clsuite.methods import METHODS, MethodContext
 from clsuite.models import build_model, count_parameters
-from clsuite.paths import PREPARED_ROOT, RUNS_ROOT, run_dir_for
+from clsuite.paths import PREPARED_ROOT, RUNS_ROOT, run_dir_for, under
 from clsuite.records import (
     FEATURE_IDS_FILE, FEATURES_FILE, RunKey, final_features, foreign_reason, stage_path, stage_records,
     write_features, write_stage,
@@ -158,8 +158,9 @@ def _train_run(
         torch.set_num_threads(params.run.threads)
     log.info("torch intra-op threads: %d", torch.get_num_threads())
     seed_everything(seed, params.run.deterministic)
-    prepared = load_prepared(prepared_root / benchmark)
-    check_matches_params(prepared.manifest, bench, prepared_root / benchmark, benchmark)
+    prepared_dir = under(prepared_root, benchmark)
+    prepared = load_prepared(prepared_dir)
+    check_matches_params(prepared.manifest, bench, prepared_dir, benchmark)
     stream = make_avalanche_benchmark(prepared, bench.scenario)
     manifest = prepared.manifest
     if bench.scenario not in spec.scenarios:

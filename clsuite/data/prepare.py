@@ -37,6 +37,7 @@ from clsuite.data.variants.long_tail import subsample_long_tail
 from clsuite.data.variants.ood import ClassMap
 from clsuite.errors import DataError, ParamsError
 from clsuite.io import replace_dir, sha256_file, temp_dir_beside, write_json
+from clsuite.paths import under
 
 FORMAT_VERSION = 2  # 2: variant arrays (corrupted, OOD, long-tailed) and labels renumbered after holdout
 SPLITS = ("train", "test")
@@ -192,7 +193,7 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
     if variants.long_tail is not None:
         train_idx, long_tail = subsample_long_tail(
             train_idx, classes.labels(data.labels[train_idx]), order, variants.long_tail, f"{where}.long_tail")
-    dest = out_root / name
+    dest = under(out_root, name)
     tmp = temp_dir_beside(dest)
     try:
         extra, variants_info = build_variants(

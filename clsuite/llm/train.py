@@ -45,7 +45,11 @@ TASKS_DIR = "tasks"
 
 
 def run_dir_of(runs_root: Path, sequence: str, method: str, seed: int) -> Path:
-    return runs_root / sequence / method / f"seed{seed}"
+    """``<runs_root>/<sequence>/<method>/seed<seed>``, checked to stay inside ``runs_root``."""
+    from clsuite.names import check_seed
+    from clsuite.paths import under
+
+    return under(runs_root, sequence, method, f"seed{check_seed(seed, 'seed')}")
 
 
 def stage_path(run_dir: Path, stage: int) -> Path:
@@ -56,9 +60,11 @@ def read_llm_records(run_dir: Path) -> pd.DataFrame:
     return read_table(run_dir / "records", LLM_RECORDS)
 
 
-def load_prepared(prepared: Path) -> tuple[list[TaskData], TaskData | None]:
-    tasks = read_sequence(prepared / TASKS_DIR)
-    held = read_sequence(prepared / HELDOUT_DIR)[0] if (prepared / HELDOUT_DIR).exists() else None
+def load_prepared(prepared: Path, sequence: str | None = None) -> tuple[list[TaskData], TaskData | None]:
+    """The trained tasks and the held-out one (DataErrors say to rerun ``llm-prepare``)."""
+    fix = f"rerun `clsuite llm-prepare --sequence {sequence or prepared.name}`"
+    tasks = read_sequence(prepared / TASKS_DIR, fix=fix)
+    held = read_sequence(prepared / HELDOUT_DIR, fix=fix)[0] if (prepared / HELDOUT_DIR).exists() else None
     return tasks, held
 
 
@@ -104,14 +110,44 @@ def _device_of(device: str, info: DistInfo) -> torch.device:
     """The run's device: ``run.device`` in one process; ``cuda:<local_rank>`` (or CPU) per worker."""
     if info.world == 1:
         return resolve_device(device)
+    resolve_device("cpu" if device == "auto" else device)  # a malformed or missing device: ParamsError
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda and torch.cuda.device_count() < info.world:
-        raise RuntimeError(f"protocol.processes = {info.world} but only {torch.cuda.device_count()} CUDA devices")
+        from clsuite.errors import ParamsError
+
+        raise ParamsError(f"protocol.processes = {info.world} but only {torch.cuda.device_count()} CUDA devices; "
+                          "lower protocol.processes or set run.device: cpu")
     return worker_device(torch.device("cuda" if cuda else "cpu"), info)
 
 
 def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path, run_dir: Path,
            threads: int | None, device: str, progress: bool, info: DistInfo) -> Path:
+    """:func:`_run_tasks`; a failure is a :class:`RunFailed` (the original exception as its cause) and,
+    once the run wrote ``running``, its status.json says ``failed`` (or ``diverged``) with the reason
+    (:func:`clsuite.guard.write_failure`, as in the image track): no status is left ``running``."""
+    try:
+        return _run_tasks(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, info)
+    except Exception as exc:
+        from clsuite.errors import ClsuiteError, RunFailed
+
+        run_id = f"{sequence}/{method}/seed{seed}"
+        err = exc if isinstance(exc, ClsuiteError) else RunFailed(
+            f"{run_id}: {type(exc).__name__}: {exc}; fix its cause and rerun: the run resumes after its last "
+            "finished task")
+        status = read_status(run_dir) if info.is_main else {}
+        if isinstance(status, dict) and status.get("state") == "running":
+            from clsuite.guard import write_failure
+
+            done = status.get("finished_tasks")
+            failed = err if isinstance(err, RunFailed) else RunFailed(str(err))
+            write_failure(run_dir, run_id, failed, done if isinstance(done, int) else 0, unit="tasks")
+        if err is exc:
+            raise
+        raise err from exc
+
+
+def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path, run_dir: Path,
+               threads: int | None, device: str, progress: bool, info: DistInfo) -> Path:
     cfg: SequenceConfig = llm.sequences[sequence]
     spec, mcfg = resolve(method, llm.methods.get(method))
     if threads is not None:
@@ -135,7 +171,7 @@ def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path
     if main:
         write_json(run_dir / "status.json", {"state": "running", "finished_tasks": 0})
     seed_everything(seed, deterministic=True)
-    tasks, held = load_prepared(prepared)
+    tasks, held = load_prepared(prepared, sequence)
 
     model, tok = load_base(cfg.model, seed)
     pc = cfg.protocol
