@@ -186,7 +186,11 @@ def read_features(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
     fpath, ipath = run_dir / FEATURES_FILE, run_dir / FEATURE_IDS_FILE
     if not fpath.exists() or not ipath.exists():
         return None
-    feats, ids = np.load(fpath), np.load(ipath)
+    try:  # allow_pickle=False: an object array (a pickle) in a shared run folder is refused, never unpickled
+        feats, ids = np.load(fpath, allow_pickle=False), np.load(ipath, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{run_dir}: {fpath.name}/{ipath.name} are not plain .npy arrays ({exc}); rerun the train "
+                        f"stage for this run") from None
     if feats.ndim != 2 or ids.shape != (feats.shape[0],) or not np.isfinite(feats).all():
         raise DataError(f"{fpath}: expected finite float (N, D) features with (N,) ids in {ipath.name}, got "
                         f"{feats.shape} and {ids.shape}; rerun the train stage for this run")
