@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+log = logging.getLogger(__name__)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -102,9 +105,32 @@ def replace_dir(src_tmp: Path, dest: Path) -> None:
         shutil.rmtree(old)
 
 
+def remove_stale_temp_dirs(dest: Path) -> list[Path]:
+    """Delete the folders that :func:`temp_dir_beside` (``.<dest.name>.XXXXXXXX``) and
+    :func:`replace_dir` (``.<dest.name>.old``) left beside ``dest`` when their process was
+    killed; returns what was removed. Nothing else matches (mkdtemp's 8 random characters
+    from ``[a-z0-9_]``, plain folders only, never a link).
+
+    Called by :func:`temp_dir_beside`, i.e. at the start of every folder rewrite
+    (``clsuite prepare``, ``clsuite llm-prepare``, text sequences); only one process may
+    rewrite a given ``dest`` at a time.
+    """
+    if not dest.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(dest.name)}\.([a-z0-9_]{{8}}|old)")
+    stale = sorted(p for p in dest.parent.iterdir()
+                   if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+    for p in stale:
+        shutil.rmtree(p)
+        log.warning("removed %s, left by an interrupted rewrite of %s", p, dest)
+    return stale
+
+
 def temp_dir_beside(dest: Path) -> Path:
-    """A fresh temp folder next to ``dest`` (same filesystem, so it can be renamed onto it)."""
+    """A fresh temp folder next to ``dest`` (same filesystem, so it can be renamed onto it);
+    stale ones of an earlier, killed rewrite of ``dest`` are removed first."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_dirs(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
     return tmp

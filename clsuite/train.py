@@ -4,8 +4,11 @@ Run folder ``data/runs/<benchmark>/<method>/seed<k>/``:
 ``records/train_exp_<i>.parquet`` (i = -1 … T-1), ``experiences.parquet`` (time and
 memory per experience), ``features.npy``/``feature_ids.npy`` (final penultimate features
 of the clean test split), ``checkpoint.pt`` + ``checkpoint.json`` (state after the last
-finished experience, :mod:`clsuite.checkpoint`), ``status.json`` and ``log.txt``. A rerun with the same configuration resumes after the
-last finished experience (dvc.yaml keeps the folder with ``persist: true``).
+finished experience, :mod:`clsuite.checkpoint`), ``status.json`` and ``log.txt``;
+``run.lock`` while a process trains it (:mod:`clsuite.runlock`). A rerun with the same
+configuration resumes after the last finished experience (dvc.yaml keeps the folder with
+``persist: true``); a folder whose files name another run (copied from another seed or
+method) starts over.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from tqdm.auto import tqdm
 
 from clsuite import __version__, checkpoint, guard
 from clsuite.config import Params, TrainConfig
+from clsuite.data.integrity import check_matches_params
 from clsuite.data.streams import load_prepared, make_avalanche_benchmark, to_float
 from clsuite.errors import ParamsError, TrainingDiverged
 from clsuite.fastpath import ClsuiteTemplate, prepared_train_arrays
@@ -34,8 +38,10 @@ from clsuite.methods import METHODS, MethodContext
 from clsuite.models import build_model, count_parameters
 from clsuite.paths import PREPARED_ROOT, RUNS_ROOT, run_dir_for
 from clsuite.records import (
-    FEATURE_IDS_FILE, FEATURES_FILE, RunKey, final_features, stage_path, stage_records, write_features, write_stage,
+    FEATURE_IDS_FILE, FEATURES_FILE, RunKey, final_features, foreign_reason, stage_path, stage_records,
+    write_features, write_stage,
 )
+from clsuite.runlock import run_lock
 from clsuite.runtime import (
     peak_gpu_mb, peak_rss_mb, reset_peak_gpu, resolve_device, run_logger, seed_everything,
 )
@@ -114,7 +120,23 @@ def train_run(
     ``evaluator`` replaces the (metric-free) Avalanche evaluator and ``on_experience``
     (strategy, benchmark, k) is called after experience k's records are written; both
     exist so that Avalanche's own metrics can be computed on the same run for checks.
+    The run folder is locked (:func:`clsuite.runlock.run_lock`) while the run trains: a
+    second ``clsuite train`` of the same run fails at once with RunFolderError.
     """
+    params.benchmark(benchmark)
+    METHODS.get(params.method(method).type)  # unknown names fail before a run folder exists
+    run_dir = run_dir_for(runs_root, benchmark, method, seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir, f"{benchmark}/{method}/seed{seed}"):
+        return _train_run(params, benchmark, method, seed, prepared_root, runs_root,
+                          evaluator=evaluator, on_experience=on_experience)
+
+
+def _train_run(
+    params: Params, benchmark: str, method: str, seed: int, prepared_root: Path, runs_root: Path, *,
+    evaluator: EvaluationPlugin | None, on_experience: Callable[[SupervisedTemplate, Any, int], None] | None,
+) -> Path:
+    """:func:`train_run`'s body, run while the run folder's lock is held."""
     bench = params.benchmark(benchmark)
     entry = params.method(method)
     spec = METHODS.get(entry.type)
@@ -124,6 +146,10 @@ def train_run(
     for stale in remove_stale_temps(run_dir):
         log.warning("removed %s, left by an interrupted write", stale)
     key = RunKey(benchmark, method, seed, bench.scenario)
+    foreign = foreign_reason(run_dir, key)
+    if foreign is not None:  # copied from another run: never resume from its checkpoint
+        log.warning("%s: %s, not %s (copied from another run?): starting this run over", run_dir, foreign, key.run_id)
+        checkpoint.remove(run_dir / "checkpoint.pt")
     device = resolve_device(params.run.device)
     log.info("run %s (clsuite %s) on %s", key.run_id, __version__, device)
     log.info("benchmark %s: %s", benchmark, bench.model_dump_json())
@@ -134,6 +160,7 @@ def train_run(
     log.info("torch intra-op threads: %d", torch.get_num_threads())
     seed_everything(seed, params.run.deterministic)
     prepared = load_prepared(prepared_root / benchmark)
+    check_matches_params(prepared.manifest, bench, prepared_root / benchmark, benchmark)
     stream = make_avalanche_benchmark(prepared, bench.scenario)
     manifest = prepared.manifest
     if bench.scenario not in spec.scenarios:

@@ -273,6 +273,6 @@ def test_pickled_features_are_refused_not_unpickled(tmp_path):
     marker = tmp_path / "MARKER"
     np.save(tmp_path / FEATURES_FILE, np.array([Payload(marker)], dtype=object), allow_pickle=True)
     np.save(tmp_path / FEATURE_IDS_FILE, np.arange(1, dtype=np.int64))
-    with pytest.raises(DataError, match=r"features\.npy.*not plain \.npy arrays.*rerun the train stage"):
+    with pytest.raises(DataError, match=r"features\.npy: not a readable \.npy array.*rerun the train stage"):
         read_features(tmp_path)
     assert not marker.exists()

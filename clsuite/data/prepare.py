@@ -30,7 +30,7 @@ from sklearn.model_selection import train_test_split
 
 from clsuite.config import BenchmarkConfig, VariantsConfig
 from clsuite.data.domains import domain_specs
-from clsuite.data.integrity import check_manifest
+from clsuite.data.integrity import check_manifest, prepare_params
 from clsuite.data.sources import LabeledImages, benchmark_source
 from clsuite.data.variants.build import VariantsInfo, build_variants
 from clsuite.data.variants.long_tail import subsample_long_tail
@@ -85,6 +85,8 @@ class Manifest(BaseModel):
     sha256: dict[str, str]
     domains: list[dict[str, Any]] = []  # domain_il: one transform spec per experience
     split: Literal["stratified", "official"] = "stratified"  # official: the source's own train/test split
+    # benchmarks.<b> without its training-only fields (integrity.prepare_params); None in older manifests
+    params: dict[str, Any] | None = None
 
     def experience_of_class(self) -> dict[int, int]:
         return {c: k for k, classes in enumerate(self.experiences) for c in classes}
@@ -236,6 +238,7 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
             domains=domain_specs(cfg.domain.kind, cfg.n_experiences, cfg.domain.seed, cfg.domain.max_degrees)
             if cfg.domain is not None else [],
             split="stratified" if data.split is None else "official",
+            params=prepare_params(cfg),
         )
         write_json(tmp / "manifest.json", manifest.model_dump(mode="json"))
         replace_dir(tmp, dest)

@@ -35,6 +35,7 @@ from clsuite.llm.loop import LLMStrategy, TextExperience
 from clsuite.llm.methods import LLMContext, resolve
 from clsuite.llm.model import apply_adapter, load_base
 from clsuite.llm.schemas import LLM_RECORDS, LLM_TASKS
+from clsuite.runlock import run_lock
 from clsuite.runtime import peak_rss_mb, resolve_device, run_logger, seed_everything
 from clsuite.tables import read_table, write_table
 
@@ -76,16 +77,23 @@ def train_llm_run(llm: LLMParams, sequence: str, method: str, seed: int, prepare
 
     ``protocol.processes`` > 1: spawn that many data-parallel workers (this call returns when
     all finished); under torchrun (``WORLD_SIZE`` set) this process is one of them and joins.
+    The run folder is locked (:func:`clsuite.runlock.run_lock`, by rank 0 or the launching
+    process) while the run trains: a second ``clsuite llm-train`` of it fails at once.
     """
     world = llm.sequences[sequence].protocol.processes
     info = env_info()
-    if info is not None and info.world > 1:  # started by torchrun (or a spawned worker): join
+    joined = info is not None and info.world > 1  # started by torchrun (or a spawned worker): join
+    if joined and not info.is_main:
         return _train(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, info)
-    if world > 1:
-        resolve(method, llm.methods.get(method))  # config errors here, not in N workers
-        launch(world, _spawned_run, llm, sequence, method, seed, prepared, run_dir, threads, device, progress)
-        return run_dir
-    return _train(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, SINGLE)
+    resolve(method, llm.methods.get(method))  # config errors here, before a run folder (or N workers) exists
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir, f"{sequence}/{method}/seed{seed}", command="clsuite llm-train"):
+        if joined:
+            return _train(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, info)
+        if world > 1:
+            launch(world, _spawned_run, llm, sequence, method, seed, prepared, run_dir, threads, device, progress)
+            return run_dir
+        return _train(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, SINGLE)
 
 
 def _spawned_run(*args: Any) -> None:
