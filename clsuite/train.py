@@ -3,11 +3,12 @@
 Run folder ``data/runs/<benchmark>/<method>/seed<k>/``:
 ``records/train_exp_<i>.parquet`` (i = -1 … T-1), ``experiences.parquet`` (time and
 memory per experience), ``features.npy``/``feature_ids.npy`` (final penultimate features
-of the clean test split), ``checkpoint.pt`` (state after the last finished experience),
-``status.json`` and ``log.txt``; ``run.lock`` while a process trains it
-(:mod:`clsuite.runlock`). A rerun with the same configuration resumes after the
-last finished experience (dvc.yaml keeps the folder with ``persist: true``); a folder
-whose files name another run (copied from another seed or method) starts over.
+of the clean test split), ``checkpoint.pt`` + ``checkpoint.json`` (state after the last
+finished experience, :mod:`clsuite.checkpoint`), ``status.json`` and ``log.txt``;
+``run.lock`` while a process trains it (:mod:`clsuite.runlock`). A rerun with the same
+configuration resumes after the last finished experience (dvc.yaml keeps the folder with
+``persist: true``); a folder whose files name another run (copied from another seed or
+method) starts over.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def _train_run(
     foreign = foreign_reason(run_dir, key)
     if foreign is not None:  # copied from another run: never resume from its checkpoint
         log.warning("%s: %s, not %s (copied from another run?): starting this run over", run_dir, foreign, key.run_id)
-        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+        checkpoint.remove(run_dir / "checkpoint.pt")
     device = resolve_device(params.run.device)
     log.info("run %s (clsuite %s) on %s", key.run_id, __version__, device)
     log.info("benchmark %s: %s", benchmark, bench.model_dump_json())
@@ -201,20 +202,28 @@ def _train_run(
         clsuite=__version__, torch=torch.__version__,
     )
     ckpt_path = run_dir / "checkpoint.pt"
-    state = checkpoint.load(ckpt_path, fp) if resumable else None
-    if state is not None and all(stage_path(run_dir, k).exists() for k in range(-1, state["finished_exp"] + 1)):
+    state, refused = checkpoint.load(ckpt_path, fp) if resumable else (None, None)
+    if state is not None and not all(stage_path(run_dir, k).exists() for k in range(-1, state["finished_exp"] + 1)):
+        state, refused = None, "the records of the experiences it covers are missing"
+    # a refused checkpoint is never trusted: the run starts over from scratch (the safe choice)
+    note = {} if refused is None else {"checkpoint": f"refused: {refused}; the run starts over"}
+    if refused is not None:
+        log.warning("checkpoint %s refused: %s; the run starts over from scratch", ckpt_path.name, refused)
+    if state is not None:
         checkpoint.restore(state, model=model, optimizer=strategy.optimizer, plugins=plugins, clock=strategy.clock)
         start, rows = state["finished_exp"] + 1, list(state["extra"]["rows"])
         log.info("resuming from checkpoint after experience %d/%d", start, prepared.n_experiences)
     else:
         start, rows = 0, []
-        for stale in [run_dir / "records", run_dir / "experiences.parquet", ckpt_path,
+        checkpoint.remove(ckpt_path)
+        for stale in [run_dir / "records", run_dir / "experiences.parquet",
                       run_dir / FEATURES_FILE, run_dir / FEATURE_IDS_FILE]:
             if stale.is_dir():
                 shutil.rmtree(stale)
             elif stale.exists():
                 stale.unlink()
-        write_json(run_dir / "status.json", {"run_id": key.run_id, "state": "running", "finished_experiences": 0})
+        write_json(run_dir / "status.json",
+                   {"run_id": key.run_id, "state": "running", "finished_experiences": 0, **note})
         t0 = time.perf_counter()
         write_stage(stage_records(model, prepared, key, -1, bench.train.eval_batch_size, device), run_dir, -1)
         log.info("initial evaluation written (%.2fs)", time.perf_counter() - t0)
@@ -244,9 +253,11 @@ def _train_run(
                      "model_bytes": 4 * count_parameters(model),
                      "extra_memory_bytes": extra_memory_bytes(plugins, model)})
         if resumable:
-            checkpoint.save(ckpt_path, fp=fp, finished_exp=k, model=model, optimizer=strategy.optimizer,
-                            plugins=plugins, clock=strategy.clock, extra={"rows": rows})
-        write_json(run_dir / "status.json", {"run_id": key.run_id, "state": "running", "finished_experiences": k + 1})
+            with guard.failure_status(run_dir, key.run_id, method, k):  # a plugin state that is not plain data
+                checkpoint.save(ckpt_path, fp=fp, finished_exp=k, model=model, optimizer=strategy.optimizer,
+                                plugins=plugins, clock=strategy.clock, extra={"rows": rows})
+        write_json(run_dir / "status.json",
+                   {"run_id": key.run_id, "state": "running", "finished_experiences": k + 1, **note})
         if on_experience is not None:
             on_experience(strategy, stream, k)
 
@@ -257,7 +268,7 @@ def _train_run(
     write_table(exp_table, run_dir / "experiences.parquet", EXPERIENCES)
     write_json(run_dir / "status.json", {
         "run_id": key.run_id, "state": "finished", "finished_experiences": prepared.n_experiences,
-        "n_parameters": count_parameters(model), "device": str(device),
+        "n_parameters": count_parameters(model), "device": str(device), **note,
     })
     log.info("finished %s", key.run_id)
     return run_dir

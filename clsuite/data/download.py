@@ -142,15 +142,18 @@ def mismatch(path: Path, remote: RemoteFile) -> str | None:
     return None
 
 
-def verify(path: Path, remote: RemoteFile, *, fix: str = "delete it and rerun `clsuite fetch`") -> None:
+def verify(path: Path, remote: RemoteFile, *, fix: str = "delete it and rerun `clsuite fetch`",
+           trust_stamp: bool = True) -> None:
     """Raise DataError naming ``path`` unless it matches ``remote``'s checksum (or size).
 
     A stamp written by :func:`mark_verified` (size + mtime + checksum) lets a later call
-    skip rehashing a large archive that has not changed since it was verified.
+    skip rehashing a large archive that has not changed since it was verified. The stamp
+    travels with ``data/raw`` through DVC caches, so whoever can write the cache can forge
+    it: ``trust_stamp=False`` (files that are then unpickled) always rehashes.
     """
     if not path.exists():
         raise DataError(f"{path}: missing; run `clsuite fetch` first")
-    if _stamp_matches(path, remote):
+    if trust_stamp and _stamp_matches(path, remote):
         return
     problem = mismatch(path, remote)
     if problem:

@@ -219,7 +219,7 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
                 np.save(path, np.ascontiguousarray(arr))
             sha[path.name] = sha256_file(path)
             if key.endswith("_x"):
-                counts[key[: -len("_x")]] = len(np.load(path, mmap_mode="r"))
+                counts[key[: -len("_x")]] = len(np.load(path, mmap_mode="r", allow_pickle=False))
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             benchmark=name,

@@ -2,7 +2,7 @@
 
 ``data/llm_runs/<sequence>/<method>/seed<k>/``: ``records/stage_<i>.parquet`` (LLM_RECORDS;
 stage -1 = the model before training), ``tasks.parquet`` (LLM_TASKS: cost per task),
-``status.json``, ``log.txt`` and ``checkpoint.pt`` (trainable weights — LoRA adapters or
+``status.json``, ``log.txt`` and ``checkpoint.pt`` + ``checkpoint.json`` (trainable weights — LoRA adapters or
 all — optimizer, plugin states, clock and RNG after the last finished task, with a
 fingerprint of the configuration; a killed run resumes from it and writes the same records).
 
@@ -26,7 +26,7 @@ import torch
 from clsuite import checkpoint
 from clsuite.checkpoint import fingerprint, rng_state, set_rng_state
 from clsuite.data.text.sequence import TaskData, read_sequence
-from clsuite.io import atomic_path, remove_stale_temps, write_json
+from clsuite.io import remove_stale_temps, write_json
 from clsuite.llm.config import LLMParams, SequenceConfig
 from clsuite.llm.distributed import SINGLE, DistInfo, agree, env_info, init_group, launch, worker_device
 from clsuite.llm.encode import encode_table
@@ -39,7 +39,7 @@ from clsuite.runlock import run_lock
 from clsuite.runtime import peak_rss_mb, resolve_device, run_logger, seed_everything
 from clsuite.tables import read_table, write_table
 
-FORMAT = 1
+FORMAT = 2  # 2: weights-only state + checkpoint.json (clsuite.checkpoint)
 HELDOUT_DIR = "heldout"
 TASKS_DIR = "tasks"
 
@@ -237,7 +237,11 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
     ckpt = run_dir / "checkpoint.pt"
     task_rows: list[dict] = []
     start_task = 0
-    state = checkpoint.load(ckpt, fp, format=FORMAT, map_location=None)  # tensors back on their devices
+    state, refused = checkpoint.load(ckpt, fp, format=FORMAT, map_location=None)  # tensors back on their devices
+    # a refused checkpoint is never trusted: the run starts over from scratch (the safe choice)
+    note = {} if refused is None else {"checkpoint": f"refused: {refused}; the run starts over"}
+    if refused is not None:
+        log.warning("checkpoint %s refused: %s; the run starts over from scratch", ckpt.name, refused)
     resume_at = 0 if state is None else state["finished"] + 1
     if not agree(resume_at, info, dev):  # e.g. a checkpoint one rank cannot read: the ranks would hang
         raise RuntimeError(f"rank {info.rank}: the ranks disagree on where to resume (this one: task {resume_at})")
@@ -256,6 +260,9 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
 
         if main:
             shutil.rmtree(run_dir / "records", ignore_errors=True)  # records of another configuration
+            checkpoint.remove(ckpt)
+            if note:
+                write_json(run_dir / "status.json", {"state": "running", "finished_tasks": 0, **note})
         evaluate(-1)
 
     from tqdm import tqdm
@@ -285,11 +292,11 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
                  train_s, steps.mean(), eval_s)
         if main:
             _save_checkpoint(ckpt, fp, k, model, base_keys, opt, plugins, strategy, task_rows)
-            write_json(run_dir / "status.json", {"state": "running", "finished_tasks": k + 1})
+            write_json(run_dir / "status.json", {"state": "running", "finished_tasks": k + 1, **note})
     if main:
         write_table(pd.DataFrame(task_rows, columns=list(LLM_TASKS.columns)), run_dir / "tasks.parquet",
                     LLM_TASKS)
-        write_json(run_dir / "status.json", {"state": "finished", "finished_tasks": len(tasks)})
+        write_json(run_dir / "status.json", {"state": "finished", "finished_tasks": len(tasks), **note})
     log.info("finished")
     return run_dir
 
@@ -309,12 +316,10 @@ def _save_checkpoint(path: Path, fp: str, finished: int, model, base_keys: set[s
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     weights = {n: t.detach().clone() for n, t in model.state_dict().items()
                if n in trainable or _strip(n) not in base_keys}
-    state = {"format": FORMAT, "fingerprint": fp, "finished": finished, "weights": weights,
-             "optimizer": opt.state_dict(),
+    state = {"finished": finished, "weights": weights, "optimizer": opt.state_dict(),
              "plugins": [p.state_dict() if hasattr(p, "state_dict") else None for p in plugins],
              "clock": strategy.clock.state_dict(), "rng": rng_state(), "task_rows": task_rows}
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+    checkpoint.write(path, state, fp=fp, format=FORMAT, plugins=plugins)
 
 
 def _strip(name: str) -> str:
