@@ -136,7 +136,8 @@ def clsuite_er(params, prepared_root: Path, seed: int, runs_root: Path, fast: bo
     last = int(exps["train_exp"].max())
     recs = pd.read_parquet(run_dir / "records" / f"train_exp_{last}.parquet")
     clean = recs[recs["eval_set"] == "clean"]
-    weights = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+    # weights_only=True: the unpickler refuses anything but plain data (a run folder is untrusted)
+    weights = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
     return sw.result(), float((clean["y_pred"] == clean["y_true"]).mean()), weights
 
 

@@ -43,7 +43,7 @@ def write_images(x: np.ndarray, folder: Path, fmt: str) -> list[Path]:
 
 
 def epoch_from_cache(folder: Path, experiences: list[np.ndarray], seed: int) -> float:
-    x = np.load(folder / "train_x.npy", mmap_mode="r")
+    x = np.load(folder / "train_x.npy", mmap_mode="r", allow_pickle=False)
     g = torch.Generator().manual_seed(seed)
     total = 0.0
     for rows in experiences:

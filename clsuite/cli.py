@@ -8,8 +8,21 @@ from pathlib import Path
 
 from clsuite.config import PARAMS_FILE, BenchmarkConfig, load_params
 from clsuite.errors import ClsuiteError
+from clsuite.names import check_name, check_seed
 from clsuite.paths import PREPARED_ROOT, RAW_ROOT, TABLES_DIR
 
+#: arguments (of any subcommand, the LLM ones too) that become folder names: checked in
+#: :func:`main` before anything touches disk
+NAME_ARGS = {"benchmark": "--benchmark", "method": "--method", "sequence": "--sequence", "name": "NAME"}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """ParamsError unless every name argument is a valid name and ``--seed`` lies in [0, 2**32)."""
+    for dest, flag in NAME_ARGS.items():
+        if getattr(args, dest, None) is not None:
+            check_name(getattr(args, dest), f"{flag}")
+    if getattr(args, "seed", None) is not None:
+        check_seed(args.seed, "--seed")
 
 
 def benchmark_sources(name: str, bench: BenchmarkConfig) -> list:
@@ -211,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Each subcommand reads params from the working directory, so it must be the repo root.
     try:
+        check_args(args)
         args.fn(args)
     except ClsuiteError as exc:
         print(f"clsuite {args.command}: error: {exc}", file=sys.stderr)

@@ -11,22 +11,24 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from clsuite.data.variants.corruptions import CORRUPTIONS, IMAGENET_C
 from clsuite.errors import ParamsError
 from clsuite.llm.config import LLMGrid, LLMParams
+from clsuite.names import Name, Seed
 from clsuite.yaml_safe import load_yaml
 
 PARAMS_FILE = Path("params.yaml")
 
 Scenario = Literal["class_il", "task_il", "domain_il"]
-# numpy's and sklearn's seeds must lie in [0, 2**32)
-Seed = Annotated[int, Field(ge=0, lt=2**32)]
+#: run.device of both tracks (whether that device exists is checked by clsuite.runtime.resolve_device)
+DEVICE_SPEC = re.compile(r"auto|cpu|cuda|cuda:[0-9]{1,3}|mps")
 
 
 class Strict(BaseModel):
@@ -173,8 +175,8 @@ class BenchmarkConfig(Strict):
 
 
 class GridConfig(Strict):
-    benchmarks: list[str] = Field(min_length=1)
-    methods: list[str] = Field(min_length=1)
+    benchmarks: list[Name] = Field(min_length=1)
+    methods: list[Name] = Field(min_length=1)
     seeds: list[Seed] = Field(min_length=1)
     # a profile's LLM-track grid (copied to llm.grid by `clsuite profile`; clsuite/llm/config.py)
     llm: LLMGrid | None = None
@@ -191,7 +193,7 @@ class GridConfig(Strict):
 class RunConfig(GridConfig):
     """The grid that ``dvc repro`` runs (dvc.yaml's matrix reads these lists)."""
 
-    profile: str = "embedded"
+    profile: Name = "embedded"
     device: str = "auto"
     deterministic: bool = True
     # GPU only (no effect on CPU): mixed precision and NHWC memory format for convnets
@@ -205,9 +207,9 @@ class RunConfig(GridConfig):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:"):
+        if DEVICE_SPEC.fullmatch(v):
             return v
-        raise ValueError(f"device must be one of auto, cpu, cuda, cuda:N, mps (got {v!r})")
+        raise ValueError("device must be one of auto, cpu, cuda, cuda:N (N a GPU index), mps")
 
 
 class MetricsConfig(Strict):
@@ -235,9 +237,10 @@ class MethodEntry(BaseModel):
 
 class Params(Strict):
     run: RunConfig
-    profiles: dict[str, GridConfig] = {}
-    benchmarks: dict[str, BenchmarkConfig]
-    methods: dict[str, dict[str, Any]]
+    # their keys become folder names (data/runs/<benchmark>/<method>/...): clsuite.names.Name
+    profiles: dict[Name, GridConfig] = {}
+    benchmarks: dict[Name, BenchmarkConfig]
+    methods: dict[Name, dict[str, Any]]
     metrics: MetricsConfig = MetricsConfig()
     llm: LLMParams | None = None  # the LLM track (clsuite/llm, docs/llm.md)
 
@@ -365,6 +368,10 @@ def format_validation_error(exc: ValidationError, prefix: str, model: type[BaseM
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         path = ".".join([prefix, *map(str, loc)]) if prefix else ".".join(map(str, loc))
         msg = err["msg"]
+        if loc and loc[-1] == "[key]":  # a mapping key failed (e.g. a name: clsuite.names.Name)
+            path = ".".join([prefix, *map(str, loc[:-2])]) if prefix else ".".join(map(str, loc[:-2]))
+            lines.append(f"{path}: key {loc[-2]!r}: {msg.removeprefix('Value error, ')}")
+            continue
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1])
             msg = f"unknown key {loc[-1]!r}" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")

@@ -42,3 +42,12 @@ class TrainingDiverged(RunFailed):
 
 class ComponentError(RunFailed):
     """A method's plugin or a model raised or returned malformed output; the message names it and the hook."""
+
+
+class ReportError(ClsuiteError):
+    """A report cannot be built as asked (e.g. a figure it shows is missing); the message names the file and the fix."""
+
+
+class RunFolderError(DataError):
+    """A run folder is inconsistent (missing or foreign records, a finished status without its files)
+    or in use by another process; the message names the folder, the file and the fix."""

@@ -20,13 +20,15 @@ import numpy as np
 import pandas as pd
 
 from clsuite.config import Params
-from clsuite.errors import DataError
+from clsuite.errors import DataError, RunFolderError
 from clsuite.io import write_json, write_text
 from clsuite.metrics import accuracy as acc
 from clsuite.metrics import stages as st
 from clsuite.metrics.aggregate import summarise
 from clsuite.metrics.extended import ExtendedMetrics, headline, merge_nested
-from clsuite.records import read_records
+from clsuite.records import (
+    EXPERIENCES_FILE, RunKey, check_finished_files, check_identity, check_stages, read_records, rerun_fix,
+)
 from clsuite.schemas import (
     ACCURACY_MATRIX, CLASS_ACCURACY, EXPERIENCES, FAILED_RUNS, RUN_METRICS, RUN_STATES, STAGE_ACCURACY,
     STAGE_METRICS, SUMMARY,
@@ -95,6 +97,26 @@ def read_status(run_dir: Path) -> dict | None:
     return status
 
 
+def read_finished_run(run_dir: Path, key: RunKey, status: dict | None, n_experiences: int
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(records, experiences) of a finished run, after checking that its folder is whole and its own:
+    the stage files of every experience (as many as ``benchmarks.<b>.n_experiences``), no others,
+    and rows that name this run and seed. Any mismatch is a RunFolderError naming file and fix."""
+    if status is not None and status["finished_experiences"] != n_experiences:
+        raise RunFolderError(
+            f"{run_dir}: status.json says the run finished {status['finished_experiences']} experiences, but "
+            f"benchmarks.{key.benchmark}.n_experiences is {n_experiences} (the run is from an older configuration); "
+            f"{rerun_fix(key)}")
+    check_finished_files(run_dir, key, n_experiences)
+    records = read_records(run_dir)
+    check_identity(records, run_dir / "records", run_dir, key)
+    check_stages(records, run_dir, key, n_experiences)
+    exp_path = run_dir / EXPERIENCES_FILE
+    exp_table = read_table(exp_path, EXPERIENCES)
+    check_identity(exp_table, exp_path, run_dir, key)
+    return records, exp_table
+
+
 def failed_run_row(status: dict, run_id: str, benchmark: str, method: str, seed: int) -> dict:
     """One ``failed_runs`` row from the status of a run that did not finish."""
     done = status["finished_experiences"]
@@ -134,12 +156,13 @@ def evaluate_grid(params: Params, runs_root: Path = RUNS_ROOT, out_dir: Path = T
                 if not (run_dir / "records").exists():
                     raise DataError(f"{run_dir}: no records; run `dvc repro` (or `clsuite train --benchmark "
                                     f"{benchmark} --method {method} --seed {seed}`) first")
-                records = read_records(run_dir)
-                keys = {"run_id": records["run_id"].iat[0], "benchmark": benchmark, "method": method, "seed": seed}
+                key = RunKey(benchmark, method, seed, params.benchmark(benchmark).scenario)
+                records, exp_table = read_finished_run(run_dir, key, status, params.benchmark(benchmark).n_experiences)
+                keys = {"run_id": key.run_id, "benchmark": benchmark, "method": method, "seed": seed}
                 for name, df in run_metrics_from_records(records).items():
                     parts.setdefault(name, []).append(df.assign(**keys))
                 extended.add_run(records, run_dir, keys)
-                exps.append(read_table(run_dir / "experiences.parquet", EXPERIENCES))
+                exps.append(exp_table)
     failed_df = failed_runs_table(failed)
     if not exps:
         write_table(failed_df, out_dir / "failed_runs.parquet", FAILED_RUNS)

@@ -124,10 +124,13 @@ def _culprit(exc: BaseException, plugins: list) -> tuple[Any, str] | None:
     return found
 
 
-def write_failure(run_dir: Path, run_id: str, exc: RunFailed, finished_experiences: int) -> None:
-    """status.json of a stopped run: state, where it stopped and why."""
+def write_failure(run_dir: Path, run_id: str, exc: RunFailed, finished_experiences: int, *,
+                  unit: str = "experiences") -> None:
+    """status.json of a stopped run: state, where it stopped (``finished_<unit>``) and why.
+
+    The LLM track (clsuite.llm.train) writes its failures here too, counting ``tasks``."""
     state = "diverged" if isinstance(exc, TrainingDiverged) else "failed"
-    status = {"run_id": run_id, "state": state, "finished_experiences": finished_experiences,
+    status = {"run_id": run_id, "state": state, f"finished_{unit}": finished_experiences,
               "reason": str(exc), **exc.status}
     write_json(run_dir / "status.json", {k: _plain(v) for k, v in status.items()})
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from clsuite.errors import DataError
+
+log = logging.getLogger(__name__)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -84,7 +89,13 @@ def replace_dir(src_tmp: Path, dest: Path) -> None:
     """Swap a fully written temp folder into place (old content removed afterwards).
 
     If the second rename fails, the old folder is moved back, so ``dest`` is never lost.
+    A ``dest`` that holds the working directory (the project) or is a filesystem root is
+    refused before anything moves (callers build ``dest`` with :func:`clsuite.paths.under`).
     """
+    target, cwd = dest.resolve(), Path.cwd().resolve()
+    if target == Path(target.anchor) or cwd.is_relative_to(target):
+        raise DataError(f"{dest}: refused to replace this folder, it holds the project ({cwd}) or is a root; "
+                        "check the name it was built from")
     dest.parent.mkdir(parents=True, exist_ok=True)
     old = None
     if dest.exists():
@@ -102,9 +113,32 @@ def replace_dir(src_tmp: Path, dest: Path) -> None:
         shutil.rmtree(old)
 
 
+def remove_stale_temp_dirs(dest: Path) -> list[Path]:
+    """Delete the folders that :func:`temp_dir_beside` (``.<dest.name>.XXXXXXXX``) and
+    :func:`replace_dir` (``.<dest.name>.old``) left beside ``dest`` when their process was
+    killed; returns what was removed. Nothing else matches (mkdtemp's 8 random characters
+    from ``[a-z0-9_]``, plain folders only, never a link).
+
+    Called by :func:`temp_dir_beside`, i.e. at the start of every folder rewrite
+    (``clsuite prepare``, ``clsuite llm-prepare``, text sequences); only one process may
+    rewrite a given ``dest`` at a time.
+    """
+    if not dest.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(dest.name)}\.([a-z0-9_]{{8}}|old)")
+    stale = sorted(p for p in dest.parent.iterdir()
+                   if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+    for p in stale:
+        shutil.rmtree(p)
+        log.warning("removed %s, left by an interrupted rewrite of %s", p, dest)
+    return stale
+
+
 def temp_dir_beside(dest: Path) -> Path:
-    """A fresh temp folder next to ``dest`` (same filesystem, so it can be renamed onto it)."""
+    """A fresh temp folder next to ``dest`` (same filesystem, so it can be renamed onto it);
+    stale ones of an earlier, killed rewrite of ``dest`` are removed first."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_dirs(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
     return tmp

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clsuite.errors import ParamsError
+from clsuite.names import check_seed
+
 RAW_ROOT = Path("data/raw")
 PREPARED_ROOT = Path("data/prepared")
 RUNS_ROOT = Path("data/runs")
@@ -12,6 +15,24 @@ TABLES_DIR = REPORTS / "data"
 METRICS_JSON = REPORTS / "metrics.json"
 
 
+def under(root: str | Path, *parts: str) -> Path:
+    """``root / parts...``, refused unless it lies strictly inside ``root`` once resolved.
+
+    The second line of defence behind :data:`clsuite.names.Name`: every folder that a
+    stage writes, replaces or deletes is built here, so no name (``..``, an absolute
+    path, ``.``, a symlink out) can make it point outside its root or at the root itself.
+    """
+    root = Path(root)
+    path = root.joinpath(*parts)
+    base = root.resolve()
+    target = path.resolve()
+    if not parts or any(not p or Path(p).is_absolute() for p in parts) or target == base \
+            or not target.is_relative_to(base):
+        raise ParamsError(f"{path}: refused, it is not a folder inside {root} (from the name(s) "
+                          f"{', '.join(map(repr, parts))}); use plain names (letters, digits, '_', '.', '-')")
+    return path
+
+
 def run_dir_for(runs_root: Path, benchmark: str, method: str, seed: int) -> Path:
     """``<runs_root>/<benchmark>/<method>/seed<seed>``: one run's folder."""
-    return runs_root / benchmark / method / f"seed{seed}"
+    return under(runs_root, benchmark, method, f"seed{check_seed(seed, 'seed')}")

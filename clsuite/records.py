@@ -18,7 +18,7 @@ import torch
 
 from clsuite.data.streams import PreparedBenchmark, to_float
 from clsuite.data.variants.sets import OOD
-from clsuite.errors import DataError
+from clsuite.errors import DataError, RunFolderError
 from clsuite.io import atomic_path
 from clsuite.schemas import RECORDS
 from clsuite.tables import read_table, write_table
@@ -142,6 +142,88 @@ def read_records(run_dir: Path) -> pd.DataFrame:
     return df.sort_values(["train_exp", "eval_set", "eval_exp", "sample_id"], kind="stable").reset_index(drop=True)
 
 
+# -- consistency of a run folder -------------------------------------------------------
+
+EXPERIENCES_FILE = "experiences.parquet"
+
+
+def rerun_fix(key: RunKey) -> str:
+    """How to rebuild one run's folder: ``clsuite train`` starts over when its files are missing or foreign."""
+    return (f"rerun `clsuite train --benchmark {key.benchmark} --method {key.method} --seed {key.seed}` (it starts "
+            f"the run over) or `dvc repro -f -s train@{key.benchmark}-{key.method}-{key.seed}`, or delete the run "
+            f"folder and rerun `dvc repro`")
+
+
+def check_finished_files(run_dir: Path, key: RunKey, n_experiences: int) -> None:
+    """RunFolderError unless a finished run's folder holds exactly its stage records
+    ``records/train_exp_<i>.parquet`` (i = -1 … n_experiences-1) and ``experiences.parquet``."""
+    expected = [stage_path(run_dir, k).name for k in range(-1, n_experiences)]
+    missing = [f"records/{name}" for name in expected if not (run_dir / "records" / name).is_file()]
+    if not (run_dir / EXPERIENCES_FILE).is_file():
+        missing.append(EXPERIENCES_FILE)
+    if missing:
+        raise RunFolderError(
+            f"{run_dir}: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing, but the run is marked "
+            f"finished (a finished run of {n_experiences} experiences has records/train_exp_-1.parquet … "
+            f"records/train_exp_{n_experiences - 1}.parquet and {EXPERIENCES_FILE}); {rerun_fix(key)}")
+    extra = sorted(p.name for p in (run_dir / "records").iterdir()
+                   if p.name not in expected and not p.name.startswith((".", "_")))  # as pyarrow reads them
+    if extra:
+        raise RunFolderError(
+            f"{run_dir}: records/{', records/'.join(extra)} should not be there: a run of {n_experiences} "
+            f"experiences has records/train_exp_-1.parquet … records/train_exp_{n_experiences - 1}.parquet only; "
+            f"{rerun_fix(key)}")
+
+
+def check_identity(df: pd.DataFrame, path: Path, run_dir: Path, key: RunKey) -> None:
+    """RunFolderError unless every row of ``df`` (records or experiences, read from ``path``)
+    names this run: its ``run_id``, ``benchmark``, ``method`` and ``seed`` columns (those present)."""
+    want = {"run_id": key.run_id, "benchmark": key.benchmark, "method": key.method, "seed": key.seed}
+    for column, value in want.items():
+        if column not in df.columns:
+            continue
+        found = sorted({str(v) for v in pd.unique(df[column])} - {str(value)})
+        if found:
+            raise RunFolderError(
+                f"{run_dir}: {path.relative_to(run_dir) if path.is_relative_to(run_dir) else path} holds rows of "
+                f"{column} {', '.join(found)}, but this folder is the run {key.run_id} ({column} {value}): the "
+                f"folder was copied from another run; {rerun_fix(key)}")
+
+
+def check_stages(records: pd.DataFrame, run_dir: Path, key: RunKey, n_experiences: int) -> None:
+    """RunFolderError unless ``records`` holds exactly the stages -1 … n_experiences-1."""
+    stages = sorted(int(k) for k in pd.unique(records["train_exp"]))
+    if stages != list(range(-1, n_experiences)):
+        raise RunFolderError(f"{run_dir}: the records hold train_exp {stages}, expected -1 … {n_experiences - 1}; "
+                             f"{rerun_fix(key)}")
+
+
+def foreign_reason(run_dir: Path, key: RunKey) -> str | None:
+    """Why ``run_dir``'s existing files belong to another run (status.json's ``run_id``, the
+    ``run_id``/``seed`` columns of its stage records), or None. Cheap: reads two columns.
+    Unreadable files are not judged here (they fail, or are rewritten, later)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    try:
+        status = json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        status = None
+    if isinstance(status, dict) and status.get("run_id") not in (None, key.run_id):
+        return f"status.json names run {status.get('run_id')!r}"
+    records = run_dir / "records"
+    for path in sorted(records.glob("train_exp_*.parquet")) if records.is_dir() else []:
+        try:
+            cols = pq.read_table(path, columns=["run_id", "seed"]).to_pydict()
+        except Exception:  # noqa: BLE001 - unreadable or another schema: judged where it is read
+            continue
+        ids, seeds = set(cols["run_id"]), set(cols["seed"])
+        if ids - {key.run_id} or seeds - {key.seed}:
+            return f"records/{path.name} holds rows of run {sorted(map(str, ids))} (seed {sorted(seeds)})"
+    return None
+
+
 # -- penultimate features of the final model (feature-space metrics) ---------------------
 
 FEATURES_FILE = "features.npy"
@@ -182,12 +264,24 @@ def write_features(run_dir: Path, features: np.ndarray, ids: np.ndarray) -> None
 
 
 def read_features(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """(features (N, D) float32, test rows (N,) int64) written by the train stage, or None if absent."""
+    """(features (N, D) float32, test rows (N,) int64) written by the train stage, or None if absent.
+
+    A truncated, garbled or mismatched pair raises DataError naming the file (never pickles)."""
     fpath, ipath = run_dir / FEATURES_FILE, run_dir / FEATURE_IDS_FILE
     if not fpath.exists() or not ipath.exists():
         return None
-    feats, ids = np.load(fpath), np.load(ipath)
-    if feats.ndim != 2 or ids.shape != (feats.shape[0],) or not np.isfinite(feats).all():
-        raise DataError(f"{fpath}: expected finite float (N, D) features with (N,) ids in {ipath.name}, got "
-                        f"{feats.shape} and {ids.shape}; rerun the train stage for this run")
-    return feats, ids
+    fix = "rerun the train stage for this run (`clsuite train ...`, or delete the run folder and `dvc repro`)"
+    arrays = []
+    for path in (fpath, ipath):
+        try:
+            arrays.append(np.load(path, allow_pickle=False))
+        except Exception as exc:  # truncated (ValueError/EOFError), garbled header, object array, ...
+            raise DataError(f"{path}: not a readable .npy array ({exc}); {fix}") from None
+    feats, ids = arrays
+    if (feats.ndim != 2 or not np.issubdtype(feats.dtype, np.floating) or ids.shape != (feats.shape[0],)
+            or not np.issubdtype(ids.dtype, np.integer) or not np.isfinite(feats).all()):
+        raise DataError(f"{fpath}: expected finite float (N, D) features with (N,) integer ids in {ipath.name}, got "
+                        f"{feats.dtype} {feats.shape} and {ids.dtype} {ids.shape}; {fix}")
+    if len(ids) and (ids.min() < 0 or len(np.unique(ids)) != len(ids)):
+        raise DataError(f"{ipath}: test rows must be distinct and non-negative; {fix}")
+    return feats.astype(np.float32, copy=False), ids.astype(np.int64, copy=False)

@@ -46,7 +46,13 @@ def claim_gpu(n: int) -> int | None:
 
 def resolve_device(spec: str) -> torch.device:
     """``auto`` → CUDA when available (with several GPUs: one no other clsuite run holds,
-    see :func:`claim_gpu`), else CPU; explicit devices must exist."""
+    see :func:`claim_gpu`), else CPU; explicit devices must exist (ParamsError naming
+    ``run.device`` otherwise, for both tracks)."""
+    from clsuite.config import DEVICE_SPEC
+    from clsuite.errors import ParamsError
+
+    if not isinstance(spec, str) or not DEVICE_SPEC.fullmatch(spec):
+        raise ParamsError(f"run.device: {spec!r} is not a device; use auto, cpu, cuda, cuda:N (N a GPU index) or mps")
     if spec == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
@@ -58,7 +64,12 @@ def resolve_device(spec: str) -> torch.device:
         return torch.device(f"cuda:{i}")
     device = torch.device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"run.device is {spec!r} but CUDA is not available here; set run.device: auto or cpu")
+        raise ParamsError(f"run.device: {spec!r} but CUDA is not available here; set run.device: auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ParamsError(f"run.device: {spec!r} but this machine has {torch.cuda.device_count()} CUDA device(s) "
+                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); set run.device: auto, cuda or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ParamsError(f"run.device: {spec!r} but Apple's MPS is not available here; set run.device: auto or cpu")
     return device
 
 

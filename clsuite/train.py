@@ -3,9 +3,12 @@
 Run folder ``data/runs/<benchmark>/<method>/seed<k>/``:
 ``records/train_exp_<i>.parquet`` (i = -1 … T-1), ``experiences.parquet`` (time and
 memory per experience), ``features.npy``/``feature_ids.npy`` (final penultimate features
-of the clean test split), ``checkpoint.pt`` (state after the last finished experience),
-``status.json`` and ``log.txt``. A rerun with the same configuration resumes after the
-last finished experience (dvc.yaml keeps the folder with ``persist: true``).
+of the clean test split), ``checkpoint.pt`` + ``checkpoint.json`` (state after the last
+finished experience, :mod:`clsuite.checkpoint`), ``status.json`` and ``log.txt``;
+``run.lock`` while a process trains it (:mod:`clsuite.runlock`). A rerun with the same
+configuration resumes after the last finished experience (dvc.yaml keeps the folder with
+``persist: true``); a folder whose files name another run (copied from another seed or
+method) starts over.
 """
 
 from __future__ import annotations
@@ -26,16 +29,19 @@ from tqdm.auto import tqdm
 
 from clsuite import __version__, checkpoint, guard
 from clsuite.config import Params, TrainConfig
+from clsuite.data.integrity import check_matches_params
 from clsuite.data.streams import load_prepared, make_avalanche_benchmark, to_float
 from clsuite.errors import ParamsError, TrainingDiverged
 from clsuite.fastpath import ClsuiteTemplate, prepared_train_arrays
 from clsuite.io import remove_stale_temps, write_json
 from clsuite.methods import METHODS, MethodContext
 from clsuite.models import build_model, count_parameters
-from clsuite.paths import PREPARED_ROOT, RUNS_ROOT, run_dir_for
+from clsuite.paths import PREPARED_ROOT, RUNS_ROOT, run_dir_for, under
 from clsuite.records import (
-    FEATURE_IDS_FILE, FEATURES_FILE, RunKey, final_features, stage_path, stage_records, write_features, write_stage,
+    FEATURE_IDS_FILE, FEATURES_FILE, RunKey, final_features, foreign_reason, stage_path, stage_records,
+    write_features, write_stage,
 )
+from clsuite.runlock import run_lock
 from clsuite.runtime import (
     peak_gpu_mb, peak_rss_mb, reset_peak_gpu, resolve_device, run_logger, seed_everything,
 )
@@ -114,7 +120,23 @@ def train_run(
     ``evaluator`` replaces the (metric-free) Avalanche evaluator and ``on_experience``
     (strategy, benchmark, k) is called after experience k's records are written; both
     exist so that Avalanche's own metrics can be computed on the same run for checks.
+    The run folder is locked (:func:`clsuite.runlock.run_lock`) while the run trains: a
+    second ``clsuite train`` of the same run fails at once with RunFolderError.
     """
+    params.benchmark(benchmark)
+    METHODS.get(params.method(method).type)  # unknown names fail before a run folder exists
+    run_dir = run_dir_for(runs_root, benchmark, method, seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir, f"{benchmark}/{method}/seed{seed}"):
+        return _train_run(params, benchmark, method, seed, prepared_root, runs_root,
+                          evaluator=evaluator, on_experience=on_experience)
+
+
+def _train_run(
+    params: Params, benchmark: str, method: str, seed: int, prepared_root: Path, runs_root: Path, *,
+    evaluator: EvaluationPlugin | None, on_experience: Callable[[SupervisedTemplate, Any, int], None] | None,
+) -> Path:
+    """:func:`train_run`'s body, run while the run folder's lock is held."""
     bench = params.benchmark(benchmark)
     entry = params.method(method)
     spec = METHODS.get(entry.type)
@@ -124,6 +146,10 @@ def train_run(
     for stale in remove_stale_temps(run_dir):
         log.warning("removed %s, left by an interrupted write", stale)
     key = RunKey(benchmark, method, seed, bench.scenario)
+    foreign = foreign_reason(run_dir, key)
+    if foreign is not None:  # copied from another run: never resume from its checkpoint
+        log.warning("%s: %s, not %s (copied from another run?): starting this run over", run_dir, foreign, key.run_id)
+        checkpoint.remove(run_dir / "checkpoint.pt")
     device = resolve_device(params.run.device)
     log.info("run %s (clsuite %s) on %s", key.run_id, __version__, device)
     log.info("benchmark %s: %s", benchmark, bench.model_dump_json())
@@ -133,7 +159,9 @@ def train_run(
         torch.set_num_threads(params.run.threads)
     log.info("torch intra-op threads: %d", torch.get_num_threads())
     seed_everything(seed, params.run.deterministic)
-    prepared = load_prepared(prepared_root / benchmark)
+    prepared_dir = under(prepared_root, benchmark)
+    prepared = load_prepared(prepared_dir)
+    check_matches_params(prepared.manifest, bench, prepared_dir, benchmark)
     stream = make_avalanche_benchmark(prepared, bench.scenario)
     manifest = prepared.manifest
     if bench.scenario not in spec.scenarios:
@@ -174,20 +202,28 @@ def train_run(
         clsuite=__version__, torch=torch.__version__,
     )
     ckpt_path = run_dir / "checkpoint.pt"
-    state = checkpoint.load(ckpt_path, fp) if resumable else None
-    if state is not None and all(stage_path(run_dir, k).exists() for k in range(-1, state["finished_exp"] + 1)):
+    state, refused = checkpoint.load(ckpt_path, fp) if resumable else (None, None)
+    if state is not None and not all(stage_path(run_dir, k).exists() for k in range(-1, state["finished_exp"] + 1)):
+        state, refused = None, "the records of the experiences it covers are missing"
+    # a refused checkpoint is never trusted: the run starts over from scratch (the safe choice)
+    note = {} if refused is None else {"checkpoint": f"refused: {refused}; the run starts over"}
+    if refused is not None:
+        log.warning("checkpoint %s refused: %s; the run starts over from scratch", ckpt_path.name, refused)
+    if state is not None:
         checkpoint.restore(state, model=model, optimizer=strategy.optimizer, plugins=plugins, clock=strategy.clock)
         start, rows = state["finished_exp"] + 1, list(state["extra"]["rows"])
         log.info("resuming from checkpoint after experience %d/%d", start, prepared.n_experiences)
     else:
         start, rows = 0, []
-        for stale in [run_dir / "records", run_dir / "experiences.parquet", ckpt_path,
+        checkpoint.remove(ckpt_path)
+        for stale in [run_dir / "records", run_dir / "experiences.parquet",
                       run_dir / FEATURES_FILE, run_dir / FEATURE_IDS_FILE]:
             if stale.is_dir():
                 shutil.rmtree(stale)
             elif stale.exists():
                 stale.unlink()
-        write_json(run_dir / "status.json", {"run_id": key.run_id, "state": "running", "finished_experiences": 0})
+        write_json(run_dir / "status.json",
+                   {"run_id": key.run_id, "state": "running", "finished_experiences": 0, **note})
         t0 = time.perf_counter()
         write_stage(stage_records(model, prepared, key, -1, bench.train.eval_batch_size, device), run_dir, -1)
         log.info("initial evaluation written (%.2fs)", time.perf_counter() - t0)
@@ -217,9 +253,11 @@ def train_run(
                      "model_bytes": 4 * count_parameters(model),
                      "extra_memory_bytes": extra_memory_bytes(plugins, model)})
         if resumable:
-            checkpoint.save(ckpt_path, fp=fp, finished_exp=k, model=model, optimizer=strategy.optimizer,
-                            plugins=plugins, clock=strategy.clock, extra={"rows": rows})
-        write_json(run_dir / "status.json", {"run_id": key.run_id, "state": "running", "finished_experiences": k + 1})
+            with guard.failure_status(run_dir, key.run_id, method, k):  # a plugin state that is not plain data
+                checkpoint.save(ckpt_path, fp=fp, finished_exp=k, model=model, optimizer=strategy.optimizer,
+                                plugins=plugins, clock=strategy.clock, extra={"rows": rows})
+        write_json(run_dir / "status.json",
+                   {"run_id": key.run_id, "state": "running", "finished_experiences": k + 1, **note})
         if on_experience is not None:
             on_experience(strategy, stream, k)
 
@@ -230,7 +268,7 @@ def train_run(
     write_table(exp_table, run_dir / "experiences.parquet", EXPERIENCES)
     write_json(run_dir / "status.json", {
         "run_id": key.run_id, "state": "finished", "finished_experiences": prepared.n_experiences,
-        "n_parameters": count_parameters(model), "device": str(device),
+        "n_parameters": count_parameters(model), "device": str(device), **note,
     })
     log.info("finished %s", key.run_id)
     return run_dir

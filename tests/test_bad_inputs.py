@@ -560,7 +560,7 @@ def test_invalid_table_is_never_written(run_copy):
 def test_checkpoint_write_failing_keeps_the_previous_checkpoint(run_copy, monkeypatch):
     path = run_copy / "checkpoint.pt"
     before = path.read_bytes()
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
 
     def broken_save(obj, f, *a, **kw):
         Path(f).write_bytes(b"PK\x03\x04 half")

@@ -107,7 +107,7 @@ def zygote(tmp_path_factory):
 
 
 def ckpt_exp(run_dir: Path) -> int:
-    return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)["finished_exp"]
+    return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["finished_exp"]
 
 
 def temps(run_dir: Path) -> list[str]:

@@ -276,7 +276,7 @@ def test_processes_key_dispatches_to_spawned_workers(smoke, monkeypatch, tmp_pat
     monkeypatch.setattr(llm_train, "launch", lambda world, fn, *args: calls.append((world, fn, args)))
     assert llm_train.train_llm_run(llm2, "llm_smoke", "mssr", 0, prepared, tmp_path / "r") == tmp_path / "r"
     assert calls and calls[0][0] == 3 and calls[0][1] is llm_train._spawned_run
-    assert not (tmp_path / "r").exists()  # the launcher itself writes nothing
+    assert list((tmp_path / "r").iterdir()) == []  # the launcher writes nothing (it held the run lock, now gone)
     world, fn, args = calls[0]
     monkeypatch.setenv("WORLD_SIZE", "1")  # what a worker receives, run here as a world of one
     threads = torch.get_num_threads()

@@ -116,7 +116,11 @@ def test_lwf_distils_only_old_classes_and_freezes_old_model(model):
     restored = LwFPlugin(alpha=2.0, temperature=2.0)
     restored.load_state_dict(copy.deepcopy(plugin.state_dict()))
     assert restored.old_classes == [0, 1]
+    # the state holds the old model's weights (plain tensors); the module is rebuilt from the
+    # strategy's model (whose weights changed since) at the next experience
+    restored.before_training_exp(SimpleNamespace(model=model))
     assert torch.equal(restored.old_model(x), plugin.old_model(x))
+    assert all(not p.requires_grad for p in restored.old_model.parameters()) and not restored.old_model.training
 
 
 def test_memory_counting_of_ewc_joint_and_lwf(params, data_roots, tmp_path):

@@ -63,7 +63,7 @@ def test_train_writes_final_features_and_gpu_column(grid):
     assert feats.shape == (n_test, 16) and feats.dtype == np.float32
     np.testing.assert_array_equal(ids, np.arange(n_test))
     # the features are the penultimate layer: the final head maps them to the stored logits
-    head = {k: v for k, v in torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"].items()
+    head = {k: v for k, v in torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"].items()
             if k.startswith("head.")}
     rec = read_records(run_dir)
     final = rec[(rec["eval_set"] == "clean") & (rec["train_exp"] == 1)].sort_values("sample_id")

@@ -47,7 +47,7 @@ def test_bad_specs_name_the_task_and_key(tmp_path):
         build_sequence([{"source": "rg_syllogism", "trian": 3}], tmp_path)
     with pytest.raises(ParamsError, match=r"tasks\[0\].options.levels: unknown key"):
         build_sequence([{"source": "rg_syllogism", "options": {"levels": [1]}}], tmp_path)
-    with pytest.raises(ParamsError, match=r"tasks\[0\].name: String should match pattern"):
+    with pytest.raises(ParamsError, match=r"tasks\[0\].name: not a valid name"):
         build_sequence([{"source": "rg_syllogism", "name": "../up"}], tmp_path)
     with pytest.raises(ParamsError, match=r"tasks: the sequence has no task"):
         build_sequence([], tmp_path)

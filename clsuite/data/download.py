@@ -14,6 +14,10 @@ Environment: ``CLSUITE_OFFLINE=1`` never opens a network connection (every missi
 fails at once with the manual-download instructions, e.g. to list everything an
 air-gapped machine needs); ``CLSUITE_FETCH_TIMEOUT`` sets the socket timeout in seconds
 (default 60), i.e. how long an unreachable host may take to fail.
+
+A file with a published ``size`` is never read beyond it: a ``Content-Length`` above it
+is refused before the body is read, and a body that goes on is cut off one byte past it
+(FetchError naming the URL and both sizes; the part file is deleted).
 """
 
 from __future__ import annotations
@@ -138,15 +142,18 @@ def mismatch(path: Path, remote: RemoteFile) -> str | None:
     return None
 
 
-def verify(path: Path, remote: RemoteFile, *, fix: str = "delete it and rerun `clsuite fetch`") -> None:
+def verify(path: Path, remote: RemoteFile, *, fix: str = "delete it and rerun `clsuite fetch`",
+           trust_stamp: bool = True) -> None:
     """Raise DataError naming ``path`` unless it matches ``remote``'s checksum (or size).
 
     A stamp written by :func:`mark_verified` (size + mtime + checksum) lets a later call
-    skip rehashing a large archive that has not changed since it was verified.
+    skip rehashing a large archive that has not changed since it was verified. The stamp
+    travels with ``data/raw`` through DVC caches, so whoever can write the cache can forge
+    it: ``trust_stamp=False`` (files that are then unpickled) always rehashes.
     """
     if not path.exists():
         raise DataError(f"{path}: missing; run `clsuite fetch` first")
-    if _stamp_matches(path, remote):
+    if trust_stamp and _stamp_matches(path, remote):
         return
     problem = mismatch(path, remote)
     if problem:
@@ -247,6 +254,9 @@ def _open(url: str, offset: int, timeout: float):
 def _transfer(url: str, part: Path, remote: RemoteFile, timeout: float, progress: bool | None) -> None:
     """Append the missing bytes of ``url`` to ``part`` (from the start if the server ignores Range)."""
     offset = part.stat().st_size if part.exists() else 0
+    if remote.size is not None and offset > remote.size:  # longer than the file can be: start over
+        part.unlink()
+        offset = 0
     response = _open(url, offset, timeout)
     if isinstance(response, urllib.error.HTTPError):  # 416: nothing left to send
         response.close()
@@ -262,7 +272,20 @@ def _transfer(url: str, part: Path, remote: RemoteFile, timeout: float, progress
         else:
             offset, mode = 0, "wb"  # 200: the whole file (a server that ignores Range sends it all)
         length = response.headers.get("Content-Length")
-        total = offset + int(length) if length is not None else remote.size
+        try:
+            length = int(length) if length is not None else None
+        except ValueError:
+            length = None  # unparsable: ignored, the byte count below still bounds the transfer
+        if remote.size is not None and length is not None and offset + length > remote.size:
+            part.unlink(missing_ok=True)
+            raise FetchError(
+                f"{url}: the server announces {offset + length} bytes (Content-Length {length}"
+                f"{f' after {offset} already downloaded' if offset else ''}), more than the published size of "
+                f"{remote.filename}, {remote.size} bytes; refused before reading (the partial file {part} was "
+                f"deleted). Rerun `clsuite fetch` later; if it fails again, {manual_fix(remote, part.with_suffix(''))}"
+            )
+        total = offset + length if length is not None else remote.size
+        limit = None if remote.size is None else remote.size - offset  # read at most one byte beyond it
         received = 0
         bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=remote.filename,
                    disable=(not progress) if progress is not None else None, leave=False)
@@ -270,7 +293,7 @@ def _transfer(url: str, part: Path, remote: RemoteFile, timeout: float, progress
             with open(part, mode) as f:
                 while True:
                     try:
-                        block = response.read(CHUNK)
+                        block = response.read(CHUNK if limit is None else min(CHUNK, limit - received + 1))
                     except (OSError, http.client.HTTPException) as exc:
                         raise FetchError(
                             f"transfer of {url} broke off after {offset + received} bytes ({exc}); "
@@ -281,9 +304,18 @@ def _transfer(url: str, part: Path, remote: RemoteFile, timeout: float, progress
                     f.write(block)
                     received += len(block)
                     bar.update(len(block))
+                    if limit is not None and received > limit:
+                        break
         finally:
             bar.close()
-        if length is not None and received < int(length):
+        if limit is not None and received > limit:
+            part.unlink()
+            raise FetchError(
+                f"{url}: the server sent more than the published size of {remote.filename}, {remote.size} bytes "
+                f"(received {offset + received} bytes and stopped reading); the partial file {part} was deleted. "
+                f"Rerun `clsuite fetch` later; if it fails again, {manual_fix(remote, part.with_suffix(''))}"
+            )
+        if length is not None and received < length:
             raise FetchError(
                 f"transfer of {url} broke off after {offset + received} of {total} bytes; "
                 f"rerun `clsuite fetch` to resume from {part}"

@@ -3,16 +3,21 @@ or array file fails with DataError naming the file and the fix, never later in t
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from clsuite.errors import DataError
 
 if TYPE_CHECKING:
+    from clsuite.config import BenchmarkConfig
     from clsuite.data.prepare import Manifest
+
+# fields of benchmarks.<b> that only training reads: changing them keeps the prepared folder valid
+TRAIN_ONLY_FIELDS = frozenset({"model", "train", "description"})
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -68,3 +73,39 @@ def load_npy(path: Path, folder: Path) -> np.ndarray:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as exc:  # a garbled header: ValueError, SyntaxError, tokenize.TokenError, OSError, ...
         raise DataError(f"{path}: not a readable .npy array ({exc}); {_fix(folder)}") from None
+
+
+def prepare_params(cfg: BenchmarkConfig) -> dict[str, Any]:
+    """The part of ``benchmarks.<b>`` that decides what prepare writes (stored in the manifest)."""
+    return cfg.model_dump(mode="json", exclude=set(TRAIN_ONLY_FIELDS))
+
+
+def check_matches_params(m: Manifest, cfg: BenchmarkConfig, folder: Path, name: str) -> None:
+    """Raise DataError unless the prepared folder ``folder`` was built from the benchmark's
+    current params (``benchmarks.<name>``): a folder older than its params (``n_experiences``,
+    class order, split, variants, ... changed and prepare not rerun) must not be trained on.
+
+    Manifests written before they stored their params (``params`` absent) are checked on the
+    fields they describe: source, scenario, experiences, class order and split. The benchmark's
+    name is not compared: a benchmark with the same prepare params (another model, say) may
+    train on the same folder.
+    """
+    show = lambda v: json.dumps(v, sort_keys=True)  # noqa: E731
+    diffs: dict[str, str] = {}
+
+    def differ(key: str, prepared: Any, current: Any) -> None:
+        if prepared != current:
+            diffs.setdefault(key, f"{key}={show(prepared)} but params say {show(current)}")
+
+    differ("n_experiences", len(m.experiences), cfg.n_experiences)
+    for key in ("source", "scenario", "split_seed", "test_fraction", "subsample_per_class"):
+        differ(key, getattr(m, key), getattr(cfg, key))
+    if cfg.class_order is not None:
+        differ("class_order", m.class_order, list(cfg.class_order))
+    if m.params is not None:
+        current = prepare_params(cfg)
+        for key in sorted(set(m.params) | set(current)):
+            differ(key, m.params.get(key), current.get(key))
+    if diffs:
+        raise DataError(f"{folder} was prepared with {'; '.join(diffs.values())} (benchmarks.{name} in params.yaml "
+                        f"changed since); run `clsuite prepare --benchmark {name}` (or `dvc repro`)")

@@ -30,13 +30,14 @@ from sklearn.model_selection import train_test_split
 
 from clsuite.config import BenchmarkConfig, VariantsConfig
 from clsuite.data.domains import domain_specs
-from clsuite.data.integrity import check_manifest
+from clsuite.data.integrity import check_manifest, prepare_params
 from clsuite.data.sources import LabeledImages, benchmark_source
 from clsuite.data.variants.build import VariantsInfo, build_variants
 from clsuite.data.variants.long_tail import subsample_long_tail
 from clsuite.data.variants.ood import ClassMap
 from clsuite.errors import DataError, ParamsError
 from clsuite.io import replace_dir, sha256_file, temp_dir_beside, write_json
+from clsuite.paths import under
 
 FORMAT_VERSION = 2  # 2: variant arrays (corrupted, OOD, long-tailed) and labels renumbered after holdout
 SPLITS = ("train", "test")
@@ -85,6 +86,8 @@ class Manifest(BaseModel):
     sha256: dict[str, str]
     domains: list[dict[str, Any]] = []  # domain_il: one transform spec per experience
     split: Literal["stratified", "official"] = "stratified"  # official: the source's own train/test split
+    # benchmarks.<b> without its training-only fields (integrity.prepare_params); None in older manifests
+    params: dict[str, Any] | None = None
 
     def experience_of_class(self) -> dict[int, int]:
         return {c: k for k, classes in enumerate(self.experiences) for c in classes}
@@ -190,7 +193,7 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
     if variants.long_tail is not None:
         train_idx, long_tail = subsample_long_tail(
             train_idx, classes.labels(data.labels[train_idx]), order, variants.long_tail, f"{where}.long_tail")
-    dest = out_root / name
+    dest = under(out_root, name)
     tmp = temp_dir_beside(dest)
     try:
         extra, variants_info = build_variants(
@@ -216,7 +219,7 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
                 np.save(path, np.ascontiguousarray(arr))
             sha[path.name] = sha256_file(path)
             if key.endswith("_x"):
-                counts[key[: -len("_x")]] = len(np.load(path, mmap_mode="r"))
+                counts[key[: -len("_x")]] = len(np.load(path, mmap_mode="r", allow_pickle=False))
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             benchmark=name,
@@ -236,6 +239,7 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
             domains=domain_specs(cfg.domain.kind, cfg.n_experiences, cfg.domain.seed, cfg.domain.max_degrees)
             if cfg.domain is not None else [],
             split="stratified" if data.split is None else "official",
+            params=prepare_params(cfg),
         )
         write_json(tmp / "manifest.json", manifest.model_dump(mode="json"))
         replace_dir(tmp, dest)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from clsuite.errors import ParamsError
+from clsuite.paths import under
 
 PREPARED_TEXT = Path("data/prepared_text")
 LLM_RUNS = Path("data/llm_runs")
@@ -29,7 +30,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     from clsuite.paths import RAW_ROOT
 
     params = _llm(args)
-    out = prepare_sequence(args.sequence, params.llm.sequences[args.sequence], RAW_ROOT, PREPARED_TEXT / args.sequence)
+    out = prepare_sequence(args.sequence, params.llm.sequences[args.sequence], RAW_ROOT,
+                           under(PREPARED_TEXT, args.sequence))
     print(f"prepared {out}")
 
 
@@ -39,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     params = _llm(args)
     if args.method not in params.llm.methods:
         raise ParamsError(f"llm.methods.{args.method}: not defined; defined: {', '.join(sorted(params.llm.methods))}")
-    out = train_llm_run(params.llm, args.sequence, args.method, args.seed, PREPARED_TEXT / args.sequence,
+    out = train_llm_run(params.llm, args.sequence, args.method, args.seed, under(PREPARED_TEXT, args.sequence),
                         run_dir_of(LLM_RUNS, args.sequence, args.method, args.seed), threads=params.run.threads,
                         device=params.run.device)
     print(f"trained {out}")
@@ -49,14 +51,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from clsuite.llm.evaluate import evaluate_sequence
 
     params = _llm(args)
-    print(f"wrote {evaluate_sequence(params.llm, args.sequence, LLM_RUNS, LLM_REPORTS / args.sequence)}")
+    print(f"wrote {evaluate_sequence(params.llm, args.sequence, LLM_RUNS, under(LLM_REPORTS, args.sequence))}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from clsuite.llm.report import build_llm_report
 
     params = _llm(args)
-    print(f"wrote {build_llm_report(params.llm, args.sequence, LLM_REPORTS / args.sequence)}")
+    print(f"wrote {build_llm_report(params.llm, args.sequence, under(LLM_REPORTS, args.sequence))}")
 
 
 def add_parsers(sub) -> None:

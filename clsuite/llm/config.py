@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Seed = int
+from clsuite.names import Name, Seed, validate_name
 
 
 class LStrict(BaseModel):
@@ -30,9 +30,9 @@ def _unique(v: list) -> list:
 class LLMGrid(LStrict):
     """The LLM runs ``dvc repro`` trains: one ``llm_train`` stage per sequence × method × seed."""
 
-    sequences: list[str] = Field(min_length=1)
-    methods: list[str] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)
+    sequences: list[Name] = Field(min_length=1)
+    methods: list[Name] = Field(min_length=1)
+    seeds: list[Seed] = Field(min_length=1)
 
     @field_validator("sequences", "methods", "seeds")
     @classmethod
@@ -85,7 +85,7 @@ class HeldoutConfig(LStrict):
     """A task never trained on, scored at every stage (general-knowledge retention)."""
 
     source: str
-    name: str | None = None
+    name: Name | None = None  # the held-out task's name (a folder name)
     test: int = Field(32, ge=1)
     # train-side examples generated too: never trained on, used as general "background" text
     # by methods that need it (sparse memory finetuning's TF-IDF statistics)
@@ -101,14 +101,25 @@ class SequenceConfig(LStrict):
     tasks: list[str | dict[str, Any]] = Field(min_length=1)
     train: int | None = Field(None, ge=1)
     test: int | None = Field(None, ge=1)
-    data_seed: int = Field(0, ge=0)
+    data_seed: Seed = 0
     heldout: HeldoutConfig | None = None
     model: LLMModelConfig = LLMModelConfig()
     protocol: LLMTrainConfig = LLMTrainConfig()
 
+    @field_validator("tasks")
+    @classmethod
+    def _task_names(cls, v: list) -> list:
+        """A task's ``name`` becomes a folder name: checked here, at params load (the rest of a
+        task spec is checked by ``llm-prepare``, which resolves its source)."""
+        for t in v:
+            if isinstance(t, dict) and isinstance(t.get("name"), str):
+                validate_name(t["name"])
+        return v
+
 
 class LLMParams(LStrict):
     grid: LLMGrid
-    sequences: dict[str, SequenceConfig] = Field(min_length=1)
-    methods: dict[str, dict[str, Any]] = Field(min_length=1)
+    # keys become folder names (data/llm_runs/<sequence>/<method>/...): clsuite.names.Name
+    sequences: dict[Name, SequenceConfig] = Field(min_length=1)
+    methods: dict[Name, dict[str, Any]] = Field(min_length=1)
     reference_method: str = "fixed"  # overhead of every method is reported relative to this one

@@ -150,6 +150,8 @@ def launch(world: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Non
     saved = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT")}
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     try:
+        # the workers' pickled exceptions go to a private folder of this process (mkdtemp: mode 0700, removed
+        # after), never to a run folder, so only this user's own worker processes can have written them
         with tempfile.TemporaryDirectory(prefix="clsuite-ddp-") as errors:
             try:
                 mp.spawn(_spawned, args=(world, fn, args, kwargs, errors), nprocs=world, join=True)

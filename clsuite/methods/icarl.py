@@ -18,8 +18,6 @@ different input domains, and on the P-MNIST-style stream NME fell to 23 % (finet
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from avalanche.benchmarks.utils import concat_datasets
@@ -29,6 +27,7 @@ from torch import nn
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
 from clsuite.methods.exemplars import HerdingMemory, dataset_tensors, exemplar_dataset
+from clsuite.models import frozen_copy
 
 #: Score of a class without exemplars: −‖a − μ‖² ≥ −4 for unit a and ‖μ‖ ≤ 1, so −5 ranks
 #: such a class below every class that has a mean, while staying finite for softmax/energy.
@@ -79,6 +78,7 @@ class ICaRLPlugin(SupervisedPlugin):
         self.memory = HerdingMemory(mem_size)
         self.device = device
         self.old_net: nn.Module | None = None
+        self._old_state: dict | None = None  # restored from a checkpoint, not yet rebuilt
         self.old_classes: list[int] = []
         self.seen_classes: list[int] = []
 
@@ -105,24 +105,33 @@ class ICaRLPlugin(SupervisedPlugin):
         x, y, t = dataset_tensors(strategy.experience.dataset.train())
         self.memory.update(model, x, y, t, self.device)
         model.set_means(self.memory.class_means(model, self.device))
-        self.old_net = copy.deepcopy(model.net).eval()
-        for p in self.old_net.parameters():
-            p.requires_grad_(False)
+        self.old_net, self._old_state = frozen_copy(model.net), None
         self.old_classes = list(self.seen_classes)
+
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        self._rebuild(strategy.model)
+
+    def _rebuild(self, model: NMEClassifier) -> None:
+        """After a resume: the frozen old network from its checkpointed state dict."""
+        if self._old_state is not None:
+            self.old_net, self._old_state = frozen_copy(model.net, self._old_state), None
 
     def extra_memory_bytes(self, model: nn.Module) -> int:
         """Exemplars (uint8 pixels) + the frozen old network (float32) + class means (float32)."""
+        self._rebuild(model)
         old = 0 if self.old_net is None else 4 * sum(p.numel() for p in self.old_net.parameters())
         means = 4 * int(model.has_mean.sum()) * model.feature_dim if hasattr(model, "has_mean") else 0
         return self.memory.nbytes_as_images + old + means
 
     def state_dict(self) -> dict:
-        return {"memory": self.memory.state_dict(), "old_net": self.old_net,
+        # the old network's state dict (plain tensors: checkpoints load with weights_only=True)
+        old = self.old_net.state_dict() if self.old_net is not None else self._old_state
+        return {"memory": self.memory.state_dict(), "old_net": old,
                 "old_classes": list(self.old_classes), "seen_classes": list(self.seen_classes)}
 
     def load_state_dict(self, state: dict) -> None:
         self.memory.load_state_dict(state["memory"])
-        self.old_net = state["old_net"]
+        self.old_net, self._old_state = None, state["old_net"]  # rebuilt at the next experience
         self.old_classes = list(state["old_classes"])
         self.seen_classes = list(state["seen_classes"])
 

@@ -8,14 +8,13 @@ logits of the classes seen before. Written here rather than using Avalanche's
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from avalanche.training.plugins import SupervisedPlugin
 from pydantic import Field
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
+from clsuite.models import frozen_copy
 
 
 def distillation_loss(new_logits: torch.Tensor, old_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -31,6 +30,7 @@ class LwFPlugin(SupervisedPlugin):
         self.alpha = alpha
         self.temperature = temperature
         self.old_model: torch.nn.Module | None = None
+        self._old_state: dict | None = None  # restored from a checkpoint, not yet rebuilt
         self.old_classes: list[int] = []
 
     def before_backward(self, strategy, **kwargs) -> None:
@@ -41,22 +41,31 @@ class LwFPlugin(SupervisedPlugin):
         new = strategy.mb_output[:, self.old_classes]
         strategy.loss = strategy.loss + self.alpha * distillation_loss(new, old, self.temperature)
 
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        self._rebuild(strategy.model)
+
+    def _rebuild(self, model: torch.nn.Module) -> None:
+        """After a resume: the frozen old model from its checkpointed state dict."""
+        if self._old_state is not None:
+            self.old_model, self._old_state = frozen_copy(model, self._old_state), None
+
     def after_training_exp(self, strategy, **kwargs) -> None:
-        self.old_model = copy.deepcopy(strategy.model).eval()
-        for p in self.old_model.parameters():
-            p.requires_grad_(False)
+        self.old_model, self._old_state = frozen_copy(strategy.model), None
         seen = set(self.old_classes) | set(int(c) for c in strategy.experience.classes_in_this_experience)
         self.old_classes = sorted(seen)
 
     def extra_memory_bytes(self, model: torch.nn.Module) -> int:
+        self._rebuild(model)
         return 0 if self.old_model is None else 4 * sum(p.numel() for p in self.old_model.parameters())
 
     def state_dict(self) -> dict:
-        # The frozen module itself (pickled by torch.save; checkpoints are clsuite's own files).
-        return {"old_model": self.old_model, "old_classes": list(self.old_classes)}
+        # the frozen model's state dict (plain tensors: checkpoints load with weights_only=True)
+        old = self.old_model.state_dict() if self.old_model is not None else self._old_state
+        return {"old_model": old, "old_classes": list(self.old_classes)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.old_model = state["old_model"]
+        # rebuilt from the strategy's model at the next experience (this plugin never sees the model here)
+        self.old_model, self._old_state = None, state["old_model"]
         self.old_classes = list(state["old_classes"])
 
 

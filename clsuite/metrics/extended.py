@@ -29,7 +29,7 @@ from clsuite.metrics import ood
 from clsuite.metrics import robustness as rb
 from clsuite.metrics.aggregate import paired_comparisons, summarise
 from clsuite.paths import PREPARED_ROOT
-from clsuite.records import read_features
+from clsuite.records import FEATURE_IDS_FILE, read_features
 from clsuite.schemas import (
     ANY_PROTOCOL, COMPARISONS, COMPUTE, CONFUSION, CORRUPTION_ACCURACY, CORRUPTION_ERROR, EXTRA_RUN_METRICS,
     EXTRA_SUMMARY, FEATURE_SPECTRUM, LONG_TAIL_ACCURACY, MEMORY_CURVE, OOD_DETECTION, OOD_HISTOGRAM, PROTOCOLS,
@@ -112,6 +112,12 @@ class ExtendedMetrics:
         if loaded is None or len(loaded[1]) < 2:
             return  # runs trained before features were written, or a model without features()
         feats, ids = loaded
+        final = records[(records["eval_set"] == "clean") & (records["train_exp"] == records["train_exp"].max())]
+        unknown = np.setdiff1d(ids, final["sample_id"].to_numpy())
+        if len(unknown):
+            raise DataError(f"{run_dir / FEATURE_IDS_FILE}: test rows {unknown[:5].tolist()} are not in the run's "
+                            f"records (the features come from another run or prepared folder); rerun the train "
+                            f"stage for this run")
         self._add("feature_spectrum", ft.spectrum_table(feats), keys)
         erank = ft.effective_rank(feats)
         if erank is not None:

@@ -7,6 +7,7 @@ feature-space metrics and methods that need embeddings work on any backbone.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
@@ -66,3 +67,16 @@ def count_parameters(model: torch.nn.Module) -> int:
     extractors), else all of them."""
     counter = getattr(model, "active_parameter_count", None)
     return int(counter()) if callable(counter) else sum(p.numel() for p in model.parameters())
+
+
+def frozen_copy(model: nn.Module, state: dict | None = None) -> nn.Module:
+    """An eval-mode copy of ``model`` with no trainable parameters; ``state`` (a state dict,
+    e.g. from a checkpoint) replaces its weights. Plugins that keep an old network store
+    its state dict, not the module, so that checkpoints hold plain data only."""
+    copy_ = copy.deepcopy(model)
+    if state is not None:
+        copy_.load_state_dict(state)
+    copy_.eval()
+    for p in copy_.parameters():
+        p.requires_grad_(False)
+    return copy_

@@ -6,11 +6,8 @@ is written deterministically, so an unchanged rerun reproduces them byte for byt
 
 from __future__ import annotations
 
-import base64
-import re
 from pathlib import Path
 
-import markdown
 import pandas as pd
 
 from clsuite.config import Params
@@ -21,6 +18,7 @@ from clsuite.report import figures, tables
 from clsuite.report.citations import bibtex
 from clsuite.report.extended import extended_sections, metric_citations, read_extended_tables
 from clsuite.report.provenance import provenance
+from clsuite.report.safe import md_code, md_fence, md_text, render_html
 from clsuite.schemas import ACCURACY_MATRIX, EXPERIENCES, FAILED_RUNS, STAGE_ACCURACY, STAGE_METRICS, SUMMARY
 from clsuite.tables import read_table
 
@@ -40,7 +38,7 @@ DEFINITIONS = """\
 
 def _figure_md(paths: list[Path], alt: str, base: Path) -> str:
     png = next(p for p in paths if p.suffix == ".png")
-    return f"![{alt}]({png.relative_to(base).as_posix()})"
+    return f"![{md_text(alt)}]({png.relative_to(base).as_posix()})"
 
 
 def _compute_table(exps: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
@@ -72,36 +70,37 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
 
-    md = [f"# clsuite report: profile `{run.profile}`", "",
+    # everything from params or records goes through md_text / md_code / md_fence (clsuite.report.safe)
+    md = [f"# clsuite report: profile {md_code(run.profile)}", "",
           f"{len(run.benchmarks)} benchmark(s) × {len(run.methods)} method(s) × {len(run.seeds)} seed(s) "
           f"(seeds {', '.join(map(str, run.seeds))}); every number below is computed from the stored "
           "per-sample prediction records.", "", "## Benchmarks", ""]
     for b in run.benchmarks:
         cfg = params.benchmark(b)
-        md.append(f"- `{b}`: {cfg.description or cfg.source} (scenario {cfg.scenario}, {cfg.n_experiences} "
-                  f"experiences, model `{cfg.model.name}`, {cfg.train.epochs} epoch(s), batch {cfg.train.batch_size}, "
-                  f"{cfg.train.optimizer} lr {cfg.train.lr})")
+        md.append(f"- {md_code(b)}: {md_text(cfg.description or cfg.source)} (scenario {md_text(cfg.scenario)}, "
+                  f"{cfg.n_experiences} experiences, model {md_code(cfg.model.name)}, {cfg.train.epochs} epoch(s), "
+                  f"batch {cfg.train.batch_size}, {md_text(cfg.train.optimizer)} lr {cfg.train.lr})")
     md += ["", "## Results", ""]
     for b in run.benchmarks:
         for protocol in ("class_il", "task_il"):
             df = tables.results_table(summary, b, protocol, run.methods, MAIN_METRICS)
             stem = f"results_{b}_{protocol}"
             write_text(out / "tables" / f"{stem}.md", tables.to_markdown(df) + "\n")
-            write_text(out / "tables" / f"{stem}.csv", df.to_csv(index=False))
+            write_text(out / "tables" / f"{stem}.csv", tables.to_csv(df))
             write_text(out / "tables" / f"{stem}.tex",
                        tables.to_latex(df, f"{b}, {protocol.replace('_', '-')}: mean ± std over "
                                            f"{len(run.seeds)} seeds", f"tab:{b}-{protocol}"))
             same = protocol == "task_il" and params.benchmark(b).scenario == "domain_il"
             note = ["Domain-IL: every experience holds all classes, so task-IL predictions equal class-IL "
                     "ones and this table repeats the one above.", ""] if same else []
-            md += [f"### {b}: {protocol.replace('_', '-')}", "", *note, tables.to_markdown(df), "",
+            md += [f"### {md_text(b)}: {protocol.replace('_', '-')}", "", *note, tables.to_markdown(df), "",
                    f"LaTeX: [`tables/{stem}.tex`](tables/{stem}.tex) · CSV: [`tables/{stem}.csv`](tables/{stem}.csv)", ""]
     md += failed_runs_md(failed, len(run.benchmarks) * len(run.methods) * len(run.seeds), out)
     md += ["Metric definitions:", "", DEFINITIONS, "", "## Accuracy over stages", ""]
     plot_rows = []
     for b in run.benchmarks:
         if not done[b]:
-            md += [f"No run on {b} finished (see Failed runs).", ""]
+            md += [f"No run on {md_text(b)} finished (see Failed runs).", ""]
             continue
         paths = figures.stage_accuracy_figure(stage, b, done[b], out / "figures" / f"stage_accuracy_{b}")
         md += [_figure_md(paths, f"accuracy over stages on {b}", out), ""]
@@ -109,7 +108,7 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
     for row in means.itertuples(index=False):
         plot_rows.append({"benchmark": row.benchmark, "method": row.method, "protocol": row.protocol,
                           "stage": row.train_exp + 1, "accuracy": round(row.accuracy, 6)})
-    write_text(out / "plots" / "stage_accuracy.csv", pd.DataFrame(plot_rows).to_csv(index=False))
+    write_text(out / "plots" / "stage_accuracy.csv", tables.to_csv(pd.DataFrame(plot_rows)))
     md += ["## Stability and plasticity", "", "Accuracy on the experience just learned (plasticity), mean "
            "accuracy on the earlier experiences (stability) and accuracy on the first experience, after each "
            "experience (class-IL).", ""]
@@ -132,18 +131,18 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
     extended = read_extended_tables(data_dir)
     md += extended_sections(params, extended, out)  # robustness, OOD, long tail, memory, compute, features
     prov = provenance(params)
-    md += ["## Provenance", "", "```",
-           f"git revision     {prov['git_revision']}",
-           f"params sha256    {prov['params_sha256']}",
-           f"dvc.lock sha256  {prov['dvc_lock_sha256']}  (stages upstream of report)",
-           f"platform         {prov['platform']}",
-           *[f"{k:16s} {v}" for k, v in prov["packages"].items()], "```", ""]
+    md += ["## Provenance", "", *md_fence("\n".join([
+        f"git revision     {prov['git_revision']}",
+        f"params sha256    {prov['params_sha256']}",
+        f"dvc.lock sha256  {prov['dvc_lock_sha256']}  (stages upstream of report)",
+        f"platform         {prov['platform']}",
+        *[f"{k:16s} {v}" for k, v in prov["packages"].items()]])), ""]
     from clsuite.methods import METHODS  # imports Avalanche: only needed here, for citations
 
     cites = [METHODS.get(params.method(m).type).citation for m in run.methods]
     cites += [SOURCES.get(params.benchmark(b).source).citation for b in run.benchmarks]
     cites += metric_citations(extended)
-    md += ["## How to cite", "", "```bibtex", bibtex(cites), "```", ""]
+    md += ["## How to cite", "", *md_fence(bibtex(cites), "bibtex"), ""]
     text = "\n".join(md)
     write_text(out / "index.md", text)
     write_text(out / "index.html", to_html(text, out))
@@ -154,7 +153,7 @@ def failed_runs_md(failed: pd.DataFrame, n_runs: int, out: Path) -> list[str]:
     """The "Failed runs" section; also writes tables/failed_runs.{md,csv}."""
     df = tables.failed_runs_table(failed)
     write_text(out / "tables" / "failed_runs.md", tables.to_markdown(df) + "\n")
-    write_text(out / "tables" / "failed_runs.csv", df.to_csv(index=False))
+    write_text(out / "tables" / "failed_runs.csv", tables.to_csv(df))
     if failed.empty:
         return ["## Failed runs", "", f"None: all {n_runs} runs finished.", ""]
     return ["## Failed runs", "", f"{len(failed)} of {n_runs} runs did not finish; their metrics are left out "
@@ -163,15 +162,11 @@ def failed_runs_md(failed: pd.DataFrame, n_runs: int, out: Path) -> list[str]:
             tables.to_markdown(df), ""]
 
 
-def to_html(md_text: str, base: Path) -> str:
-    """Self-contained HTML: Markdown rendered, PNG figures embedded as data URIs."""
-    body = markdown.markdown(md_text, extensions=["tables", "fenced_code"])
-
-    def embed(m: re.Match) -> str:
-        data = base64.b64encode((base / m.group(1)).read_bytes()).decode()
-        return f'src="data:image/png;base64,{data}"'
-
-    body = re.sub(r'src="([^"]+\.png)"', embed, body)
+def to_html(text: str, base: Path) -> str:
+    """Self-contained HTML of the report Markdown ``text`` in folder ``base``: raw HTML shows as
+    text, PNG figures under ``base`` are embedded as data URIs, links leaving ``base`` are dropped
+    (:func:`clsuite.report.safe.render_html`); a missing figure is a :class:`ReportError`."""
+    body = render_html(text, base)
     css = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
            "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}"
            "th:first-child,td:first-child{text-align:left}img{max-width:100%}pre{background:#f6f6f6;padding:1em;"

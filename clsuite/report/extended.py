@@ -19,6 +19,7 @@ from clsuite.config import Params
 from clsuite.io import write_text
 from clsuite.report import figures_extended as fx
 from clsuite.report import tables as tb
+from clsuite.report.safe import md_code, md_text
 from clsuite.schemas import (
     COMPARISONS, COMPUTE, CONFUSION, CORRUPTION_ACCURACY, EXTRA_SUMMARY, FEATURE_SPECTRUM, LONG_TAIL_ACCURACY,
     MEMORY_CURVE, OOD_DETECTION, OOD_HISTOGRAM, ROBUSTNESS, TSNE,
@@ -69,7 +70,7 @@ class Section:
     def table(self, df: pd.DataFrame, stem: str, caption: str) -> list[str]:
         """Write ``tables/<stem>.md|csv|tex``; return the Markdown table and links."""
         write_text(self.out / "tables" / f"{stem}.md", tb.to_markdown(df) + "\n")
-        write_text(self.out / "tables" / f"{stem}.csv", df.to_csv(index=False))
+        write_text(self.out / "tables" / f"{stem}.csv", tb.to_csv(df))
         write_text(self.out / "tables" / f"{stem}.tex", tb.to_latex(df, caption, f"tab:{stem.replace('_', '-')}"))
         return [tb.to_markdown(df), "",
                 f"LaTeX: [`tables/{stem}.tex`](tables/{stem}.tex) · CSV: [`tables/{stem}.csv`](tables/{stem}.csv)", ""]
@@ -78,7 +79,7 @@ class Section:
         rel = [p.relative_to(self.out).as_posix() for p in paths]
         png = next(r for r in rel if r.endswith(".png"))
         links = " · ".join(f"[{r.rsplit('.', 1)[1].upper()}]({r})" for r in rel if not r.endswith(".png"))
-        return [f"![{alt}]({png})", "", f"Vector: {links}", ""]
+        return [f"![{md_text(alt)}]({png})", "", f"Vector: {links}", ""]
 
     def benchmarks_with(self, name: str) -> list[str]:
         have = set(self.data[name]["benchmark"])
@@ -96,11 +97,12 @@ def robustness(s: Section) -> list[str]:
           "Accuracy on ImageNet-C-style corrupted copies of the test images of the experiences seen so far, after "
           "the last experience (in %, " + s.seeds_note() + "). *Clean* is the accuracy on the same images "
           "uncorrupted; *mean corr.* averages all corruptions and severities; *rel. drop* = 1 − mean corr. / clean; "
-          f"*mCE* = mean over corruptions of Σ_severities error / Σ_severities error of `{ref}` on the same seed "
+          "*mCE* = mean over corruptions of Σ_severities error / Σ_severities error of "
+          f"{md_code(ref)} on the same seed "
           "(Hendrycks & Dietterich 2019; 100 = as robust as the reference, lower is better).", ""]
     if ref not in s.methods:
-        md += [f"*mCE omitted: the reference method `{ref}` (`metrics.reference_method` in params.yaml) is not in "
-               "this grid.*", ""]
+        md += [f"*mCE omitted: the reference method {md_code(ref)} (`metrics.reference_method` in params.yaml) "
+               "is not in this grid.*", ""]
     for b in s.benchmarks_with("corruption_accuracy"):
         for protocol in ("class_il", "task_il"):
             rows = [{"Method": m, "Clean (%)": s.cell(b, m, protocol, "corruption_clean_acc"),
@@ -110,7 +112,7 @@ def robustness(s: Section) -> list[str]:
             df = pd.DataFrame(rows)
             if ref not in s.methods:
                 df = df.drop(columns="mCE (%)")
-            md += [f"### {b}: {PROTOCOL_NAMES[protocol]}", ""]
+            md += [f"### {md_text(b)}: {PROTOCOL_NAMES[protocol]}", ""]
             md += s.table(df, f"robustness_{b}_{protocol}",
                           f"{b}, {PROTOCOL_NAMES[protocol]}: robustness to corruptions, {s.seeds_note()}")
         cells = s.data["corruption_accuracy"]
@@ -137,7 +139,7 @@ def ood_detection(s: Section) -> list[str]:
                  "AUPR-In": s.cell(b, m, "any", f"ood_aupr_in_{sc}"),
                  "AUPR-Out": s.cell(b, m, "any", f"ood_aupr_out_{sc}"),
                  "FPR@95": s.cell(b, m, "any", f"ood_fpr95_{sc}")} for m in s.methods for sc in scores]
-        md += [f"### {b}", ""]
+        md += [f"### {md_text(b)}", ""]
         md += s.table(pd.DataFrame(rows), f"ood_{b}", f"{b}: OOD detection after the last experience, {s.seeds_note()}")
         if not s.data["ood_histogram"].empty and b in set(s.data["ood_histogram"]["benchmark"]):
             md += s.figure(fx.ood_histogram_figure(s.data["ood_histogram"], b, s.methods,
@@ -160,7 +162,7 @@ def long_tail(s: Section) -> list[str]:
             rows = [{"Method": m, **{f"{sh.capitalize()} ({int(sizes.get(sh, 0))} cl.)": s.cell(b, m, protocol,
                                                                                                   f"{sh}_acc")
                                      for sh in ("many", "medium", "few")}} for m in s.methods]
-            md += [f"### {b}: {PROTOCOL_NAMES[protocol]}", ""]
+            md += [f"### {md_text(b)}: {PROTOCOL_NAMES[protocol]}", ""]
             md += s.table(pd.DataFrame(rows), f"long_tail_{b}_{protocol}",
                           f"{b}, {PROTOCOL_NAMES[protocol]}: accuracy per shot group, {s.seeds_note()}")
         md += s.figure(fx.long_tail_figure(shots, b, s.methods, s.out / "figures" / f"long_tail_{b}"),
@@ -187,7 +189,7 @@ def memory(s: Section) -> list[str]:
                     std = p[col].std(ddof=1) if len(p) > 1 else float("nan")
                     row[f"{name} {PROTOCOL_NAMES[protocol]} (%)"] = fmt_value(p[col].mean(), std)
             rows.append(row)
-        md += [f"### {b}", ""]
+        md += [f"### {md_text(b)}", ""]
         md += s.table(pd.DataFrame(rows), f"memory_{b}", f"{b}: accuracy vs buffer size, {s.seeds_note()}")
         md += s.figure(fx.memory_figure(curve, b, s.out / "figures" / f"memory_curve_{b}"),
                        f"accuracy vs memory on {b}")
@@ -202,9 +204,9 @@ def compute(s: Section) -> list[str]:
     md = ["## Compute relative to the reference method", "",
           f"Per run, then {s.seeds_note()}: wall time per training experience, training throughput (samples × "
           "epochs per second), peak resident memory and peak GPU memory (`torch.cuda.max_memory_allocated`; – when "
-          f"not trained on CUDA), and each as a ratio to `{ref}` on the same benchmark and seed (×).", ""]
+          f"not trained on CUDA), and each as a ratio to {md_code(ref)} on the same benchmark and seed (×).", ""]
     if ref not in s.methods:
-        md += [f"*Ratios omitted: the reference method `{ref}` is not in this grid.*", ""]
+        md += [f"*Ratios omitted: the reference method {md_code(ref)} is not in this grid.*", ""]
     rows = []
     for b in s.params.run.benchmarks:
         for m in s.methods:
@@ -253,7 +255,7 @@ def feature_space(s: Section) -> list[str]:
             parts += s.figure(fx.confusion_figure(conf, b, s.methods, s.out / "figures" / f"confusion_{b}"),
                               f"confusion matrices on {b}")
         if parts:
-            md += [f"### {b}", "", *parts]
+            md += [f"### {md_text(b)}", "", *parts]
     return md
 
 
@@ -267,8 +269,8 @@ def comparisons(s: Section) -> list[str]:
     if comp.empty or ref not in s.methods:
         return []
     md = ["## Paired comparisons with the reference method", "",
-          f"Per benchmark, each method minus `{ref}` on the same seeds (Δ in percentage points, mean ± std over the "
-          "n pairs); p-values of the two-sided paired t-test (scipy `ttest_1samp` on the differences) and of the "
+          f"Per benchmark, each method minus {md_code(ref)} on the same seeds (Δ in percentage points, mean ± std "
+          "over the n pairs); p-values of the two-sided paired t-test (scipy `ttest_1samp` on the differences) and of the "
           "two-sided exact Wilcoxon signed-rank test (zero differences dropped). With n < 6 pairs the Wilcoxon "
           "test cannot reach p < 0.05 (its smallest p is 2 / 2^n); – = undefined (n < 2, or all differences equal).",
           ""]
@@ -337,5 +339,5 @@ def extended_sections(params: Params, data: dict[str, pd.DataFrame], out: Path) 
     for section in SECTIONS:
         md += section(s)
     for name, df in plot_data(data).items():
-        write_text(out / "plots" / name, df.to_csv(index=False))
+        write_text(out / "plots" / name, tb.to_csv(df))
     return md

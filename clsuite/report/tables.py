@@ -6,6 +6,9 @@ import math
 
 import pandas as pd
 
+from clsuite.report.safe import latex_escape, latex_label, md_table_frame
+from clsuite.report.safe import to_csv as to_csv  # re-exported: every report CSV goes through it
+
 METRIC_LABELS = {
     "last_acc": "Last acc. (%)",
     "avg_acc": "Avg. acc. (%)",
@@ -72,27 +75,24 @@ def failed_runs_table(failed: pd.DataFrame) -> pd.DataFrame:
         "State": failed["state"].tolist(),
         "Finished experiences": [str(n) for n in failed["finished_experiences"]],
         "Stopped at": [where(r) for r in failed.itertuples(index=False)],
-        "Reason": [r.replace("|", "/").replace("\n", " ") for r in failed["reason"]],
+        "Reason": [r.replace("\n", " ") for r in failed["reason"]],
     })
 
 
-def to_markdown(df: pd.DataFrame) -> str:
-    return df.to_markdown(index=False, disable_numparse=True)
-
-
-def _tex_escape(s: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
-        s = s.replace(a, b)
-    return s.replace("±", r"$\pm$")
+def to_markdown(df: pd.DataFrame, numparse: bool = False) -> str:
+    """A pipe table; every header and string cell is escaped (:func:`clsuite.report.safe.md_text`),
+    so a name or reason holding ``|``, HTML or a link shows as itself."""
+    return md_table_frame(df).to_markdown(index=False, disable_numparse=not numparse)
 
 
 def to_latex(df: pd.DataFrame, caption: str, label: str) -> str:
-    """A booktabs table ready to paste (needs ``\\usepackage{booktabs}``)."""
+    """A booktabs table ready to paste (needs ``\\usepackage{booktabs}``); caption, headers and
+    cells escaped (:func:`clsuite.report.safe.latex_escape`)."""
     cols = "l" + "r" * (len(df.columns) - 1)
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex_escape(caption)}}}", rf"\label{{{label}}}",
-             rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
-             " & ".join(_tex_escape(str(c)) for c in df.columns) + r" \\", r"\midrule"]
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(caption)}}}",
+             rf"\label{{{latex_label(label)}}}", rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
+             " & ".join(latex_escape(c) for c in df.columns) + r" \\", r"\midrule"]
     for row in df.itertuples(index=False):
-        lines.append(" & ".join(_tex_escape(str(v)) for v in row) + r" \\")
+        lines.append(" & ".join(latex_escape(v) for v in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"

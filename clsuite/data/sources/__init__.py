@@ -105,7 +105,9 @@ class Source(ABC):
 
     def raw_dir(self, raw_root: Path) -> Path:
         """``raw_root/<raw_name or name>``: where fetch writes and load reads."""
-        return raw_root / (self.raw_name or self.name)
+        from clsuite.paths import under
+
+        return under(raw_root, self.raw_name or self.name)
 
     @abstractmethod
     def fetch(self, raw_dir: Path) -> list[Path]:

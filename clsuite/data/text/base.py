@@ -103,7 +103,10 @@ class TextSource(ABC):
         return clone
 
     def raw_dir(self, raw_root: Path) -> Path:
-        return raw_root / (self.raw_name or self.name)
+        """``raw_root/<raw_name or name>`` (checked to stay inside ``raw_root``)."""
+        from clsuite.paths import under
+
+        return under(raw_root, self.raw_name or self.name)
 
     @abstractmethod
     def fetch(self, raw_dir: Path) -> list[Path]:

@@ -22,6 +22,7 @@ from clsuite.data.text.base import TEXT_SOURCES
 from clsuite.data.text.table import read_text_table, to_frame, validate_text_table, write_text_table
 from clsuite.errors import DataError, ParamsError
 from clsuite.io import replace_dir, temp_dir_beside, write_json
+from clsuite.names import Name
 
 #: issue #7's offline sequence: arithmetic → word problems → kinship → syllogisms
 OFFLINE_REASONING = ["rg_basic_arithmetic", "rg_gsm_symbolic", "rg_family_relationships", "rg_syllogism"]
@@ -36,7 +37,7 @@ class TaskSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     source: str
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")  # task name (default: the source name); a folder name
+    name: Name | None = None  # task name (default: the source name); a folder name
     train: int | None = Field(None, ge=1)
     test: int | None = Field(None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
@@ -118,16 +119,54 @@ def write_sequence(sequence: list[TaskData], out_dir: Path, *, info: Mapping[str
     return out_dir
 
 
-def read_sequence(out_dir: Path) -> list[TaskData]:
-    """The sequence written by :func:`write_sequence` (tables validated)."""
+class _Step(BaseModel):
+    """One task in ``sequence.json`` (as :func:`write_sequence` writes it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    task: Name
+    source: str
+    folder: Name  # a folder inside the sequence's own folder, never a path
+    n_train: int = Field(ge=0)
+    n_test: int = Field(ge=0)
+
+
+class _Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # plus the writer's ``info``
+    format_version: int
+    tasks: list[_Step] = Field(min_length=1)
+
+
+def read_sequence(out_dir: Path, *, fix: str = "rebuild the sequence") -> list[TaskData]:
+    """The sequence written by :func:`write_sequence` (manifest and tables validated).
+
+    Any problem (unreadable or malformed ``sequence.json``, a missing table, a task with
+    no train or test rows, counts that differ from the manifest) is a DataError naming the
+    file and ``fix``.
+    """
     manifest_path = out_dir / "sequence.json"
     try:
-        manifest = json.loads(manifest_path.read_text())
-        steps = manifest["tasks"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{manifest_path}: missing or unreadable ({exc}); rebuild the sequence") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise DataError(f"{manifest_path}: format_version {manifest.get('format_version')} is not "
-                        f"{FORMAT_VERSION}; rebuild the sequence")
-    return [TaskData(s["task"], s["source"], read_text_table(out_dir / s["folder"] / "train.parquet"),
-                     read_text_table(out_dir / s["folder"] / "test.parquet")) for s in steps]
+        raw = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{manifest_path}: missing or unreadable ({exc}); {fix}") from None
+    if not isinstance(raw, dict) or raw.get("format_version") != FORMAT_VERSION:
+        version = raw.get("format_version") if isinstance(raw, dict) else None
+        raise DataError(f"{manifest_path}: format_version {version} is not {FORMAT_VERSION}; {fix}")
+    try:
+        manifest = _Manifest.model_validate(raw, strict=True)
+    except ValidationError as exc:
+        from clsuite.config import format_validation_error
+
+        problems = format_validation_error(exc, "", _Manifest).replace("\n", "; ")
+        raise DataError(f"{manifest_path}: malformed ({problems}); {fix}") from None
+    out = []
+    for s in manifest.tasks:
+        tables = []
+        for side, n in (("train", s.n_train), ("test", s.n_test)):
+            path = out_dir / s.folder / f"{side}.parquet"
+            table = read_text_table(path)
+            if len(table) == 0 or len(table) != n:
+                raise DataError(f"{path}: task {s.task!r} has {len(table)} {side} rows, {manifest_path} says {n}"
+                                f"{' (a task needs at least one)' if len(table) == 0 else ''}; {fix}")
+            tables.append(table)
+        out.append(TaskData(s.task, s.source, *tables))
+    return out
