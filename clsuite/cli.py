@@ -110,6 +110,16 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report written to {path}")
 
 
+def _print_broken(registry) -> None:
+    """The plugins of ``registry`` that failed to load: name, package and error."""
+    broken = registry.broken()
+    if not broken:
+        return
+    print(f"\nbroken plugins ({registry.kind}s that failed to load; fix or uninstall their package):")
+    for b in broken:
+        print(f"  {b.name:12s} package {b.package}  entry point {b.value}\n    error: {b.error}")
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     if args.what == "methods":
         from clsuite.methods import METHODS
@@ -118,6 +128,7 @@ def cmd_list(args: argparse.Namespace) -> None:
             spec = METHODS.get(name)
             fields = ", ".join(f"{k}={v.default!r}" for k, v in spec.config_cls.model_fields.items())
             print(f"{name:12s} {spec.description}  [{fields}]  ({METHODS.origin(name)})")
+        _print_broken(METHODS)
     elif args.what == "benchmarks":
         params = load_params(args.params)
         for name, b in sorted(params.benchmarks.items()):
@@ -130,11 +141,13 @@ def cmd_list(args: argparse.Namespace) -> None:
 
         for name in MODELS:
             print(f"{name:12s} {MODELS.get(name).description}")
+        _print_broken(MODELS)
     elif args.what == "sources":
         from clsuite.data.sources import SOURCES
 
         for name in SOURCES:
             print(f"{name:14s} {SOURCES.get(name).description}")
+        _print_broken(SOURCES)
     elif args.what == "llm-methods":
         from clsuite.llm.methods import LLM_METHODS
 
@@ -142,11 +155,13 @@ def cmd_list(args: argparse.Namespace) -> None:
             spec = LLM_METHODS.get(name)
             fields = ", ".join(f"{k}={v.default!r}" for k, v in spec.config_cls.model_fields.items())
             print(f"{name:20s} {spec.description}  [{fields}]")
+        _print_broken(LLM_METHODS)
     elif args.what == "text-sources":
         from clsuite.data.text import TEXT_SOURCES
 
         for name in TEXT_SOURCES:
             print(f"{name:24s} {TEXT_SOURCES.get(name).description}")
+        _print_broken(TEXT_SOURCES)
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
@@ -200,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand: 0 only when it returned normally, 2 on a ClsuiteError.
+
+    A ``SystemExit`` from inside a subcommand (a plugin or library calling ``sys.exit``;
+    argparse's own exits happen before) is exit code 2 too: a stage that exits 0 without
+    writing its outputs would let ``dvc repro`` keep stale records and report success.
+    """
     args = build_parser().parse_args(argv)
     # Each subcommand reads params from the working directory, so it must be the repo root.
     try:
@@ -207,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         args.fn(args)
     except ClsuiteError as exc:
         print(f"clsuite {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        print(f"clsuite {args.command}: error: sys.exit({exc.code!r}) was called inside the command (by a plugin "
+              "or a library it imports), so it did not finish and its outputs were not written", file=sys.stderr)
         return 2
     return 0
 

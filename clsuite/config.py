@@ -16,13 +16,13 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from clsuite.data.variants.corruptions import CORRUPTIONS, IMAGENET_C
 from clsuite.errors import ParamsError
 from clsuite.llm.config import LLMGrid, LLMParams
 from clsuite.names import Name, Seed
+from clsuite.yaml_safe import load_yaml
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -288,10 +288,7 @@ class Params(Strict):
         raw = dict(self.methods[name] or {})
         mtype = raw.pop("type", name)
         if not isinstance(mtype, str) or mtype not in METHODS:
-            raise ParamsError(
-                f"methods.{name}.type: unknown method {mtype!r}; registered methods: "
-                f"{', '.join(METHODS.names())} (see `clsuite list methods`)"
-            )
+            raise ParamsError(f"methods.{name}.type: {METHODS.unknown(mtype)} (see `clsuite list methods`)")
         spec = METHODS.get(mtype)
         try:
             cfg = spec.config_cls.model_validate(raw, strict=True)
@@ -401,17 +398,7 @@ def load_params(path: str | Path = PARAMS_FILE, *, check_components: bool = True
     (fetch, prepare, evaluate) skip it, because resolving methods imports Avalanche (~7 s).
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: not found; run clsuite from the repository root") from None
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ParamsError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8") from None
-    except OSError as exc:
-        raise ParamsError(f"{path}: cannot be read ({exc}); pass a readable params file") from None
-    return parse_params(raw, source=str(path), check_components=check_components)
+    return parse_params(load_yaml(path), source=str(path), check_components=check_components)
 
 
 def _reject_non_finite(node: Any, path: str, source: str) -> None:
@@ -454,8 +441,7 @@ def parse_params(raw: Any, *, source: str = "params", check_components: bool = T
         for bname, bench in params.benchmarks.items():
             if bench.model.name not in MODELS:
                 raise ParamsError(
-                    f"{source}: benchmarks.{bname}.model.name: unknown model {bench.model.name!r}; "
-                    f"available: {', '.join(MODELS.names())}"
+                    f"{source}: benchmarks.{bname}.model.name: {MODELS.unknown(bench.model.name)}"
                 )
             spec = MODELS.get(bench.model.name)
             try:
@@ -469,19 +455,16 @@ def parse_params(raw: Any, *, source: str = "params", check_components: bool = T
 
             if bench.source not in SOURCES:
                 raise ParamsError(
-                    f"{source}: benchmarks.{bname}.source: unknown source {bench.source!r}; "
-                    f"available: {', '.join(SOURCES.names())}"
+                    f"{source}: benchmarks.{bname}.source: {SOURCES.unknown(bench.source)}"
                 )
             ood = bench.variants.ood if bench.variants is not None else None
             if ood is not None and ood.source is not None and ood.source not in SOURCES:
                 raise ParamsError(
-                    f"{source}: benchmarks.{bname}.variants.ood.source: unknown source {ood.source!r}; "
-                    f"available: {', '.join(SOURCES.names())}"
+                    f"{source}: benchmarks.{bname}.variants.ood.source: {SOURCES.unknown(ood.source)}"
                 )
             corr = bench.variants.corruptions if bench.variants is not None else None
             if corr is not None and corr.source is not None and corr.source not in SOURCES:
                 raise ParamsError(
-                    f"{source}: benchmarks.{bname}.variants.corruptions.source: unknown source {corr.source!r}; "
-                    f"available: {', '.join(SOURCES.names())}"
+                    f"{source}: benchmarks.{bname}.variants.corruptions.source: {SOURCES.unknown(corr.source)}"
                 )
     return params

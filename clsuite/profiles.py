@@ -10,38 +10,65 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
+from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedSeq
+from ruamel.yaml.error import YAMLError as RuamelError
 
-from clsuite.config import parse_params
+from clsuite.config import GridConfig, format_validation_error, parse_params
 from clsuite.errors import ParamsError
 from clsuite.io import write_text
+from clsuite.yaml_safe import load_yaml, parse_yaml
+
+
+def _check_switchable(path: Path, raw: Any, name: str) -> GridConfig:
+    """The profile ``name`` of the safely loaded file, and the sections it is copied into."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("run"), dict):
+        raise ParamsError(f"{path}: top level must be a mapping with a run: mapping; fix params.yaml first")
+    profiles = raw.get("profiles")
+    if not isinstance(profiles, dict) or name not in profiles:
+        defined = ", ".join(sorted(map(str, profiles))) if isinstance(profiles, dict) else "none"
+        raise ParamsError(f"{path}: profiles.{name}: no such profile; defined: {defined}")
+    try:
+        grid = GridConfig.model_validate(profiles[name], strict=True)
+    except ValidationError as exc:
+        raise ParamsError(f"{path}: invalid profile\n"
+                          + format_validation_error(exc, f"profiles.{name}", GridConfig)) from None
+    if grid.llm is not None and "llm" in raw and not (isinstance(raw["llm"], dict)
+                                                      and isinstance(raw["llm"].get("grid"), dict)):
+        raise ParamsError(f"{path}: llm.grid: must be a mapping to switch to profile {name!r}, which has an llm grid")
+    return grid
 
 
 def use_profile(path: Path, name: str) -> None:
+    """Switch ``path``'s grid to profile ``name``. The file is first read with the bounded,
+    strict loader (clsuite.yaml_safe), so the round-trip editor only ever sees a file that
+    is small, alias-bounded and free of duplicate keys; the result is validated before it
+    replaces the file."""
+    path = Path(path)
+    grid = _check_switchable(path, load_yaml(path), name)
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 4096  # keep flow lists on one line
-    doc = yaml.load(path.read_text())
-    profiles = doc.get("profiles") or {}
-    if name not in profiles:
-        raise ParamsError(f"{path}: profiles.{name}: no such profile; defined: {', '.join(sorted(profiles))}")
-    for key in ("benchmarks", "methods", "seeds"):
-        seq = CommentedSeq(list(profiles[name][key]))
-        seq.fa.set_flow_style()
-        doc["run"][key] = seq
-    doc["run"]["profile"] = name
-    llm_grid = profiles[name].get("llm")
-    if llm_grid is not None and "llm" in doc:  # the LLM track's grid (dvc.yaml's llm_* matrix)
-        for key in ("sequences", "methods", "seeds"):
-            seq = CommentedSeq(list(llm_grid[key]))
+    try:
+        doc = yaml.load(path.read_text(encoding="utf-8"))
+        for key in ("benchmarks", "methods", "seeds"):
+            seq = CommentedSeq(list(getattr(grid, key)))
             seq.fa.set_flow_style()
-            doc["llm"]["grid"][key] = seq
-    buf = io.StringIO()
-    yaml.dump(doc, buf)
+            doc["run"][key] = seq
+        doc["run"]["profile"] = name
+        if grid.llm is not None and "llm" in doc:  # the LLM track's grid (dvc.yaml's llm_* matrix)
+            for key in ("sequences", "methods", "seeds"):
+                seq = CommentedSeq(list(getattr(grid.llm, key)))
+                seq.fa.set_flow_style()
+                doc["llm"]["grid"][key] = seq
+        buf = io.StringIO()
+        yaml.dump(doc, buf)
+    except (RuamelError, OSError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ParamsError(f"{path}: cannot switch to profile {name!r}: the round-trip YAML editor failed "
+                          f"({' '.join(str(exc).split())}); fix params.yaml by hand") from None
     text = buf.getvalue()
-    import yaml as pyyaml
-
-    parse_params(pyyaml.safe_load(text), source=str(path))  # never write an invalid file
+    parse_params(parse_yaml(text, str(path)), source=str(path))  # never write an invalid file
     write_text(path, text)

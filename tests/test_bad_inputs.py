@@ -260,7 +260,7 @@ PARAMS_CASES = {
     "epochs-fraction": (_set("benchmarks.smnist.train.epochs", 1.5), ["benchmarks.smnist.train.epochs", "valid integer"]),
     "mem-size-quoted": (_set("methods.replay.mem_size", "200"), ["methods.replay.mem_size", "valid integer"]),
     "unknown-method-type": (_set("methods.replay.type", "gdumb"), ["methods.replay.type", "unknown method 'gdumb'",
-                                                                     "registered methods:", "finetune"]),
+                                                                     "available:", "finetune"]),
     "method-type-list": (_set("methods.replay.type", ["replay"]), ["methods.replay.type", "unknown method"]),
     "unknown-model": (_set("benchmarks.smnist.model.name", "resnet1000"), ["benchmarks.smnist.model.name",
                                                                            "unknown model", "mlp"]),

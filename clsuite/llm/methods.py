@@ -76,8 +76,7 @@ def resolve(name: str, raw: dict[str, Any] | None) -> tuple[LLMMethodSpec, LLMMe
     raw = dict(raw or {})
     mtype = raw.pop("type", name)
     if not isinstance(mtype, str) or mtype not in LLM_METHODS:
-        raise ParamsError(f"llm.methods.{name}.type: unknown LLM method {mtype!r}; registered: "
-                          f"{', '.join(LLM_METHODS.names())}")
+        raise ParamsError(f"llm.methods.{name}.type: {LLM_METHODS.unknown(mtype)}")
     spec = LLM_METHODS.get(mtype)
     try:
         cfg = spec.config_cls.model_validate(raw, strict=True)

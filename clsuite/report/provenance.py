@@ -9,9 +9,12 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import yaml
-
 from clsuite.config import Params
+from clsuite.errors import ParamsError
+from clsuite.yaml_safe import load_yaml
+
+#: a lock file grows with the grid (a few KiB per run); larger than this it is not one
+LOCK_MAX_BYTES = 256 * 1024 * 1024
 
 PACKAGES = ("clsuite", "torch", "torchvision", "avalanche-lib", "numpy", "pandas", "pandera", "pydantic", "dvc",
             "matplotlib", "seaborn", "scikit-learn")
@@ -41,10 +44,18 @@ def lock_hash(lock_file: Path = Path("dvc.lock"), exclude: tuple[str, ...] = ("r
     """
     if not lock_file.exists():
         return "n/a (no dvc.lock: report built outside `dvc repro`)"
-    lock = yaml.safe_load(lock_file.read_text()) or {}
+    lock = load_yaml(lock_file, max_bytes=LOCK_MAX_BYTES) or {}
+    stages = (lock.get("stages") or {}) if isinstance(lock, dict) else None
+    if not isinstance(stages, dict):
+        raise ParamsError(f"{lock_file}: not a DVC lock file (no stages: mapping); delete it and run `dvc repro` again")
     # the LLM track's stages (llm_*) are not upstream of this report and may run after it
-    stages = {k: v for k, v in (lock.get("stages") or {}).items() if k not in exclude and not k.startswith("llm_")}
-    return hashlib.sha256(json.dumps(stages, sort_keys=True).encode()).hexdigest()
+    stages = {k: v for k, v in stages.items() if k not in exclude and not str(k).startswith("llm_")}
+    try:
+        text = json.dumps(stages, sort_keys=True, default=str)
+    except TypeError:  # keys of mixed types: DVC never writes them
+        raise ParamsError(f"{lock_file}: not a DVC lock file (keys of mixed types); delete it and run `dvc repro` "
+                          "again") from None
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def package_versions() -> dict[str, str]:
