@@ -75,6 +75,10 @@ def load_npy(path: Path, folder: Path) -> np.ndarray:
         raise DataError(f"{path}: not a readable .npy array ({exc}); {_fix(folder)}") from None
 
 
+# prepare writes the same arrays for class-IL and task-IL (clsuite/data/streams.py adds task labels)
+_PREPARE_SCENARIO = {"task_il": "class_il"}
+
+
 def prepare_params(cfg: BenchmarkConfig) -> dict[str, Any]:
     """The part of ``benchmarks.<b>`` that decides what prepare writes (stored in the manifest)."""
     return cfg.model_dump(mode="json", exclude=set(TRAIN_ONLY_FIELDS))
@@ -94,6 +98,8 @@ def check_matches_params(m: Manifest, cfg: BenchmarkConfig, folder: Path, name: 
     diffs: dict[str, str] = {}
 
     def differ(key: str, prepared: Any, current: Any) -> None:
+        if key == "scenario":  # class-IL and task-IL share one prepared folder (task labels come at train time)
+            prepared, current = (_PREPARE_SCENARIO.get(v, v) for v in (prepared, current))
         if prepared != current:
             diffs.setdefault(key, f"{key}={show(prepared)} but params say {show(current)}")
 
