@@ -40,6 +40,9 @@ ROOT = Path(__file__).resolve().parent  # the clsuite package directory
 PACKAGE = ROOT.name  # "clsuite"
 IMAGE_LIBRARIES = ("torch", "avalanche-lib", "numpy")
 LLM_LIBRARIES = ("torch", "numpy", "transformers", "peft")
+#: command-line modules: one function per stage, each importing its own code lazily, so a
+#: stage's closure follows only the functions it calls there (``module:function`` roots)
+DISPATCHERS = frozenset({"clsuite.cli", "clsuite.llm.cli"})
 
 
 def module_file(name: str) -> Path | None:
@@ -54,13 +57,12 @@ def module_file(name: str) -> Path | None:
     return None
 
 
-def _imported_names(name: str, path: Path) -> set[str]:
-    """The module names ``path`` (module ``name``) imports, resolving ``from X import y``
-    to ``X.y`` when that is a module."""
-    tree = ast.parse(path.read_bytes(), filename=str(path))
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+def _imports_in(nodes: Iterable[ast.AST], package: str, registries: bool) -> set[str]:
+    """The module names that the statements ``nodes`` (walked fully) import; with ``registries``
+    also the ``builtins=`` module of every ``Registry(...)`` they create. ``from X import y``
+    gives ``X`` and ``X.y`` (kept only when it is a module)."""
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in (n for top in nodes for n in ast.walk(top)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -79,6 +81,9 @@ def _imported_names(name: str, path: Path) -> set[str]:
             elif (isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant)
                   and str(arg.values[0].value).endswith(".")):  # import_module(f"pkg.{name}"): all of pkg
                 found.update(_package_modules(str(arg.values[0].value)[:-1]))
+        elif registries and isinstance(node, ast.Call) and _called_name(node.func) == "Registry":
+            found.update(k.value.value for k in node.keywords
+                         if k.arg == "builtins" and isinstance(k.value, ast.Constant) and isinstance(k.value.value, str))
     return found
 
 
@@ -95,33 +100,73 @@ def _package_modules(package: str) -> set[str]:
 
 
 @lru_cache(maxsize=None)
-def _direct(name: str) -> frozenset[str]:
+def _parse(name: str) -> tuple[ast.Module, str] | None:
     path = module_file(name)
     if path is None:
+        return None
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    return ast.parse(path.read_bytes(), filename=str(path)), package
+
+
+def _modules(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(m for m in names if module_file(m) is not None)
+
+
+@lru_cache(maxsize=None)
+def _direct(name: str, registries: bool) -> frozenset[str]:
+    """What module ``name`` imports anywhere in its file."""
+    parsed = _parse(name)
+    return frozenset() if parsed is None else _modules(_imports_in([parsed[0]], parsed[1], registries))
+
+
+def _function_imports(name: str, function: str, registries: bool) -> frozenset[str]:
+    """What running ``function`` of module ``name`` imports: the module's top-level statements,
+    the function's body and the bodies of the module's functions it calls by name (transitively)."""
+    parsed = _parse(name)
+    if parsed is None:
         return frozenset()
-    return frozenset(m for m in _imported_names(name, path) if module_file(m) is not None)
+    tree, package = parsed
+    defs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    if function not in defs:
+        raise KeyError(f"{name} has no function {function!r}")
+    top = [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    todo, seen = [function], set()
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        todo.extend(c.func.id for c in ast.walk(defs[f]) if isinstance(c, ast.Call)
+                    and isinstance(c.func, ast.Name) and c.func.id in defs)
+    found = _imports_in(top + [defs[f] for f in seen], package, registries)
+    # a dispatcher (DISPATCHERS) reached from a function: only the functions imported from it
+    calls = {f"{m}:{a.name}" for f in seen for n in ast.walk(defs[f]) if isinstance(n, ast.ImportFrom)
+             and (m := n.module or "") in DISPATCHERS for a in n.names}
+    return _modules(found - DISPATCHERS) | frozenset(calls)
 
 
-def module_closure(roots: Iterable[str]) -> set[str]:
+def module_closure(roots: Iterable[str], *, registries: bool = False) -> set[str]:
     """The clsuite modules reachable from ``roots`` by import statements (see the module
-    docstring), with the packages that contain them; names outside clsuite are dropped."""
-    todo = [r for r in roots if module_file(r) is not None]
-    seen: set[str] = set()
+    docstring), with the packages that contain them; names outside clsuite are dropped.
+    A root ``"module:function"`` stands for what calling that function imports (not the
+    module's other functions). ``registries``: also follow each ``Registry``'s
+    ``builtins=`` module (a stage loads every built-in of the registries it queries)."""
+    todo, seen = list(roots), set()
     while todo:
         name = todo.pop()
-        if name in seen:
+        mod, _, function = name.partition(":")
+        if name in seen or module_file(mod) is None:
             continue
-        seen.add(name)
-        parts = name.split(".")
-        todo.extend(p for p in (".".join(parts[:i]) for i in range(1, len(parts))) if module_file(p) is not None)  # importing a.b.c runs a, a.b
-        todo.extend(_direct(name) - seen)
-    return seen
+        seen.update((name, mod))
+        parts = mod.split(".")
+        todo.extend(p for p in (".".join(parts[:i]) for i in range(1, len(parts))) if module_file(p) is not None)
+        todo.extend((_function_imports(mod, function, registries) if function else _direct(mod, registries)) - seen)
+    return {m for m in seen if ":" not in m and module_file(m) is not None}
 
 
-def closure_files(roots: Iterable[str]) -> list[Path]:
-    """The source files of :func:`module_closure`, sorted."""
-    files = {module_file(m) for m in module_closure(roots)}
-    return sorted(f for f in files if f is not None)  # namespace packages (clsuite/llm) have no file
+def closure_files(roots: Iterable[str], *, registries: bool = False) -> list[Path]:
+    """The source files of :func:`module_closure`, sorted (namespace packages have none)."""
+    return sorted({module_file(m) for m in module_closure(roots, registries=registries)})  # type: ignore[type-var]
 
 
 def hash_files(files: Iterable[Path], base: Path) -> str:
