@@ -21,23 +21,24 @@ from clsuite.code_fingerprint import ROOT, closure_files
 REPO = ROOT.parent
 MAIN = "clsuite.cli:main"  # every stage script calls it (it imports clsuite.llm.cli too)
 
-#: stage name in dvc.yaml → the command function its script runs
-STAGES: dict[str, str] = {
-    "fetch": "clsuite.cli:cmd_fetch",
-    "prepare": "clsuite.cli:cmd_prepare",
-    "train": "clsuite.cli:cmd_train",
-    "evaluate": "clsuite.cli:cmd_evaluate",
-    "report": "clsuite.cli:cmd_report",
-    "llm_prepare": "clsuite.llm.cli:cmd_prepare",
-    "llm_train": "clsuite.llm.cli:cmd_train",
-    "llm_evaluate": "clsuite.llm.cli:cmd_evaluate",
-    "llm_report": "clsuite.llm.cli:cmd_report",
+#: stage name in dvc.yaml → what its script runs (``module:function`` or a module)
+STAGES: dict[str, list[str]] = {
+    "plugins": ["clsuite.code_fingerprint"],  # stages/plugins.py, without the command line
+    "fetch": [MAIN, "clsuite.cli:cmd_fetch"],
+    "prepare": [MAIN, "clsuite.cli:cmd_prepare"],
+    "train": [MAIN, "clsuite.cli:cmd_train"],
+    "evaluate": [MAIN, "clsuite.cli:cmd_evaluate"],
+    "report": [MAIN, "clsuite.cli:cmd_report"],
+    "llm_prepare": [MAIN, "clsuite.llm.cli:cmd_prepare"],
+    "llm_train": [MAIN, "clsuite.llm.cli:cmd_train"],
+    "llm_evaluate": [MAIN, "clsuite.llm.cli:cmd_evaluate"],
+    "llm_report": [MAIN, "clsuite.llm.cli:cmd_report"],
 }
 
 
 def needed_files(stage: str) -> list[Path]:
     """The clsuite source files that stage ``stage``'s command can execute."""
-    return closure_files([MAIN, STAGES[stage]], registries=True)
+    return closure_files(STAGES[stage], registries=True)
 
 
 def _all_modules(folder: Path) -> set[Path]:

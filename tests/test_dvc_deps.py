@@ -17,6 +17,7 @@ DVC_YAML = REPO / "dvc.yaml"
 
 #: what each stage's command imports and queries (registries load their built-ins on first use)
 RUNTIME = {
+    "plugins": "import clsuite.code_fingerprint",
     "fetch": "import clsuite.data.variants.official; from clsuite.data.sources import SOURCES; SOURCES.names()",
     "prepare": "import clsuite.data.prepare; from clsuite.data.sources import SOURCES; SOURCES.names()",
     "train": ("import clsuite.train; from clsuite.config import load_params; load_params('params.yaml'); "
