@@ -28,6 +28,7 @@ from avalanche.training.templates import SupervisedTemplate
 from tqdm.auto import tqdm
 
 from clsuite import __version__, checkpoint, guard
+from clsuite.code_fingerprint import IMAGE_LIBRARIES, code_fingerprint, modules_of, short_hash
 from clsuite.config import Params, TrainConfig
 from clsuite.data.integrity import check_matches_params
 from clsuite.data.streams import load_prepared, make_avalanche_benchmark, to_float
@@ -35,7 +36,7 @@ from clsuite.errors import ParamsError, TrainingDiverged
 from clsuite.fastpath import ClsuiteTemplate, prepared_train_arrays
 from clsuite.io import remove_stale_temps, write_json
 from clsuite.methods import METHODS, MethodContext
-from clsuite.models import build_model, count_parameters
+from clsuite.models import MODELS, build_model, count_parameters
 from clsuite.paths import PREPARED_ROOT, RUNS_ROOT, run_dir_for, under
 from clsuite.records import (
     FEATURE_IDS_FILE, FEATURES_FILE, RunKey, final_features, foreign_reason, stage_path, stage_records,
@@ -195,11 +196,17 @@ def _train_run(
     resumable = all(checkpoint.is_checkpointable(p) for p in plugins)
     if not resumable:
         log.warning("a plugin has no state_dict: this run cannot resume after an interruption")
+    # the code that trains this run (clsuite's training path, the method's and model's modules or
+    # packages): a code change makes the checkpoint foreign, so the run retrains
+    code = code_fingerprint("clsuite.train", modules_of(spec.build, spec.wrap_model, MODELS.get(bench.model.name).build,
+                                                        model, *plugins), IMAGE_LIBRARIES)
+    log.info("code %s: %d clsuite files, packages %s, libraries %s", short_hash(code), code["files"],
+             json.dumps(code["packages"], sort_keys=True), json.dumps(code["libraries"], sort_keys=True))
     fp = checkpoint.fingerprint(
         benchmark=bench.model_dump(mode="json"), method_type=entry.type, method=entry.config_dict(), seed=seed,
         deterministic=params.run.deterministic, device=device.type, data=manifest.sha256,
         amp=params.run.amp, channels_last=params.run.channels_last, threads=torch.get_num_threads(),
-        clsuite=__version__, torch=torch.__version__,
+        clsuite=__version__, torch=torch.__version__, code=code,
     )
     ckpt_path = run_dir / "checkpoint.pt"
     state, refused = checkpoint.load(ckpt_path, fp) if resumable else (None, None)
@@ -268,7 +275,7 @@ def _train_run(
     write_table(exp_table, run_dir / "experiences.parquet", EXPERIENCES)
     write_json(run_dir / "status.json", {
         "run_id": key.run_id, "state": "finished", "finished_experiences": prepared.n_experiences,
-        "n_parameters": count_parameters(model), "device": str(device), **note,
+        "n_parameters": count_parameters(model), "device": str(device), "code": short_hash(code), **note,
     })
     log.info("finished %s", key.run_id)
     return run_dir

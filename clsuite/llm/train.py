@@ -25,6 +25,7 @@ import torch
 
 from clsuite import checkpoint
 from clsuite.checkpoint import fingerprint, rng_state, set_rng_state
+from clsuite.code_fingerprint import LLM_LIBRARIES, code_fingerprint, modules_of, short_hash
 from clsuite.data.text.sequence import TaskData, read_sequence
 from clsuite.io import remove_stale_temps, write_json
 from clsuite.llm.config import LLMParams, SequenceConfig
@@ -162,11 +163,16 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
     else:
         log = _silent_logger(f"clsuite.llm.{sequence}.{method}.{seed}.rank{info.rank}")
         progress = False
+    # the code that trains this run: a code change makes the checkpoint foreign, so the run retrains
+    code = code_fingerprint("clsuite.llm.train", modules_of(spec.build, spec.prepare_model, spec.trainable_parameters),
+                            LLM_LIBRARIES)
+    log.info("code %s: %d clsuite files, packages %s, libraries %s", short_hash(code), code["files"],
+             json.dumps(code["packages"], sort_keys=True), json.dumps(code["libraries"], sort_keys=True))
     # processes = 1 keeps the fingerprint of runs made before the key existed; with N > 1 it must
     # be the same on every rank (cuda:<local_rank> differs), so only the device type enters
     fp = fingerprint(format=FORMAT, sequence=cfg.model_dump(mode="json", exclude={"protocol": {"processes"}}),
                      method=llm.methods.get(method), seed=seed, data=_digest(prepared),
-                     device=str(dev) if info.world == 1 else dev.type, threads=threads,
+                     device=str(dev) if info.world == 1 else dev.type, threads=threads, code=code,
                      **({"processes": info.world} if info.world > 1 else {}))
     if main:
         write_json(run_dir / "status.json", {"state": "running", "finished_tasks": 0})
@@ -296,7 +302,8 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
     if main:
         write_table(pd.DataFrame(task_rows, columns=list(LLM_TASKS.columns)), run_dir / "tasks.parquet",
                     LLM_TASKS)
-        write_json(run_dir / "status.json", {"state": "finished", "finished_tasks": len(tasks), **note})
+        write_json(run_dir / "status.json", {"state": "finished", "finished_tasks": len(tasks),
+                                             "code": short_hash(code), **note})
     log.info("finished")
     return run_dir
 

@@ -1,0 +1,127 @@
+"""Each DVC stage's code dependencies, derived from what its command imports.
+
+``python -m clsuite.dvc_deps`` prints, per stage of ``dvc.yaml``, the clsuite files and
+folders it needs and those ``dvc.yaml`` does not cover; ``--check`` exits 1 when any is
+missing; ``--write`` rewrites the ``clsuite/...`` entries of each stage's ``deps:`` list
+(other deps and comments stay). A stage runs ``stages/<x>.py`` → ``clsuite.cli.main`` → one
+``cmd_*`` function; its code is the static import closure of that function
+(:func:`clsuite.code_fingerprint.module_closure`, lazy imports and the built-ins of every
+registry it can query included). A folder is listed when most modules under it are needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from clsuite.code_fingerprint import ROOT, closure_files
+
+REPO = ROOT.parent
+MAIN = "clsuite.cli:main"  # every stage script calls it (it imports clsuite.llm.cli too)
+
+#: stage name in dvc.yaml → what its script runs (``module:function`` or a module)
+STAGES: dict[str, list[str]] = {
+    "plugins": ["clsuite.code_fingerprint"],  # stages/plugins.py, without the command line
+    "fetch": [MAIN, "clsuite.cli:cmd_fetch"],
+    "prepare": [MAIN, "clsuite.cli:cmd_prepare"],
+    "train": [MAIN, "clsuite.cli:cmd_train"],
+    "evaluate": [MAIN, "clsuite.cli:cmd_evaluate"],
+    "report": [MAIN, "clsuite.cli:cmd_report"],
+    "llm_prepare": [MAIN, "clsuite.llm.cli:cmd_prepare"],
+    "llm_train": [MAIN, "clsuite.llm.cli:cmd_train"],
+    "llm_evaluate": [MAIN, "clsuite.llm.cli:cmd_evaluate"],
+    "llm_report": [MAIN, "clsuite.llm.cli:cmd_report"],
+}
+
+
+def needed_files(stage: str) -> list[Path]:
+    """The clsuite source files that stage ``stage``'s command can execute."""
+    return closure_files(STAGES[stage], registries=True)
+
+
+def _all_modules(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*.py") if "__pycache__" not in p.parts}
+
+
+def collapse(files: list[Path], share: float = 0.5) -> list[str]:
+    """``files`` as dvc.yaml deps (repo-relative), kept short: a folder (the topmost such, never
+    clsuite/ itself) wherever at least ``share`` of the modules under it are needed — listing a
+    few unneeded modules only costs a rerun, which the runs' code fingerprints make a cheap
+    resume — otherwise the files."""
+    need = set(files)
+    folders = {a for f in need for a in f.parents if ROOT in a.parents}
+    complete = {d for d in folders if len(_all_modules(d) & need) >= share * len(_all_modules(d))}
+    complete = {d for d in complete if not any(a in complete for a in d.parents)}
+    out = complete | {f for f in need if not any(d in f.parents for d in complete)}
+    return sorted(p.relative_to(REPO).as_posix() for p in out)
+
+
+def declared(dvc_yaml: Path) -> dict[str, list[str]]:
+    """Each stage's ``deps`` in ``dvc_yaml`` (``foreach``/``matrix`` stages included)."""
+    import yaml
+
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    return {name: list((body.get("do", body)).get("deps", [])) for name, body in stages.items()}
+
+
+def covered(file: Path, deps: list[str]) -> bool:
+    """Whether a dep (the file, or a folder above it) covers repo file ``file``."""
+    rel = file.relative_to(REPO).as_posix()
+    return any(rel == d.rstrip("/") or rel.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+def missing(dvc_yaml: Path) -> dict[str, list[str]]:
+    """Per stage: the needed clsuite files no dep of ``dvc_yaml`` covers."""
+    decl = declared(dvc_yaml)
+    return {stage: [f.relative_to(REPO).as_posix() for f in needed_files(stage) if not covered(f, decl.get(stage, []))]
+            for stage in STAGES}
+
+
+def write(dvc_yaml: Path) -> None:
+    """Replace each stage's ``- clsuite/...`` deps by the derived list, in place of the first one."""
+    lines = dvc_yaml.read_text().splitlines(keepends=True)
+    out: list[str] = []
+    stage = None
+    in_deps = done = False
+    for line in lines:
+        m = re.match(r"^  (\w+):\s*$", line)
+        if m:
+            stage, in_deps, done = m.group(1), False, False
+        elif re.match(r"^\s+deps:\s*$", line):
+            in_deps = True
+        elif in_deps and re.match(r"^\s+[a-z_]+:", line):  # params:, outs:, ...
+            in_deps = False
+        item = re.match(r"^(\s+)- clsuite/\S*\s*$", line)
+        if in_deps and item and stage in STAGES:
+            if not done:
+                out += [f"{item.group(1)}- {d}\n" for d in collapse(needed_files(stage))]
+                done = True
+            continue
+        out.append(line)
+    dvc_yaml.write_text("".join(out))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m clsuite.dvc_deps", description=__doc__.splitlines()[0])
+    ap.add_argument("--dvc-yaml", type=Path, default=REPO / "dvc.yaml")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="exit 1 when a stage's deps miss a file it imports")
+    mode.add_argument("--write", action="store_true", help="rewrite the clsuite/ deps of every stage")
+    args = ap.parse_args(argv)
+    if args.write:
+        write(args.dvc_yaml)
+    gaps = missing(args.dvc_yaml)
+    for stage in STAGES:
+        print(f"{stage}: {', '.join(collapse(needed_files(stage)))}")
+        if gaps[stage]:
+            print(f"  not covered by {args.dvc_yaml}: {', '.join(gaps[stage])}")
+    if args.check and any(gaps.values()):
+        print(f"run `python -m clsuite.dvc_deps --write` to fix {args.dvc_yaml}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
