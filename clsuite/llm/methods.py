@@ -37,12 +37,14 @@ class LLMMethodConfig(BaseModel):
 class LLMContext:
     """What a method may need: the run seed, minibatch size, number of tasks, and
     ``background`` — collated minibatches (dicts of (B, L) tensors) of general text never
-    trained on (the held-out task's train side), e.g. sparse memory finetuning's TF-IDF statistics."""
+    trained on nor evaluated (the sequence's ``background`` corpus), e.g. sparse memory
+    finetuning's TF-IDF statistics; ``sequence`` — the sequence's name (for error messages)."""
 
     seed: int
     batch_size: int
     n_tasks: int
     background: list | None = None
+    sequence: str = "<sequence>"
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,10 @@ def _register_memory(name: str, description: str) -> None:
         mod = memory_module(name)
         mcfg = memory_config(name, cfg, f"llm.methods.{name}")
         cls = getattr(mod, MEMORY_MODULES[name][1])
+        if name == "sparse_memory" and not ctx.background:
+            raise ParamsError(f"llm.sequences.{ctx.sequence}.background: sparse_memory needs a background corpus of "
+                              "general text disjoint from every evaluated task; declare one, e.g. "
+                              "`background: {source: wordnet_supersense, n: 256}`, and rerun llm_prepare")
         plugin = cls(mcfg, background_batches=ctx.background) if name == "sparse_memory" else cls(mcfg)
         plugins[id(cfg)] = (cfg, plugin)
         return [plugin]
@@ -239,5 +245,5 @@ def _register_memory(name: str, description: str) -> None:
                         uses_adapter=False)(build)
 
 
-_register_memory("sparse_memory", "sparse memory finetuning (clsuite.llm.memory.sparse; background: held-out train side)")
+_register_memory("sparse_memory", "sparse memory finetuning (clsuite.llm.memory.sparse; background: the sequence's background corpus)")
 _register_memory("cms", "continuum memory system (clsuite.llm.memory.cms)")
