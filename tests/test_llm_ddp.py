@@ -25,7 +25,8 @@ from clsuite.llm.methods import FixedConfig, LLMContext, MSSRConfig, build_fixed
 
 BATCH = 3  # + 2 replayed rows = 5: unequal shards; a last minibatch of 1 row leaves rank 1 empty
 REPLAY = {"fixed": (build_fixed, FixedConfig(mem_per_task=4, ratio=0.5, interval=1)),
-          "mssr": (build_mssr, MSSRConfig(mem_per_task=4, r0=0.5, r_min=0.5, i0=1.0, growth=1.5))}
+          "mssr": (build_mssr, MSSRConfig(formulation="clsuite_v1", mem_per_task=4, r0=0.5, r_min=0.5, i0=1.0,
+                                               growth=1.5))}
 METHODS = [*REPLAY, "cms", "sparse_memory"]  # the memory modules reach into strategy.model
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from clsuite.names import Name, Seed, validate_name
 
@@ -87,10 +87,42 @@ class HeldoutConfig(LStrict):
     source: str
     name: Name | None = None  # the held-out task's name (a folder name)
     test: int = Field(32, ge=1)
-    # train-side examples generated too: never trained on, used as general "background" text
-    # by methods that need it (sparse memory finetuning's TF-IDF statistics)
-    background: int = Field(32, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_background(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "background" in data:
+            raise ValueError("heldout.background was removed: the held-out task's own text shielded exactly the "
+                             "task whose forgetting is reported; declare a general-text corpus disjoint from every "
+                             "evaluated task as the sequence's `background: {source, name?, n, options?}` instead")
+        return data
+
+
+class BackgroundConfig(LStrict):
+    """General text that is never trained on nor evaluated: the background corpus of the methods
+    that need one (sparse memory finetuning's TF-IDF document frequencies; Lin et al. 2025 use
+    pretraining-like text). ``n`` train-side examples of the text source ``source`` (with
+    ``options``, task name ``name``, default the source name) are prepared like a task
+    (``data/prepared_text/<sequence>/background``); each example's prompt is one document.
+    It must be disjoint from every trained task and from the held-out task: checked at params
+    load by task name and corpus (:func:`corpus_of`), and at ``llm_prepare`` by example text.
+    """
+
+    source: str
+    name: Name | None = None
+    n: int = Field(256, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def corpus_of(source: str, options: dict[str, Any] | None = None) -> str:
+    """The corpus a task spec draws from, by name: a reasoning-gym spec's ``options.dataset``
+    (``rg_<dataset>`` sources are registered reasoning-gym datasets), else the source name.
+    (A name-level check that needs no registry; ``llm_prepare`` also compares the examples.)"""
+    dataset = (options or {}).get("dataset")
+    if isinstance(dataset, str) and dataset:
+        return dataset
+    return source.removeprefix("rg_")
 
 
 class SequenceConfig(LStrict):
@@ -103,6 +135,8 @@ class SequenceConfig(LStrict):
     test: int | None = Field(None, ge=1)
     data_seed: Seed = 0
     heldout: HeldoutConfig | None = None
+    # general text for methods that need a background corpus (sparse memory finetuning)
+    background: BackgroundConfig | None = None
     model: LLMModelConfig = LLMModelConfig()
     protocol: LLMTrainConfig = LLMTrainConfig()
 
@@ -115,6 +149,31 @@ class SequenceConfig(LStrict):
             if isinstance(t, dict) and isinstance(t.get("name"), str):
                 validate_name(t["name"])
         return v
+
+    @field_validator("background")
+    @classmethod
+    def _background_disjoint(cls, bg: BackgroundConfig | None, info: ValidationInfo) -> BackgroundConfig | None:
+        """The background corpus shares no task name and no corpus with any evaluated task."""
+        if bg is None or "tasks" not in info.data:
+            return bg
+        evaluated: list[tuple[str, str, str]] = []  # (key, task name, corpus)
+        for k, t in enumerate(info.data["tasks"]):
+            spec = {"source": t} if isinstance(t, str) else dict(t)
+            source = str(spec.get("source", ""))
+            evaluated.append((f"tasks[{k}]", str(spec.get("name") or source), corpus_of(source, spec.get("options"))))
+        h = info.data.get("heldout")
+        if h is not None:
+            evaluated.append(("heldout", h.name or h.source, corpus_of(h.source, h.options)))
+        name, corpus = bg.name or bg.source, corpus_of(bg.source, bg.options)
+        for key, task, other in evaluated:
+            if name == task or corpus == other:
+                what = f"task name {name!r}" if name == task else f"corpus {corpus!r}"
+                raise ValueError(f"{bg.source!r} ({what}) is also the evaluated task {key} "
+                                 f"({task!r}); a background that overlaps an "
+                                 "evaluated task shields it from the sparse update and biases its forgetting: "
+                                 "choose general text no task is drawn from (e.g. wordnet_supersense, or a "
+                                 "reasoning-gym dataset that is not evaluated)")
+        return bg
 
 
 class LLMParams(LStrict):

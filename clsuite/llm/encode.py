@@ -42,6 +42,16 @@ def encode_table(tokenizer, df: pd.DataFrame, max_length: int) -> list[Encoded]:
             for r in df.itertuples(index=False)]
 
 
+def encode_documents(tokenizer, df: pd.DataFrame, max_length: int) -> list[Encoded]:
+    """Each row's prompt as one plain-text document (no template, no answer; every label -100),
+    its first ``max_length`` tokens: the background corpus of sparse memory finetuning."""
+    out = []
+    for r in df.itertuples(index=False):
+        ids = tokenizer(r.prompt, add_special_tokens=False)["input_ids"][:max_length] or [tokenizer.eos_token_id]
+        out.append(Encoded((r.task, r.id), tuple(ids), tuple([-100] * len(ids))))
+    return out
+
+
 def collate(examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded batch: input_ids, attention_mask, labels, each (B, L) int64."""
     n = max(len(e.input_ids) for e in examples)

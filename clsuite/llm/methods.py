@@ -15,9 +15,9 @@ this order: ``build`` (plugins), then ``prepare_model``, then ``trainable_parame
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, ClassVar, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clsuite.errors import ParamsError
 from clsuite.registry import Registry
@@ -37,12 +37,14 @@ class LLMMethodConfig(BaseModel):
 class LLMContext:
     """What a method may need: the run seed, minibatch size, number of tasks, and
     ``background`` — collated minibatches (dicts of (B, L) tensors) of general text never
-    trained on (the held-out task's train side), e.g. sparse memory finetuning's TF-IDF statistics."""
+    trained on nor evaluated (the sequence's ``background`` corpus), e.g. sparse memory
+    finetuning's TF-IDF statistics; ``sequence`` — the sequence's name (for error messages)."""
 
     seed: int
     batch_size: int
     n_tasks: int
     background: list | None = None
+    sequence: str = "<sequence>"
 
 
 @dataclass(frozen=True)
@@ -113,24 +115,72 @@ class TriggeredConfig(LLMMethodConfig):
 
 
 class MSSRConfig(LLMMethodConfig):
-    """MSSR hyperparameters; units in clsuite.llm.mssr (iterations, nats/token)."""
+    """MSSR hyperparameters; units in clsuite.llm.mssr (iterations, nats/token).
 
+    ``formulation: paper`` (default) follows the MSSR paper's equations
+    (:class:`clsuite.llm.mssr.PaperMemoryState`, :class:`~clsuite.llm.mssr.SaturatingSchedule`,
+    replay ratio as a batch fraction); ``clsuite_v1`` is clsuite's earlier form
+    (:class:`~clsuite.llm.mssr.MemoryState`, :class:`~clsuite.llm.mssr.ExpandingSchedule`,
+    ratio per current sample). Keys of the other formulation are refused (docs/llm.md lists the
+    differences). ``r0``/``r_min`` default to 0.15/0.05 (paper: batch fraction, best 0.10-0.20)
+    or 0.5/0.125 (clsuite_v1: replayed per current sample).
+    """
+
+    formulation: Literal["paper", "clsuite_v1"] = "paper"
     variant: Literal["full", "sampler", "scheduler"] = "full"
     mem_per_task: int = Field(32, ge=1)
     s0: float = Field(20.0, gt=0)
     s_max: float = Field(500.0, gt=0)
-    gamma: float = Field(0.5, ge=0, le=1)
     alpha: float = Field(0.3, gt=0, le=1)
     kappa: float = Field(6.0, gt=0)
-    q_mid: float = Field(0.5, ge=0, le=1)
-    beta: float = Field(1.0, gt=0)
-    eps: float = Field(1e-6, gt=0)
-    r0: float = Field(0.5, gt=0)
-    r_min: float = Field(0.125, gt=0)
+    beta: float = Field(1.0, ge=0)
+    r0: float | None = Field(None, gt=0)
+    r_min: float | None = Field(None, gt=0)
     t_r: float = Field(20.0, gt=0)
     i0: float = Field(1.0, gt=0)
+    # clsuite_v1 only
+    gamma: float = Field(0.5, ge=0, le=1)
+    q_mid: float = Field(0.5, ge=0, le=1)
+    eps: float = Field(1e-6, gt=0)
     growth: float = Field(1.5, ge=1)
     i_max: float = Field(8.0, gt=0)
+    # paper only (Eqs. (4), (5), (8), (14), (20))
+    lam: float = Field(1.0, gt=0)
+    eta: float = Field(1.0, ge=0)
+    center: float = Field(0.5, ge=0, le=1)
+    q_lo: float = Field(0.05, ge=0, lt=1)
+    q_hi: float = Field(0.95, gt=0, le=1)
+    step: float = Field(20.0, ge=0)
+    rho: float = Field(1.0, gt=0)
+    psi: float = Field(0.5, ge=0)
+    omega: float = Field(1.0, ge=0)
+    sigma: float = Field(0.1, ge=0)
+    a: float = Field(0.5, ge=0)
+    b: float = Field(0.1, ge=0)
+
+    V1_ONLY: ClassVar[tuple[str, ...]] = ("gamma", "q_mid", "eps", "growth", "i_max")
+    PAPER_ONLY: ClassVar[tuple[str, ...]] = ("lam", "eta", "center", "q_lo", "q_hi", "step", "rho", "psi", "omega",
+                                             "sigma", "a", "b")
+
+    @model_validator(mode="after")
+    def _formulation_keys(self) -> "MSSRConfig":
+        other = self.PAPER_ONLY if self.formulation == "clsuite_v1" else self.V1_ONLY
+        bad = sorted(set(other) & self.model_fields_set)
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not used by formulation {self.formulation!r}; remove them or set "
+                             f"formulation: {'paper' if self.formulation == 'clsuite_v1' else 'clsuite_v1'}")
+        if self.q_lo >= self.q_hi:
+            raise ValueError(f"q_lo {self.q_lo} must be below q_hi {self.q_hi}")
+        r0, r_min = self.ratios
+        if self.formulation == "paper" and max(r0, r_min) >= 1:
+            raise ValueError("r0 and r_min are batch fractions under formulation paper: each must be < 1")
+        return self
+
+    @property
+    def ratios(self) -> tuple[float, float]:
+        paper = self.formulation == "paper"
+        return (self.r0 if self.r0 is not None else (0.15 if paper else 0.5),
+                self.r_min if self.r_min is not None else (0.05 if paper else 0.125))
 
 
 class MemoryModuleConfig(LLMMethodConfig):
@@ -168,13 +218,22 @@ register_llm_method("accuracy_triggered", TriggeredConfig,
 
 @register_llm_method("mssr", MSSRConfig, "memory-strength-based spaced replay")
 def build_mssr(cfg: MSSRConfig, ctx: LLMContext) -> list:
-    from clsuite.llm.mssr import ExpandingSchedule, MemoryState
+    from clsuite.llm.mssr import (ExpandingSchedule, MemoryState, PaperMemoryState, SaturatingSchedule,
+                                  batch_fraction_count)
     from clsuite.llm.replay import MSSRReplay
 
+    r0, r_min = cfg.ratios
+    if cfg.formulation == "paper":
+        state = PaperMemoryState(s0=cfg.s0, s_max=cfg.s_max, lam=cfg.lam, eta=cfg.eta, kappa=cfg.kappa,
+                                 center=cfg.center, alpha=cfg.alpha, q_lo=cfg.q_lo, q_hi=cfg.q_hi, step=cfg.step,
+                                 rho=cfg.rho, psi=cfg.psi, omega=cfg.omega, sigma=cfg.sigma, beta=cfg.beta,
+                                 seed=ctx.seed)
+        return [MSSRReplay(cfg.mem_per_task, ctx.seed, ctx.batch_size, cfg.variant, state,
+                           SaturatingSchedule(cfg.i0, cfg.a, cfg.b), r0, r_min, cfg.t_r, count=batch_fraction_count)]
     state = MemoryState(s0=cfg.s0, s_max=cfg.s_max, gamma=cfg.gamma, alpha=cfg.alpha, kappa=cfg.kappa,
                         q_mid=cfg.q_mid, beta=cfg.beta, eps=cfg.eps)
     return [MSSRReplay(cfg.mem_per_task, ctx.seed, ctx.batch_size, cfg.variant, state,
-                       ExpandingSchedule(cfg.i0, cfg.growth, cfg.i_max), cfg.r0, cfg.r_min, cfg.t_r)]
+                       ExpandingSchedule(cfg.i0, cfg.growth, cfg.i_max), r0, r_min, cfg.t_r)]
 
 
 # -- memory modules (clsuite.llm.memory, developed on the branch llm-memory) --------------
@@ -219,6 +278,10 @@ def _register_memory(name: str, description: str) -> None:
         mod = memory_module(name)
         mcfg = memory_config(name, cfg, f"llm.methods.{name}")
         cls = getattr(mod, MEMORY_MODULES[name][1])
+        if name == "sparse_memory" and not ctx.background:
+            raise ParamsError(f"llm.sequences.{ctx.sequence}.background: sparse_memory needs a background corpus of "
+                              "general text disjoint from every evaluated task; declare one, e.g. "
+                              "`background: {source: wordnet_supersense, n: 256}`, and rerun llm_prepare")
         plugin = cls(mcfg, background_batches=ctx.background) if name == "sparse_memory" else cls(mcfg)
         plugins[id(cfg)] = (cfg, plugin)
         return [plugin]
@@ -238,5 +301,5 @@ def _register_memory(name: str, description: str) -> None:
                         uses_adapter=False)(build)
 
 
-_register_memory("sparse_memory", "sparse memory finetuning (clsuite.llm.memory.sparse; background: held-out train side)")
+_register_memory("sparse_memory", "sparse memory finetuning (clsuite.llm.memory.sparse; background: the sequence's background corpus)")
 _register_memory("cms", "continuum memory system (clsuite.llm.memory.cms)")

@@ -17,6 +17,8 @@ ones, so one optimizer step sees both). Subclasses decide *when* (``n_replay``) 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from clsuite.llm.encode import Encoded
@@ -148,10 +150,12 @@ class MSSRReplay(ReplayPlugin):
     schedule + decaying ratio, uniform sampling). The memory state is updated in every variant."""
 
     def __init__(self, mem_per_task: int, seed: int, batch_size: int, variant: str, state: MemoryState,
-                 schedule: ExpandingSchedule, r0: float, r_min: float, t_r: float) -> None:
+                 schedule: ExpandingSchedule, r0: float, r_min: float, t_r: float,
+                 count: Callable[[float, int], int] | None = None) -> None:
         super().__init__(mem_per_task, seed)
         self.batch_size, self.variant, self.state, self.schedule = batch_size, variant, state, schedule
         self.r0, self.r_min, self.t_r = r0, r_min, t_r
+        self.count = _count if count is None else count  # ratio, batch size -> replayed samples
 
     def before_training_exp(self, strategy) -> None:
         super().before_training_exp(strategy)
@@ -159,10 +163,10 @@ class MSSRReplay(ReplayPlugin):
 
     def n_replay(self, strategy, tau: int) -> int:
         if self.variant == "sampler":
-            return _count(self.r0, self.batch_size)
+            return self.count(self.r0, self.batch_size)
         if not self.schedule.due(tau):
             return 0
-        return _count(replay_ratio(tau, self.r0, self.r_min, self.t_r), self.batch_size)
+        return self.count(replay_ratio(tau, self.r0, self.r_min, self.t_r), self.batch_size)
 
     def select(self, strategy, n: int) -> np.ndarray:
         if self.variant == "scheduler":

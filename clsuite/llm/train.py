@@ -43,6 +43,7 @@ from clsuite.tables import read_table, write_table
 FORMAT = 2  # 2: weights-only state + checkpoint.json (clsuite.checkpoint)
 HELDOUT_DIR = "heldout"
 TASKS_DIR = "tasks"
+BACKGROUND_DIR = "background"
 
 
 def run_dir_of(runs_root: Path, sequence: str, method: str, seed: int) -> Path:
@@ -67,6 +68,11 @@ def load_prepared(prepared: Path, sequence: str | None = None) -> tuple[list[Tas
     tasks = read_sequence(prepared / TASKS_DIR, fix=fix)
     held = read_sequence(prepared / HELDOUT_DIR, fix=fix)[0] if (prepared / HELDOUT_DIR).exists() else None
     return tasks, held
+
+
+def load_background(prepared: Path) -> TaskData | None:
+    """The sequence's background corpus (``llm.sequences.<s>.background``), None if not declared."""
+    return read_sequence(prepared / BACKGROUND_DIR)[0] if (prepared / BACKGROUND_DIR).exists() else None
 
 
 def _digest(prepared: Path) -> str:
@@ -182,13 +188,14 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
     model, tok = load_base(cfg.model, seed)
     pc = cfg.protocol
     background = None
-    if held is not None:  # general text never trained on (sparse memory's background statistics)
-        from clsuite.llm.encode import collate
+    bg = load_background(prepared)
+    if bg is not None:  # general text, never trained on nor evaluated (sparse memory's TF-IDF statistics)
+        from clsuite.llm.encode import collate, encode_documents
 
-        enc = encode_table(tok, held.train, pc.max_length)
+        enc = encode_documents(tok, bg.train, pc.max_length)
         background = [collate(enc[i:i + pc.batch_size], tok.pad_token_id) for i in range(0, len(enc), pc.batch_size)]
     plugins = list(spec.build(mcfg, LLMContext(seed=seed, batch_size=pc.batch_size, n_tasks=len(tasks),
-                                               background=background)))
+                                               background=background, sequence=sequence)))
     base_keys = set(model.state_dict())
     model_cfg = cfg.model if mcfg.adapter is None else cfg.model.model_copy(update={"adapter": mcfg.adapter})
     if spec.uses_adapter:

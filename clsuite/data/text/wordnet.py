@@ -13,7 +13,8 @@ lex_id)×w_cnt p_cnt (ptr)×p_cnt | gloss``, ``w_cnt`` two hex digits, ``p_cnt``
 decimal digits, a pointer four fields; ``offset`` is the line's byte offset in the file,
 which the parser checks (a garbled or truncated file fails naming the line). ``fetch``
 copies the Debian package ``wordnet-base`` (``/usr/share/wordnet/data.noun``), checked by
-the md5 that package records (1:3.0-37).
+the md5 that package records (1:3.0-37); without that copy, ``load`` reads the Debian file
+itself (same check), so the LLM track's background corpus needs no fetch.
 """
 
 from __future__ import annotations
@@ -115,7 +116,10 @@ class WordNetSupersense(TextSource):
         return [dest]
 
     def load(self, raw_dir: Path) -> list[TextExample]:
-        path = check(raw_dir / FILE.filename)
+        path = raw_dir / FILE.filename
+        if not path.exists() and (SYSTEM_DIR / FILE.filename).exists():
+            path = SYSTEM_DIR / FILE.filename  # the Debian copy itself (same md5 check): works offline unfetched
+        path = check(path)
         return parse(path, self.opts.test_fraction, self.opts.with_words, self.name)
 
 
