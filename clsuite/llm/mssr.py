@@ -28,6 +28,7 @@ Schedule within a task (τ = iterations since the task started):
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -275,13 +276,17 @@ class PaperMemoryState:
         return w / w.sum()
 
     def state_dict(self) -> dict:
-        return {"last": self.last.copy(), "stability": self.stability.copy(), "loss": self.loss.copy(),
-                "reviews": self.reviews.copy(), "rng": self.rng.bit_generator.state}
+        """Plain data (checkpoints load with weights_only=True): the arrays as tensors of the same
+        dtype and values, the noise generator's state as JSON text (its 128-bit ints intact)."""
+        return {**{k: torch.from_numpy(getattr(self, k).copy()) for k in ("last", "stability", "loss", "reviews")},
+                "rng": json.dumps(self.rng.bit_generator.state, sort_keys=True)}
 
     def load_state_dict(self, state: dict) -> None:
         for k in ("last", "stability", "loss", "reviews"):
-            setattr(self, k, np.asarray(state[k]).copy())
-        self.rng.bit_generator.state = state["rng"]
+            v = state[k]
+            setattr(self, k, (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)).copy())
+        rng = state["rng"]
+        self.rng.bit_generator.state = json.loads(rng) if isinstance(rng, str) else rng
 
 
 def saturating_interval(k: int, i0: float, a: float, b: float) -> float:
