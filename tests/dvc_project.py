@@ -36,6 +36,7 @@ def make_project(root: Path, profile: str) -> Path:
             shutil.copy(REPO / name, root / name)
     (root / "reports").mkdir()
     (root / "data").mkdir()
+    shutil.copy(REPO / "data" / "README.md", root / "data" / "README.md")  # tracked, as in the repository
     run(["git", "init", "-q"], root)
     run([str(BIN / "dvc"), "init", "-q"], root)
     run([str(BIN / "dvc"), "config", "core.analytics", "false"], root)
