@@ -87,9 +87,12 @@ def _silent_evaluator() -> EvaluationPlugin:
         return EvaluationPlugin(loggers=[])
 
 
-def extra_memory_bytes(plugins: list, model: torch.nn.Module) -> int:
-    """Memory a method keeps beyond the model, counted as MEMO does (see docs/adding-a-method.md)."""
-    return int(sum(p.extra_memory_bytes(model) for p in plugins if hasattr(p, "extra_memory_bytes")))
+def extra_memory_bytes(plugins: list, model: torch.nn.Module) -> int | None:
+    """Memory a method keeps beyond the model, counted as MEMO does (see docs/adding-a-method.md):
+    the sum over the plugins that report it; None ("not reported") when none does, so a 0 is
+    always a method's claim (e.g. :class:`clsuite.methods.NoExtraMemory`), never a default."""
+    reported = [p.extra_memory_bytes(model) for p in plugins if hasattr(p, "extra_memory_bytes")]
+    return int(sum(reported)) if reported else None
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

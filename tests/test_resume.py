@@ -151,6 +151,8 @@ def test_stateless_claim_that_holds_state_restarts(claim_methods, data_roots, tm
     run_dir = train_run(params, "smnist_smoke", "claims_stateless", 0, prepared, tmp_path / "cut")
     assert "resuming" not in (run_dir / "log.txt").read_text()
     pd.testing.assert_frame_equal(read_records(run_dir), ref, check_exact=True)
+    # no plugin of this method reports its extra memory: null ("not reported"), not 0
+    assert pd.read_parquet(run_dir / "experiences.parquet")["extra_memory_bytes"].isna().all()
 
 
 def test_truly_stateless_plugin_still_resumes(claim_methods, data_roots, tmp_path):
