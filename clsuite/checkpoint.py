@@ -6,6 +6,11 @@ run (configs, seed, data checksums, clsuite version). A run resumes only from a
 checkpoint with the same fingerprint; otherwise it starts over. Resuming therefore
 yields exactly the records of an uninterrupted run (same seed, CPU).
 
+A plugin that declares ``stateless = True`` is saved as ``None`` and rebuilt by its
+constructor on resume; the claim is checked, not trusted (:func:`stateless_snapshots`,
+:func:`held_state`): a run whose stateless plugin holds state keeps no checkpoint, so an
+interrupted run restarts instead of resuming with that state empty.
+
 Run folders travel through DVC caches and remotes, so a checkpoint is *untrusted input*:
 loading one must never execute code. Two files, written in this order:
 
@@ -32,6 +37,7 @@ sentinels), so this module saves plain state dicts with ``torch.save``.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -60,10 +66,71 @@ def fingerprint(**parts: Any) -> str:
 
 
 def is_checkpointable(plugin: object) -> bool:
-    """A plugin can be checkpointed if it has state_dict/load_state_dict or declares itself stateless."""
+    """A plugin can be checkpointed if it has state_dict/load_state_dict or declares itself stateless
+    (a claim that :func:`held_state` verifies at every checkpoint)."""
     return getattr(plugin, "stateless", False) or (
         hasattr(plugin, "state_dict") and hasattr(plugin, "load_state_dict")
     )
+
+
+_UNCOPYABLE = object()  # a stateless plugin whose attributes cannot be copied: never proven stateless
+_MAX_DEPTH = 32
+
+
+def stateless_snapshots(plugins: Sequence[object]) -> list[Any]:
+    """Deep copies of the instance attributes of each plugin that declares ``stateless = True``
+    (``None`` for the others), taken right after construction: what a resumed run rebuilds."""
+    out: list[Any] = []
+    for p in plugins:
+        if not getattr(p, "stateless", False):
+            out.append(None)
+            continue
+        try:
+            out.append(copy.deepcopy(vars(p)))
+        except Exception:  # e.g. a lock or a file handle: the claim cannot be checked
+            out.append(_UNCOPYABLE)
+    return out
+
+
+def _same(a: Any, b: Any, depth: int = 0) -> bool:
+    """Deep equality of attribute values (tensors and arrays by content); False when unsure."""
+    if depth > _MAX_DEPTH or type(a) is not type(b):
+        return False
+    if isinstance(a, torch.Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a.cpu(), b.cpu()))
+    if isinstance(a, np.ndarray):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k], depth + 1) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y, depth + 1) for x, y in zip(a, b))
+    if isinstance(a, (str, bytes, int, float, complex, bool, type(None), frozenset, set, torch.device, torch.dtype)):
+        return a == b or (isinstance(a, float) and a != a and b != b)
+    if hasattr(a, "__dict__") and not callable(a):
+        return _same(vars(a), vars(b), depth + 1)
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+def held_state(plugins: Sequence[object], snapshots: Sequence[Any]) -> list[str]:
+    """``"Plugin (attr, ...)"`` for each plugin that declares ``stateless = True`` but whose attributes
+    differ from their :func:`stateless_snapshots` copy: it holds state that a checkpoint would not
+    keep (a resumed run would rebuild it empty), so the run must not resume."""
+    found = []
+    for p, snap in zip(plugins, snapshots):
+        if snap is None:
+            continue
+        if snap is _UNCOPYABLE:
+            found.append(f"{type(p).__name__} (attributes that cannot be copied, so not checkable)")
+            continue
+        now = vars(p)
+        changed = sorted(k for k in now.keys() | snap.keys()
+                         if k not in now or k not in snap or not _same(snap[k], now[k]))
+        if changed:
+            found.append(f"{type(p).__name__} ({', '.join(changed)})")
+    return found
 
 
 def sidecar(path: Path) -> Path:

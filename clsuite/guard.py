@@ -69,6 +69,10 @@ class DivergenceGuard(SupervisedPlugin):
     def after_training_epoch(self, strategy, **kwargs) -> None:
         self._check(strategy)
 
+    def after_training_exp(self, strategy, **kwargs) -> None:
+        """Back to the state after construction: nothing is kept between experiences (stateless)."""
+        self._flags, self._seen, self._checked = None, 0, 0
+
     def _check(self, strategy) -> None:
         n = self._seen - self._checked
         if n and self._flags is not None:

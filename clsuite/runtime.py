@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import resource
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux ru_maxrss is KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident memory of this process so far, in MiB (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024.0)
 
 
 def run_logger(log_file: Path, name: str = "clsuite.run") -> logging.Logger:

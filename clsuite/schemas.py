@@ -86,7 +86,9 @@ EXPERIENCES = pa.DataFrameSchema(
         # before it existed stay readable
         "peak_gpu_mb": Column("float64", Check.ge(0), nullable=True, required=False),
         "model_bytes": Column("int64", Check.ge(0)),
-        "extra_memory_bytes": Column("int64", Check.ge(0)),
+        # memory the method keeps beyond the model (MEMO's count); null = "not reported" (no
+        # plugin of the method has extra_memory_bytes; run folders before this were 0 there)
+        "extra_memory_bytes": Column("Int64", Check.ge(0), nullable=True, coerce=True),
     },
     strict=True,
     unique=["run_id", "train_exp"],
@@ -352,7 +354,7 @@ MEMORY_CURVE = pa.DataFrameSchema(
         "protocol": Column(str, Check.isin(PROTOCOLS)),
         "last_acc": Column("float64", _FRACTION),
         "avg_acc": Column("float64", _FRACTION),
-        "extra_memory_mb": Column("float64", Check.ge(0.0)),
+        "extra_memory_mb": Column("float64", Check.ge(0.0), nullable=True),  # MiB; null: not reported
     },
     strict=True,
     unique=["run_id", "protocol"],

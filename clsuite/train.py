@@ -77,6 +77,7 @@ class ProgressPlugin(SupervisedPlugin):
     def after_training_exp(self, strategy, **kwargs) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None  # nothing kept between experiences (stateless, checked at each checkpoint)
 
 
 def _silent_evaluator() -> EvaluationPlugin:
@@ -86,9 +87,12 @@ def _silent_evaluator() -> EvaluationPlugin:
         return EvaluationPlugin(loggers=[])
 
 
-def extra_memory_bytes(plugins: list, model: torch.nn.Module) -> int:
-    """Memory a method keeps beyond the model, counted as MEMO does (see docs/adding-a-method.md)."""
-    return int(sum(p.extra_memory_bytes(model) for p in plugins if hasattr(p, "extra_memory_bytes")))
+def extra_memory_bytes(plugins: list, model: torch.nn.Module) -> int | None:
+    """Memory a method keeps beyond the model, counted as MEMO does (see docs/adding-a-method.md):
+    the sum over the plugins that report it; None ("not reported") when none does, so a 0 is
+    always a method's claim (e.g. :class:`clsuite.methods.NoExtraMemory`), never a default."""
+    reported = [p.extra_memory_bytes(model) for p in plugins if hasattr(p, "extra_memory_bytes")]
+    return int(sum(reported)) if reported else None
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -196,6 +200,8 @@ def _train_run(
     resumable = all(checkpoint.is_checkpointable(p) for p in plugins)
     if not resumable:
         log.warning("a plugin has no state_dict: this run cannot resume after an interruption")
+    # what a resumed run rebuilds of each `stateless` plugin; checked at every checkpoint
+    snapshots = checkpoint.stateless_snapshots(plugins)
     # the code that trains this run (clsuite's training path, the method's and model's modules or
     # packages): a code change makes the checkpoint foreign, so the run retrains
     code = code_fingerprint("clsuite.train", modules_of(spec.build, spec.wrap_model, MODELS.get(bench.model.name).build,
@@ -259,6 +265,14 @@ def _train_run(
                      "peak_gpu_mb": peak_gpu_mb(device),
                      "model_bytes": 4 * count_parameters(model),
                      "extra_memory_bytes": extra_memory_bytes(plugins, model)})
+        if resumable and (held := checkpoint.held_state(plugins, snapshots)):
+            # a resumed run would rebuild these plugins empty: never resume, restart instead
+            resumable = False
+            checkpoint.remove(ckpt_path)
+            note = {"checkpoint": f"none kept: {'; '.join(held)} declare stateless = True but hold state"}
+            log.warning("%s declare stateless = True but hold state after experience %d: no checkpoint is kept, an "
+                        "interrupted run restarts from scratch (give them state_dict/load_state_dict)",
+                        "; ".join(held), k + 1)
         if resumable:
             with guard.failure_status(run_dir, key.run_id, method, k):  # a plugin state that is not plain data
                 checkpoint.save(ckpt_path, fp=fp, finished_exp=k, model=model, optimizer=strategy.optimizer,

@@ -134,3 +134,30 @@ def test_extra_metrics_schema_rejects(metric, value, fragment):
 def test_empty_tables_match_their_schemas():
     for schema in (EXTRA_RUN_METRICS, EXTRA_SUMMARY, COMPARISONS, MEMORY_CURVE, COMPUTE):
         validate(empty_table(schema), schema, schema.name)
+
+
+def test_extra_memory_not_reported_is_null_not_zero():
+    """No plugin reports extra memory: null in experiences, NaN on the memory curve (the report
+    shows "not reported"); finetune's 0 is its plugin's claim, not a default."""
+    import torch
+
+    from clsuite.methods import METHODS, MethodContext, NoExtraMemory
+    from clsuite.train import ProgressPlugin, extra_memory_bytes
+
+    model = torch.nn.Linear(2, 2)
+    assert extra_memory_bytes([ProgressPlugin(1)], model) is None  # nobody reports it
+    assert extra_memory_bytes([NoExtraMemory(), ProgressPlugin(1)], model) == 0
+    spec = METHODS.get("finetune")
+    ctx = MethodContext(0, 10, [[0, 1]], (1, 28, 28))
+    assert extra_memory_bytes(list(spec.build(spec.config_cls(), ctx)), model) == 0
+
+    e = _experiences()
+    e.loc[e["method"] == "replay_small", "extra_memory_bytes"] = None
+    e = validate(e, EXPERIENCES, "experiences")
+    assert str(e["extra_memory_bytes"].dtype) == "Int64" and e["extra_memory_bytes"].isna().sum() == 2
+    sizes = {"replay": ("replay", 200), "replay_small": ("replay", 50)}
+    curve = validate(cp.memory_curve(_run_metrics(), e, sizes), MEMORY_CURVE, "memory_curve")
+    c = curve[curve["protocol"] == "class_il"].set_index("method")["extra_memory_mb"]
+    assert np.isnan(c["replay_small"]) and c["replay"] == pytest.approx(2.0)
+    with pytest.raises(SchemaError, match="extra_memory_bytes"):
+        validate(e.assign(extra_memory_bytes=-1), EXPERIENCES, "experiences")

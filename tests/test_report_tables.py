@@ -31,3 +31,41 @@ def test_ci_column_is_scipys_t_interval_of_the_seed_mean():
     assert results_table(wide, "b", "class_il", ["er"], ["last_acc"]).loc[0, "Last acc. 95% CI"] == "[0.0, 100.0]"
     tex = to_latex(df, "caption", "tab:x")
     assert r"\pm" in tex and "95\\% CI" in tex
+
+
+def test_no_negative_zero_cells():
+    """The one number format turns a value that rounds to zero into an unsigned 0."""
+    from clsuite.llm.report import _num
+    from clsuite.report.extended import fmt_value
+    from clsuite.report.tables import fmt, fmt_ci, number
+
+    assert number(-0.04) == "0.0" and number(-0.06) == "-0.1" and number(-0.0) == "0.0"
+    assert number(-0.0004, 3) == "0.000" and number(-0.4, 0) == "0" and number(0.04) == "0.0"
+    assert number(float("-inf")) == "-inf" and number(float("nan")) == "nan"
+    assert fmt(-0.0004, float("nan")) == "0.0" and fmt(-0.0004, 0.0) == "0.0 ± 0.0"
+    assert fmt(-0.0006, 0.0) == "-0.1 ± 0.0"
+    assert fmt_ci(-0.0, 0.0004, (-1.0, 1.0)) == "[0.0, 0.0]"
+    assert fmt_value(-0.0004, float("nan")) == "0.0" and fmt_value(-0.0001, 0.0, 1, 2) == "0.00 ± 0.00"
+    assert _num(-0.0) == "0" and _num(-0.001) == "0.00" and _num(-0.5) == "-0.50"
+
+
+def test_compute_table_memory_in_mib_and_not_reported():
+    """Extra memory of a method that reports none is "not reported", never 0.0; labels say MiB."""
+    from clsuite.report import _compute_table
+
+    rows = [{"run_id": f"b/{m}/seed0", "benchmark": "b", "method": m, "seed": 0, "train_exp": k,
+             "n_train_samples": 10, "train_seconds": 1.0, "eval_seconds": 0.1, "samples_per_second": 10.0,
+             "peak_rss_mb": 100.0, "peak_gpu_mb": np.nan, "model_bytes": 2**20, "extra_memory_bytes": x}
+            for m, x in (("finetune", 0), ("mystery", None), ("replay", 3 * 2**19)) for k in range(2)]
+    df = _compute_table(pd.DataFrame(rows).astype({"extra_memory_bytes": "Int64"}), ["finetune", "mystery", "replay"])
+    assert {"peak RSS (MiB)", "model (MiB)", "extra memory (MiB)"} <= set(df.columns)
+    assert not any("(MB)" in c for c in df.columns)
+    assert df.set_index("Method")["extra memory (MiB)"].to_dict() == {
+        "finetune": "0.000", "mystery": "not reported", "replay": "1.500"}
+
+
+def test_memory_curve_cell_not_reported():
+    from clsuite.report.extended import _mib
+
+    assert _mib(pd.Series([np.nan, np.nan])) == "not reported"
+    assert _mib(pd.Series([1.0, 2.0])) == "1.500"

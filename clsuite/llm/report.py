@@ -21,7 +21,7 @@ from clsuite.llm.config import LLMParams  # noqa: E402
 from clsuite.llm.schemas import LLM_RUN_METRICS, LLM_SCORE_MATRIX  # noqa: E402
 from clsuite.report.figures import RC, method_colors, save  # noqa: E402
 from clsuite.report.safe import md_code, md_text  # noqa: E402
-from clsuite.report.tables import fmt, to_csv, to_markdown  # noqa: E402
+from clsuite.report.tables import fmt, number, to_csv, to_markdown  # noqa: E402
 from clsuite.tables import read_table  # noqa: E402
 
 MAIN = [("final_score", "Final score (%)", 100), ("avg_forgetting", "Avg. forgetting (%)", 100),
@@ -51,10 +51,11 @@ def _trains(llm: LLMParams, sequence: str, method: str) -> str:
 
 
 def _num(x: float) -> str:
-    """Percentages and values >= 100 with one decimal or none, ratios with 2 decimals."""
+    """Values >= 100 and whole numbers without decimals, others below 10 with 2 decimals, else 1
+    (:func:`clsuite.report.tables.number`: never "-0")."""
     if abs(x) >= 100 or float(x).is_integer():
-        return f"{x:.0f}"
-    return f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}"
+        return number(x, 0)
+    return number(x, 2) if abs(x) < 10 else number(x, 1)
 
 
 def _cell(values: pd.Series, scale: float) -> str:
@@ -105,7 +106,7 @@ def heatmap_figure(mats: dict[str, pd.DataFrame], sequence: str, stem: Path) -> 
                           fontsize=7)
             for (i, j), v in np.ndenumerate(100 * mat.to_numpy(dtype=float)):
                 if not math.isnan(v):
-                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                    ax.text(j, i, number(v, 0), ha="center", va="center", fontsize=7,
                             color="white" if v < 60 else "black")
             ax.set_title(m, fontsize=9)
         fig.colorbar(im, ax=axes[0].tolist(), label="score (%)", shrink=0.8)
@@ -198,7 +199,7 @@ def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
              "## Results", "", _write_tables(metric_table(rm, methods, MAIN), tabs / "results"), ""]
     lines += ["## Score matrices", "", "![score matrices](figures/score_matrix.png)", ""]
     for m, mat in mats.items():
-        t = (100 * mat).round(1)
+        t = (100 * mat).round(1) + 0.0  # + 0.0 turns a -0.0 into 0.0
         t.index = [("before" if s == -1 else f"after task {s + 1}") for s in t.index]
         lines += [f"**{md_text(m)}**", "", _write_tables(t.reset_index(names="stage"), tabs / f"score_matrix_{m}"), ""]
     lines += ["## Forgetting", "", "![forgetting](figures/forgetting.png)", ""]

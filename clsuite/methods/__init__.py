@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 import torch
 from avalanche.core import BasePlugin
+from avalanche.training.plugins import SupervisedPlugin
 from pydantic import BaseModel, ConfigDict
 
 from clsuite.registry import Registry
@@ -26,6 +27,16 @@ class MethodConfig(BaseModel):
     """Base for method hyperparameters: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoExtraMemory(SupervisedPlugin):
+    """The claim of a method that keeps nothing beyond the model: 0 extra bytes. A method none
+    of whose plugins has ``extra_memory_bytes`` shows "not reported" in the report, not 0."""
+
+    stateless = True
+
+    def extra_memory_bytes(self, model: torch.nn.Module) -> int:
+        return 0
 
 
 @dataclass(frozen=True)

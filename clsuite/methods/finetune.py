@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clsuite.methods import MethodConfig, MethodContext, register_method
+from clsuite.methods import MethodConfig, MethodContext, NoExtraMemory, register_method
 
 
 class FinetuneConfig(MethodConfig):
@@ -11,4 +11,4 @@ class FinetuneConfig(MethodConfig):
 
 @register_method("finetune", FinetuneConfig, "no protection against forgetting (lower bound)")
 def build(cfg: FinetuneConfig, ctx: MethodContext) -> list:
-    return []
+    return [NoExtraMemory()]  # keeps nothing beyond the model: its extra memory is 0 by claim

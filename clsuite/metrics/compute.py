@@ -55,7 +55,8 @@ def memory_curve(run_metrics: pd.DataFrame, experiences: pd.DataFrame,
     """Rows for methods whose type appears with ≥ 2 distinct ``mem_size`` in ``mem_sizes``.
 
     ``mem_sizes``: {method: (type, mem_size)} for the grid's methods that have a buffer.
-    Columns: run keys, method_type, mem_size, protocol, last_acc, avg_acc, extra_memory_mb.
+    Columns: run keys, method_type, mem_size, protocol, last_acc, avg_acc, extra_memory_mb (MiB;
+    null when the method does not report it).
     """
     by_type: dict[str, set[int]] = {}
     for mtype, size in mem_sizes.values():
@@ -67,7 +68,8 @@ def memory_curve(run_metrics: pd.DataFrame, experiences: pd.DataFrame,
         return pd.DataFrame(columns=cols)
     wide = rm.pivot_table(index=[*RUN_KEYS, "protocol"], columns="metric", values="value").reset_index()
     last = experiences[experiences["train_exp"] == experiences.groupby("run_id")["train_exp"].transform("max")]
-    extra = (last.set_index("run_id")["extra_memory_bytes"] / MIB).rename("extra_memory_mb")
+    # NaN where the method does not report its extra memory (never a 0 it did not claim)
+    extra = (last.set_index("run_id")["extra_memory_bytes"].astype("float64") / MIB).rename("extra_memory_mb")
     wide = wide.join(extra, on="run_id")
     wide["method_type"] = wide["method"].map(lambda m: mem_sizes[m][0])
     wide["mem_size"] = wide["method"].map(lambda m: mem_sizes[m][1]).astype("int64")

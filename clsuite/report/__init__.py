@@ -45,12 +45,13 @@ def _compute_table(exps: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     final = exps[exps["train_exp"] == exps.groupby("run_id")["train_exp"].transform("max")]
     fg = final.groupby(["benchmark", "method"])
     g = exps.groupby(["benchmark", "method"])
+    extra = fg["extra_memory_bytes"].max().astype("float64") / 2**20  # NaN: no run of the method reports it
     df = pd.DataFrame({
         "train s / experience": g["train_seconds"].mean().round(2),
         "samples / s": g["samples_per_second"].mean().round(0).astype("int64"),
-        "peak RSS (MB)": g["peak_rss_mb"].max().round(0).astype("int64"),
-        "model (MB)": (fg["model_bytes"].max() / 2**20).round(3),
-        "extra memory (MB)": (fg["extra_memory_bytes"].max() / 2**20).round(3),
+        "peak RSS (MiB)": g["peak_rss_mb"].max().round(0).astype("int64"),
+        "model (MiB)": (fg["model_bytes"].max() / 2**20).round(3),
+        "extra memory (MiB)": extra.map(lambda v: tables.NOT_REPORTED if pd.isna(v) else tables.number(v, 3)),
     }).reset_index()
     df["method"] = pd.Categorical(df["method"], methods, ordered=True)
     return df.sort_values(["benchmark", "method"]).rename(columns={"benchmark": "Benchmark", "method": "Method"})
@@ -126,7 +127,8 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
     md += ["## Compute and memory", "", "Wall time per training experience (mean over experiences and seeds), "
            "training throughput, peak resident memory of the training process, model size (parameters × 4 "
            "bytes) and the extra memory the method keeps after the last experience, counted as MEMO does "
-           "(stored parameters × 4 bytes, exemplars as uint8 pixels, stored logits × 4 bytes).", "",
+           "(stored parameters × 4 bytes, exemplars as uint8 pixels, stored logits × 4 bytes); memory in MiB "
+           f"(2^20 bytes), *{tables.NOT_REPORTED}* where the method does not report its extra memory.", "",
            tables.to_markdown(_compute_table(exps, run.methods)), ""]
     extended = read_extended_tables(data_dir)
     md += extended_sections(params, extended, out)  # robustness, OOD, long tail, memory, compute, features

@@ -41,8 +41,8 @@ def fmt_value(mean: float, std: float, scale: float = 100.0, digits: int = 1) ->
     if mean is None or math.isnan(mean):
         return "–"
     if std is None or math.isnan(std):
-        return f"{scale * mean:.{digits}f}"
-    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+        return tb.number(scale * mean, digits)
+    return f"{tb.number(scale * mean, digits)} ± {tb.number(scale * std, digits)}"
 
 
 class Section:
@@ -176,13 +176,14 @@ def memory(s: Section) -> list[str]:
         return []
     md = ["## Accuracy vs memory", "",
           "Methods of one type run with several buffer sizes (`mem_size`); extra memory after the last experience "
-          f"in MB (MiB, counted as MEMO does), accuracies in % ({s.seeds_note()}).", ""]
+          f"in MiB (2^20 bytes, counted as MEMO does; *{tb.NOT_REPORTED}* when the method does not report it), "
+          f"accuracies in % ({s.seeds_note()}).", ""]
     for b in s.benchmarks_with("memory_curve"):
         d = curve[curve["benchmark"] == b]
         rows = []
         for (t, size, method), g in d.groupby(["method_type", "mem_size", "method"], sort=True):
             row = {"Type": t, "Method": method, "mem_size": str(size),
-                   "Extra memory (MB)": f"{g['extra_memory_mb'].mean():.3f}"}
+                   "Extra memory (MiB)": _mib(g["extra_memory_mb"])}
             for protocol in ("class_il", "task_il"):
                 p = g[g["protocol"] == protocol]
                 for col, name in (("last_acc", "Last"), ("avg_acc", "Avg.")):
@@ -194,6 +195,12 @@ def memory(s: Section) -> list[str]:
         md += s.figure(fx.memory_figure(curve, b, s.out / "figures" / f"memory_curve_{b}"),
                        f"accuracy vs memory on {b}")
     return md
+
+
+def _mib(values: pd.Series) -> str:
+    """Mean of MiB values with 3 decimals; "not reported" when no run reports it."""
+    v = values.dropna()
+    return tb.number(v.mean(), 3) if len(v) else tb.NOT_REPORTED
 
 
 def compute(s: Section) -> list[str]:
@@ -212,8 +219,8 @@ def compute(s: Section) -> list[str]:
         for m in s.methods:
             row = {"Benchmark": b, "Method": m, "s / exp.": s.cell(b, m, "any", "train_seconds_per_exp", 1, 2),
                    "samples / s": s.cell(b, m, "any", "samples_per_second", 1, 0),
-                   "peak RSS (MB)": s.cell(b, m, "any", "peak_rss_mb", 1, 0),
-                   "peak GPU (MB)": s.cell(b, m, "any", "peak_gpu_mb", 1, 0)}
+                   "peak RSS (MiB)": s.cell(b, m, "any", "peak_rss_mb", 1, 0),
+                   "peak GPU (MiB)": s.cell(b, m, "any", "peak_gpu_mb", 1, 0)}
             if ref in s.methods:
                 row.update({"time ×": s.cell(b, m, "any", "rel_train_seconds", 1, 2),
                             "throughput ×": s.cell(b, m, "any", "rel_samples_per_second", 1, 2),

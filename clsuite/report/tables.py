@@ -27,11 +27,22 @@ HIGHER_IS_BETTER = {"last_acc": True, "avg_acc": True, "forgetting": False, "bwt
                     "class_acc_range": False, "class_drift": False, "drifted_pairs": False}
 
 
+#: the cell of a quantity a method does not report (never shown as 0)
+NOT_REPORTED = "not reported"
+
+
+def number(x: float, digits: int = 1) -> str:
+    """``x`` with ``digits`` decimals, the one number format of every report cell: a value that
+    rounds to zero prints without a sign ("0.0", never "-0.0")."""
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0.0 else text
+
+
 def fmt(mean: float, std: float) -> str:
     """``mean ± std`` in percent with one decimal; std omitted for a single seed."""
     if math.isnan(std):
-        return f"{100 * mean:.1f}"
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+        return number(100 * mean)
+    return f"{number(100 * mean)} ± {number(100 * std)}"
 
 
 def fmt_ci(mean: float, half_width: float, bounds: tuple[float, float] = (0.0, 1.0)) -> str:
@@ -41,7 +52,7 @@ def fmt_ci(mean: float, half_width: float, bounds: tuple[float, float] = (0.0, 1
     if math.isnan(half_width):
         return "–"
     lo, hi = max(bounds[0], mean - half_width), min(bounds[1], mean + half_width)
-    return f"[{100 * lo:.1f}, {100 * hi:.1f}]"
+    return f"[{number(100 * lo)}, {number(100 * hi)}]"
 
 
 def results_table(summary: pd.DataFrame, benchmark: str, protocol: str, methods: list[str],
