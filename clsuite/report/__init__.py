@@ -149,9 +149,10 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
     return out / "index.md"
 
 
-def failed_runs_md(failed: pd.DataFrame, n_runs: int, out: Path) -> list[str]:
-    """The "Failed runs" section; also writes tables/failed_runs.{md,csv}."""
-    df = tables.failed_runs_table(failed)
+def failed_runs_md(failed: pd.DataFrame, n_runs: int, out: Path, unit: str = "experience") -> list[str]:
+    """The "Failed runs" section (of the image report, or an LLM report with ``unit="task"``); also
+    writes tables/failed_runs.{md,csv}."""
+    df = tables.failed_runs_table(failed, unit)
     write_text(out / "tables" / "failed_runs.md", tables.to_markdown(df) + "\n")
     write_text(out / "tables" / "failed_runs.csv", tables.to_csv(df))
     if failed.empty:

@@ -62,19 +62,24 @@ def results_table(summary: pd.DataFrame, benchmark: str, protocol: str, methods:
     return pd.DataFrame(rows)
 
 
-def failed_runs_table(failed: pd.DataFrame) -> pd.DataFrame:
-    """Rows: runs that did not finish (``failed_runs``); where they stopped and why."""
-    def where(row) -> str:
-        if pd.isna(row.experience):
+def failed_runs_table(failed: pd.DataFrame, unit: str = "experience") -> pd.DataFrame:
+    """Rows: runs that did not finish (``failed_runs``; the LLM track's with ``unit="task"``: columns
+    ``finished_tasks``, ``task_index`` and ``task``); where they stopped and why."""
+    index = unit if unit == "experience" else f"{unit}_index"
+
+    def where(row: dict) -> str:
+        if pd.isna(row[index]):
             return "–"
-        at = f"experience {int(row.experience) + 1}"  # 1-based, like the figures (status.json is 0-based)
-        return at + (f", iteration {int(row.iteration) + 1}" if not pd.isna(row.iteration) else "")
+        at = f"{unit} {int(row[index]) + 1}"  # 1-based, like the figures (status.json is 0-based)
+        if index != unit and isinstance(row.get(unit), str):
+            at += f" ({row[unit]})"
+        return at + (f", iteration {int(row['iteration']) + 1}" if not pd.isna(row["iteration"]) else "")
 
     return pd.DataFrame({
         "Run": failed["run_id"].tolist(),
         "State": failed["state"].tolist(),
-        "Finished experiences": [str(n) for n in failed["finished_experiences"]],
-        "Stopped at": [where(r) for r in failed.itertuples(index=False)],
+        f"Finished {unit}s": [str(n) for n in failed[f"finished_{unit}s"]],
+        "Stopped at": [where(r) for r in failed.to_dict("records")],
         "Reason": [r.replace("\n", " ") for r in failed["reason"]],
     })
 
@@ -96,3 +101,13 @@ def to_latex(df: pd.DataFrame, caption: str, label: str) -> str:
         lines.append(" & ".join(latex_escape(v) for v in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def fmt_interval(value: float, low: float, high: float) -> str:
+    """``value [low, high]`` in percent with one decimal (a score and its 95 % CI); ``value`` alone
+    when the interval is undefined, ``–`` when the value is."""
+    if math.isnan(value):
+        return "–"
+    if math.isnan(low) or math.isnan(high):
+        return f"{100 * value:.1f}"
+    return f"{100 * value:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
