@@ -11,7 +11,8 @@ from scipy import stats
 from clsuite.llm.metrics import (
     MEAN_TASK, N_RESAMPLES, bootstrap_ci, bootstrap_rng, score_cis, score_matrix, summary,
 )
-from clsuite.llm.report import ci_cell, final_score_table
+from clsuite.llm.report import final_score_table
+from clsuite.report.tables import score_ci_cell as ci_cell
 from clsuite.llm.schemas import LLM_SCORE_CI
 from clsuite.metrics.aggregate import mean_std_ci
 
@@ -101,3 +102,35 @@ def test_final_score_table_has_every_task_heldout_last_and_the_mean():
     assert list(table.columns) == ["Method", "a", "b", "heldout (held-out)", "Mean of trained tasks"]
     assert table.iloc[0]["a"] == "75.0 [" + table.iloc[0]["a"].split("[")[1]
     assert (table.iloc[2, 1:] == "–").all()  # a grid method without a finished run
+
+
+def test_top_report_links_each_llm_report_with_a_summary(tmp_path):
+    """clsuite.report.llm_reports_md: relative links inside reports/, kept by the HTML renderer."""
+    import yaml
+
+    from clsuite.config import parse_params
+    from clsuite.llm.evaluate import failed_runs_table
+    from clsuite.llm.schemas import LLM_FAILED_RUNS
+    from clsuite.report import llm_reports_md
+    from clsuite.report.safe import render_html
+    from clsuite.tables import write_table
+
+    raw = yaml.safe_load(open(__import__("pathlib").Path(__file__).parents[1] / "params.yaml").read())
+    raw["llm"]["grid"]["sequences"] = ["llm_smoke", "reasoning3"]
+    params = parse_params(raw, check_components=False)
+    out = tmp_path / "reports"
+    data = out / "llm" / "llm_smoke" / "data"
+    recs = pd.concat([_records({"a": [1, 1, 0, 1], "b": [1, 0, 1, 1]}, method="x"),
+                      _records({"a": [0, 0, 0, 1], "b": [0, 0, 1, 0]}, method="y")])
+    write_table(score_cis(recs), data / "score_ci.parquet", LLM_SCORE_CI)
+    write_table(failed_runs_table([{"run_id": "s/z/seed0", "sequence": "s", "method": "z", "seed": 0,
+                                     "state": "diverged", "finished_tasks": 1, "task_index": 1, "task": "b",
+                                     "iteration": 0, "reason": "non-finite loss"}]),
+                data / "failed_runs.parquet", LLM_FAILED_RUNS)
+    (out / "llm" / "llm_smoke" / "index.md").write_text("# LLM track: llm_smoke\n")
+    md = "\n".join(llm_reports_md(params, out))
+    line = next(x for x in md.splitlines() if "llm_smoke" in x)
+    assert line.startswith("- [`llm_smoke`](llm/llm_smoke/index.md): 2 method(s)")
+    assert "highest final score `x` 75.0 [" in line and "1 failed run(s)" in line
+    assert "`reasoning3`: no report yet; build it with `dvc repro llm_report@reasoning3`" in md
+    assert '<a href="llm/llm_smoke/index.md">' in render_html(md, out)  # inside reports/: kept

@@ -2,8 +2,8 @@
 
 Everything is read from ``reports/llm/<sequence>/data`` (llm_evaluate's tables). Cells are
 means over seeds (± std with several seeds); scores in percent. Final scores carry a 95 % CI
-(:func:`ci_cell`): with one seed the run's bootstrap over test examples, with several the
-Student-t interval over seeds (:func:`clsuite.metrics.aggregate.mean_std_ci`, as the image report).
+(:func:`clsuite.report.tables.score_ci_cell`): with one seed the run's bootstrap over test examples,
+with several the Student-t interval over seeds (as the image report).
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from clsuite.io import write_text  # noqa: E402
 from clsuite.llm.config import LLMParams  # noqa: E402
 from clsuite.llm.metrics import CONFIDENCE, MEAN_TASK, N_RESAMPLES  # noqa: E402
 from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_RUN_METRICS, LLM_SCORE_CI, LLM_SCORE_MATRIX  # noqa: E402
-from clsuite.metrics.aggregate import mean_std_ci  # noqa: E402
 from clsuite.report import failed_runs_md  # noqa: E402
 from clsuite.report.figures import RC, method_colors, save  # noqa: E402
 from clsuite.report.safe import md_code, md_text  # noqa: E402
-from clsuite.report.tables import fmt, fmt_interval, to_csv, to_markdown  # noqa: E402
+from clsuite.report.tables import fmt, score_ci_cell as ci_cell, to_csv, to_markdown  # noqa: E402
 from clsuite.tables import read_table  # noqa: E402
 
 MAIN = [("final_score", "Final score (%)", 100), ("avg_forgetting", "Avg. forgetting (%)", 100),
@@ -72,19 +71,6 @@ def _cell(values: pd.Series, scale: float) -> str:
 
 
 FINAL_CI = "Final score (%) [95% CI]"
-
-
-def ci_cell(runs: pd.DataFrame) -> str:
-    """A final score with its 95 % CI (``score_ci`` rows of one method and task, one per seed): one
-    seed, the run's bootstrap CI over test examples; ≥ 2 seeds, the mean over seeds with the
-    Student-t CI over seeds (cut to [0, 100], as the image report)."""
-    if not len(runs):
-        return "–"
-    if len(runs) == 1:
-        r = runs.iloc[0]
-        return fmt_interval(float(r.value), float(r.ci_low), float(r.ci_high))
-    mean, _, half = mean_std_ci(runs["value"].to_numpy(dtype=float))
-    return fmt_interval(mean, max(0.0, mean - half), min(1.0, mean + half))
 
 
 def final_score_table(ci: pd.DataFrame, methods: list[str]) -> pd.DataFrame:

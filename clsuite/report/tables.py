@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from clsuite.metrics.aggregate import mean_std_ci
 from clsuite.report.safe import latex_escape, latex_label, md_table_frame
 from clsuite.report.safe import to_csv as to_csv  # re-exported: every report CSV goes through it
 
@@ -111,3 +112,16 @@ def fmt_interval(value: float, low: float, high: float) -> str:
     if math.isnan(low) or math.isnan(high):
         return f"{100 * value:.1f}"
     return f"{100 * value:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def score_ci_cell(runs: pd.DataFrame) -> str:
+    """A score with its 95 % CI from one row per seed (``value``, ``ci_low``, ``ci_high``: the LLM
+    track's ``score_ci``): one seed, that run's bootstrap CI over test examples; ≥ 2 seeds, the
+    mean over seeds with the Student-t CI over seeds cut to [0, 100] (as :func:`fmt_ci`)."""
+    if not len(runs):
+        return "–"
+    if len(runs) == 1:
+        r = runs.iloc[0]
+        return fmt_interval(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]))
+    mean, _, half = mean_std_ci(runs["value"].to_numpy(dtype=float))
+    return fmt_interval(mean, max(0.0, mean - half), min(1.0, mean + half))
