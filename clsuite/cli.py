@@ -82,18 +82,18 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """A diverged run is a result, not a pipeline error: it is recorded in status.json and
-    exits 0, so that `dvc repro` goes on and the report lists it under "Failed runs"."""
-    from clsuite.errors import TrainingDiverged
-    from clsuite.train import train_run
+    """A run that failed in training (diverged, or a component failed) is a result, not a pipeline
+    error: recorded in its status.json, it exits 0 (:func:`clsuite.runs.train_or_record`), so that
+    `dvc repro` goes on and the report lists it under "Failed runs"."""
+    from clsuite import train
+    from clsuite.paths import RUNS_ROOT, run_dir_for
+    from clsuite.runs import train_or_record
 
     params = load_params(args.params)
-    try:
-        run_dir = train_run(params, args.benchmark, args.method, args.seed)
-    except TrainingDiverged as exc:
-        print(f"clsuite train: run diverged, recorded as failed in its status.json: {exc}", file=sys.stderr)
-        return
-    print(f"records written to {run_dir}")
+    run_dir = train_or_record(lambda: train.train_run(params, args.benchmark, args.method, args.seed),
+                              run_dir_for(RUNS_ROOT, args.benchmark, args.method, args.seed), "train")
+    if run_dir is not None:
+        print(f"records written to {run_dir}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

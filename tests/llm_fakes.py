@@ -13,3 +13,26 @@ def tiny_llama(seed: int = 0):
     cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
     return transformers.LlamaForCausalLM(cfg).eval()
+
+
+class NanLossAt:
+    """LLM plugin: multiplies the loss by NaN at one (task, iteration) (0-based): a deterministic divergence."""
+
+    def __init__(self, task: int, iteration: int) -> None:
+        self.at = (task, iteration)
+
+    def before_backward(self, strategy) -> None:
+        if (strategy.experience.current_experience, strategy.clock.train_exp_iterations) == self.at:
+            strategy.loss = strategy.loss * float("nan")
+
+
+def nan_loss_method(monkeypatch, task: int = 1, iteration: int = 0) -> str:
+    """Register LLM method ``nan_loss`` (LoRA, diverges at ``task``/``iteration``) for one test."""
+    from clsuite.llm.methods import LLM_METHODS, LLMMethodConfig, register_llm_method
+
+    LLM_METHODS.names()  # built-ins and entry points loaded before the copy
+    monkeypatch.setattr(LLM_METHODS, "_entries", dict(LLM_METHODS._entries))
+    monkeypatch.setattr(LLM_METHODS, "_origin", dict(LLM_METHODS._origin))
+    register_llm_method("nan_loss", LLMMethodConfig, "test: NaN loss at one iteration")(
+        lambda cfg, ctx: [NanLossAt(task, iteration)])
+    return "nan_loss"

@@ -156,6 +156,8 @@ def test_report_shows_failed_runs_as_failed(grid):
     nan_row = next(line for line in results.splitlines() if line.startswith("| nan_loss"))
     assert set(c.strip() for c in nan_row.strip("|").split("|")[1:]) == {"–"}
     assert sorted(pd.read_csv(index.parent / "tables" / "failed_runs.csv")["Run"]) == sorted(lines)
+    # the LLM track's section names each sequence of llm.grid (no LLM report built here)
+    assert "## LLM track" in md and "`dvc repro llm_report@reasoning3`" in md
 
 
 def test_every_run_failed_is_a_clear_error_with_the_table_written(nan_method, data_roots, tmp_path):
@@ -174,7 +176,8 @@ def test_every_run_failed_is_a_clear_error_with_the_table_written(nan_method, da
 
 
 def test_cli_train_records_a_diverged_run_and_exits_0(nan_method, data_roots, tmp_path, monkeypatch, capsys):
-    """So that `dvc repro` goes on to evaluate and report; a plugin bug still exits 2."""
+    """So that `dvc repro` goes on to evaluate and report (clsuite.runs.train_or_record, shared with
+    `clsuite llm-train`); bad params before the run starts still exit 2."""
     _, prepared = data_roots
     shutil.copytree(prepared / "smnist_smoke", tmp_path / "data" / "prepared" / "smnist_smoke")
     raw = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -302,8 +302,17 @@ def test_llm_report_escapes_descriptions_and_names(tmp_path):
     write_table(pd.DataFrame([{"run_id": run_id, "sequence": seq, "method": method, "seed": 0, "metric": m,
                                "value": 0.1} for m in ("final_score", "avg_forgetting", "avg_learning")]),
                 data / "run_metrics.parquet", LLM_RUN_METRICS)
-    pd.DataFrame([{"run_id": f"x/{METHOD}/seed1", "state": f"failed {SCRIPT}"}]).to_csv(data / "failed_runs.csv",
-                                                                                       index=False)
+    from clsuite.llm.evaluate import failed_runs_table
+    from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_SCORE_CI
+
+    write_table(pd.DataFrame([{"run_id": run_id, "sequence": seq, "method": method, "seed": 0, "task": t,
+                               "task_index": i, "n": 4, "value": 0.5, "ci_low": 0.25, "ci_high": 0.75}
+                              for i, t in enumerate(tasks)]).astype({"task_index": "Int64"}),
+                data / "score_ci.parquet", LLM_SCORE_CI)
+    write_table(failed_runs_table([{"run_id": f"x/{METHOD}/seed1", "sequence": seq, "method": METHOD, "seed": 1,
+                                    "state": "failed", "finished_tasks": 0, "task_index": 0, "task": tasks[0],
+                                    "iteration": None, "reason": f"failed {SCRIPT} {JS_LINK}"}]),
+                data / "failed_runs.parquet", LLM_FAILED_RUNS)
     text = build_llm_report(llm, seq, out).read_text()
     for raw in (SCRIPT, IMG, JS_LINK, OUT_IMG, ETC_IMG):
         assert raw not in text, raw

@@ -36,15 +36,21 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """As ``clsuite train``: a run that failed in training is recorded in its status.json and exits 0
+    (:func:`clsuite.runs.train_or_record`); bad params or inputs before it starts exit 2."""
     from clsuite.llm.train import run_dir_of, train_llm_run
+    from clsuite.runs import train_or_record
 
     params = _llm(args)
     if args.method not in params.llm.methods:
         raise ParamsError(f"llm.methods.{args.method}: not defined; defined: {', '.join(sorted(params.llm.methods))}")
-    out = train_llm_run(params.llm, args.sequence, args.method, args.seed, under(PREPARED_TEXT, args.sequence),
-                        run_dir_of(LLM_RUNS, args.sequence, args.method, args.seed), threads=params.run.threads,
-                        device=params.run.device)
-    print(f"trained {out}")
+    run_dir = run_dir_of(LLM_RUNS, args.sequence, args.method, args.seed)
+    out = train_or_record(lambda: train_llm_run(params.llm, args.sequence, args.method, args.seed,
+                                                under(PREPARED_TEXT, args.sequence), run_dir,
+                                                threads=params.run.threads, device=params.run.device),
+                          run_dir, "llm-train")
+    if out is not None:
+        print(f"trained {out}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -140,6 +140,10 @@ class SequenceConfig(LStrict):
     model: LLMModelConfig = LLMModelConfig()
     protocol: LLMTrainConfig = LLMTrainConfig()
 
+    def task_names(self) -> list[str]:
+        """Each task's name, in order: its ``name``, else its source (as llm-prepare names it)."""
+        return [t if isinstance(t, str) else str(t.get("name") or t.get("source", "")) for t in self.tasks]
+
     @field_validator("tasks")
     @classmethod
     def _task_names(cls, v: list) -> list:

@@ -16,16 +16,31 @@ examples after stage s (s = -1 … T-1; -1 = before training):
 - cost (from ``tasks.parquet``): ``train_seconds`` (sum), ``peak_rss_mb`` (max),
   ``examples_per_s`` (examples processed incl. replay / train seconds), ``step_ms_mean``; and
   each divided by the same seed's run of the reference method (``<cost>_vs_<reference>``).
+
+Confidence intervals (:func:`score_cis`): per run, a percentile bootstrap 95 % CI over the test
+examples of each task's final score (the last stage; the held-out task too) and of
+``final_score`` (each trained task's examples resampled on their own, the statistic the mean of
+the task means), :data:`N_RESAMPLES` resamples from a generator seeded by the run seed and the
+task (:func:`bootstrap_rng`): the same records give the same interval. Across seeds,
+:func:`summary` adds the Student-t 95 % CI of :func:`clsuite.metrics.aggregate.summarise`.
 """
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pandas as pd
+from scipy import stats
+
+from clsuite.metrics.aggregate import summarise
 
 SCORES = ("score", "exact_match", "f1", "rouge_l", "bleu", "task_score")
 COSTS = ("train_seconds", "peak_rss_mb", "examples_per_s", "step_ms_mean")
 IDENT = ["run_id", "sequence", "method", "seed"]
+N_RESAMPLES = 2000
+CONFIDENCE = 0.95
+MEAN_TASK = "(mean)"  # score_cis' row of final_score: the mean over the trained tasks
 
 
 def score_matrix(records: pd.DataFrame) -> pd.DataFrame:
@@ -102,7 +117,50 @@ def run_metrics(sm: pd.DataFrame, tasks: pd.DataFrame, reference: str) -> pd.Dat
 
 
 def summary(rm: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds per (sequence, method, metric)."""
-    g = rm.groupby(["sequence", "method", "metric"], sort=True)["value"]
-    out = g.agg(["mean", "std", "count"]).reset_index()
-    return out.rename(columns={"count": "n_seeds"})
+    """Mean, std and Student-t 95 % CI half-width (``ci95``) over seeds per (sequence, method, metric)
+    (:func:`clsuite.metrics.aggregate.summarise`, as the image track); undefined values left out."""
+    return summarise(rm.dropna(subset=["value"]), ["sequence", "method", "metric"])
+
+
+def bootstrap_rng(seed: int, task: str) -> np.random.Generator:
+    """The bootstrap's generator of one run's task: seeded by the run seed and the task name."""
+    return np.random.default_rng([seed, zlib.crc32(task.encode())])
+
+
+def bootstrap_ci(samples: list[np.ndarray], rng: np.random.Generator,
+                 n_resamples: int = N_RESAMPLES) -> tuple[float, float]:
+    """Percentile bootstrap ``CONFIDENCE`` interval of the mean of the sample means of ``samples``
+    (each resampled on its own: a stratified bootstrap; one sample = its mean). NaN when a sample
+    has fewer than 2 values."""
+    if any(len(x) < 2 for x in samples):
+        return float("nan"), float("nan")
+
+    def mean_of_means(*xs: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.mean([x.mean(axis=axis) for x in xs], axis=0)
+
+    res = stats.bootstrap([np.asarray(x, dtype=float) for x in samples], mean_of_means, n_resamples=n_resamples,
+                          confidence_level=CONFIDENCE, method="percentile", vectorized=True, random_state=rng)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def score_cis(records: pd.DataFrame, n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
+    """Per run: the final primary score of each task (held-out included) and ``final_score``
+    (task :data:`MEAN_TASK`) with their bootstrap CIs over test examples (module docstring).
+    Columns IDENT + task, task_index (NA for the mean), n (test examples), value, ci_low, ci_high."""
+    rows = []
+    for run_id, g in records.groupby("run_id", sort=True):
+        ident = g.iloc[0][IDENT].to_dict()
+        last = g[g.stage == g.stage.max()]
+        trained = []
+        for (k, task), t in last.groupby(["task_index", "task"], sort=True):
+            x = t.sort_values("example_id")["score"].to_numpy(dtype=float)
+            lo, hi = bootstrap_ci([x], bootstrap_rng(int(ident["seed"]), task), n_resamples)
+            rows.append({**ident, "task": task, "task_index": int(k), "n": len(x), "value": float(x.mean()),
+                         "ci_low": lo, "ci_high": hi})
+            if k >= 0:
+                trained.append(x)
+        lo, hi = bootstrap_ci(trained, bootstrap_rng(int(ident["seed"]), MEAN_TASK), n_resamples)
+        rows.append({**ident, "task": MEAN_TASK, "task_index": None, "n": int(sum(map(len, trained))),
+                     "value": float(np.mean([x.mean() for x in trained])), "ci_low": lo, "ci_high": hi})
+    cols = IDENT + ["task", "task_index", "n", "value", "ci_low", "ci_high"]
+    return pd.DataFrame(rows, columns=cols).astype({"seed": "int64", "task_index": "Int64", "n": "int64"})

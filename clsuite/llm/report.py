@@ -1,7 +1,9 @@
 """``llm_report``: ``reports/llm/<sequence>/`` — index.md, figures/ (PNG + SVG), tables/ (md, csv, tex).
 
 Everything is read from ``reports/llm/<sequence>/data`` (llm_evaluate's tables). Cells are
-means over seeds (± std with several seeds); scores in percent.
+means over seeds (± std with several seeds); scores in percent. Final scores carry a 95 % CI
+(:func:`clsuite.report.tables.score_ci_cell`): with one seed the run's bootstrap over test examples,
+with several the Student-t interval over seeds (as the image report).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import pandas as pd  # noqa: E402
 
 from clsuite.io import write_text  # noqa: E402
 from clsuite.llm.config import LLMParams  # noqa: E402
-from clsuite.llm.schemas import LLM_RUN_METRICS, LLM_SCORE_MATRIX  # noqa: E402
+from clsuite.llm.metrics import CONFIDENCE, MEAN_TASK, N_RESAMPLES  # noqa: E402
+from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_RUN_METRICS, LLM_SCORE_CI, LLM_SCORE_MATRIX  # noqa: E402
+from clsuite.report import failed_runs_md  # noqa: E402
 from clsuite.report.figures import RC, method_colors, save  # noqa: E402
 from clsuite.report.safe import md_code, md_text  # noqa: E402
-from clsuite.report.tables import fmt, number, to_csv, to_markdown  # noqa: E402
+from clsuite.report.tables import fmt, number, score_ci_cell as ci_cell, to_csv, to_markdown  # noqa: E402
 from clsuite.tables import read_table  # noqa: E402
 
 MAIN = [("final_score", "Final score (%)", 100), ("avg_forgetting", "Avg. forgetting (%)", 100),
@@ -65,6 +69,39 @@ def _cell(values: pd.Series, scale: float) -> str:
     if scale == 100:
         return fmt(v.mean(), v.std())  # the image report's percent cells (std is NaN for one seed)
     return _num(v.mean()) + (f" ± {_num(v.std())}" if len(v) > 1 else "")
+
+
+FINAL_CI = "Final score (%) [95% CI]"
+
+
+def final_score_table(ci: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """Rows: methods; columns: each task's final score [95 % CI] (trained tasks in order, then the
+    held-out one) and their mean (``final_score``)."""
+    order = ci[ci.task != MEAN_TASK].drop_duplicates("task")
+    order = order.assign(k=order.task_index.astype("float").where(order.task_index >= 0, 10.0**6)).sort_values("k")
+    cols = [(t, t + (" (held-out)" if k == -1 else "")) for t, k in zip(order.task, order.task_index)]
+    rows = []
+    for m in methods:
+        mine = ci[ci.method == m]
+        row = {"Method": m}
+        for task, label in cols + [(MEAN_TASK, "Mean of trained tasks")]:
+            row[label] = ci_cell(mine[mine.task == task])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ci_caption(ci: pd.DataFrame) -> str:
+    """Which CI the cells show, with the numbers of test examples and seeds."""
+    per_task = ci[ci.task != MEAN_TASK].groupby("task")["n"].max()
+    n = (f"n = {per_task.iloc[0]} test examples per task" if per_task.nunique() == 1
+         else "n = " + ", ".join(f"{v} ({md_text(t)})" for t, v in per_task.items()) + " test examples")
+    seeds = ci.groupby("method")["seed"].nunique()
+    return (f"Final scores [{CONFIDENCE:.0%} CI]: with one seed, a percentile bootstrap over the run's test "
+            f"examples ({n}; for the mean each task resampled on its own; {N_RESAMPLES} resamples, seeded "
+            "by the run seed and the task); with ≥ 2 seeds, the mean over seeds with the Student-t interval "
+            f"over seeds (cut to [0, 100]). Finished seeds per method here: {seeds.min()}"
+            + (f"–{seeds.max()}" if seeds.max() != seeds.min() else "")
+            + ". Other cells: mean ± std over seeds.")
 
 
 def metric_table(rm: pd.DataFrame, methods: list[str], cols: list[tuple[str, str, float]]) -> pd.DataFrame:
@@ -180,7 +217,10 @@ def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
     data = out_dir / "data"
     sm = read_table(data / "score_matrix.parquet", LLM_SCORE_MATRIX)
     rm = read_table(data / "run_metrics.parquet", LLM_RUN_METRICS)
-    methods = [m for m in llm.grid.methods if m in set(sm.method)]
+    ci = read_table(data / "score_ci.parquet", LLM_SCORE_CI)
+    failed = read_table(data / "failed_runs.parquet", LLM_FAILED_RUNS)
+    grid = list(llm.grid.methods)  # tables: every method of the grid (– without a finished run)
+    methods = [m for m in grid if m in set(sm.method)]  # figures: methods with a finished run
     ref = llm.reference_method
     figs, tabs = out_dir / "figures", out_dir / "tables"
     mats = mean_matrices(sm, methods)
@@ -188,6 +228,8 @@ def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
     forgetting_figure(mats, rm, sequence, figs / "forgetting")
     frontier_figure(rm, methods, sequence, figs / "frontier")
     cfg = llm.sequences[sequence]
+    results = metric_table(rm, grid, [c for c in MAIN if c[0] != "final_score"])
+    results.insert(1, FINAL_CI, [ci_cell(ci[(ci.method == m) & (ci.task == MEAN_TASK)]) for m in grid])
     # everything from params or records goes through md_text / md_code (clsuite.report.safe)
     lines = [f"# LLM track: {md_text(sequence)}", "", md_text(cfg.description or ""), "",
              f"Model: {md_code(cfg.model.source)}{' ' + md_text(cfg.model.name) if cfg.model.name else ''}, adapter "
@@ -196,7 +238,10 @@ def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
                                                if cfg.model.adapter == "lora" else "")
              + f"; seeds {', '.join(map(str, llm.grid.seeds))}. Scores: each task's primary score "
              "(reasoning-gym's scorer, else exact match), in percent; definitions in docs/llm.md.", "",
-             "## Results", "", _write_tables(metric_table(rm, methods, MAIN), tabs / "results"), ""]
+             "## Results", "", _write_tables(results, tabs / "results"), "", ci_caption(ci), "",
+             "### Final score per task", "", _write_tables(final_score_table(ci, grid), tabs / "final_scores"), "",
+             "Each task's score after the last task, and their mean (the Final score above); CIs as above.", ""]
+    lines += failed_runs_md(failed, len(grid) * len(llm.grid.seeds), out_dir, unit="task")
     lines += ["## Score matrices", "", "![score matrices](figures/score_matrix.png)", ""]
     for m, mat in mats.items():
         t = (100 * mat).round(1) + 0.0  # + 0.0 turns a -0.0 into 0.0
@@ -218,8 +263,5 @@ def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
     lines += [f"## Overhead (relative to {md_code(ref)})", "",
               "Training only (replay, probes and memory-state updates included; evaluation excluded); "
               "peak RSS is the process' maximum so far.", "", _write_tables(cost, tabs / "overhead"), ""]
-    failed = pd.read_csv(data / "failed_runs.csv")
-    if len(failed):
-        lines += ["## Failed or unfinished runs", "", to_markdown(failed, numparse=True), ""]
     write_text(out_dir / "index.md", "\n".join(lines))
     return out_dir / "index.md"

@@ -75,3 +75,34 @@ LLM_RUN_METRICS = pa.DataFrameSchema(
     },
     strict=True, ordered=True, unique=["run_id", "metric"], name="llm_run_metrics",
 )
+
+#: derived: per run, each task's final score (last stage; held-out task too) and the mean over the
+#: trained tasks (task "(mean)", task_index NA) with a percentile bootstrap 95 % CI over test examples
+LLM_SCORE_CI = pa.DataFrameSchema(
+    {
+        "run_id": Column(str), "sequence": Column(str), "method": Column(str), "seed": Column("int64"),
+        "task": Column(str), "task_index": Column("Int64", Check.ge(-1), nullable=True),
+        "n": Column("int64", Check.ge(1)),  # test examples resampled
+        "value": Column("float64", _UNIT),
+        "ci_low": Column("float64", _UNIT, nullable=True),  # NaN with fewer than 2 examples
+        "ci_high": Column("float64", _UNIT, nullable=True),
+    },
+    strict=True, ordered=True, unique=["run_id", "task"], name="llm_score_ci",
+)
+
+#: states of an LLM run that did not finish: stopped by a failure, interrupted, or never started
+LLM_RUN_STATES = ["diverged", "failed", "running", "missing"]
+
+#: one row per grid run that did not finish (llm_evaluate): where it stopped and why
+LLM_FAILED_RUNS = pa.DataFrameSchema(
+    {
+        "run_id": Column(str), "sequence": Column(str), "method": Column(str), "seed": Column("int64"),
+        "state": Column(str, Check.isin(LLM_RUN_STATES)),
+        "finished_tasks": Column("int64", Check.ge(0)),
+        "task_index": Column("Int64", Check.ge(0), nullable=True),  # the task it stopped in (0-based)
+        "task": Column(str, nullable=True),
+        "iteration": Column("Int64", Check.ge(0), nullable=True),  # iteration of that task (0-based)
+        "reason": Column(str),
+    },
+    strict=True, ordered=True, unique=["run_id"], name="llm_failed_runs",
+)

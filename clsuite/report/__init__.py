@@ -7,6 +7,7 @@ is written deterministically, so an unchanged rerun reproduces them byte for byt
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -18,7 +19,7 @@ from clsuite.report import figures, tables
 from clsuite.report.citations import bibtex
 from clsuite.report.extended import extended_sections, metric_citations, read_extended_tables
 from clsuite.report.provenance import provenance
-from clsuite.report.safe import md_code, md_fence, md_text, render_html
+from clsuite.report.safe import local_target, md_code, md_fence, md_text, render_html
 from clsuite.schemas import ACCURACY_MATRIX, EXPERIENCES, FAILED_RUNS, STAGE_ACCURACY, STAGE_METRICS, SUMMARY
 from clsuite.tables import read_table
 
@@ -81,7 +82,7 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
         md.append(f"- {md_code(b)}: {md_text(cfg.description or cfg.source)} (scenario {md_text(cfg.scenario)}, "
                   f"{cfg.n_experiences} experiences, model {md_code(cfg.model.name)}, {cfg.train.epochs} epoch(s), "
                   f"batch {cfg.train.batch_size}, {md_text(cfg.train.optimizer)} lr {cfg.train.lr})")
-    md += ["", "## Results", ""]
+    md += ["", *llm_reports_md(params, out), "## Results", ""]
     for b in run.benchmarks:
         for protocol in ("class_il", "task_il"):
             df = tables.results_table(summary, b, protocol, run.methods, MAIN_METRICS)
@@ -151,9 +152,42 @@ def build_report(params: Params, data_dir: Path = TABLES_DIR, out: Path = REPORT
     return out / "index.md"
 
 
-def failed_runs_md(failed: pd.DataFrame, n_runs: int, out: Path) -> list[str]:
-    """The "Failed runs" section; also writes tables/failed_runs.{md,csv}."""
-    df = tables.failed_runs_table(failed)
+def llm_reports_md(params: Params, out: Path) -> list[str]:
+    """The "LLM track" section: a relative link to the report of each sequence of ``llm.grid``
+    (``llm/<sequence>/index.md``, written by ``llm_report``) with a one-line summary from its
+    ``data/`` (methods, seeds, the highest final score with its 95 % CI, failed runs); a sequence
+    whose report is not built yet is named with the command that builds it."""
+    from clsuite.llm.metrics import MEAN_TASK
+    from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_SCORE_CI
+
+    if params.llm is None:
+        return []
+    md = ["## LLM track", "", "One report per sequence of `llm.grid` (docs/llm.md); final score = mean over the "
+          "trained tasks of the score after the last task, in percent, with its 95% CI.", ""]
+    for seq in params.llm.grid.sequences:
+        url = f"llm/{quote(seq)}/index.md"
+        folder = out / "llm" / seq
+        if local_target(url, out) is None or not (folder / "index.md").is_file():
+            md.append(f"- {md_code(seq)}: no report yet; build it with {md_code(f'dvc repro llm_report@{seq}')}")
+            continue
+        line = f"- [{md_code(seq)}]({url})"
+        if (folder / "data" / "score_ci.parquet").is_file() and (folder / "data" / "failed_runs.parquet").is_file():
+            ci = read_table(folder / "data" / "score_ci.parquet", LLM_SCORE_CI)
+            failed = read_table(folder / "data" / "failed_runs.parquet", LLM_FAILED_RUNS)
+            final = ci[ci["task"] == MEAN_TASK]
+            best = final.groupby("method")["value"].mean().idxmax()
+            line += (f": {final['method'].nunique()} method(s) with a finished run, {final['seed'].nunique()} "
+                     f"seed(s); highest final score {md_code(best)} "
+                     f"{md_text(tables.score_ci_cell(final[final['method'] == best]))}; "
+                     f"{len(failed)} failed run(s)")
+        md.append(line)
+    return md + [""]
+
+
+def failed_runs_md(failed: pd.DataFrame, n_runs: int, out: Path, unit: str = "experience") -> list[str]:
+    """The "Failed runs" section (of the image report, or an LLM report with ``unit="task"``); also
+    writes tables/failed_runs.{md,csv}."""
+    df = tables.failed_runs_table(failed, unit)
     write_text(out / "tables" / "failed_runs.md", tables.to_markdown(df) + "\n")
     write_text(out / "tables" / "failed_runs.csv", tables.to_csv(df))
     if failed.empty:

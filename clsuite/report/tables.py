@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from clsuite.metrics.aggregate import mean_std_ci
 from clsuite.report.safe import latex_escape, latex_label, md_table_frame
 from clsuite.report.safe import to_csv as to_csv  # re-exported: every report CSV goes through it
 
@@ -73,19 +74,24 @@ def results_table(summary: pd.DataFrame, benchmark: str, protocol: str, methods:
     return pd.DataFrame(rows)
 
 
-def failed_runs_table(failed: pd.DataFrame) -> pd.DataFrame:
-    """Rows: runs that did not finish (``failed_runs``); where they stopped and why."""
-    def where(row) -> str:
-        if pd.isna(row.experience):
+def failed_runs_table(failed: pd.DataFrame, unit: str = "experience") -> pd.DataFrame:
+    """Rows: runs that did not finish (``failed_runs``; the LLM track's with ``unit="task"``: columns
+    ``finished_tasks``, ``task_index`` and ``task``); where they stopped and why."""
+    index = unit if unit == "experience" else f"{unit}_index"
+
+    def where(row: dict) -> str:
+        if pd.isna(row[index]):
             return "–"
-        at = f"experience {int(row.experience) + 1}"  # 1-based, like the figures (status.json is 0-based)
-        return at + (f", iteration {int(row.iteration) + 1}" if not pd.isna(row.iteration) else "")
+        at = f"{unit} {int(row[index]) + 1}"  # 1-based, like the figures (status.json is 0-based)
+        if index != unit and isinstance(row.get(unit), str):
+            at += f" ({row[unit]})"
+        return at + (f", iteration {int(row['iteration']) + 1}" if not pd.isna(row["iteration"]) else "")
 
     return pd.DataFrame({
         "Run": failed["run_id"].tolist(),
         "State": failed["state"].tolist(),
-        "Finished experiences": [str(n) for n in failed["finished_experiences"]],
-        "Stopped at": [where(r) for r in failed.itertuples(index=False)],
+        f"Finished {unit}s": [str(n) for n in failed[f"finished_{unit}s"]],
+        "Stopped at": [where(r) for r in failed.to_dict("records")],
         "Reason": [r.replace("\n", " ") for r in failed["reason"]],
     })
 
@@ -107,3 +113,26 @@ def to_latex(df: pd.DataFrame, caption: str, label: str) -> str:
         lines.append(" & ".join(latex_escape(v) for v in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def fmt_interval(value: float, low: float, high: float) -> str:
+    """``value [low, high]`` in percent with one decimal (a score and its 95 % CI); ``value`` alone
+    when the interval is undefined, ``–`` when the value is."""
+    if math.isnan(value):
+        return "–"
+    if math.isnan(low) or math.isnan(high):
+        return f"{100 * value:.1f}"
+    return f"{100 * value:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def score_ci_cell(runs: pd.DataFrame) -> str:
+    """A score with its 95 % CI from one row per seed (``value``, ``ci_low``, ``ci_high``: the LLM
+    track's ``score_ci``): one seed, that run's bootstrap CI over test examples; ≥ 2 seeds, the
+    mean over seeds with the Student-t CI over seeds cut to [0, 100] (as :func:`fmt_ci`)."""
+    if not len(runs):
+        return "–"
+    if len(runs) == 1:
+        r = runs.iloc[0]
+        return fmt_interval(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]))
+    mean, _, half = mean_std_ci(runs["value"].to_numpy(dtype=float))
+    return fmt_interval(mean, max(0.0, mean - half), min(1.0, mean + half))
