@@ -3,8 +3,9 @@
 Writes (each under its pandera schema) to ``reports/data/``: accuracy_matrix,
 stage_accuracy, run_metrics, summary, experiences, failed_runs, and the extended tables of
 :mod:`clsuite.metrics.extended` (robustness, long tail, OOD, compute, memory, feature
-space, comparisons; Parquet, plus CSV copies), and ``reports/metrics.json`` (means over
-seeds, for ``dvc metrics show``, with the extended headline numbers).
+space, comparisons; Parquet, plus CSV copies), and the headline metrics
+``metrics/image/<benchmark>/<method>.json`` (last accuracy, forgetting, their 95% CIs over
+seeds, in percent; small and committed in git, for ``dvc metrics show/diff`` and ``dvc exp show``).
 
 A run whose status.json says ``diverged``, ``failed`` or ``running`` (interrupted) is
 listed in ``failed_runs`` with its state and reason; its partial records never enter
@@ -14,6 +15,7 @@ the metrics.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +23,11 @@ import pandas as pd
 
 from clsuite.config import Params
 from clsuite.errors import DataError, RunFolderError
-from clsuite.io import write_json, write_text
+from clsuite.io import replace_dir, temp_dir_beside, write_json, write_text
 from clsuite.metrics import accuracy as acc
 from clsuite.metrics import stages as st
 from clsuite.metrics.aggregate import summarise
-from clsuite.metrics.extended import ExtendedMetrics, headline, merge_nested
+from clsuite.metrics.extended import ExtendedMetrics
 from clsuite.records import (
     EXPERIENCES_FILE, RunKey, check_finished_files, check_identity, check_stages, read_records, rerun_fix,
 )
@@ -34,7 +36,8 @@ from clsuite.schemas import (
     STAGE_METRICS, SUMMARY,
 )
 from clsuite.tables import read_table, write_table
-from clsuite.paths import METRICS_JSON, PREPARED_ROOT, RUNS_ROOT, TABLES_DIR, run_dir_for
+from clsuite.paths import HEADLINE_DIR, PREPARED_ROOT, RUNS_ROOT, TABLES_DIR, run_dir_for, under
+
 PROTOCOLS = ("class_il", "task_il")
 
 
@@ -139,7 +142,7 @@ def failed_runs_table(rows: list[dict]) -> pd.DataFrame:
 
 
 def evaluate_grid(params: Params, runs_root: Path = RUNS_ROOT, out_dir: Path = TABLES_DIR,
-                  metrics_json: Path = METRICS_JSON, prepared_root: Path = PREPARED_ROOT) -> dict[str, pd.DataFrame]:
+                  headline_dir: Path = HEADLINE_DIR, prepared_root: Path = PREPARED_ROOT) -> dict[str, pd.DataFrame]:
     """Compute every table for the runs of ``params.run`` and write them."""
     run = params.run
     extended = ExtendedMetrics(params, prepared_root)
@@ -185,15 +188,55 @@ def evaluate_grid(params: Params, runs_root: Path = RUNS_ROOT, out_dir: Path = T
         write_table(df, out_dir / f"{name}.parquet", schema)
         write_text(out_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.6g"))
         out[name] = df
-    write_json(metrics_json, merge_nested(metrics_dict(summary), headline(tables["extra_summary"][0])))
+    write_headline(headline_metrics(params, summary), headline_dir)
     return out
 
 
-def metrics_dict(summary: pd.DataFrame) -> dict:
-    """{benchmark: {method: {protocol: {metric: mean}}}} rounded for stable diffs."""
+#: the headline metrics (``summary`` names) and how many decimals of a percent they keep
+HEADLINE_METRICS = ("last_acc", "forgetting")
+HEADLINE_DECIMALS = 2
+
+
+def headline_protocol(scenario: str) -> str:
+    """The protocol a benchmark is read in: its own (task-IL for task-IL streams), class-IL
+    otherwise (in domain-IL every experience holds all classes, so task-IL equals class-IL)."""
+    return "task_il" if scenario == "task_il" else "class_il"
+
+
+def headline_metrics(params: Params, summary: pd.DataFrame) -> dict[str, dict[str, dict[str, float | int | None]]]:
+    """{benchmark: {method: {last_acc, last_acc_ci95, forgetting, forgetting_ci95, n_seeds}}}
+    for every cell of the grid, in percent (the report's units) rounded to
+    :data:`HEADLINE_DECIMALS`; a CI is None for one seed, every value None (n_seeds 0) where
+    no seed finished. The full tables (all metrics, std, both protocols) are in ``reports/data``."""
+    def pct(x: float) -> float | None:
+        return None if np.isnan(x) else round(100 * float(x), HEADLINE_DECIMALS)
+
     out: dict = {}
-    for row in summary.itertuples(index=False):
-        out.setdefault(row.benchmark, {}).setdefault(row.method, {}).setdefault(row.protocol, {})[row.metric] = (
-            None if np.isnan(row.mean) else round(float(row.mean), 6)
-        )
-    return json.loads(json.dumps(out))
+    for benchmark in params.run.benchmarks:
+        protocol = headline_protocol(params.benchmark(benchmark).scenario)
+        rows = summary[(summary["benchmark"] == benchmark) & (summary["protocol"] == protocol)]
+        for method in params.run.methods:
+            cell: dict[str, float | int | None] = {}
+            n_seeds = 0
+            for metric in HEADLINE_METRICS:
+                hit = rows[(rows["method"] == method) & (rows["metric"] == metric)]
+                mean, ci = (hit["mean"].iat[0], hit["ci95"].iat[0]) if len(hit) else (np.nan, np.nan)
+                cell[metric], cell[f"{metric}_ci95"] = pct(mean), pct(ci)
+                n_seeds = max(n_seeds, int(hit["n_seeds"].iat[0]) if len(hit) else 0)
+            cell["n_seeds"] = n_seeds
+            out.setdefault(benchmark, {})[method] = cell
+    return out
+
+
+def write_headline(headline: dict[str, dict[str, dict]], dest: Path) -> None:
+    """Rewrite ``dest`` as ``<benchmark>/<method>.json`` files (one row each in ``dvc metrics
+    show``), all at once: a file of a cell no longer in the grid does not linger."""
+    tmp = temp_dir_beside(dest)
+    try:
+        for benchmark, methods in headline.items():
+            for method, cell in methods.items():
+                write_json(under(tmp, benchmark, f"{method}.json"), cell)
+        replace_dir(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

@@ -12,7 +12,8 @@ PREPARED_ROOT = Path("data/prepared")
 RUNS_ROOT = Path("data/runs")
 REPORTS = Path("reports")
 TABLES_DIR = REPORTS / "data"
-METRICS_JSON = REPORTS / "metrics.json"
+#: headline metrics, one small JSON per benchmark x method (committed in git, for `dvc metrics`)
+HEADLINE_DIR = Path("metrics/image")
 
 
 def under(root: str | Path, *parts: str) -> Path:

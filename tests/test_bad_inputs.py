@@ -496,15 +496,15 @@ def test_malformed_status_json_fails_evaluate_and_writes_nothing(params, run_cop
     (run_copy / "status.json").write_text(content)
     out = tmp_path / "out"
     with pytest.raises(DataError) as info:
-        evaluate_grid(_params_for(params, ["finetune"]), tmp_path / "runs", out, tmp_path / "metrics.json")
+        evaluate_grid(_params_for(params, ["finetune"]), tmp_path / "runs", out, tmp_path / "metrics")
     assert_message(info.value, str(run_copy / "status.json"), fragment, "rerun the run's train stage")
-    assert tree(out) == {} and not (tmp_path / "metrics.json").exists()
+    assert tree(out) == {} and not (tmp_path / "metrics").exists()
 
 
 def test_run_never_trained_fails_evaluate_with_the_command_to_run(params, run_copy, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(DataError) as info:
-        evaluate_grid(_params_for(params, ["finetune", "replay"]), tmp_path / "runs", out, tmp_path / "metrics.json")
+        evaluate_grid(_params_for(params, ["finetune", "replay"]), tmp_path / "runs", out, tmp_path / "metrics")
     assert_message(info.value, "smnist_smoke/replay/seed0", "no records", "clsuite train --benchmark smnist_smoke "
                    "--method replay --seed 0")
     assert tree(out) == {}

@@ -53,7 +53,7 @@ def test_example_method_trains_and_appears_in_evaluate_output(params, data_roots
     for method in grid.methods:
         train_run(p, "smnist_smoke", method, 0, prepared, tmp_path / "runs")
     tables = evaluate_grid(p, runs_root=tmp_path / "runs", out_dir=tmp_path / "tables",
-                           metrics_json=tmp_path / "metrics.json")
+                           headline_dir=tmp_path / "metrics")
     summary = tables["summary"]
     last = summary[(summary["metric"] == "last_acc") & (summary["protocol"] == "class_il")].set_index("method")["mean"]
     assert set(last.index) == {"finetune", "er_ace"}

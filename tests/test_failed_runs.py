@@ -95,7 +95,7 @@ def grid(nan_method, data_roots, tmp_path_factory):
             train_run(params, "smnist_smoke", "nan_loss", seed, prepared, runs)
         assert type(info.value).__name__ == "TrainingDiverged"
     data = tmp_path / "reports" / "data"
-    tables = evaluate_grid(params, runs, data, tmp_path / "reports" / "metrics.json")
+    tables = evaluate_grid(params, runs, data, tmp_path / "metrics")
     index = build_report(params, data, tmp_path / "reports")
     return params, runs, data, tables, index
 
@@ -140,6 +140,25 @@ def test_metrics_use_only_finished_runs(grid):
     assert set(summary.loc[summary["method"] == "finetune", "n_seeds"]) <= {1, 2}
 
 
+def test_headline_metrics_one_small_file_per_cell_in_percent(grid):
+    """metrics/<benchmark>/<method>.json (for `dvc metrics show`): every cell of the grid, its
+    last accuracy and forgetting in percent with their CIs; None where no seed finished."""
+    _, _, data, tables, _ = grid
+    folder = data.parents[1] / "metrics" / "smnist_smoke"
+    assert sorted(p.name for p in folder.iterdir()) == ["finetune.json", "nan_loss.json", "replay.json"]
+    cells = {p.stem: json.loads(p.read_text()) for p in folder.iterdir()}
+    keys = {"last_acc", "last_acc_ci95", "forgetting", "forgetting_ci95", "n_seeds"}
+    assert all(set(cell) == keys for cell in cells.values())
+    s = tables["summary"].set_index(["method", "protocol", "metric"])
+    for metric in ("last_acc", "forgetting"):
+        assert cells["finetune"][metric] == round(100 * s.loc[("finetune", "class_il", metric), "mean"], 2)
+        assert cells["finetune"][f"{metric}_ci95"] == round(100 * s.loc[("finetune", "class_il", metric), "ci95"], 2)
+        assert cells["replay"][metric] == round(100 * s.loc[("replay", "class_il", metric), "mean"], 2)
+    assert cells["finetune"]["n_seeds"] == 2 and cells["finetune"]["last_acc_ci95"] is not None
+    assert cells["replay"]["n_seeds"] == 1 and cells["replay"]["last_acc_ci95"] is None  # one seed: no CI
+    assert cells["nan_loss"] == {**dict.fromkeys(keys), "n_seeds": 0}
+
+
 def test_report_shows_failed_runs_as_failed(grid):
     _, _, _, _, index = grid
     md = index.read_text()
@@ -167,12 +186,12 @@ def test_every_run_failed_is_a_clear_error_with_the_table_written(nan_method, da
         train_run(params, "smnist_smoke", "nan_loss", 0, prepared, tmp_path / "runs")
     data = tmp_path / "data"
     with pytest.raises(DataError) as info:
-        evaluate_grid(params, tmp_path / "runs", data, tmp_path / "metrics.json")
+        evaluate_grid(params, tmp_path / "runs", data, tmp_path / "metrics")
     msg = str(info.value)
     assert "no run of the grid finished" in msg and "smnist_smoke/nan_loss/seed0" in msg
     assert str(data / "failed_runs.csv") in msg
     assert sorted(p.name for p in data.iterdir()) == ["failed_runs.csv", "failed_runs.parquet"]
-    assert not (tmp_path / "metrics.json").exists()
+    assert not (tmp_path / "metrics").exists()
 
 
 def test_cli_train_records_a_diverged_run_and_exits_0(nan_method, data_roots, tmp_path, monkeypatch, capsys):

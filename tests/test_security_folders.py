@@ -67,7 +67,7 @@ def runs(finished_run, tmp_path) -> Path:
 
 
 def evaluate(params, runs: Path, data_roots, out: Path):
-    return evaluate_grid(params, runs, out / "data", out / "metrics.json", data_roots[1])
+    return evaluate_grid(params, runs, out / "data", out / "metrics", data_roots[1])
 
 
 # -- class 6: a finished status.json over an incomplete or foreign run folder ----------------------

@@ -41,9 +41,6 @@ SUMMARY_KEYS = ["benchmark", "method", "protocol", "metric"]
 RUN_TABLES = {"corruption_accuracy": CORRUPTION_ACCURACY, "long_tail_accuracy": LONG_TAIL_ACCURACY,
               "ood_detection": OOD_DETECTION, "ood_histogram": OOD_HISTOGRAM, "feature_spectrum": FEATURE_SPECTRUM,
               "tsne": TSNE, "confusion": CONFUSION}
-#: headline numbers that go into reports/metrics.json
-HEADLINE = ["mean_corruption_acc", "corruption_relative_drop", "mce", "many_acc", "medium_acc", "few_acc",
-            "ood_auroc_msp", "ood_auroc_energy", "ood_fpr95_msp", "effective_rank"]
 
 
 def empty_table(schema: pa.DataFrameSchema) -> pd.DataFrame:
@@ -222,20 +219,3 @@ class ExtendedMetrics:
             if size is not None:
                 out[m] = (types[m], int(size))
         return out
-
-
-def headline(extra_summary: pd.DataFrame) -> dict:
-    """{benchmark: {method: {protocol: {metric: mean}}}} of the :data:`HEADLINE` metrics."""
-    out: dict = {}
-    for row in extra_summary[extra_summary["metric"].isin(HEADLINE)].itertuples(index=False):
-        out.setdefault(row.benchmark, {}).setdefault(row.method, {}).setdefault(row.protocol, {})[row.metric] = (
-            None if np.isnan(row.mean) else round(float(row.mean), 6))
-    return out
-
-
-def merge_nested(a: dict, b: dict) -> dict:
-    """Deep merge of two nested dicts (``b`` wins on equal leaves)."""
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = merge_nested(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
