@@ -4,7 +4,7 @@ Writes (each under its pandera schema) to ``reports/data/``: accuracy_matrix,
 stage_accuracy, run_metrics, summary, experiences, failed_runs, and the extended tables of
 :mod:`clsuite.metrics.extended` (robustness, long tail, OOD, compute, memory, feature
 space, comparisons; Parquet, plus CSV copies), and the headline metrics
-``metrics/image/<benchmark>/<method>.json`` (last accuracy, forgetting, their 95% CIs over
+``reports/metrics/image/<benchmark>/<method>.json`` (last accuracy, forgetting, their 95% CIs over
 seeds, in percent; small and committed in git, for ``dvc metrics show/diff`` and ``dvc exp show``).
 
 A run whose status.json says ``diverged``, ``failed`` or ``running`` (interrupted) is

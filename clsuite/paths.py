@@ -13,7 +13,7 @@ RUNS_ROOT = Path("data/runs")
 REPORTS = Path("reports")
 TABLES_DIR = REPORTS / "data"
 #: headline metrics, one small JSON per benchmark x method (committed in git, for `dvc metrics`)
-HEADLINE_DIR = Path("metrics/image")
+HEADLINE_DIR = Path("reports/metrics/image")
 
 
 def under(root: str | Path, *parts: str) -> Path:
