@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup repro test bench clean-runs
+.PHONY: setup repro test test-slow bench clean-runs
 
 $(STAMP): pyproject.toml examples/clsuite-er-ace/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,13 @@ setup: $(STAMP)
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
+# the default run (CI): every test but the end-to-end `dvc repro` ones marked slow
 test: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
+
+# the slow tests: temporary projects driven through `dvc repro`, `clsuite queue`, code edits
+test-slow: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow
 
 # speed benchmarks (benchmarks/README: ratios, interleaved in one process): < 10 min on 2 CPU cores
 bench: setup

@@ -128,9 +128,10 @@ def _check_message(err: str, root: Path) -> None:
         assert f"from {url} and place it at {dest}, then rerun `clsuite fetch`" in err, (url, dest)
     assert "https://image-net.org/download-images" in err and "CLSUITE_IMAGENET_ROOT" in err
     assert "imagenet100 (benchmarks imagenet100, imagenet100_lt)" in err
-    # nothing downloaded or left behind (data/method_packages.json is the plugins stage's list of
-    # installed method packages, written before fetch)
-    assert not [p for p in (root / "data").rglob("*") if p.is_file() and p.name != "method_packages.json"]
+    # nothing downloaded or left behind (data/README.md is tracked; data/method_packages.json is the
+    # plugins stage's list of installed method packages, written before fetch)
+    kept = {root / "data" / "README.md", root / "data" / "method_packages.json"}
+    assert not [p for p in (root / "data").rglob("*") if p.is_file() and p not in kept]
 
 
 def test_fetch_entry_point_offline_names_every_url_and_destination(papers_dir, monkeypatch, capsys):
