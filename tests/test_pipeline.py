@@ -34,7 +34,7 @@ def test_repro_end_to_end(project):
     assert (project / "reports" / "tables" / "results_smnist_smoke_class_il.tex").read_text().count(r"\midrule") == 1
     html = (project / "reports" / "index.html").read_text()
     assert "data:image/png;base64," in html  # self-contained
-    headline = project / "metrics" / "image" / "smnist_smoke"
+    headline = project / "reports" / "metrics" / "image" / "smnist_smoke"
     assert sorted(p.name for p in headline.iterdir()) == ["finetune.json", "replay.json"]
 
     # Nothing changed → nothing runs (but the always-run plugins stage, which rewrites nothing).
