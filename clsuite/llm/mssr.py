@@ -51,8 +51,38 @@ def quantile_ranks(values: np.ndarray) -> np.ndarray:
     return (less + 0.5 * equal) / (n - 1)
 
 
+class SlotArrays:
+    """The per-slot arrays both memory-state forms keep (length N, index = buffer slot): last
+    review ``last`` t_i and stability ``stability`` S_i (iterations), EMA loss ``loss`` (nats per
+    answer token), review count ``reviews``. Subclasses are dataclasses declaring these four
+    fields and ``s0``, the initial stability."""
+
+    ARRAYS = ("last", "stability", "loss", "reviews")
+
+    def __len__(self) -> int:
+        return len(self.last)
+
+    def add(self, losses: np.ndarray, t: float) -> None:
+        """Append samples first seen at time ``t`` (S = S0, EMA loss = their loss, in nats/token)."""
+        losses = np.asarray(losses, dtype=np.float64)
+        k = len(losses)
+        self.last = np.concatenate([self.last, np.full(k, float(t))])
+        self.stability = np.concatenate([self.stability, np.full(k, self.s0)])
+        self.loss = np.concatenate([self.loss, losses])
+        self.reviews = np.concatenate([self.reviews, np.zeros(k, dtype=np.int64)])
+
+    def arrays_state(self) -> dict:
+        """The arrays as tensors (same dtype and values; checkpoints load with weights_only=True)."""
+        return {k: torch.from_numpy(getattr(self, k).copy()) for k in self.ARRAYS}
+
+    def load_arrays(self, state: dict) -> None:
+        for k in self.ARRAYS:
+            v = state[k]
+            setattr(self, k, (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)).copy())
+
+
 @dataclass
-class MemoryState:
+class MemoryState(SlotArrays):
     """Memory state of the replay buffer's samples (arrays of length N, index = buffer slot)."""
 
     s0: float = 50.0  # initial stability (iterations)
@@ -67,18 +97,6 @@ class MemoryState:
     stability: np.ndarray = field(default_factory=lambda: np.zeros(0))
     loss: np.ndarray = field(default_factory=lambda: np.zeros(0))
     reviews: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return len(self.last)
-
-    def add(self, losses: np.ndarray, t: float) -> None:
-        """Append samples first seen at time ``t`` with initial EMA losses ``losses`` (nats/token)."""
-        losses = np.asarray(losses, dtype=np.float64)
-        k = len(losses)
-        self.last = np.concatenate([self.last, np.full(k, float(t))])
-        self.stability = np.concatenate([self.stability, np.full(k, self.s0)])
-        self.loss = np.concatenate([self.loss, losses])
-        self.reviews = np.concatenate([self.reviews, np.zeros(k, dtype=np.int64)])
 
     def confidence(self) -> np.ndarray:
         """c_i = σ(κ(q_mid − q_i)) / σ(κ q_mid), from the EMA losses' quantiles."""
@@ -110,13 +128,10 @@ class MemoryState:
         return w / w.sum()
 
     def state_dict(self) -> dict:
-        """The arrays as tensors (same dtype and values; checkpoints load with weights_only=True)."""
-        return {k: torch.from_numpy(getattr(self, k).copy()) for k in ("last", "stability", "loss", "reviews")}
+        return self.arrays_state()
 
     def load_state_dict(self, state: dict) -> None:
-        for k in ("last", "stability", "loss", "reviews"):
-            v = state[k]
-            setattr(self, k, (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)).copy())
+        self.load_arrays(state)
 
 
 def replay_ratio(tau: float, r0: float, r_min: float, t_r: float) -> float:
@@ -186,7 +201,7 @@ def calibrated_sigmoid(x: np.ndarray | float, kappa: float, center: float) -> np
 
 
 @dataclass
-class PaperMemoryState:
+class PaperMemoryState(SlotArrays):
     """Per-sample memory state of the MSSR paper (§3.1, App. A), arrays indexed by buffer slot.
 
     - Eq. (13) EMA denoising: ``ℓ̄_i ← (1 − α) ℓ̄_i + α ℓ`` at each observation (ℓ in nats/token);
@@ -229,18 +244,6 @@ class PaperMemoryState:
         if self.rng is None:
             self.rng = np.random.default_rng([self.seed, 0x4D535352])  # "MSSR"
 
-    def __len__(self) -> int:
-        return len(self.last)
-
-    def add(self, losses: np.ndarray, t: float) -> None:
-        """Append samples first seen at ``t`` (m = 1, S = S0, ℓ̄ = their loss)."""
-        losses = np.asarray(losses, dtype=np.float64)
-        k = len(losses)
-        self.last = np.concatenate([self.last, np.full(k, float(t))])
-        self.stability = np.concatenate([self.stability, np.full(k, self.s0)])
-        self.loss = np.concatenate([self.loss, losses])
-        self.reviews = np.concatenate([self.reviews, np.zeros(k, dtype=np.int64)])
-
     def normalised_loss(self) -> np.ndarray:
         return robust_quantile_normalise(self.loss, self.q_lo, self.q_hi)
 
@@ -278,13 +281,10 @@ class PaperMemoryState:
     def state_dict(self) -> dict:
         """Plain data (checkpoints load with weights_only=True): the arrays as tensors of the same
         dtype and values, the noise generator's state as JSON text (its 128-bit ints intact)."""
-        return {**{k: torch.from_numpy(getattr(self, k).copy()) for k in ("last", "stability", "loss", "reviews")},
-                "rng": json.dumps(self.rng.bit_generator.state, sort_keys=True)}
+        return {**self.arrays_state(), "rng": json.dumps(self.rng.bit_generator.state, sort_keys=True)}
 
     def load_state_dict(self, state: dict) -> None:
-        for k in ("last", "stability", "loss", "reviews"):
-            v = state[k]
-            setattr(self, k, (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)).copy())
+        self.load_arrays(state)
         rng = state["rng"]
         self.rng.bit_generator.state = json.loads(rng) if isinstance(rng, str) else rng
 
