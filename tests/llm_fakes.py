@@ -2,8 +2,30 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def repo_params() -> dict:
+    """The repository's params.yaml, parsed (a fresh copy on every call)."""
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def smoke_llm(raw_params: dict, methods: list[str], **method_overrides: dict):
+    """``LLMParams`` of ``raw_params`` with the grid llm_smoke × ``methods`` × seed 0 (and
+    ``methods.<name>`` replaced by ``method_overrides``)."""
+    from clsuite.llm.config import LLMParams
+
+    raw = json.loads(json.dumps(raw_params["llm"]))
+    raw["grid"] = {"sequences": ["llm_smoke"], "methods": list(methods), "seeds": [0]}
+    raw["methods"].update(method_overrides)
+    return LLMParams.model_validate(raw)
 
 
 def tiny_llama(seed: int = 0):

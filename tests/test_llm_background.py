@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 import clsuite.llm.encode as llm_encode
 import clsuite.llm.memory.sparse as sparse
@@ -22,20 +21,19 @@ from clsuite.llm.config import LLMParams
 from clsuite.llm.prepare import check_disjoint, prepare_sequence
 from clsuite.llm.train import load_background, load_prepared, run_dir_of, train_llm_run
 
+from llm_fakes import repo_params, smoke_llm  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def raw_params() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    return repo_params()
 
 
 @pytest.fixture(scope="module")
 def llm(raw_params) -> LLMParams:
-    raw = json.loads(json.dumps(raw_params["llm"]))
-    raw["grid"] = {"sequences": ["llm_smoke"], "methods": ["sparse_memory"], "seeds": [0]}
-    raw["methods"]["sparse_memory"] = {"n_keys": 8, "k": 4, "top_t": 16}
-    return LLMParams.model_validate(raw)
+    return smoke_llm(raw_params, ["sparse_memory"], sparse_memory={"n_keys": 8, "k": 4, "top_t": 16})
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 import clsuite.llm.train as llm_train
 from clsuite.config import parse_params
@@ -21,19 +20,19 @@ from clsuite.llm.prepare import prepare_sequence
 from clsuite.llm.report import build_llm_report
 from clsuite.llm.train import read_llm_records, run_dir_of, train_llm_run
 
+from llm_fakes import repo_params, smoke_llm  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def raw_params() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    return repo_params()
 
 
 @pytest.fixture(scope="module")
 def llm(raw_params) -> LLMParams:
-    raw = dict(raw_params["llm"])
-    raw["grid"] = {"sequences": ["llm_smoke"], "methods": ["none", "fixed", "mssr"], "seeds": [0]}
-    return LLMParams.model_validate(raw)
+    return smoke_llm(raw_params, ["none", "fixed", "mssr"])
 
 
 @pytest.fixture(scope="module")

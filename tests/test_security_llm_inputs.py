@@ -28,20 +28,20 @@ from clsuite.llm.prepare import prepare_sequence
 from clsuite.llm.train import run_dir_of, train_llm_run
 from clsuite.runtime import resolve_device
 
+from llm_fakes import repo_params, smoke_llm  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 FIX = "rerun `clsuite llm-prepare --sequence llm_smoke`"
 
 
 @pytest.fixture(scope="module")
 def raw_params() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    return repo_params()
 
 
 @pytest.fixture(scope="module")
 def llm(raw_params) -> LLMParams:
-    raw = dict(raw_params["llm"])
-    raw["grid"] = {"sequences": ["llm_smoke"], "methods": ["none"], "seeds": [0]}
-    return LLMParams.model_validate(raw)
+    return smoke_llm(raw_params, ["none"])
 
 
 @pytest.fixture(scope="module")
