@@ -452,3 +452,29 @@ def test_avalanche_benchmark_rejects_unknown_or_mismatched_scenario(prepared_sma
         make_avalanche_benchmark(load_prepared(prepared_small), "online_il")
     with pytest.raises(DataError, match="made for scenario class_il, not domain_il; rerun `clsuite prepare"):
         make_avalanche_benchmark(load_prepared(prepared_small), "domain_il")
+
+
+class _TouchOnUnpickle:
+    """Unpickling this creates ``marker`` (stands for any code a pickle can run)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_numpy_pickles_rebuild_arrays_and_refuse_any_other_global(tmp_path):
+    """The CIFAR / animal-mnist loader builds numpy arrays from a pickle but looks up no other global."""
+    import io
+    import pickle
+
+    from clsuite.data.sources import numpy_pickle
+
+    batch = {b"data": np.arange(12, dtype=np.uint8).reshape(2, 6), b"labels": [3, 7], b"x": np.float32(1.5)}
+    out = numpy_pickle.load(io.BytesIO(pickle.dumps(batch, protocol=2)), encoding="bytes")
+    assert np.array_equal(out[b"data"], batch[b"data"]) and out[b"labels"] == [3, 7] and out[b"x"] == 1.5
+    marker = tmp_path / "ran"
+    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+        numpy_pickle.load(io.BytesIO(pickle.dumps({"a": _TouchOnUnpickle(marker)})))
+    assert not marker.exists()

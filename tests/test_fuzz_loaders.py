@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
-import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +19,7 @@ from clsuite.data.prepare import ARRAYS, SPLITS
 from clsuite.data.sources import SOURCES, LabeledImages
 from clsuite.data.sources import animal_mnist as animal_mod
 from clsuite.data.sources import mnist5k as mnist_mod
+from clsuite.data.sources import numpy_pickle
 from clsuite.data.streams import PreparedBenchmark, load_prepared
 from clsuite.errors import DataError
 from clsuite.io import sha256_file
@@ -103,7 +103,7 @@ def test_mnist5k_parser_on_garbled_file_with_matching_checksum(data):
 @SETTINGS
 @given(which=st.sampled_from(ANIMAL), data=st.data())
 def test_garbled_animal_file_is_a_data_error_and_never_unpickled(raw_root, which, data):
-    real_load = pickle.load
+    real_load = numpy_pickle.load
 
     def guarded_load(f, *args, **kwargs):  # the intact sibling file may be unpickled, the garbled one never
         assert Path(f.name).name != which, "unverified bytes were unpickled"
@@ -114,7 +114,7 @@ def test_garbled_animal_file_is_a_data_error_and_never_unpickled(raw_root, which
         for name in ANIMAL:
             shutil.copyfile(raw_root / "animal_mnist" / name, raw / name)
         (raw / which).write_bytes(garble((raw / which).read_bytes(), data.draw))
-        mp.setattr(pickle, "load", guarded_load)
+        mp.setattr(numpy_pickle, "load", guarded_load)
         with pytest.raises(DataError) as info:
             SOURCES.get("animal_mnist").load(raw)
         assert str(raw / which) in str(info.value) and "sha256" in str(info.value)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clsuite.data.sources import LabeledImages, PackagedFile, Source, register_source, verify_sha256
+from clsuite.data.sources import LabeledImages, PackagedFile, Source, numpy_pickle, register_source, verify_sha256
 from clsuite.errors import DataError
 
 DATA = PackagedFile(
@@ -38,7 +38,7 @@ def _unpickle(path: Path, expected_sha256: str) -> np.ndarray:
     verify_sha256(path, expected_sha256, fix="delete it and rerun `clsuite fetch`")
     try:
         with gzip.open(path, "rb") as f:
-            return np.asarray(pickle.load(f))
+            return np.asarray(numpy_pickle.load(f))
     except (OSError, EOFError, pickle.UnpicklingError) as exc:
         raise DataError(f"{path}: cannot be read ({exc}); delete it and rerun `clsuite fetch`") from None
 

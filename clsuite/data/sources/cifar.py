@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from clsuite.data.download import RemoteFile, download, verify
+from clsuite.data.sources import numpy_pickle
 from clsuite.data.sources import ConfigurableSource, LabeledImages, Source, SourceOptions, register_instance, register_source
 from clsuite.errors import DataError
 
@@ -42,7 +43,7 @@ def read_pickles(tar_path: Path, members: list[str]) -> dict[str, dict]:
             for info in tar:
                 if info.name not in wanted or not info.isfile():
                     continue
-                raw = pickle.load(tar.extractfile(info), encoding="bytes")
+                raw = numpy_pickle.load(tar.extractfile(info), encoding="bytes")
                 out[info.name] = {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
     except (tarfile.TarError, OSError, EOFError, zlib.error, pickle.UnpicklingError) as exc:
         raise DataError(f"{tar_path}: cannot be read ({exc}); {FIX}") from None
