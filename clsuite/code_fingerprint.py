@@ -199,14 +199,14 @@ def package_hash(top: str) -> str | None:
     return None
 
 
-def library_versions(names: Iterable[str]) -> dict[str, str]:
-    """Installed versions of ``names`` ("absent" when not installed)."""
+def library_versions(names: Iterable[str], missing: str = "absent") -> dict[str, str]:
+    """Installed versions of the distributions ``names`` (``missing`` for one not installed)."""
     out = {}
     for n in names:
         try:
             out[n] = version(n)
         except PackageNotFoundError:
-            out[n] = "absent"
+            out[n] = missing
     return out
 
 

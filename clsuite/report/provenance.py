@@ -6,9 +6,9 @@ import hashlib
 import json
 import platform
 import subprocess
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from clsuite.code_fingerprint import library_versions
 from clsuite.config import Params
 from clsuite.errors import ParamsError
 from clsuite.yaml_safe import load_yaml
@@ -59,13 +59,7 @@ def lock_hash(lock_file: Path = Path("dvc.lock"), exclude: tuple[str, ...] = ("r
 
 
 def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return {"python": platform.python_version(), **library_versions(PACKAGES, missing="not installed")}
 
 
 def provenance(params: Params) -> dict:
