@@ -155,7 +155,7 @@ def loop_runs(two_ranks):
         single = {m: _run_loop(m, DistInfo()) for m in METHODS}
     finally:
         torch.set_num_threads(threads)
-    return single, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    return single, [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
 @pytest.mark.parametrize("method", METHODS)

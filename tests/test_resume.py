@@ -19,16 +19,7 @@ from clsuite.methods import METHODS, MethodConfig, register_method
 from clsuite.records import read_records
 from clsuite.train import train_run
 
-
-class Crash(Exception):
-    pass
-
-
-def _crash_after(k_stop: int):
-    def hook(strategy, stream, k):
-        if k == k_stop:
-            raise Crash
-    return hook
+from train_fakes import Crash, crash_after
 
 
 @pytest.mark.parametrize("method", ["replay", "ewc", "joint", "icarl", "der_expandable"])
@@ -36,7 +27,7 @@ def test_resume_after_exception_gives_identical_records(params, data_roots, tmp_
     _, prepared = data_roots
     ref = read_records(train_run(params, "smnist_smoke", method, 0, prepared, tmp_path / "ref"))
     with pytest.raises(Crash):
-        train_run(params, "smnist_smoke", method, 0, prepared, tmp_path / "cut", on_experience=_crash_after(1))
+        train_run(params, "smnist_smoke", method, 0, prepared, tmp_path / "cut", on_experience=crash_after(1))
     run_dir = train_run(params, "smnist_smoke", method, 0, prepared, tmp_path / "cut")
     assert "resuming from checkpoint after experience 2/5" in (run_dir / "log.txt").read_text()
     pd.testing.assert_frame_equal(read_records(run_dir), ref, check_exact=True)
@@ -45,7 +36,7 @@ def test_resume_after_exception_gives_identical_records(params, data_roots, tmp_
 def test_changed_config_does_not_resume(params, data_roots, tmp_path):
     _, prepared = data_roots
     with pytest.raises(Crash):
-        train_run(params, "smnist_smoke", "replay", 0, prepared, tmp_path, on_experience=_crash_after(1))
+        train_run(params, "smnist_smoke", "replay", 0, prepared, tmp_path, on_experience=crash_after(1))
     changed = params.model_copy(update={"methods": {**params.methods, "replay": {"mem_size": 50, "batch_size_mem": 10}}})
     run_dir = train_run(changed, "smnist_smoke", "replay", 0, prepared, tmp_path)
     assert "resuming" not in (run_dir / "log.txt").read_text().split("run smnist_smoke/replay/seed0")[-1]
@@ -142,7 +133,7 @@ def test_stateless_claim_that_holds_state_restarts(claim_methods, data_roots, tm
     ref = read_records(train_run(params, "smnist_smoke", "claims_stateless", 0, prepared, tmp_path / "ref"))
     with pytest.raises(Crash):
         train_run(params, "smnist_smoke", "claims_stateless", 0, prepared, tmp_path / "cut",
-                  on_experience=_crash_after(1))
+                  on_experience=crash_after(1))
     cut = tmp_path / "cut" / "smnist_smoke" / "claims_stateless" / "seed0"
     assert not (cut / "checkpoint.pt").exists() and not (cut / "checkpoint.json").exists()
     log = (cut / "log.txt").read_text()
@@ -162,7 +153,7 @@ def test_truly_stateless_plugin_still_resumes(claim_methods, data_roots, tmp_pat
     ref = read_records(train_run(params, "smnist_smoke", "truly_stateless", 0, prepared, tmp_path / "ref"))
     with pytest.raises(Crash):
         train_run(params, "smnist_smoke", "truly_stateless", 0, prepared, tmp_path / "cut",
-                  on_experience=_crash_after(1))
+                  on_experience=crash_after(1))
     run_dir = train_run(params, "smnist_smoke", "truly_stateless", 0, prepared, tmp_path / "cut")
     assert "resuming from checkpoint after experience 2/5" in (run_dir / "log.txt").read_text()
     pd.testing.assert_frame_equal(read_records(run_dir), ref, check_exact=True)

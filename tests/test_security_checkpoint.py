@@ -26,19 +26,10 @@ from clsuite.errors import ComponentError, DataError
 from clsuite.records import FEATURE_IDS_FILE, FEATURES_FILE, read_features, read_records
 from clsuite.train import train_run
 
+from train_fakes import Crash, crash_after
+
 REPO = Path(__file__).resolve().parents[1]
 RUN = ("smnist_smoke", "replay", 0)
-
-
-class Crash(Exception):
-    pass
-
-
-def _crash_after(k_stop: int):
-    def hook(strategy, stream, k):
-        if k == k_stop:
-            raise Crash
-    return hook
 
 
 class Payload:
@@ -152,7 +143,7 @@ def test_run_with_hostile_checkpoint_starts_over_logs_and_notes_it(params, data_
     ref = read_records(train_run(params, *RUN, prepared, tmp_path / "ref"))
     runs = tmp_path / "runs"
     with pytest.raises(Crash):
-        train_run(params, *RUN, prepared, runs, on_experience=_crash_after(1))
+        train_run(params, *RUN, prepared, runs, on_experience=crash_after(1))
     run_dir = runs / "smnist_smoke" / "replay" / "seed0"
     ckpt, marker = run_dir / "checkpoint.pt", tmp_path / "MARKER"
     _plant(ckpt, marker, *_claimed(ckpt))
@@ -184,7 +175,7 @@ def test_every_method_resumes_weights_only_with_identical_records(params, data_r
         params = params.model_copy(update={"methods": {**params.methods, method: {}}})
     ref = read_records(train_run(params, "smnist_smoke", method, 0, prepared, tmp_path / "ref"))
     with pytest.raises(Crash):
-        train_run(params, "smnist_smoke", method, 0, prepared, tmp_path / "cut", on_experience=_crash_after(1))
+        train_run(params, "smnist_smoke", method, 0, prepared, tmp_path / "cut", on_experience=crash_after(1))
     ckpt = tmp_path / "cut" / "smnist_smoke" / method / "seed0" / "checkpoint.pt"
     assert torch.serialization.get_unsafe_globals_in_checkpoint(ckpt) == []
     run_dir = train_run(params, "smnist_smoke", method, 0, prepared, tmp_path / "cut")
