@@ -24,10 +24,10 @@ from pathlib import Path
 import common
 import torch
 
-from clsuite.data.streams import load_prepared, make_avalanche_benchmark, to_float
+from clsuite.image.streams import load_prepared, make_avalanche_benchmark, to_float
 from clsuite.models import build_model
-from clsuite.runtime import seed_everything
-from clsuite.train import _silent_evaluator, make_optimizer
+from clsuite.core.runtime import seed_everything
+from clsuite.image.train import _silent_evaluator, make_optimizer
 
 import bench_er_loop
 

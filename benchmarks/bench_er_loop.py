@@ -10,7 +10,7 @@ compute the same thing: the benchmark checks that their final weights are equal)
 
 Contenders, interleaved in one process:
 - ``bare_loop``: the hand-written loop (timed over its training loop only);
-- ``clsuite_er``: ``clsuite.train.train_run`` itself, timing its
+- ``clsuite_er``: ``clsuite.image.train.train_run`` itself, timing its
   ``strategy.train(experience)`` calls (what experiences.parquet's train_seconds
   measures), so the records' evaluation and the checkpoints are not counted;
 - ``clsuite_er_stock_loop``: the same with ``CLSUITE_FAST_PATH=0`` (Avalanche's own
@@ -35,11 +35,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from clsuite.data.streams import load_prepared, to_float
-from clsuite.fastpath import ClsuiteTemplate
+from clsuite.image.streams import load_prepared, to_float
+from clsuite.image.trainer import ClsuiteTemplate
 from clsuite.models import build_model
-from clsuite.runtime import seed_everything
-from clsuite.train import make_optimizer, train_run
+from clsuite.core.runtime import seed_everything
+from clsuite.image.train import make_optimizer, train_run
 
 BENCHMARK, METHOD = "smnist", "replay"
 

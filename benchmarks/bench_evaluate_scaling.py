@@ -3,7 +3,7 @@
 One real run is trained (`smnist` without its variant sets, `replay`, seed 0: 6
 stages x 1000 test digits = 6000 record rows). Synthetic runs are built from it: seed k gets the same records with every
 logit perturbed by seeded Gaussian noise (sd 0.5) and its predictions, confidence and
-energy recomputed by `clsuite.records.records_from_logits`, so every run is
+energy recomputed by `clsuite.image.records.records_from_logits`, so every run is
 schema-valid and different; experiences.parquet and status.json are copied with the
 new run id. For N in 2, 4, 8, 16 runs (one benchmark, one method, seeds 0..N-1) the
 time of `evaluate_grid` + `build_report` (run in a scratch folder, as the DVC stages
@@ -27,16 +27,16 @@ import common
 import numpy as np
 import pandas as pd
 
-from clsuite.paths import run_dir_for
-from clsuite.records import RunKey, read_records, records_from_logits, write_stage
-from clsuite.schemas import EXPERIENCES
-from clsuite.tables import read_table, write_table
+from clsuite.core.paths import run_dir_for
+from clsuite.image.records import RunKey, read_records, records_from_logits, write_stage
+from clsuite.image.schemas import EXPERIENCES
+from clsuite.core.tables import read_table, write_table
 
 BENCHMARK, METHOD = "smnist", "replay"
 
 
 def real_run(params, root: Path) -> Path:
-    from clsuite.train import train_run
+    from clsuite.image.train import train_run
 
     return train_run(params, BENCHMARK, METHOD, 0, common.prepare_smnist(root, params), root / "real")
 
@@ -67,9 +67,9 @@ def synthesise(real: Path, runs_root: Path, seed: int, scenario: str) -> None:
 
 def evaluate_and_report(params, n: int, workdir: Path) -> None:
     """`clsuite evaluate` + `clsuite report` for seeds 0..n-1, in ``workdir`` (paths relative to it)."""
-    from clsuite.evaluate import evaluate_grid
-    from clsuite.paths import METRICS_JSON, REPORTS, RUNS_ROOT, TABLES_DIR
-    from clsuite.report import build_report
+    from clsuite.image.evaluate import evaluate_grid
+    from clsuite.core.paths import METRICS_JSON, REPORTS, RUNS_ROOT, TABLES_DIR
+    from clsuite.image.report import build_report
 
     run = params.run.model_copy(update={"benchmarks": [BENCHMARK], "methods": [METHOD], "seeds": list(range(n))})
     p = params.model_copy(update={"run": run})

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clsuite.data.streams import load_prepared, to_float
+from clsuite.image.streams import load_prepared, to_float
 
 BATCH = 10
 

@@ -185,7 +185,7 @@ def smnist_params(variants: bool = False):
 
 def prepare_smnist(root: Path, params=None) -> Path:
     """Prepare benchmark smnist (no variants) under ``root``; returns the prepared root."""
-    from clsuite.data.prepare import prepare_benchmark
+    from clsuite.image.prepare import prepare_benchmark
     from clsuite.data.sources import SOURCES
 
     params = params or smnist_params()

@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 
 import bench_er_loop as er
-import clsuite.fastpath as fp
-from clsuite.data.streams import load_prepared, to_float
+import clsuite.image.trainer as fp
+from clsuite.image.streams import load_prepared, to_float
 from clsuite.models import build_model
-from clsuite.runtime import seed_everything
-from clsuite.train import make_optimizer
+from clsuite.core.runtime import seed_everything
+from clsuite.image.train import make_optimizer
 
 BLOCKS = ("batch", "replay batch (before_forward)", "zero_grad", "empty loss", "forward", "loss",
           "backward", "optimizer step", "after iteration (buffer add; clsuite: + progress, clock)")

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from clsuite.config import PARAMS_FILE, BenchmarkConfig, load_params
-from clsuite.errors import ClsuiteError
-from clsuite.names import check_name, check_seed
-from clsuite.paths import PREPARED_ROOT, RAW_ROOT, TABLES_DIR
+from clsuite.core.errors import ClsuiteError
+from clsuite.core.names import check_name, check_seed
+from clsuite.core.paths import PREPARED_ROOT, RAW_ROOT, TABLES_DIR
 
 #: arguments (of any subcommand, the LLM ones too) that become folder names: checked in
 #: :func:`main` before anything touches disk
@@ -49,7 +49,7 @@ def _fetch_key(source) -> tuple[str, str, str]:
 def cmd_fetch(args: argparse.Namespace) -> None:
     """Fetch every source of the grid; sources that cannot be reached do not stop the others,
     and one error at the end lists, for each, what to download and where to put it."""
-    from clsuite.errors import FetchError
+    from clsuite.core.errors import FetchError
 
     params = load_params(args.params, check_components=False)
     sources, users = {}, {}
@@ -73,7 +73,7 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from clsuite.data.prepare import prepare_benchmark
+    from clsuite.image.prepare import prepare_benchmark
 
     params = load_params(args.params, check_components=False)
     manifest = prepare_benchmark(args.benchmark, params.benchmark(args.benchmark), RAW_ROOT, PREPARED_ROOT)
@@ -83,30 +83,31 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """A run that failed in training (diverged, or a component failed) is a result, not a pipeline
-    error: recorded in its status.json, it exits 0 (:func:`clsuite.runs.train_or_record`), so that
+    error: recorded in its status.json, it exits 0 (:func:`clsuite.core.runs.train_or_record`), so that
     `dvc repro` goes on and the report lists it under "Failed runs"."""
-    from clsuite import train
-    from clsuite.paths import RUNS_ROOT, run_dir_for
-    from clsuite.runs import train_or_record
+    from clsuite.image import train
+    from clsuite.core.paths import RUNS_ROOT, run_dir_for
+    from clsuite.core.runs import train_or_record
 
     params = load_params(args.params)
-    run_dir = train_or_record(lambda: train.train_run(params, args.benchmark, args.method, args.seed),
+    run_dir = train_or_record(lambda: train.train_run(params.image(), args.benchmark, args.method, args.seed),
                               run_dir_for(RUNS_ROOT, args.benchmark, args.method, args.seed), "train")
     if run_dir is not None:
         print(f"records written to {run_dir}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from clsuite.evaluate import evaluate_grid
+    from clsuite.image.evaluate import evaluate_grid
 
-    tables = evaluate_grid(load_params(args.params, check_components=False))
+    tables = evaluate_grid(load_params(args.params, check_components=False).image())
     print(f"wrote {', '.join(tables)} to {TABLES_DIR}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from clsuite.report import build_report
+    from clsuite.image.report import build_report
 
-    path = build_report(load_params(args.params))
+    params = load_params(args.params)
+    path = build_report(params.image(), llm_sequences=tuple(params.llm.grid.sequences) if params.llm else ())
     print(f"report written to {path}")
 
 
@@ -208,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("profile", help="copy a profile's grid into run: in params.yaml")
     sp.add_argument("name")
     sp.set_defaults(fn=cmd_profile)
-    from clsuite.llm.cli import add_parsers
+    from clsuite.cli_llm import add_parsers
 
     add_parsers(sub)
     return p

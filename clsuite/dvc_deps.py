@@ -5,7 +5,7 @@ folders it needs and those ``dvc.yaml`` does not cover; ``--check`` exits 1 when
 missing; ``--write`` rewrites the ``clsuite/...`` entries of each stage's ``deps:`` list
 (other deps and comments stay). A stage runs ``stages/<x>.py`` → ``clsuite.cli.main`` → one
 ``cmd_*`` function; its code is the static import closure of that function
-(:func:`clsuite.code_fingerprint.module_closure`, lazy imports and the built-ins of every
+(:func:`clsuite.core.code_fingerprint.module_closure`, lazy imports and the built-ins of every
 registry it can query included). A folder is listed when most modules under it are needed.
 """
 
@@ -16,23 +16,23 @@ import re
 import sys
 from pathlib import Path
 
-from clsuite.code_fingerprint import ROOT, closure_files
+from clsuite.core.code_fingerprint import ROOT, closure_files
 
 REPO = ROOT.parent
-MAIN = "clsuite.cli:main"  # every stage script calls it (it imports clsuite.llm.cli too)
+MAIN = "clsuite.cli:main"  # every stage script calls it (it imports clsuite.cli_llm too)
 
 #: stage name in dvc.yaml → what its script runs (``module:function`` or a module)
 STAGES: dict[str, list[str]] = {
-    "plugins": ["clsuite.code_fingerprint"],  # stages/plugins.py, without the command line
+    "plugins": ["clsuite.core.code_fingerprint"],  # stages/plugins.py, without the command line
     "fetch": [MAIN, "clsuite.cli:cmd_fetch"],
     "prepare": [MAIN, "clsuite.cli:cmd_prepare"],
     "train": [MAIN, "clsuite.cli:cmd_train"],
     "evaluate": [MAIN, "clsuite.cli:cmd_evaluate"],
     "report": [MAIN, "clsuite.cli:cmd_report"],
-    "llm_prepare": [MAIN, "clsuite.llm.cli:cmd_prepare"],
-    "llm_train": [MAIN, "clsuite.llm.cli:cmd_train"],
-    "llm_evaluate": [MAIN, "clsuite.llm.cli:cmd_evaluate"],
-    "llm_report": [MAIN, "clsuite.llm.cli:cmd_report"],
+    "llm_prepare": [MAIN, "clsuite.cli_llm:cmd_prepare"],
+    "llm_train": [MAIN, "clsuite.cli_llm:cmd_train"],
+    "llm_evaluate": [MAIN, "clsuite.cli_llm:cmd_evaluate"],
+    "llm_report": [MAIN, "clsuite.cli_llm:cmd_report"],
 }
 
 

@@ -17,13 +17,13 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedSeq
 from ruamel.yaml.error import YAMLError as RuamelError
 
-from clsuite.config import GridConfig, format_validation_error, parse_params
-from clsuite.errors import ParamsError
-from clsuite.io import write_text
-from clsuite.yaml_safe import load_yaml, parse_yaml
+from clsuite.config import ProfileConfig, format_validation_error, parse_params
+from clsuite.core.errors import ParamsError
+from clsuite.core.io import write_text
+from clsuite.core.yaml_safe import load_yaml, parse_yaml
 
 
-def _check_switchable(path: Path, raw: Any, name: str) -> GridConfig:
+def _check_switchable(path: Path, raw: Any, name: str) -> ProfileConfig:
     """The profile ``name`` of the safely loaded file, and the sections it is copied into."""
     if not isinstance(raw, dict) or not isinstance(raw.get("run"), dict):
         raise ParamsError(f"{path}: top level must be a mapping with a run: mapping; fix params.yaml first")
@@ -32,10 +32,10 @@ def _check_switchable(path: Path, raw: Any, name: str) -> GridConfig:
         defined = ", ".join(sorted(map(str, profiles))) if isinstance(profiles, dict) else "none"
         raise ParamsError(f"{path}: profiles.{name}: no such profile; defined: {defined}")
     try:
-        grid = GridConfig.model_validate(profiles[name], strict=True)
+        grid = ProfileConfig.model_validate(profiles[name], strict=True)
     except ValidationError as exc:
         raise ParamsError(f"{path}: invalid profile\n"
-                          + format_validation_error(exc, f"profiles.{name}", GridConfig)) from None
+                          + format_validation_error(exc, f"profiles.{name}", ProfileConfig)) from None
     if grid.llm is not None and "llm" in raw and not (isinstance(raw["llm"], dict)
                                                       and isinstance(raw["llm"].get("grid"), dict)):
         raise ParamsError(f"{path}: llm.grid: must be a mapping to switch to profile {name!r}, which has an llm grid")
@@ -44,7 +44,7 @@ def _check_switchable(path: Path, raw: Any, name: str) -> GridConfig:
 
 def use_profile(path: Path, name: str) -> None:
     """Switch ``path``'s grid to profile ``name``. The file is first read with the bounded,
-    strict loader (clsuite.yaml_safe), so the round-trip editor only ever sees a file that
+    strict loader (clsuite.core.yaml_safe), so the round-trip editor only ever sees a file that
     is small, alias-bounded and free of duplicate keys; the result is validated before it
     replaces the file."""
     path = Path(path)

@@ -14,9 +14,9 @@
 
 Then ``dvc repro`` finds every train stage up to date and runs ``evaluate`` and
 ``report``. The records are those ``dvc repro`` would have written
-(tests/test_queue.py). Worker processes inherit the environment (``--threads K`` sets
+(tests/pipeline/test_queue.py). Worker processes inherit the environment (``--threads K`` sets
 ``OMP_NUM_THREADS``; see :func:`start` for its effect on CPU records), and on a machine
-with several GPUs each run claims a free GPU (``clsuite.runtime.claim_gpu``).
+with several GPUs each run claims a free GPU (``clsuite.core.runtime.claim_gpu``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 from clsuite.config import Params
-from clsuite.errors import ClsuiteError
-from clsuite.paths import RUNS_ROOT, run_dir_for
+from clsuite.core.errors import ClsuiteError
+from clsuite.core.paths import RUNS_ROOT, run_dir_for
 
 DONE = ("Success", "Failed")
 

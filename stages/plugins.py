@@ -2,7 +2,7 @@
 clsuite through entry points (methods, models, sources, ...) with their versions and source
 hashes. It runs on every `dvc repro` (always_changed) but only imports nothing heavy and
 rewrites the file byte for byte when nothing changed, so the train stages, which depend on
-it, rerun only when a plugin package changed (clsuite/code_fingerprint.py)."""
+it, rerun only when a plugin package changed (clsuite/core/code_fingerprint.py)."""
 
 import json
 import sys
@@ -10,7 +10,7 @@ from pathlib import Path
 
 # This checkout's clsuite first (also in DVC's temporary experiment workspaces).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from clsuite.code_fingerprint import plugin_packages  # noqa: E402
+from clsuite.core.code_fingerprint import plugin_packages  # noqa: E402
 
 OUT = Path("data/method_packages.json")
 

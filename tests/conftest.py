@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from clsuite.config import load_params
-from clsuite.data.prepare import prepare_benchmark
+from clsuite.image.prepare import prepare_benchmark
 from clsuite.data.sources import SOURCES
 
 REPO = Path(__file__).resolve().parents[1]

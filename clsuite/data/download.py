@@ -35,8 +35,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from clsuite.errors import DataError, FetchError
-from clsuite.io import write_json
+from clsuite.core.errors import DataError, FetchError
+from clsuite.core.io import write_json
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20  # bytes read per network/disk operation

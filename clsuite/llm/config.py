@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from clsuite.names import Name, Seed, validate_name
+from clsuite.core.names import Name, Seed, validate_name
 
 
 class LStrict(BaseModel):
@@ -182,7 +182,7 @@ class SequenceConfig(LStrict):
 
 class LLMParams(LStrict):
     grid: LLMGrid
-    # keys become folder names (data/llm_runs/<sequence>/<method>/...): clsuite.names.Name
+    # keys become folder names (data/llm_runs/<sequence>/<method>/...): clsuite.core.names.Name
     sequences: dict[Name, SequenceConfig] = Field(min_length=1)
     methods: dict[Name, dict[str, Any]] = Field(min_length=1)
     reference_method: str = "fixed"  # overhead of every method is reported relative to this one

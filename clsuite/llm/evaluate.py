@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from clsuite.errors import DataError
-from clsuite.io import write_json, write_text
+from clsuite.core.errors import DataError
+from clsuite.core.io import write_json, write_text
 from clsuite.llm.config import LLMParams
 from clsuite.llm.metrics import run_metrics, score_cis, score_matrix, summary
 from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_RUN_METRICS, LLM_SCORE_CI, LLM_SCORE_MATRIX, LLM_TASKS
 from clsuite.llm.train import read_llm_records, read_status, run_dir_of
-from clsuite.tables import read_table, write_table
+from clsuite.core.tables import read_table, write_table
 
 
 def _index(value: object) -> int | None:

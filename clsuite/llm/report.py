@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from clsuite.io import write_text  # noqa: E402
+from clsuite.core.io import write_text  # noqa: E402
 from clsuite.llm.config import LLMParams  # noqa: E402
 from clsuite.llm.metrics import CONFIDENCE, MEAN_TASK, N_RESAMPLES  # noqa: E402
 from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_RUN_METRICS, LLM_SCORE_CI, LLM_SCORE_MATRIX  # noqa: E402
@@ -26,7 +26,7 @@ from clsuite.report import failed_runs_md  # noqa: E402
 from clsuite.report.figures import RC, method_colors, save  # noqa: E402
 from clsuite.report.safe import md_code, md_text  # noqa: E402
 from clsuite.report.tables import fmt, number, score_ci_cell as ci_cell, to_csv, to_markdown  # noqa: E402
-from clsuite.tables import read_table  # noqa: E402
+from clsuite.core.tables import read_table  # noqa: E402
 
 MAIN = [("final_score", "Final score (%)", 100), ("avg_forgetting", "Avg. forgetting (%)", 100),
         ("avg_normalised_score", "Avg. normalised score (%)", 100), ("final_exact_match", "EM (%)", 100),

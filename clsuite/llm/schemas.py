@@ -1,4 +1,4 @@
-"""pandera schemas of the LLM track's tables (validated on write and read, clsuite.tables)."""
+"""pandera schemas of the LLM track's tables (validated on write and read, clsuite.core.tables)."""
 
 from __future__ import annotations
 

@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from clsuite import checkpoint
-from clsuite.checkpoint import fingerprint, rng_state, set_rng_state
-from clsuite.code_fingerprint import LLM_LIBRARIES, code_fingerprint, modules_of, short_hash
+from clsuite.core import checkpoint
+from clsuite.core.checkpoint import fingerprint, rng_state, set_rng_state
+from clsuite.core.code_fingerprint import LLM_LIBRARIES, code_fingerprint, modules_of, short_hash
 from clsuite.data.text.sequence import TaskData, read_sequence
-from clsuite.io import remove_stale_temps, write_json
+from clsuite.core.io import remove_stale_temps, write_json
 from clsuite.llm.config import LLMParams, SequenceConfig
 from clsuite.llm.distributed import SINGLE, DistInfo, agree, env_info, init_group, launch, worker_device
 from clsuite.llm.encode import encode_table
@@ -36,11 +36,11 @@ from clsuite.llm.loop import LLMStrategy, TextExperience
 from clsuite.llm.methods import LLMContext, resolve
 from clsuite.llm.model import apply_adapter, load_base
 from clsuite.llm.schemas import LLM_RECORDS, LLM_TASKS
-from clsuite.runlock import run_lock
-from clsuite.runtime import peak_rss_mb, resolve_device, run_logger, seed_everything
-from clsuite.tables import read_table, write_table
+from clsuite.core.runlock import run_lock
+from clsuite.core.runtime import peak_rss_mb, resolve_device, run_logger, seed_everything
+from clsuite.core.tables import read_table, write_table
 
-FORMAT = 2  # 2: weights-only state + checkpoint.json (clsuite.checkpoint)
+FORMAT = 2  # 2: weights-only state + checkpoint.json (clsuite.core.checkpoint)
 HELDOUT_DIR = "heldout"
 TASKS_DIR = "tasks"
 BACKGROUND_DIR = "background"
@@ -48,8 +48,8 @@ BACKGROUND_DIR = "background"
 
 def run_dir_of(runs_root: Path, sequence: str, method: str, seed: int) -> Path:
     """``<runs_root>/<sequence>/<method>/seed<seed>``, checked to stay inside ``runs_root``."""
-    from clsuite.names import check_seed
-    from clsuite.paths import under
+    from clsuite.core.names import check_seed
+    from clsuite.core.paths import under
 
     return under(runs_root, sequence, method, f"seed{check_seed(seed, 'seed')}")
 
@@ -90,7 +90,7 @@ def train_llm_run(llm: LLMParams, sequence: str, method: str, seed: int, prepare
 
     ``protocol.processes`` > 1: spawn that many data-parallel workers (this call returns when
     all finished); under torchrun (``WORLD_SIZE`` set) this process is one of them and joins.
-    The run folder is locked (:func:`clsuite.runlock.run_lock`, by rank 0 or the launching
+    The run folder is locked (:func:`clsuite.core.runlock.run_lock`, by rank 0 or the launching
     process) while the run trains: a second ``clsuite llm-train`` of it fails at once.
     """
     world = llm.sequences[sequence].protocol.processes
@@ -120,7 +120,7 @@ def _device_of(device: str, info: DistInfo) -> torch.device:
     resolve_device("cpu" if device == "auto" else device)  # a malformed or missing device: ParamsError
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda and torch.cuda.device_count() < info.world:
-        from clsuite.errors import ParamsError
+        from clsuite.core.errors import ParamsError
 
         raise ParamsError(f"protocol.processes = {info.world} but only {torch.cuda.device_count()} CUDA devices; "
                           "lower protocol.processes or set run.device: cpu")
@@ -131,11 +131,11 @@ def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path
            threads: int | None, device: str, progress: bool, info: DistInfo) -> Path:
     """:func:`_run_tasks`; a failure is a :class:`RunFailed` (the original exception as its cause) and,
     once the run wrote ``running``, its status.json says ``failed`` (or ``diverged``) with the reason
-    (:func:`clsuite.guard.write_failure`, as in the image track): no status is left ``running``."""
+    (:func:`clsuite.core.runs.write_failure`, as in the image track): no status is left ``running``."""
     try:
         return _run_tasks(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, info)
     except Exception as exc:
-        from clsuite.errors import ClsuiteError, RunFailed
+        from clsuite.core.errors import ClsuiteError, RunFailed
 
         run_id = f"{sequence}/{method}/seed{seed}"
         err = exc if isinstance(exc, ClsuiteError) else RunFailed(
@@ -143,7 +143,7 @@ def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path
             "finished task")
         status = read_status(run_dir) if info.is_main else {}
         if isinstance(status, dict) and status.get("state") == "running":
-            from clsuite.guard import write_failure
+            from clsuite.core.runs import write_failure
 
             done = status.get("finished_tasks")
             failed = err if isinstance(err, RunFailed) else RunFailed(str(err))

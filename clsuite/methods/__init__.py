@@ -20,7 +20,7 @@ from avalanche.core import BasePlugin
 from avalanche.training.plugins import SupervisedPlugin
 from pydantic import BaseModel, ConfigDict
 
-from clsuite.registry import Registry
+from clsuite.core.registry import Registry
 
 
 class MethodConfig(BaseModel):

@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from clsuite.registry import Registry
+from clsuite.core.registry import Registry
 
 
 class ClassifierNet(nn.Module):

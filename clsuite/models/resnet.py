@@ -22,7 +22,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from clsuite.errors import ParamsError
+from clsuite.core.errors import ParamsError
 from clsuite.models import ClassifierNet, register_model
 
 FEATURE_DIM = 512  # BasicBlock expansion 1 × 512 channels of the last stage

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from clsuite.io import atomic_path  # noqa: E402
+from clsuite.core.io import atomic_path  # noqa: E402
 
 PALETTE = "colorblind"  # Okabe-Ito-like, safe for the common colour-vision deficiencies
 RC = {"svg.hashsalt": "clsuite", "svg.fonttype": "path", "font.family": "DejaVu Sans", "figure.dpi": 100}

@@ -8,10 +8,9 @@ import platform
 import subprocess
 from pathlib import Path
 
-from clsuite.code_fingerprint import library_versions
-from clsuite.config import Params
-from clsuite.errors import ParamsError
-from clsuite.yaml_safe import load_yaml
+from clsuite.core.code_fingerprint import library_versions
+from clsuite.core.errors import ParamsError
+from clsuite.core.yaml_safe import load_yaml
 
 #: a lock file grows with the grid (a few KiB per run); larger than this it is not one
 LOCK_MAX_BYTES = 256 * 1024 * 1024
@@ -62,10 +61,12 @@ def package_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **library_versions(PACKAGES, missing="not installed")}
 
 
-def provenance(params: Params) -> dict:
+def provenance(params_sha256: str) -> dict:
+    """Code revision, ``params_sha256`` (the hash of the parameters the report shows), the
+    pipeline lock's hash, package versions and platform."""
     return {
         "git_revision": git_revision(),
-        "params_sha256": params.section_hash(),
+        "params_sha256": params_sha256,
         "dvc_lock_sha256": lock_hash(),
         "packages": package_versions(),
         "platform": f"{platform.system()} {platform.machine()}",

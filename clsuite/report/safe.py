@@ -27,7 +27,7 @@ import markdown
 import pandas as pd
 from markdown.treeprocessors import Treeprocessor
 
-from clsuite.errors import ReportError
+from clsuite.core.errors import ReportError
 
 _NEWLINES = re.compile(r"\r\n|[\r\n\v\f\x85\u2028\u2029]")
 #: a code span: a run of backticks, content, the same run (CommonMark and python-markdown agree)

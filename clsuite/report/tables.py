@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from clsuite.metrics.aggregate import mean_std_ci
+from clsuite.core.aggregate import mean_std_ci
 from clsuite.report.safe import latex_escape, latex_label, md_table_frame
 from clsuite.report.safe import to_csv as to_csv  # re-exported: every report CSV goes through it
 

@@ -2,7 +2,7 @@
 
 A source knows how to *fetch* its files into ``data/raw/<source>/`` (verifying
 checksums) and how to *load* them as uint8 images with integer labels. Splitting
-into train/test and into experiences is the job of :mod:`clsuite.data.prepare`.
+into train/test and into experiences is the job of :mod:`clsuite.image.prepare`.
 Third-party packages add sources through the ``clsuite.sources`` entry-point group.
 """
 
@@ -17,9 +17,9 @@ from typing import Any, Callable, ClassVar, Mapping
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from clsuite.errors import DataError, FetchError, ParamsError
-from clsuite.io import copy_file, sha256_file
-from clsuite.registry import Registry
+from clsuite.core.errors import DataError, FetchError, ParamsError
+from clsuite.core.io import copy_file, sha256_file
+from clsuite.core.registry import Registry
 
 
 SPLIT_VALUES = ("train", "test")
@@ -105,7 +105,7 @@ class Source(ABC):
 
     def raw_dir(self, raw_root: Path) -> Path:
         """``raw_root/<raw_name or name>``: where fetch writes and load reads."""
-        from clsuite.paths import under
+        from clsuite.core.paths import under
 
         return under(raw_root, self.raw_name or self.name)
 
@@ -151,7 +151,7 @@ class ConfigurableSource(Source):
         try:
             self.opts = self.Options.model_validate(options)
         except ValidationError as exc:
-            from clsuite.config import format_validation_error
+            from clsuite.core.validation import format_validation_error
 
             raise ParamsError(format_validation_error(exc, f"source {name}", self.Options)) from None
         if description:
@@ -160,7 +160,7 @@ class ConfigurableSource(Source):
     def with_options(self, options: Mapping[str, Any], where: str) -> "Source":
         if not options:
             return self
-        from clsuite.config import format_validation_error
+        from clsuite.core.validation import format_validation_error
 
         try:
             opts = self.Options.model_validate({**self.opts.model_dump(), **dict(options)})

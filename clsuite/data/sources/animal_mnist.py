@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from clsuite.data.sources import LabeledImages, PackagedFile, Source, numpy_pickle, register_source, verify_sha256
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 DATA = PackagedFile(
     package="animal_mnist",

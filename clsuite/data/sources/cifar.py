@@ -20,7 +20,7 @@ import numpy as np
 from clsuite.data.download import RemoteFile, download, verify
 from clsuite.data.sources import numpy_pickle
 from clsuite.data.sources import ConfigurableSource, LabeledImages, Source, SourceOptions, register_instance, register_source
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 FILES: dict[str, RemoteFile] = {
     "cifar10": RemoteFile(

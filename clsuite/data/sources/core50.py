@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 from clsuite.data.download import RemoteFile, download, verify
 from clsuite.data.sources import ConfigurableSource, LabeledImages, LazyImages, SourceOptions, register_instance
 from clsuite.data.sources.images import decode
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 FILE = RemoteFile(
     "core50_128x128.zip", ("http://bias.csr.unibo.it/maltoni/download/core50/core50_128x128.zip",),

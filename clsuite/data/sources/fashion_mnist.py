@@ -16,8 +16,8 @@ from pathlib import Path
 from clsuite.data.download import RemoteFile, download, mismatch
 from clsuite.data.sources import LabeledImages, Source, register_source
 from clsuite.data.sources.mnist import load_idx_splits
-from clsuite.errors import DataError
-from clsuite.io import copy_file
+from clsuite.core.errors import DataError
+from clsuite.core.io import copy_file
 
 MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 MD5 = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 UBYTE = 0x08
 

@@ -37,8 +37,8 @@ from pydantic import Field
 
 from clsuite.data.sources import ConfigurableSource, LabeledImages, LazyImages, SourceOptions, register_instance
 from clsuite.data.sources.images import decode_files
-from clsuite.errors import DataError, FetchError
-from clsuite.io import write_json
+from clsuite.core.errors import DataError, FetchError
+from clsuite.core.io import write_json
 
 ROOT_ENV = "CLSUITE_IMAGENET_ROOT"
 ClassList = Literal["sorted_first100", "seed1993_choice"]

@@ -28,7 +28,7 @@ from clsuite.data.download import RemoteFile, download_all, verify
 from clsuite.data.sources import ConfigurableSource, LabeledImages, SourceOptions, register_instance
 from clsuite.data.sources.images import tar_images
 from clsuite.data.sources.imagenet100 import ClassList, class_list
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 ZENODO = "https://zenodo.org/records/2235448/files/"
 MD5 = {

@@ -22,7 +22,7 @@ from clsuite.data.download import RemoteFile, download, verify
 from clsuite.data.sources import ConfigurableSource, LabeledImages, SourceOptions, register_instance
 from clsuite.data.sources.images import tar_images
 from clsuite.data.sources.imagenet100 import class_list
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 FILE = RemoteFile(
     "imagenet-o.tar", ("https://people.eecs.berkeley.edu/~hendrycks/imagenet-o.tar",),

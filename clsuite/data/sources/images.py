@@ -13,7 +13,7 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:

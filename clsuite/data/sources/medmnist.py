@@ -27,7 +27,7 @@ from pydantic import Field, field_validator
 from clsuite.data.download import RemoteFile, download_all, verify
 from clsuite.data.sources import ConfigurableSource, LabeledImages, SourceOptions, register_instance
 from clsuite.data.sources.images import to_channels
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 ZENODO = "https://zenodo.org/records/10519652/files/"
 SIZES = (28, 64, 128, 224)

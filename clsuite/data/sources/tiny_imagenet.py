@@ -19,7 +19,7 @@ import numpy as np
 from clsuite.data.download import RemoteFile, download, verify
 from clsuite.data.sources import LabeledImages, Source, register_source
 from clsuite.data.sources.images import decode
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 FILE = RemoteFile(
     "tiny-imagenet-200.zip", ("http://cs231n.stanford.edu/tiny-imagenet-200.zip",), md5="90528d7ca1a48142e341f4ef8d21d0de"

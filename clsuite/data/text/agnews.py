@@ -16,7 +16,7 @@ from pathlib import Path
 from clsuite.data.download import RemoteFile
 from clsuite.data.text.base import TextExample, TextSource, register_text_source
 from clsuite.data.text.files import FIX, fetch_all, read_csv_rows, verified
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 BASE = "https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/data/ag_news_csv/"
 FILES = {

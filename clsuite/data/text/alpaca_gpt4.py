@@ -18,7 +18,7 @@ from pydantic import Field
 from clsuite.data.download import RemoteFile, download
 from clsuite.data.text.base import TextExample, TextOptions, TextSource, hash_split, register_text_source
 from clsuite.data.text.files import FIX, field_of, git_blob_sha1, read_json
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 COMMIT = "80cda626ea305004be42426671c66efebbf22144"
 FILE = RemoteFile(

@@ -16,7 +16,7 @@ from pathlib import Path
 from clsuite.data.download import RemoteFile
 from clsuite.data.text.base import TextExample, TextSource, register_text_source
 from clsuite.data.text.files import FIX, decode, fetch_all, field_of, parse_jsonl, verified, zip_members
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 FILE = RemoteFile(
     "ARC-V1-Feb2018.zip",

@@ -17,8 +17,8 @@ from typing import Any, ClassVar, Mapping
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from clsuite.errors import DataError, ParamsError
-from clsuite.registry import Registry
+from clsuite.core.errors import DataError, ParamsError
+from clsuite.core.registry import Registry
 
 #: split names a text example may carry (SQuAD and BoolQ publish no labelled test split)
 TEXT_SPLITS = ("train", "validation", "test")
@@ -86,7 +86,7 @@ class TextSource(ABC):
         self.opts = self._validate(options, f"text source {self.name}")
 
     def _validate(self, options: Mapping[str, Any], where: str) -> TextOptions:
-        from clsuite.config import format_validation_error
+        from clsuite.core.validation import format_validation_error
 
         try:
             return self.Options.model_validate(dict(options))
@@ -104,7 +104,7 @@ class TextSource(ABC):
 
     def raw_dir(self, raw_root: Path) -> Path:
         """``raw_root/<raw_name or name>`` (checked to stay inside ``raw_root``)."""
-        from clsuite.paths import under
+        from clsuite.core.paths import under
 
         return under(raw_root, self.raw_name or self.name)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from clsuite.data.download import RemoteFile, download, verify
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 FIX = "delete it and rerun `clsuite fetch`"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from clsuite.data.download import RemoteFile
 from clsuite.data.text.base import TextExample, TextSource, register_text_source
 from clsuite.data.text.files import FIX, fetch_all, field_of, read_jsonl, verified
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 COMMIT = "3101c7d5072418e28b9008a6636bde82a006892c"
 BASE = f"https://raw.githubusercontent.com/openai/grade-school-math/{COMMIT}/grade_school_math/data/"

@@ -21,7 +21,7 @@ from clsuite.data.download import RemoteFile
 from clsuite.data.text.base import TextExample, TextOptions, TextSource, register_text_source
 from clsuite.data.text.boxed import last_boxed
 from clsuite.data.text.files import FIX, fetch_all, field_of, tar_json_members, verified
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 log = logging.getLogger(__name__)
 FILE = RemoteFile("MATH.tar", ("https://people.eecs.berkeley.edu/~hendrycks/MATH.tar",), size=20327424,

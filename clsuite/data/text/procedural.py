@@ -23,7 +23,7 @@ from pydantic import Field
 from clsuite.data.text.base import (
     TextExample, TextOptions, TextSource, register_text_source, retask, stable_seed,
 )
-from clsuite.errors import DataError, ParamsError
+from clsuite.core.errors import DataError, ParamsError
 
 PIP_SPEC = "reasoning-gym==0.1.25"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from clsuite.data.download import RemoteFile
 from clsuite.data.text.base import TextExample, TextSource, register_text_source
 from clsuite.data.text.files import FIX, decode, fetch_all, field_of, parse_json, verified, zip_members
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 FILE = RemoteFile(
     "SciQ.zip",

@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clsuite.data.text.base import TEXT_SOURCES
 from clsuite.data.text.table import read_text_table, to_frame, validate_text_table, write_text_table
-from clsuite.errors import DataError, ParamsError
-from clsuite.io import replace_dir, temp_dir_beside, write_json
-from clsuite.names import Name
+from clsuite.core.errors import DataError, ParamsError
+from clsuite.core.io import replace_dir, temp_dir_beside, write_json
+from clsuite.core.names import Name
 
 #: issue #7's offline sequence: arithmetic → word problems → kinship → syllogisms
 OFFLINE_REASONING = ["rg_basic_arithmetic", "rg_gsm_symbolic", "rg_family_relationships", "rg_syllogism"]
@@ -59,7 +59,7 @@ class TaskData:
 
 def parse_specs(tasks: Sequence[str | Mapping[str, Any] | TaskSpec], where: str = "tasks") -> list[TaskSpec]:
     """Validate task specs; errors name ``where[k]`` and the key; task names must be unique."""
-    from clsuite.config import format_validation_error
+    from clsuite.core.validation import format_validation_error
 
     specs = []
     for k, t in enumerate(tasks):
@@ -154,7 +154,7 @@ def read_sequence(out_dir: Path, *, fix: str = "rebuild the sequence") -> list[T
     try:
         manifest = _Manifest.model_validate(raw, strict=True)
     except ValidationError as exc:
-        from clsuite.config import format_validation_error
+        from clsuite.core.validation import format_validation_error
 
         problems = format_validation_error(exc, "", _Manifest).replace("\n", "; ")
         raise DataError(f"{manifest_path}: malformed ({problems}); {fix}") from None

@@ -14,7 +14,7 @@ from pathlib import Path
 from clsuite.data.download import RemoteFile
 from clsuite.data.text.base import TextExample, TextSource, register_text_source
 from clsuite.data.text.files import FIX, fetch_all, field_of, read_json, verified
-from clsuite.errors import DataError
+from clsuite.core.errors import DataError
 
 BASE = "https://rajpurkar.github.io/SQuAD-explorer/dataset/"
 FILES = {

@@ -27,8 +27,8 @@ from pydantic import Field
 from clsuite.data.download import RemoteFile, mismatch
 from clsuite.data.text.base import TextExample, TextOptions, TextSource, hash_split, register_text_source
 from clsuite.data.text.files import FIX, read_bytes
-from clsuite.errors import DataError, FetchError
-from clsuite.io import copy_file
+from clsuite.core.errors import DataError, FetchError
+from clsuite.core.io import copy_file
 
 SYSTEM_DIR = Path(os.environ.get("CLSUITE_WORDNET_DIR", "/usr/share/wordnet"))
 DEBIAN_MD5 = "5be921c6e8381ec85d52c715f43f1f11"  # /var/lib/dpkg/info/wordnet-base.md5sums, 1:3.0-37

@@ -1,7 +1,7 @@
 """Build the variant arrays that ``prepare`` writes next to the clean split.
 
 Corrupted copies of the clean test split (``c_*.npy``) and the OOD set (``ood_*.npy``);
-the long-tailed train split is made earlier, in :func:`clsuite.data.prepare.prepare_benchmark`,
+the long-tailed train split is made earlier, in :func:`clsuite.image.prepare.prepare_benchmark`,
 because it *is* the train split. Returns arrays and the manifest entry; writing is
 prepare's job.
 """
@@ -14,11 +14,11 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from clsuite.config import CorruptionsConfig, OODConfig, VariantsConfig
+from clsuite.data.variants.config import CorruptionsConfig, OODConfig, VariantsConfig
 from clsuite.data.variants.corruptions import LIBRARY, check_corruption, corrupt_images, how_applied
 from clsuite.data.variants.long_tail import LongTailInfo
 from clsuite.data.variants.ood import ClassMap, OODInfo, choose, conversion_note, convert_images
-from clsuite.errors import ParamsError
+from clsuite.core.errors import ParamsError
 
 
 class CorruptionsInfo(BaseModel):

@@ -46,7 +46,7 @@ from typing import Iterator
 
 import numpy as np
 
-from clsuite.errors import DataError, ParamsError
+from clsuite.core.errors import DataError, ParamsError
 
 LIBRARY = "corrupt-tta 0.1.7"
 

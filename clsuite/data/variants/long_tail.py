@@ -17,8 +17,8 @@ import math
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from clsuite.config import LongTailConfig
-from clsuite.errors import ParamsError
+from clsuite.data.variants.config import LongTailConfig
+from clsuite.core.errors import ParamsError
 
 #: floor() tolerance: n_max·ρ^(i/(C−1)) that is an integer up to rounding (e.g. 400·0.01)
 #: must not lose one image to floating point.

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clsuite.config import CorruptionsConfig
-from clsuite.errors import DataError, ParamsError
+from clsuite.data.variants.config import CorruptionsConfig
+from clsuite.core.errors import DataError, ParamsError
 
 
 def corruption_source(cfg: CorruptionsConfig, where: str, size: int | None = None):

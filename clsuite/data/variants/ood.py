@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from clsuite.config import OODConfig
-from clsuite.errors import DataError, ParamsError
+from clsuite.data.variants.config import OODConfig
+from clsuite.core.errors import DataError, ParamsError
 
 
 class OODInfo(BaseModel):

@@ -34,7 +34,7 @@ from avalanche.training.plugins import SupervisedPlugin
 from pydantic import Field
 from torch import nn
 
-from clsuite.errors import TrainingDiverged
+from clsuite.core.errors import TrainingDiverged
 from clsuite.methods import MethodConfig, MethodContext, register_method
 from clsuite.methods.braincl.entropy import FactorizedEntropyModel
 from clsuite.methods.braincl.networks import CompletionNet, separation_net

@@ -1,0 +1,1 @@
+"""The image track: config, prepare, streams, train, evaluate, metrics, schemas, report."""

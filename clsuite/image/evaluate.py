@@ -1,0 +1,242 @@
+"""evaluate: prediction records of every run in the grid → metric tables.
+
+Writes (each under its pandera schema) to ``reports/data/``: accuracy_matrix,
+stage_accuracy, run_metrics, summary, experiences, failed_runs, and the extended tables of
+:mod:`clsuite.image.metrics.suite` (robustness, long tail, OOD, compute, memory, feature
+space, comparisons; Parquet, plus CSV copies), and the headline metrics
+``reports/metrics/image/<benchmark>/<method>.json`` (last accuracy, forgetting, their 95% CIs over
+seeds, in percent; small and committed in git, for ``dvc metrics show/diff`` and ``dvc exp show``).
+
+A run whose status.json says ``diverged``, ``failed`` or ``running`` (interrupted) is
+listed in ``failed_runs`` with its state and reason; its partial records never enter
+the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clsuite.image.config import ImageParams
+from clsuite.core.errors import DataError, RunFolderError
+from clsuite.core.io import replace_dir, temp_dir_beside, write_json, write_text
+from clsuite.core import matrix as acc
+from clsuite.image.metrics import stages as st
+from clsuite.core.aggregate import summarise
+from clsuite.image.metrics.suite import ExtendedMetrics
+from clsuite.image.records import (
+    EXPERIENCES_FILE, RunKey, check_finished_files, check_identity, check_stages, read_records, rerun_fix,
+)
+from clsuite.image.schemas import (
+    ACCURACY_MATRIX, CLASS_ACCURACY, EXPERIENCES, FAILED_RUNS, RUN_METRICS, RUN_STATES, STAGE_ACCURACY,
+    STAGE_METRICS, SUMMARY,
+)
+from clsuite.core.tables import read_table, write_table
+from clsuite.core.paths import HEADLINE_DIR, PREPARED_ROOT, RUNS_ROOT, TABLES_DIR, run_dir_for, under
+
+PROTOCOLS = ("class_il", "task_il")
+
+
+def run_metrics_from_records(records: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """For one run, all protocols: accuracy_matrix, stage_accuracy, run_metrics, stage_metrics
+    and class_accuracy (final stage) rows."""
+    mats, stages, metrics, stage_rows, class_rows = [], [], [], [], []
+    last_stage = int(records["train_exp"].max())
+    for protocol in PROTOCOLS:
+        table = acc.accuracy_table(records, protocol).assign(protocol=protocol)
+        stage = acc.stage_accuracy(records, protocol).assign(protocol=protocol)
+        A = acc.to_matrix(table)
+        s = stage["accuracy"].to_numpy()
+        values = {
+            "avg_acc": acc.average_accuracy(s),
+            "last_acc": acc.last_accuracy(s),
+            "forgetting": acc.forgetting(A),
+            "avalanche_forgetting": acc.avalanche_forgetting(A),
+            "bwt": acc.bwt(A),
+            # In class-IL a model never predicts classes it has not been trained on, so
+            # A[j-1, j] = 0 and FWT would only restate the untrained model's accuracy.
+            "fwt": acc.fwt(A, acc.init_accuracy(table)) if protocol == "task_il" else None,
+        }
+        per_class = st.per_class_accuracy(records, last_stage, protocol)
+        values.update(st.class_fairness(per_class))
+        values.update(st.class_drift(records, protocol))
+        mats.append(table)
+        stages.append(stage)
+        metrics.append(pd.DataFrame(
+            [{"protocol": protocol, "metric": m, "value": v} for m, v in values.items() if v is not None]
+        ))
+        disparity = st.within_task_disparity(records, protocol)
+        stage_rows.append(st.stage_table(A).assign(
+            protocol=protocol, within_task_disparity=disparity.reindex(range(A.shape[0])).to_numpy()))
+        class_rows.append(pd.DataFrame({"protocol": protocol, "class_id": per_class.index.astype("int64"),
+                                        "accuracy": per_class.to_numpy(dtype=float)}))
+    cat = lambda parts: pd.concat(parts, ignore_index=True)  # noqa: E731
+    return {"accuracy_matrix": cat(mats), "stage_accuracy": cat(stages), "run_metrics": cat(metrics),
+            "stage_metrics": cat(stage_rows), "class_accuracy": cat(class_rows)}
+
+
+def read_status(run_dir: Path) -> dict | None:
+    """A run's status.json (None when there is none); malformed files raise DataError."""
+    path = run_dir / "status.json"
+    if not path.exists():
+        return None
+    fix = "delete it and rerun the run's train stage (`dvc repro`)"
+    try:
+        status = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); {fix}") from None
+    if not isinstance(status, dict) or status.get("state") not in ("finished", *RUN_STATES):
+        raise DataError(f"{path}: 'state' must be one of finished, {', '.join(RUN_STATES)}; {fix}")
+    for key in ("finished_experiences", "experience", "iteration"):
+        value = status.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise DataError(f"{path}: {key!r} must be a non-negative integer (got {value!r}); {fix}")
+    if status.get("finished_experiences") is None:
+        raise DataError(f"{path}: 'finished_experiences' is missing; {fix}")
+    return status
+
+
+def read_finished_run(run_dir: Path, key: RunKey, status: dict | None, n_experiences: int
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(records, experiences) of a finished run, after checking that its folder is whole and its own:
+    the stage files of every experience (as many as ``benchmarks.<b>.n_experiences``), no others,
+    and rows that name this run and seed. Any mismatch is a RunFolderError naming file and fix."""
+    if status is not None and status["finished_experiences"] != n_experiences:
+        raise RunFolderError(
+            f"{run_dir}: status.json says the run finished {status['finished_experiences']} experiences, but "
+            f"benchmarks.{key.benchmark}.n_experiences is {n_experiences} (the run is from an older configuration); "
+            f"{rerun_fix(key)}")
+    check_finished_files(run_dir, key, n_experiences)
+    records = read_records(run_dir)
+    check_identity(records, run_dir / "records", run_dir, key)
+    check_stages(records, run_dir, key, n_experiences)
+    exp_path = run_dir / EXPERIENCES_FILE
+    exp_table = read_table(exp_path, EXPERIENCES)
+    check_identity(exp_table, exp_path, run_dir, key)
+    return records, exp_table
+
+
+def failed_run_row(status: dict, run_id: str, benchmark: str, method: str, seed: int) -> dict:
+    """One ``failed_runs`` row from the status of a run that did not finish."""
+    done = status["finished_experiences"]
+    if status["state"] == "running":
+        reason = (f"status.json still says 'running' after {done} finished experience(s): the run was interrupted "
+                  f"(or is still training); rerun `dvc repro` to resume it")
+        experience = done
+    else:
+        reason = str(status.get("reason") or f"{status['state']} (no reason recorded)")
+        experience = status.get("experience", done)
+    return {"run_id": run_id, "benchmark": benchmark, "method": method, "seed": seed, "state": status["state"],
+            "finished_experiences": done, "experience": experience, "iteration": status.get("iteration"),
+            "reason": reason}
+
+
+def failed_runs_table(rows: list[dict]) -> pd.DataFrame:
+    dtypes = {"seed": "int64", "finished_experiences": "int64", "experience": "Int64", "iteration": "Int64"}
+    df = pd.DataFrame(rows, columns=list(FAILED_RUNS.columns))
+    return df.astype({**{c: str for c in df.columns if c not in dtypes}, **dtypes})
+
+
+def evaluate_grid(params: ImageParams, runs_root: Path = RUNS_ROOT, out_dir: Path = TABLES_DIR,
+                  headline_dir: Path = HEADLINE_DIR, prepared_root: Path = PREPARED_ROOT) -> dict[str, pd.DataFrame]:
+    """Compute every table for the runs of ``params.run`` and write them."""
+    run = params.run
+    extended = ExtendedMetrics(params, prepared_root)
+    parts: dict[str, list[pd.DataFrame]] = {}
+    exps, failed = [], []
+    for benchmark in run.benchmarks:
+        for method in run.methods:
+            for seed in run.seeds:
+                run_dir = run_dir_for(runs_root, benchmark, method, seed)
+                status = read_status(run_dir)
+                if status is not None and status["state"] != "finished":
+                    failed.append(failed_run_row(status, f"{benchmark}/{method}/seed{seed}", benchmark, method, seed))
+                    continue
+                if not (run_dir / "records").exists():
+                    raise DataError(f"{run_dir}: no records; run `dvc repro` (or `clsuite train --benchmark "
+                                    f"{benchmark} --method {method} --seed {seed}`) first")
+                key = RunKey(benchmark, method, seed, params.benchmark(benchmark).scenario)
+                records, exp_table = read_finished_run(run_dir, key, status, params.benchmark(benchmark).n_experiences)
+                keys = {"run_id": key.run_id, "benchmark": benchmark, "method": method, "seed": seed}
+                for name, df in run_metrics_from_records(records).items():
+                    parts.setdefault(name, []).append(df.assign(**keys))
+                extended.add_run(records, run_dir, keys)
+                exps.append(exp_table)
+    failed_df = failed_runs_table(failed)
+    if not exps:
+        write_table(failed_df, out_dir / "failed_runs.parquet", FAILED_RUNS)
+        write_text(out_dir / "failed_runs.csv", failed_df.to_csv(index=False))
+        raise DataError(
+            f"no run of the grid finished ({len(failed)} did not: {', '.join(failed_df['run_id'])}); their states "
+            f"and reasons are in {out_dir / 'failed_runs.csv'}; fix them and rerun `dvc repro`"
+        )
+    schemas = {"accuracy_matrix": ACCURACY_MATRIX, "stage_accuracy": STAGE_ACCURACY, "run_metrics": RUN_METRICS,
+               "stage_metrics": STAGE_METRICS, "class_accuracy": CLASS_ACCURACY}
+    tables = {name: (pd.concat(parts[name]), schema) for name, schema in schemas.items()}
+    tables["experiences"] = (pd.concat(exps), EXPERIENCES)
+    summary = summarise(tables["run_metrics"][0], ["benchmark", "method", "protocol", "metric"])
+    tables["summary"] = (summary, SUMMARY)
+    tables.update(extended.finish(tables))
+    tables["failed_runs"] = (failed_df, FAILED_RUNS)
+    out = {}
+    for name, (df, schema) in tables.items():
+        df = df[list(schema.columns)].reset_index(drop=True)  # column order as in the schema
+        write_table(df, out_dir / f"{name}.parquet", schema)
+        write_text(out_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.6g"))
+        out[name] = df
+    write_headline(headline_metrics(params, summary), headline_dir)
+    return out
+
+
+#: the headline metrics (``summary`` names) and how many decimals of a percent they keep
+HEADLINE_METRICS = ("last_acc", "forgetting")
+HEADLINE_DECIMALS = 2
+
+
+def headline_protocol(scenario: str) -> str:
+    """The protocol a benchmark is read in: its own (task-IL for task-IL streams), class-IL
+    otherwise (in domain-IL every experience holds all classes, so task-IL equals class-IL)."""
+    return "task_il" if scenario == "task_il" else "class_il"
+
+
+def headline_metrics(params: ImageParams, summary: pd.DataFrame) -> dict[str, dict[str, dict[str, float | int | None]]]:
+    """{benchmark: {method: {last_acc, last_acc_ci95, forgetting, forgetting_ci95, n_seeds}}}
+    for every cell of the grid, in percent (the report's units) rounded to
+    :data:`HEADLINE_DECIMALS`; a CI is None for one seed, every value None (n_seeds 0) where
+    no seed finished. The full tables (all metrics, std, both protocols) are in ``reports/data``."""
+    def pct(x: float) -> float | None:
+        return None if np.isnan(x) else round(100 * float(x), HEADLINE_DECIMALS)
+
+    out: dict = {}
+    for benchmark in params.run.benchmarks:
+        protocol = headline_protocol(params.benchmark(benchmark).scenario)
+        rows = summary[(summary["benchmark"] == benchmark) & (summary["protocol"] == protocol)]
+        for method in params.run.methods:
+            cell: dict[str, float | int | None] = {}
+            n_seeds = 0
+            for metric in HEADLINE_METRICS:
+                hit = rows[(rows["method"] == method) & (rows["metric"] == metric)]
+                mean, ci = (hit["mean"].iat[0], hit["ci95"].iat[0]) if len(hit) else (np.nan, np.nan)
+                cell[metric], cell[f"{metric}_ci95"] = pct(mean), pct(ci)
+                n_seeds = max(n_seeds, int(hit["n_seeds"].iat[0]) if len(hit) else 0)
+            cell["n_seeds"] = n_seeds
+            out.setdefault(benchmark, {})[method] = cell
+    return out
+
+
+def write_headline(headline: dict[str, dict[str, dict]], dest: Path) -> None:
+    """Rewrite ``dest`` as ``<benchmark>/<method>.json`` files (one row each in ``dvc metrics
+    show``), all at once: a file of a cell no longer in the grid does not linger."""
+    tmp = temp_dir_beside(dest)
+    try:
+        for benchmark, methods in headline.items():
+            for method, cell in methods.items():
+                write_json(under(tmp, benchmark, f"{method}.json"), cell)
+        replace_dir(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

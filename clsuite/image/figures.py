@@ -1,0 +1,227 @@
+"""Figures of the extended metrics (robustness, OOD, long tail, memory, feature space).
+
+Every figure is written as PNG and PDF with no date or software fields and fixed fonts
+(:data:`clsuite.report.figures.RC`), so an unchanged rerun reproduces each file byte for
+byte. Inputs are the evaluate stage's tables; values are
+means over seeds unless stated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from clsuite.core.io import atomic_path  # noqa: E402
+from clsuite.report.figures import RC, method_colors  # noqa: E402
+
+PROTOCOL = {"class_il": "class-IL", "task_il": "task-IL"}
+#: savefig metadata per format, nothing that changes between runs. PNG for the Markdown and
+#: HTML report, PDF for LaTeX (an SVG, as the accuracy figures have, would add a third
+#: rendering of every figure to the report stage's time, for little use in papers).
+METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
+
+
+def save_all(fig: plt.Figure, stem: Path) -> list[Path]:
+    """Write ``stem``.png (150 dpi) and .pdf atomically; return the paths (PNG first)."""
+    paths = []
+    for ext, meta in METADATA.items():
+        dest = stem.with_suffix(f".{ext}")
+        with atomic_path(dest, suffix=f".{ext}") as tmp:
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight", metadata=meta)
+        paths.append(dest)
+    plt.close(fig)
+    return paths
+
+
+def _present(methods: list[str], df: pd.DataFrame) -> list[str]:
+    have = set(df["method"])
+    return [m for m in methods if m in have]
+
+
+def severity_figure(cells: pd.DataFrame, benchmark: str, methods: list[str], stem: Path) -> list[Path]:
+    """Accuracy vs severity (0 = the same images clean), final stage, mean over corruptions and seeds."""
+    d = cells[cells["benchmark"] == benchmark]
+    d = d[d["train_exp"] == d.groupby("run_id")["train_exp"].transform("max")]
+    protocols = [p for p in ("class_il", "task_il") if p in set(d["protocol"])]
+    with plt.rc_context(RC), sns.axes_style("whitegrid"):
+        fig, axes = plt.subplots(1, len(protocols), figsize=(5.2 * len(protocols), 3.8), squeeze=False, sharey=True)
+        colors = method_colors(methods)
+        for ax, protocol in zip(axes[0], protocols):
+            p = d[d["protocol"] == protocol]
+            for method in _present(methods, p):
+                m = p[p["method"] == method]
+                clean = m.groupby("run_id")["clean_accuracy"].mean().mean()
+                sev = m.groupby("severity")["accuracy"].mean()
+                x = np.r_[0, sev.index.to_numpy()]
+                ax.plot(x, 100 * np.r_[clean, sev.to_numpy()], marker="o", ms=4, color=colors[method], label=method)
+            ax.set_title(f"{benchmark}: {PROTOCOL[protocol]}")
+            ax.set_xlabel("corruption severity (0 = clean)")
+            ax.set_ylim(0, 100)
+        axes[0][0].set_ylabel("accuracy (%)")
+        axes[0][-1].legend(title="method", fontsize=8)
+        fig.suptitle("Accuracy vs corruption severity after the last experience (mean over corruptions and seeds)",
+                     fontsize=10, y=1.02)
+        return save_all(fig, stem)
+
+
+def corruption_heatmap(cells: pd.DataFrame, benchmark: str, methods: list[str], stem: Path,
+                       protocol: str = "class_il") -> list[Path]:
+    """Accuracy (%) per method × corruption, final stage, mean over severities and seeds."""
+    d = cells[(cells["benchmark"] == benchmark) & (cells["protocol"] == protocol)]
+    d = d[d["train_exp"] == d.groupby("run_id")["train_exp"].transform("max")]
+    m = d.groupby(["method", "corruption"])["accuracy"].mean().unstack()
+    m = m.reindex(_present(methods, d))
+    with plt.rc_context(RC):
+        fig, ax = plt.subplots(figsize=(0.55 * m.shape[1] + 2.5, 0.45 * m.shape[0] + 1.8))
+        sns.heatmap(100 * m, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=True, fmt=".0f",
+                    annot_kws={"fontsize": 7}, cbar_kws={"label": "accuracy (%)"})
+        ax.set_xlabel("corruption")
+        ax.set_ylabel("method")
+        ax.set_title(f"{benchmark}: accuracy per corruption, {PROTOCOL[protocol]} "
+                     "(last stage, mean over severities and seeds)", fontsize=9, pad=10)
+        return save_all(fig, stem)
+
+
+def ood_histogram_figure(hist: pd.DataFrame, benchmark: str, methods: list[str], stem: Path) -> list[Path]:
+    """MSP histograms (density) of known vs OOD samples after the last experience, seeds pooled."""
+    d = hist[hist["benchmark"] == benchmark]
+    present = _present(methods, d)
+    with plt.rc_context(RC), sns.axes_style("whitegrid"):
+        fig, axes = plt.subplots(1, len(present), figsize=(3.2 * len(present), 3.0), squeeze=False, sharey=True)
+        for ax, method in zip(axes[0], present):
+            m = d[d["method"] == method]
+            for name, color in (("known", "#0072B2"), ("ood", "#D55E00")):
+                h = m[m["set"] == name].groupby(["bin", "bin_left", "bin_right"])["count"].sum().reset_index()
+                width = h["bin_right"] - h["bin_left"]
+                density = h["count"] / max(h["count"].sum(), 1) / width
+                ax.bar(h["bin_left"], density, width=width, align="edge", alpha=0.55, color=color,
+                       label="known (clean test, seen classes)" if name == "known" else "OOD")
+            ax.set_title(method, fontsize=10)
+            ax.set_xlabel("max softmax probability")
+            ax.set_xlim(0, 1)
+        axes[0][0].set_ylabel("density")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, fontsize=8, loc="upper center", ncol=2, bbox_to_anchor=(0.5, -0.04))
+        fig.suptitle(f"{benchmark}: MSP of known vs OOD samples after the last experience (seeds pooled)",
+                     fontsize=10, y=1.02)
+        return save_all(fig, stem)
+
+
+def long_tail_figure(shots: pd.DataFrame, benchmark: str, methods: list[str], stem: Path,
+                     protocol: str = "class_il") -> list[Path]:
+    """Accuracy on many/medium/few-shot seen classes over stages, one panel per group."""
+    d = shots[(shots["benchmark"] == benchmark) & (shots["protocol"] == protocol)]
+    stages = np.arange(1, int(d["train_exp"].max()) + 2) if len(d) else np.arange(1, 2)
+    with plt.rc_context(RC), sns.axes_style("whitegrid"):
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+        colors = method_colors(methods)
+        for ax, shot in zip(axes, ("many", "medium", "few")):
+            s = d[d["shot"] == shot]
+            for method in _present(methods, s):
+                m = s[s["method"] == method].groupby("train_exp")["accuracy"].mean()
+                ax.plot(m.index.to_numpy() + 1, 100 * m.to_numpy(), marker="o", ms=4, color=colors[method],
+                        label=method)
+            ax.set_title(f"{shot}-shot classes", fontsize=10)
+            ax.set_xlabel("experiences trained")
+            ax.set_xticks(stages)
+            ax.set_xlim(stages[0] - 0.3, stages[-1] + 0.3)
+            ax.set_ylim(0, 100)
+        axes[0].set_ylabel("accuracy on seen classes of the group (%)")
+        axes[-1].legend(title="method", fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        fig.suptitle(f"{benchmark}: long-tail accuracy, {PROTOCOL[protocol]} (mean over seeds)", fontsize=10, y=1.02)
+        return save_all(fig, stem)
+
+
+def memory_figure(curve: pd.DataFrame, benchmark: str, stem: Path, protocol: str = "class_il") -> list[Path]:
+    """Last accuracy vs buffer size (mean ± std over seeds), one line per method type."""
+    d = curve[(curve["benchmark"] == benchmark) & (curve["protocol"] == protocol)]
+    types = sorted(set(d["method_type"]))
+    with plt.rc_context(RC), sns.axes_style("whitegrid"):
+        fig, ax = plt.subplots(figsize=(5.2, 3.8))
+        colors = method_colors(types)
+        for t in types:
+            g = d[d["method_type"] == t].groupby("mem_size")["last_acc"]
+            mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
+            ax.errorbar(mean.index.to_numpy(), 100 * mean.to_numpy(), yerr=100 * std.to_numpy(), marker="o", ms=4,
+                        capsize=3, color=colors[t], label=t)
+        ax.set_xscale("log")
+        sizes = sorted(set(d["mem_size"]))
+        ax.set_xticks(sizes, [str(v) for v in sizes])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("buffer size (mem_size, samples)")
+        ax.set_ylabel("last accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.legend(title="method type", fontsize=8)
+        ax.set_title(f"{benchmark}: accuracy vs memory, {PROTOCOL[protocol]}", fontsize=10, y=1.02)
+        return save_all(fig, stem)
+
+
+def spectrum_figure(spectrum: pd.DataFrame, benchmark: str, methods: list[str], stem: Path) -> list[Path]:
+    """Share of variance per covariance eigenvalue (log scale), mean over seeds, per method."""
+    d = spectrum[spectrum["benchmark"] == benchmark]
+    with plt.rc_context(RC), sns.axes_style("whitegrid"):
+        fig, ax = plt.subplots(figsize=(5.2, 3.8))
+        colors = method_colors(methods)
+        for method in _present(methods, d):
+            m = d[d["method"] == method].groupby("component")["explained"].mean()
+            m = m[m > 0]
+            ax.plot(m.index.to_numpy() + 1, m.to_numpy(), color=colors[method], label=method)
+        ax.set_yscale("log")
+        ax.set_xlabel("eigenvalue rank")
+        ax.set_ylabel("share of total variance")
+        ax.legend(title="method", fontsize=8)
+        ax.set_title(f"{benchmark}: penultimate-feature covariance spectrum (final model)", fontsize=10, y=1.02)
+        return save_all(fig, stem)
+
+
+def tsne_figure(tsne: pd.DataFrame, benchmark: str, methods: list[str], stem: Path) -> list[Path]:
+    """t-SNE of the final features of each method's first seed, coloured by class."""
+    d = tsne[tsne["benchmark"] == benchmark]
+    present = _present(methods, d)
+    classes = sorted(set(d["y_true"]))
+    palette = dict(zip(classes, sns.color_palette("tab20" if len(classes) > 10 else "tab10", len(classes))))
+    with plt.rc_context(RC):
+        fig, axes = plt.subplots(1, len(present), figsize=(3.2 * len(present), 3.3), squeeze=False)
+        for ax, method in zip(axes[0], present):
+            m = d[d["method"] == method]
+            m = m[m["seed"] == m["seed"].min()]
+            ax.scatter(m["x"], m["y"], s=4, c=[palette[c] for c in m["y_true"]], linewidths=0)
+            ax.set_title(f"{method} (seed {int(m['seed'].min())})", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if len(classes) <= 20:
+            handles = [plt.Line2D([], [], marker="o", ls="", color=palette[c], ms=4, label=str(c)) for c in classes]
+            axes[0][-1].legend(handles=handles, title="class", fontsize=7, loc="center left",
+                               bbox_to_anchor=(1.02, 0.5))
+        fig.suptitle(f"{benchmark}: t-SNE of the final penultimate features (clean test samples)", fontsize=10, y=1.02)
+        return save_all(fig, stem)
+
+
+def confusion_figure(confusion: pd.DataFrame, benchmark: str, methods: list[str], stem: Path) -> list[Path]:
+    """Row-normalised class-IL confusion matrices after the last experience, seeds summed."""
+    d = confusion[confusion["benchmark"] == benchmark]
+    present = _present(methods, d)
+    classes = sorted(set(d["y_true"]) | set(d["y_pred"]))
+    with plt.rc_context(RC):
+        n = len(present)
+        fig, axes = plt.subplots(1, n + 1, figsize=(3.1 * n + 0.6, 3.4), squeeze=False,
+                                 gridspec_kw={"width_ratios": [1] * n + [0.06]})
+        for ax, method in zip(axes[0][:n], present):
+            m = d[d["method"] == method].groupby(["y_true", "y_pred"])["count"].sum().unstack(fill_value=0)
+            m = m.reindex(index=classes, columns=classes, fill_value=0)
+            rows = m.sum(axis=1).replace(0, 1)
+            sns.heatmap(100 * m.div(rows, axis=0), ax=ax, vmin=0, vmax=100, cmap="magma_r", cbar_ax=axes[0][-1],
+                        cbar_kws={"label": "% of the true class"}, square=True)
+            ax.set_title(method, fontsize=10)
+            ax.set_xlabel("predicted class")
+            ax.set_ylabel("true class" if ax is axes[0][0] else "")
+        fig.suptitle(f"{benchmark}: class-IL confusion after the last experience (seeds summed)", fontsize=10, y=1.02)
+        return save_all(fig, stem)

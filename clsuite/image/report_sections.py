@@ -1,0 +1,350 @@
+"""Report sections of the extended metrics: robustness, OOD detection, long tail, memory,
+compute, feature space and paired comparisons.
+
+Each section appears only when its table has rows. Tables are written as Markdown, CSV
+and LaTeX (booktabs) under ``reports/tables/``, figures as PNG and PDF under
+``reports/figures/``, and the DVC plot data under ``reports/plots/`` (always written,
+header only when empty, because dvc.yaml declares them). Nothing here depends on the
+time or the machine, so an unchanged rerun reproduces every file byte for byte.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from clsuite.image.config import ImageParams
+from clsuite.core.io import write_text
+from clsuite.image import figures as fx
+from clsuite.report import tables as tb
+from clsuite.report.safe import md_code, md_text
+from clsuite.image.schemas import (
+    COMPARISONS, COMPUTE, CONFUSION, CORRUPTION_ACCURACY, EXTRA_SUMMARY, FEATURE_SPECTRUM, LONG_TAIL_ACCURACY,
+    MEMORY_CURVE, OOD_DETECTION, OOD_HISTOGRAM, ROBUSTNESS, TSNE,
+)
+from clsuite.core.tables import read_table
+
+TABLES = {"corruption_accuracy": CORRUPTION_ACCURACY, "robustness": ROBUSTNESS, "ood_detection": OOD_DETECTION,
+          "ood_histogram": OOD_HISTOGRAM, "long_tail_accuracy": LONG_TAIL_ACCURACY, "memory_curve": MEMORY_CURVE,
+          "compute": COMPUTE, "feature_spectrum": FEATURE_SPECTRUM, "tsne": TSNE, "confusion": CONFUSION,
+          "extra_summary": EXTRA_SUMMARY, "comparisons": COMPARISONS}
+PROTOCOL_NAMES = {"class_il": "class-IL", "task_il": "task-IL", "any": "any protocol"}
+#: DVC plot files (reports/plots/, dvc.yaml report stage) and their columns
+PLOTS = {"robustness_severity.csv": ["benchmark", "method", "protocol", "severity", "accuracy"],
+         "memory_curve.csv": ["benchmark", "method_type", "protocol", "mem_size", "last_acc"]}
+
+
+def fmt_value(mean: float, std: float, scale: float = 100.0, digits: int = 1) -> str:
+    """``mean ± std`` after multiplying by ``scale``; std left out when NaN; "–" for NaN mean."""
+    if mean is None or math.isnan(mean):
+        return "–"
+    if std is None or math.isnan(std):
+        return tb.number(scale * mean, digits)
+    return f"{tb.number(scale * mean, digits)} ± {tb.number(scale * std, digits)}"
+
+
+class Section:
+    """Writes one section's tables and figures and collects its Markdown lines."""
+
+    def __init__(self, params: ImageParams, data: dict[str, pd.DataFrame], out: Path) -> None:
+        self.params, self.data, self.out = params, data, out
+        self.methods = params.run.methods
+        self.n_seeds = len(params.run.seeds)
+        # the reference the evaluate stage used (the report stage does not depend on metrics: in params)
+        refs = data["compute"]["reference_method"]
+        self.reference = str(refs.iat[0]) if len(refs) else params.metrics.reference_method
+
+    def tsne_points(self) -> int:
+        """Largest number of t-SNE points of one run (the evaluate stage's cap)."""
+        t = self.data["tsne"]
+        return int(t.groupby("run_id").size().max()) if len(t) else 0
+
+    def cell(self, bench: str, method: str, protocol: str, metric: str, scale: float = 100.0, digits: int = 1) -> str:
+        s = self.data["extra_summary"]
+        hit = s[(s["benchmark"] == bench) & (s["method"] == method) & (s["protocol"] == protocol)
+                & (s["metric"] == metric)]
+        return fmt_value(hit["mean"].iat[0], hit["std"].iat[0], scale, digits) if len(hit) else "–"
+
+    def table(self, df: pd.DataFrame, stem: str, caption: str) -> list[str]:
+        """Write ``tables/<stem>.md|csv|tex``; return the Markdown table and links."""
+        write_text(self.out / "tables" / f"{stem}.md", tb.to_markdown(df) + "\n")
+        write_text(self.out / "tables" / f"{stem}.csv", tb.to_csv(df))
+        write_text(self.out / "tables" / f"{stem}.tex", tb.to_latex(df, caption, f"tab:{stem.replace('_', '-')}"))
+        return [tb.to_markdown(df), "",
+                f"LaTeX: [`tables/{stem}.tex`](tables/{stem}.tex) · CSV: [`tables/{stem}.csv`](tables/{stem}.csv)", ""]
+
+    def figure(self, paths: list[Path], alt: str) -> list[str]:
+        rel = [p.relative_to(self.out).as_posix() for p in paths]
+        png = next(r for r in rel if r.endswith(".png"))
+        links = " · ".join(f"[{r.rsplit('.', 1)[1].upper()}]({r})" for r in rel if not r.endswith(".png"))
+        return [f"![{md_text(alt)}]({png})", "", f"Vector: {links}", ""]
+
+    def benchmarks_with(self, name: str) -> list[str]:
+        have = set(self.data[name]["benchmark"])
+        return [b for b in self.params.run.benchmarks if b in have]
+
+    def seeds_note(self) -> str:
+        return f"mean ± std over {self.n_seeds} seed(s)"
+
+
+def robustness(s: Section) -> list[str]:
+    if s.data["corruption_accuracy"].empty:
+        return []
+    ref = s.reference
+    md = ["## Robustness to corruptions", "",
+          "Accuracy on ImageNet-C-style corrupted copies of the test images of the experiences seen so far, after "
+          "the last experience (in %, " + s.seeds_note() + "). *Clean* is the accuracy on the same images "
+          "uncorrupted; *mean corr.* averages all corruptions and severities; *rel. drop* = 1 − mean corr. / clean; "
+          "*mCE* = mean over corruptions of Σ_severities error / Σ_severities error of "
+          f"{md_code(ref)} on the same seed "
+          "(Hendrycks & Dietterich 2019; 100 = as robust as the reference, lower is better).", ""]
+    if ref not in s.methods:
+        md += [f"*mCE omitted: the reference method {md_code(ref)} (`metrics.reference_method` in params.yaml) "
+               "is not in this grid.*", ""]
+    for b in s.benchmarks_with("corruption_accuracy"):
+        for protocol in ("class_il", "task_il"):
+            rows = [{"Method": m, "Clean (%)": s.cell(b, m, protocol, "corruption_clean_acc"),
+                     "Mean corr. (%)": s.cell(b, m, protocol, "mean_corruption_acc"),
+                     "Rel. drop (%)": s.cell(b, m, protocol, "corruption_relative_drop"),
+                     "mCE (%)": s.cell(b, m, protocol, "mce")} for m in s.methods]
+            df = pd.DataFrame(rows)
+            if ref not in s.methods:
+                df = df.drop(columns="mCE (%)")
+            md += [f"### {md_text(b)}: {PROTOCOL_NAMES[protocol]}", ""]
+            md += s.table(df, f"robustness_{b}_{protocol}",
+                          f"{b}, {PROTOCOL_NAMES[protocol]}: robustness to corruptions, {s.seeds_note()}")
+        cells = s.data["corruption_accuracy"]
+        md += s.figure(fx.severity_figure(cells, b, s.methods, s.out / "figures" / f"robustness_severity_{b}"),
+                       f"accuracy vs corruption severity on {b}")
+        md += s.figure(fx.corruption_heatmap(cells, b, s.methods, s.out / "figures" / f"robustness_corruptions_{b}"),
+                       f"accuracy per corruption on {b}")
+    return md
+
+
+def ood_detection(s: Section) -> list[str]:
+    det = s.data["ood_detection"]
+    if det.empty:
+        return []
+    md = ["## Out-of-distribution detection", "",
+          "Known = clean test samples of the classes seen so far, OOD = the benchmark's OOD set, after the last "
+          f"experience ({s.seeds_note()}, in %). Scores (higher = in-distribution): `msp` (max softmax "
+          "probability), `energy` (logsumexp of the logits), `max_logit`. *AUROC*; *AUPR-In* (known samples "
+          "positive) and *AUPR-Out* (OOD samples positive), as scikit-learn's average precision; *FPR@95*: share "
+          "of OOD samples accepted at the threshold that keeps 95% of the known ones (lower is better).", ""]
+    for b in s.benchmarks_with("ood_detection"):
+        scores = sorted(set(det.loc[det["benchmark"] == b, "score"]))
+        rows = [{"Method": m, "Score": sc, "AUROC": s.cell(b, m, "any", f"ood_auroc_{sc}"),
+                 "AUPR-In": s.cell(b, m, "any", f"ood_aupr_in_{sc}"),
+                 "AUPR-Out": s.cell(b, m, "any", f"ood_aupr_out_{sc}"),
+                 "FPR@95": s.cell(b, m, "any", f"ood_fpr95_{sc}")} for m in s.methods for sc in scores]
+        md += [f"### {md_text(b)}", ""]
+        md += s.table(pd.DataFrame(rows), f"ood_{b}", f"{b}: OOD detection after the last experience, {s.seeds_note()}")
+        if not s.data["ood_histogram"].empty and b in set(s.data["ood_histogram"]["benchmark"]):
+            md += s.figure(fx.ood_histogram_figure(s.data["ood_histogram"], b, s.methods,
+                                                   s.out / "figures" / f"ood_msp_{b}"), f"MSP histograms on {b}")
+    return md
+
+
+def long_tail(s: Section) -> list[str]:
+    shots = s.data["long_tail_accuracy"]
+    if shots.empty:
+        return []
+    md = ["## Long-tail: many-, medium- and few-shot classes", "",
+          "Accuracy on the test samples of the seen classes of each group (grouped by their number of training "
+          f"images, manifest `variants.long_tail.partition`), after the last experience ({s.seeds_note()}, in %); "
+          "the figure shows every stage. The table `reports/data/long_tail_accuracy` has each stage.", ""]
+    for b in s.benchmarks_with("long_tail_accuracy"):
+        final = shots[(shots["benchmark"] == b) & (shots["train_exp"] == shots["train_exp"].max())]
+        sizes = final.groupby("shot")["n_classes"].max()
+        for protocol in ("class_il", "task_il"):
+            rows = [{"Method": m, **{f"{sh.capitalize()} ({int(sizes.get(sh, 0))} cl.)": s.cell(b, m, protocol,
+                                                                                                  f"{sh}_acc")
+                                     for sh in ("many", "medium", "few")}} for m in s.methods]
+            md += [f"### {md_text(b)}: {PROTOCOL_NAMES[protocol]}", ""]
+            md += s.table(pd.DataFrame(rows), f"long_tail_{b}_{protocol}",
+                          f"{b}, {PROTOCOL_NAMES[protocol]}: accuracy per shot group, {s.seeds_note()}")
+        md += s.figure(fx.long_tail_figure(shots, b, s.methods, s.out / "figures" / f"long_tail_{b}"),
+                       f"many/medium/few-shot accuracy over stages on {b}")
+    return md
+
+
+def memory(s: Section) -> list[str]:
+    curve = s.data["memory_curve"]
+    if curve.empty:
+        return []
+    md = ["## Accuracy vs memory", "",
+          "Methods of one type run with several buffer sizes (`mem_size`); extra memory after the last experience "
+          f"in MiB (2^20 bytes, counted as MEMO does; *{tb.NOT_REPORTED}* when the method does not report it), "
+          f"accuracies in % ({s.seeds_note()}).", ""]
+    for b in s.benchmarks_with("memory_curve"):
+        d = curve[curve["benchmark"] == b]
+        rows = []
+        for (t, size, method), g in d.groupby(["method_type", "mem_size", "method"], sort=True):
+            row = {"Type": t, "Method": method, "mem_size": str(size),
+                   "Extra memory (MiB)": _mib(g["extra_memory_mb"])}
+            for protocol in ("class_il", "task_il"):
+                p = g[g["protocol"] == protocol]
+                for col, name in (("last_acc", "Last"), ("avg_acc", "Avg.")):
+                    std = p[col].std(ddof=1) if len(p) > 1 else float("nan")
+                    row[f"{name} {PROTOCOL_NAMES[protocol]} (%)"] = fmt_value(p[col].mean(), std)
+            rows.append(row)
+        md += [f"### {md_text(b)}", ""]
+        md += s.table(pd.DataFrame(rows), f"memory_{b}", f"{b}: accuracy vs buffer size, {s.seeds_note()}")
+        md += s.figure(fx.memory_figure(curve, b, s.out / "figures" / f"memory_curve_{b}"),
+                       f"accuracy vs memory on {b}")
+    return md
+
+
+def _mib(values: pd.Series) -> str:
+    """Mean of MiB values with 3 decimals; "not reported" when no run reports it."""
+    v = values.dropna()
+    return tb.number(v.mean(), 3) if len(v) else tb.NOT_REPORTED
+
+
+def compute(s: Section) -> list[str]:
+    comp = s.data["compute"]
+    if comp.empty:
+        return []
+    ref = s.reference
+    md = ["## Compute relative to the reference method", "",
+          f"Per run, then {s.seeds_note()}: wall time per training experience, training throughput (samples × "
+          "epochs per second), peak resident memory and peak GPU memory (`torch.cuda.max_memory_allocated`; – when "
+          f"not trained on CUDA), and each as a ratio to {md_code(ref)} on the same benchmark and seed (×).", ""]
+    if ref not in s.methods:
+        md += [f"*Ratios omitted: the reference method {md_code(ref)} is not in this grid.*", ""]
+    rows = []
+    for b in s.params.run.benchmarks:
+        for m in s.methods:
+            row = {"Benchmark": b, "Method": m, "s / exp.": s.cell(b, m, "any", "train_seconds_per_exp", 1, 2),
+                   "samples / s": s.cell(b, m, "any", "samples_per_second", 1, 0),
+                   "peak RSS (MiB)": s.cell(b, m, "any", "peak_rss_mb", 1, 0),
+                   "peak GPU (MiB)": s.cell(b, m, "any", "peak_gpu_mb", 1, 0)}
+            if ref in s.methods:
+                row.update({"time ×": s.cell(b, m, "any", "rel_train_seconds", 1, 2),
+                            "throughput ×": s.cell(b, m, "any", "rel_samples_per_second", 1, 2),
+                            "RSS ×": s.cell(b, m, "any", "rel_peak_rss", 1, 2),
+                            "GPU ×": s.cell(b, m, "any", "rel_peak_gpu", 1, 2)})
+            rows.append(row)
+    return md + s.table(pd.DataFrame(rows), "compute_relative", f"compute relative to {ref}, {s.seeds_note()}")
+
+
+def feature_space(s: Section) -> list[str]:
+    spec, tsne, conf = s.data["feature_spectrum"], s.data["tsne"], s.data["confusion"]
+    if spec.empty and conf.empty:
+        return []
+    md = ["## Feature space", ""]
+    if spec.empty:
+        md += ["No run folder holds final features (`features.npy`, written by the train stage since the "
+               "feature-space metrics exist): retrain to get the spectrum, effective rank and t-SNE. Confusion "
+               "matrices are class-IL, after the last experience.", ""]
+    else:
+        md += ["Penultimate features of the final model on the clean test set. *Effective rank* (Roy & Vetterli "
+               "2007): exp of the entropy of the normalised singular values of the centered feature matrix (1 = one "
+               f"direction, at most the feature dimension), {s.seeds_note()}. The spectrum shows the covariance "
+               f"eigenvalues; t-SNE (scikit-learn, random_state 0) uses at most {s.tsne_points()} samples of the "
+               "first seed; confusion matrices are class-IL, after the last experience.", ""]
+    if not spec.empty:
+        dims = spec.groupby("benchmark")["component"].max() + 1
+        rows = [{"Benchmark": b, "Feature dim.": str(int(dims[b])),
+                 **{m: s.cell(b, m, "any", "effective_rank", 1, 1) for m in s.methods}}
+                for b in s.benchmarks_with("feature_spectrum")]
+        md += s.table(pd.DataFrame(rows), "effective_rank", f"effective rank of the final features, {s.seeds_note()}")
+    for b in s.params.run.benchmarks:
+        parts: list[str] = []
+        if b in set(spec["benchmark"]):
+            parts += s.figure(fx.spectrum_figure(spec, b, s.methods, s.out / "figures" / f"feature_spectrum_{b}"),
+                              f"feature covariance spectrum on {b}")
+        if b in set(tsne["benchmark"]):
+            parts += s.figure(fx.tsne_figure(tsne, b, s.methods, s.out / "figures" / f"tsne_{b}"), f"t-SNE on {b}")
+        if b in set(conf["benchmark"]):
+            parts += s.figure(fx.confusion_figure(conf, b, s.methods, s.out / "figures" / f"confusion_{b}"),
+                              f"confusion matrices on {b}")
+        if parts:
+            md += [f"### {md_text(b)}", "", *parts]
+    return md
+
+
+COMPARED = [("class_il", "last_acc"), ("class_il", "avg_acc"), ("class_il", "forgetting"), ("class_il", "mce"),
+            ("class_il", "few_acc"), ("any", "ood_auroc_msp")]
+
+
+def comparisons(s: Section) -> list[str]:
+    comp = s.data["comparisons"]
+    ref = s.reference
+    if comp.empty or ref not in s.methods:
+        return []
+    md = ["## Paired comparisons with the reference method", "",
+          f"Per benchmark, each method minus {md_code(ref)} on the same seeds (Δ in percentage points, mean ± std "
+          "over the n pairs); p-values of the two-sided paired t-test (scipy `ttest_1samp` on the differences) and of the "
+          "two-sided exact Wilcoxon signed-rank test (zero differences dropped). With n < 6 pairs the Wilcoxon "
+          "test cannot reach p < 0.05 (its smallest p is 2 / 2^n); – = undefined (n < 2, or all differences equal).",
+          ""]
+    rows = []
+    for b in s.params.run.benchmarks:
+        for protocol, metric in COMPARED:
+            for m in s.methods:
+                if m == ref:
+                    continue
+                hit = comp[(comp["benchmark"] == b) & (comp["protocol"] == protocol) & (comp["metric"] == metric)
+                           & (((comp["method_a"] == m) & (comp["method_b"] == ref))
+                              | ((comp["method_a"] == ref) & (comp["method_b"] == m)))]
+                if not len(hit):
+                    continue
+                h = hit.iloc[0]
+                sign = 1.0 if h["method_a"] == m else -1.0
+                rows.append({"Benchmark": b, "Metric": f"{metric} ({PROTOCOL_NAMES[protocol]})", "Method": m,
+                             "Δ vs ref.": fmt_value(sign * h["mean_diff"], h["std_diff"]), "n": str(h["n_pairs"]),
+                             "p (t-test)": _p(h["p_ttest"]), "p (Wilcoxon)": _p(h["p_wilcoxon"])})
+    if not rows:
+        return []
+    return md + s.table(pd.DataFrame(rows), "comparisons", f"paired differences to {ref} over seeds")
+
+
+def _p(p: float) -> str:
+    return "–" if p is None or math.isnan(p) else f"{p:.3g}"
+
+
+SECTIONS = [robustness, ood_detection, long_tail, memory, compute, feature_space, comparisons]
+
+
+def plot_data(data: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """DVC plot tables: accuracy vs severity (0 = clean) and last accuracy vs buffer size, means over seeds."""
+    cells = data["corruption_accuracy"]
+    cells = cells[cells["train_exp"] == cells.groupby("run_id")["train_exp"].transform("max")]
+    keys = ["benchmark", "method", "protocol"]
+    sev = cells.groupby([*keys, "severity"], sort=True)["accuracy"].mean().reset_index()
+    clean = cells.groupby(keys, sort=True)["clean_accuracy"].mean().reset_index().rename(
+        columns={"clean_accuracy": "accuracy"}).assign(severity=0)
+    sev = pd.concat([clean, sev], ignore_index=True).sort_values([*keys, "severity"], kind="stable")
+    curve = data["memory_curve"]
+    mem = curve.groupby(["benchmark", "method_type", "protocol", "mem_size"], sort=True)["last_acc"].mean()
+    mem = mem.reset_index()
+    out = {"robustness_severity.csv": sev, "memory_curve.csv": mem}
+    return {name: df.reindex(columns=PLOTS[name]).round(6) for name, df in out.items()}
+
+
+def read_extended_tables(data_dir: Path) -> dict[str, pd.DataFrame]:
+    """Every extended table of ``data_dir`` (evaluate's output), schema-validated: read once per report."""
+    return {name: read_table(data_dir / f"{name}.parquet", schema) for name, schema in TABLES.items()}
+
+
+def metric_citations(data: dict[str, pd.DataFrame]) -> list[str]:
+    """BibTeX keys of the metric papers whose tables have rows (robustness → ImageNet-C/mCE,
+    OOD → MSP and energy scores, spectrum → effective rank, t-SNE, compute → MEMO counting)."""
+    from clsuite.report.citations import METRIC_CITATIONS
+
+    return [key for name, cites in METRIC_CITATIONS.items() if len(data[name]) for key in cites]
+
+
+def extended_sections(params: ImageParams, data: dict[str, pd.DataFrame], out: Path) -> list[str]:
+    """Markdown lines of every extended section that has data (``data``: :func:`read_extended_tables`);
+    writes their files under ``out``."""
+    s = Section(params, data, out)
+    md: list[str] = []
+    for section in SECTIONS:
+        md += section(s)
+    for name, df in plot_data(data).items():
+        write_text(out / "plots" / name, tb.to_csv(df))
+    return md

@@ -1,0 +1,381 @@
+"""The trainer's fast path: Avalanche's ``SupervisedTemplate`` with a lean hot loop.
+
+``ClsuiteTemplate`` is the ``SupervisedTemplate`` that ``train_run`` builds; it changes
+how a training iteration is driven, never what it computes (on CPU the records of a
+fixed seed are bit-for-bit those of the stock template; tests/image/test_fastpath.py):
+
+- **Batches from tensors.** Avalanche's train loader draws its batches of indices
+  with its own sampler (same global-RNG draws, same order) but fetches every sample
+  through several dataset layers and collates them; here the indices come from that
+  very sampler and the batch is one gather from the experience's tensors. Used when
+  the training set is the experience's own data (no plugin adapts the dataset, as
+  ``joint``/``icarl``/``der_expandable`` do: they keep Avalanche's loader).
+- **Hooks that do something.** A plugin callback that is the base class's empty
+  method, the metric-free evaluator's and the disabled periodic evaluation's
+  per-iteration callbacks are skipped (they change nothing); the others run in
+  Avalanche's order.
+- **GPU only** (small, obvious branches, all behind ``device.type == "cuda"``): the
+  experience's uint8 images go to the GPU once (pinned, non-blocking) and are
+  converted per batch there; ``run.amp`` autocast (bf16 where supported, else fp16
+  with a GradScaler whose gradients are unscaled before plugins see them);
+  ``run.channels_last`` for models with 2-D convolutions.
+
+``CLSUITE_FAST_PATH=0`` in the environment turns the first two off (stock Avalanche
+loop), e.g. to check that a new plugin behaves the same on both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
+from avalanche.core import BasePlugin, BaseSGDPlugin
+from avalanche.models.utils import is_multi_task_module
+from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
+from avalanche.training.templates import SupervisedTemplate
+from avalanche.training.templates.base_sgd import PeriodicEval
+from torch.utils.data import BatchSampler, RandomSampler
+
+from clsuite.image.streams import PreparedBenchmark, to_float
+
+log = logging.getLogger("clsuite.run")
+
+HOT_EVENTS = ("before_training_iteration", "before_forward", "after_forward", "before_backward",
+              "after_backward", "before_update", "after_update", "after_training_iteration")
+_NOOPS = {e: {getattr(c, e) for c in (BasePlugin, BaseSGDPlugin, SupervisedPlugin) if hasattr(c, e)}
+          for e in (*HOT_EVENTS, "before_train_dataset_adaptation", "after_train_dataset_adaptation")}
+
+TrainArrays = Callable[[object], "tuple[np.ndarray, np.ndarray] | None"]
+
+
+def fast_path_enabled() -> bool:
+    return os.environ.get("CLSUITE_FAST_PATH", "1") not in ("0", "false", "no", "off")
+
+
+def prepared_train_arrays(prepared: PreparedBenchmark) -> TrainArrays:
+    """experience -> (uint8 images, int64 labels) of its training rows, in the order in
+    which ``make_avalanche_benchmark`` put them into the experience's dataset."""
+    rows = prepared.experience_rows("train")
+
+    def arrays(experience) -> tuple[np.ndarray, np.ndarray] | None:
+        k = getattr(experience, "current_experience", None)
+        if k is None or not 0 <= k < len(rows):
+            return None
+        return prepared.experience_inputs("train", k, rows[k]), prepared.train.y[rows[k]]
+
+    return arrays
+
+
+# -- AMP / channels_last settings ------------------------------------------------------------
+
+
+def resolve_amp(setting: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """``run.amp`` → (autocast dtype or None, use a GradScaler). CPU: always (None, False).
+
+    ``auto``: bf16 where the GPU supports it, else fp16 with a GradScaler; ``bf16``,
+    ``fp16`` force one; ``off`` trains in fp32.
+    """
+    if device.type != "cuda" or setting == "off":
+        return None, False
+    if setting == "bf16" or (setting == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16, False
+    return torch.float16, True
+
+
+def has_conv2d(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+def use_channels_last(setting: bool, device: torch.device, model: torch.nn.Module) -> bool:
+    """``run.channels_last``: NHWC memory format, on CUDA and for convnets only."""
+    return bool(setting) and device.type == "cuda" and has_conv2d(model)
+
+
+# -- batches gathered from tensors --------------------------------------------------------------
+
+
+class ExperienceTensors:
+    """One experience's training rows as tensors: float32 on CPU (the values Avalanche's
+    dataset holds), uint8 on the GPU (converted per batch on the device)."""
+
+    def __init__(self, x_u8: np.ndarray, y: np.ndarray, task: int, device: torch.device,
+                 channels_last: bool = False) -> None:
+        self.device, self.channels_last = device, channels_last
+        n = len(y)
+        if device.type == "cuda":  # GPU only: uint8 stays uint8 until it is on the device
+            x = torch.from_numpy(np.ascontiguousarray(x_u8)).pin_memory()
+            free, _ = torch.cuda.mem_get_info(device)
+            self.on_device = 4 * x.nbytes < free  # else batches are gathered on the host
+            self.x = x.to(device, non_blocking=True) if self.on_device else x
+            self.y = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device, non_blocking=True)
+            self.t = torch.full((n,), task, dtype=torch.long, device=device)
+        else:
+            self.on_device = True
+            self.x = to_float(x_u8)
+            self.y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+            self.t = torch.full((n,), task, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batch(self, i: torch.Tensor) -> list[torch.Tensor]:
+        """The rows ``i`` (int64 CPU tensor) as Avalanche's collate gives them: [x, y, t]."""
+        if self.device.type != "cuda":
+            return [self.x.index_select(0, i), self.y.index_select(0, i), self.t[: len(i)].clone()]
+        # GPU only: gather on the device (or on the host, pinned, then a non-blocking copy)
+        if self.on_device:
+            i = i.to(self.device, non_blocking=True)
+            xb = self.x.index_select(0, i)
+        else:
+            xb = self.x.index_select(0, i).pin_memory().to(self.device, non_blocking=True)
+            i = i.to(self.device, non_blocking=True)
+        xb = xb.float().div_(255.0)
+        if self.channels_last and xb.dim() == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return [xb, self.y.index_select(0, i), self.t[: len(i)].clone()]
+
+
+    def epoch(self, batches: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+        """CPU: every batch of the epoch gathered at once, then yielded as (disjoint) slices."""
+        sizes = [len(i) for i in batches]
+        if not sizes:
+            return iter(())
+        i = torch.cat(batches)
+        xs, ys = self.x.index_select(0, i).split(sizes), self.y.index_select(0, i).split(sizes)
+        ts = self.t[: len(i)].clone().split(sizes)
+        return (list(b) for b in zip(xs, ys, ts))
+
+
+def index_batches(batch_sampler) -> Iterable[torch.Tensor]:
+    """The batches of ``batch_sampler`` as int64 tensors, with the same draws from the global RNG.
+
+    For the shuffling sampler Avalanche builds (a BatchSampler over a RandomSampler without
+    replacement or generator) the permutation is computed as torch 2.14's
+    ``RandomSampler.__iter__`` computes it (a seed from the global RNG, then ``randperm``)
+    and split, instead of being yielded one index at a time; any other sampler is iterated.
+    """
+    sampler = getattr(batch_sampler, "sampler", None)
+    if (type(batch_sampler) is BatchSampler and type(sampler) is RandomSampler and not sampler.replacement
+            and sampler.generator is None and sampler.num_samples == len(sampler.data_source)):
+        n, b = sampler.num_samples, batch_sampler.batch_size
+        seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        return list(order[: n - n % b if batch_sampler.drop_last else n].split(b))
+    return (torch.from_numpy(np.array(idx, dtype=np.int64)) for idx in batch_sampler)
+
+
+class TensorBatches:
+    """Iterates like Avalanche's train loader ``loader`` (same index batches, same draws
+    from the global RNG) but gathers each batch from ``data`` in one indexing op."""
+
+    def __init__(self, loader: MultiDatasetDataLoader, data: ExperienceTensors) -> None:
+        self.loader, self.data = loader, data
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        # The batch sampler Avalanche builds for this epoch (MultiDatasetDataLoader._get_loader,
+        # whose MultiDatasetSampler yields exactly this sampler's batches when there is one
+        # dataset), driven by a DataLoader as there (its iterator draws its base seed first).
+        L = self.loader
+        (batch_sampler,) = L._create_samplers(L.datasets, L.batch_sizes, L.distributed_sampling, L.loader_kwargs)
+        # torch.utils.data.DataLoader's iterator draws its base seed from the global RNG
+        # (_BaseDataLoaderIter.__init__), before the sampler draws its own seed: same draw here.
+        torch.empty((), dtype=torch.int64).random_(generator=L.loader_kwargs.get("generator")).item()
+        batches = index_batches(batch_sampler)
+        if isinstance(batches, list) and self.data.device.type != "cuda":
+            yield from self.data.epoch(batches)
+            return
+        batch = self.data.batch
+        for idx in batches:
+            yield batch(idx)
+
+
+# -- the template ----------------------------------------------------------------------------------
+
+
+def _active_hook(plugin, event: str):
+    """The plugin's callback for ``event``, or None when calling it would change nothing."""
+    if isinstance(plugin, EvaluationPlugin):
+        if not plugin.metrics and not plugin.loggers and getattr(type(plugin), event, None) is None:
+            return None  # its generic callback only swaps strategy.experience for a logging view and back
+        return getattr(plugin, event)
+    if isinstance(plugin, PeriodicEval) and event in HOT_EVENTS and plugin.eval_every <= 0:
+        return None  # evaluates only when eval_every > 0
+    fn = getattr(plugin, event, None)
+    if fn is None or (event not in vars(plugin) and getattr(type(plugin), event, None) in _NOOPS[event]):
+        return None
+    return fn
+
+
+class ClsuiteTemplate(SupervisedTemplate):
+    """``SupervisedTemplate`` + the fast path described in the module docstring.
+
+    ``train_arrays(experience)`` gives the uint8 images and labels of an experience's
+    training rows (see :func:`prepared_train_arrays`); without it batches come from
+    Avalanche's loader. ``amp`` and ``channels_last`` are ``run.amp`` and
+    ``run.channels_last`` (no effect on CPU).
+    """
+
+    def __init__(self, *, train_arrays: TrainArrays | None = None, amp: str = "off",
+                 channels_last: bool = False, fast: bool | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.fast = fast_path_enabled() if fast is None else fast
+        self.train_arrays = train_arrays
+        self.amp_dtype, scaler = resolve_amp(amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if scaler else None
+        self.channels_last = use_channels_last(channels_last, self.device, self.model)
+        if self.channels_last:  # CUDA only; keeps the Parameter objects (the optimizer's)
+            self.model.to(memory_format=torch.channels_last)
+        self._hooks: dict[str, list] | None = None
+        self._multitask = False
+        self.fast_batches = False  # whether this epoch's batches come from ExperienceTensors
+
+    # -- data -------------------------------------------------------------------------------
+    def make_train_dataloader(self, num_workers=0, **kwargs):
+        super().make_train_dataloader(num_workers=num_workers, **kwargs)
+        batches, why = self._tensor_batches(num_workers)
+        if batches is not None:
+            self.dataloader = batches
+        elif self.fast:
+            log.info("fast path: batches from Avalanche's loader (%s)", why)
+
+    def _tensor_batches(self, num_workers: int) -> tuple[TensorBatches | None, str]:
+        if not self.fast or self.train_arrays is None:
+            return None, "off"
+        loader, data = self.dataloader, self.adapted_dataset
+        if (num_workers or not isinstance(loader, MultiDatasetDataLoader) or len(loader.datasets) != 1
+                or loader.never_ending):
+            return None, "loader with workers or several task groups"
+        adapters = [p for p in self.plugins for e in ("before_train_dataset_adaptation", "after_train_dataset_adaptation")
+                    if _active_hook(p, e) is not None]
+        if adapters:
+            return None, f"{type(adapters[0]).__name__} adapts the training set"
+        arrays = self.train_arrays(self.experience)
+        tasks = data.targets_task_labels
+        if arrays is None or len(arrays[1]) != len(data) or len(tasks.uniques) != 1:
+            return None, "training set is not the experience's rows"
+        (task,) = tasks.uniques
+        x_u8, y = arrays
+        # cheap guard against a stream built in another order: first and last rows agree
+        for i in {0, len(y) - 1} if len(y) else ():
+            xi, yi = data[i][0], data[i][1]
+            if int(yi) != int(y[i]) or not torch.equal(xi, to_float(x_u8[i : i + 1])[0]):
+                return None, f"row {i} differs from the experience's dataset"
+        tensors = ExperienceTensors(x_u8, y, int(task), self.device, self.channels_last)
+        return TensorBatches(loader, tensors), ""
+
+    # -- hot loop -----------------------------------------------------------------------------
+    def _before_training_epoch(self, **kwargs):
+        if self.fast:
+            self._hooks = {e: [h for p in self.plugins if (h := _active_hook(p, e)) is not None] for e in HOT_EVENTS}
+            # avalanche_forward's choice, made once: model(x, t) for multi-task modules, else model(x)
+            self._multitask = hasattr(self.experience, "task_labels") and is_multi_task_module(self.model)
+        super()._before_training_epoch(**kwargs)
+        # (a plugin may have replaced the loader in before_training_exp, e.g. Avalanche's ReplayPlugin)
+        self.fast_batches = self._hooks is not None and isinstance(self.dataloader, TensorBatches)
+
+    def _after_training_epoch(self, **kwargs):
+        super()._after_training_epoch(**kwargs)
+        self._hooks, self.fast_batches = None, False
+
+    def training_epoch(self, **kwargs):
+        """Avalanche 0.6.0's ``SGDUpdate.training_epoch``, step for step, with each plugin
+        event's callbacks resolved once per epoch instead of looked up at every step, and
+        (without AMP) the template's one-line methods inlined, as noted on each line."""
+        if self._hooks is None:
+            return super().training_epoch(**kwargs)
+        (before_iteration, before_forward, after_forward, before_backward, after_backward, before_update,
+         after_update, after_iteration) = (self._hooks[e] for e in HOT_EVENTS)
+        if self.amp_dtype is not None or self.scaler is not None or type(self) is not ClsuiteTemplate:
+            for self.mbatch in self.dataloader:
+                if self._stop_training:
+                    break
+                self._unpack_minibatch()
+                for hook in before_iteration:
+                    hook(self, **kwargs)
+                self.optimizer.zero_grad()
+                self.loss = self._make_empty_loss()
+                for hook in before_forward:
+                    hook(self, **kwargs)
+                self.mb_output = self.forward()
+                for hook in after_forward:
+                    hook(self, **kwargs)
+                self.loss += self.criterion()
+                for hook in before_backward:
+                    hook(self, **kwargs)
+                self.backward()
+                for hook in after_backward:
+                    hook(self, **kwargs)
+                for hook in before_update:
+                    hook(self, **kwargs)
+                self.optimizer_step()
+                for hook in after_update:
+                    hook(self, **kwargs)
+                for hook in after_iteration:
+                    hook(self, **kwargs)
+            return
+        multitask, unpack, device = self._multitask, not self.fast_batches, self.device
+        for self.mbatch in self.dataloader:
+            if self._stop_training:
+                break
+            if unpack:  # ExperienceTensors batches are already a list on the device
+                self._unpack_minibatch()
+            for hook in before_iteration:
+                hook(self, **kwargs)
+            self.optimizer.zero_grad()
+            self.loss = torch.zeros(1, device=device)  # _make_empty_loss()
+            for hook in before_forward:
+                hook(self, **kwargs)
+            mb = self.mbatch  # forward(), as _forward() below
+            self.mb_output = self.model(mb[0], mb[-1]) if multitask else self.model(mb[0])
+            for hook in after_forward:
+                hook(self, **kwargs)
+            self.loss += self._criterion(self.mb_output, self.mbatch[1])  # criterion()
+            for hook in before_backward:
+                hook(self, **kwargs)
+            self.loss.backward(retain_graph=self.retain_graph)  # backward()
+            for hook in after_backward:
+                hook(self, **kwargs)
+            for hook in before_update:
+                hook(self, **kwargs)
+            self.optimizer.step()  # optimizer_step()
+            for hook in after_update:
+                hook(self, **kwargs)
+            for hook in after_iteration:
+                hook(self, **kwargs)
+
+    def _unpack_minibatch(self):
+        if self.fast_batches:
+            return  # ExperienceTensors.batch gives a list of tensors already on self.device
+        super()._unpack_minibatch()
+
+    def forward(self):
+        if self.amp_dtype is not None and self.model.training:  # CUDA only (None on CPU)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype):
+                return self._forward().float()  # plugins and the loss see fp32 logits
+        return self._forward()
+
+    def _forward(self):
+        if self._hooks is None or not self.model.training:  # stock path, and evaluation loops
+            return super().forward()
+        # SupervisedProblem.forward without its per-iteration hasattr and isinstance (ABC) checks
+        return self.model(self.mb_x, self.mb_task_id) if self._multitask else self.model(self.mb_x)
+
+    # -- AMP with fp16: a GradScaler (CUDA only: scaler is None on CPU) ---------------------------
+    def backward(self):
+        if self.scaler is None:
+            return super().backward()
+        self.scaler.scale(self.loss).backward(retain_graph=self.retain_graph)
+        self.scaler.unscale_(self.optimizer)  # plugins after backward see (and may replace) true gradients
+
+    def optimizer_step(self):
+        if self.scaler is None:
+            return super().optimizer_step()
+        self.scaler.step(self.optimizer)  # skips the step if the fp16 gradients overflowed
+        self.scaler.update()

@@ -1,0 +1,1 @@
+"""Shared test fakes: tiny models and methods, fake corpora, crashing plugins, temporary DVC projects."""

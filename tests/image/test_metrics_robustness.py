@@ -1,0 +1,127 @@
+"""Robustness metrics (accuracy per corruption and severity, relative drop, mCE) against
+hand-computed record tables, and the robustness tables built for a grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clsuite.image.metrics import robustness as rb
+
+REPO = Path(__file__).resolve().parents[2]
+
+COLS = ["train_exp", "eval_exp", "eval_set", "sample_id", "y_true", "y_pred", "y_pred_task"]
+
+
+def _records(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=COLS)
+
+
+def _method_records() -> pd.DataFrame:
+    """Stage 0 of a 2-experience stream. Experience 0: samples 0-3 (classes 0/1); only 0 and 1
+    have corrupted copies. Sample 4 (class 2) belongs to the unseen experience 1."""
+    return _records([
+        (-1, 0, "clean", 0, 0, 1, 1), (-1, 0, "c/fog/1", 0, 0, 0, 0),  # untrained stage: ignored
+        (0, 0, "clean", 0, 0, 0, 0), (0, 0, "clean", 1, 1, 1, 1),
+        (0, 0, "clean", 2, 0, 1, 0), (0, 0, "clean", 3, 1, 1, 1),
+        (0, 1, "clean", 4, 2, 0, 3),
+        (0, 0, "c/fog/1", 0, 0, 0, 0), (0, 0, "c/fog/1", 1, 1, 0, 1),     # 1 of 2 right (class-IL)
+        (0, 0, "c/fog/3", 0, 0, 1, 0), (0, 0, "c/fog/3", 1, 1, 0, 1),     # 0 of 2 (task-IL: 2 of 2)
+        (0, 0, "c/gaussian_noise/1", 0, 0, 0, 0), (0, 0, "c/gaussian_noise/1", 1, 1, 1, 1),  # 2 of 2
+        (0, 1, "c/fog/1", 4, 2, 2, 2),  # unseen experience at stage 0: ignored
+        (0, -1, "ood", 0, -1, 0, 0),
+    ])
+
+
+def test_corruption_accuracy_by_hand():
+    cells = rb.corruption_accuracy(_method_records(), "class_il")
+    got = {(r.corruption, r.severity): (r.accuracy, r.clean_accuracy, r.n_samples) for r in cells.itertuples()}
+    # the clean rows of samples 0 and 1 are both right, although the clean accuracy of
+    # experience 0 as a whole is 3/4: the clean reference uses the same images only
+    assert got == {("fog", 1): (0.5, 1.0, 2), ("fog", 3): (0.0, 1.0, 2), ("gaussian_noise", 1): (1.0, 1.0, 2)}
+    assert set(cells["train_exp"]) == {0}
+
+
+def test_task_il_uses_the_task_prediction():
+    cells = rb.corruption_accuracy(_method_records(), "task_il").set_index(["corruption", "severity"])
+    assert cells.loc[("fog", 3), "accuracy"] == 1.0 and cells.loc[("fog", 1), "accuracy"] == 1.0
+
+
+def test_stage_robustness_by_hand():
+    rec = _method_records()
+    cells = rb.corruption_accuracy(rec, "class_il")
+    clean = rb.clean_accuracy_on_corrupted_images(rec, "class_il")
+    assert clean.to_dict() == {0: 1.0}
+    st = rb.stage_robustness(cells, clean).iloc[0]
+    assert st["mean_corruption_accuracy"] == pytest.approx((0.5 + 0.0 + 1.0) / 3)
+    assert st["relative_drop"] == pytest.approx(1 - 0.5 / 1.0)
+
+
+def test_relative_drop_is_undefined_when_clean_accuracy_is_zero():
+    cells = pd.DataFrame({"train_exp": [0], "corruption": ["fog"], "severity": [1], "accuracy": [0.5],
+                          "clean_accuracy": [0.0], "n_samples": [2]})
+    assert np.isnan(rb.stage_robustness(cells, pd.Series({0: 0.0}))["relative_drop"].iat[0])
+
+
+def test_corrupted_row_without_its_clean_row_is_an_error():
+    rec = _method_records()
+    rec = rec[~((rec["eval_set"] == "clean") & (rec["sample_id"] == 1))]
+    with pytest.raises(ValueError, match="without their clean image"):
+        rb.corruption_accuracy(rec, "class_il")
+
+
+def test_no_corrupted_rows_gives_an_empty_table():
+    rec = _method_records()
+    cells = rb.corruption_accuracy(rec[~rec["eval_set"].str.startswith("c/")], "class_il")
+    assert cells.empty and list(cells.columns) == list(rb.CELL_DTYPES)
+
+
+def _cells(acc: dict[tuple[str, int], float], stage: int = 0) -> pd.DataFrame:
+    return pd.DataFrame([{"train_exp": stage, "corruption": c, "severity": s, "accuracy": a, "clean_accuracy": 1.0,
+                          "n_samples": 10} for (c, s), a in acc.items()])
+
+
+def test_mce_hand_worked_example():
+    # method errors  fog: 1−0.5 + 1−0.0 = 1.5   noise: 0 + 1−0.8 = 0.2
+    # reference      fog: 1−0.5 + 1−0.5 = 1.0   noise: 1−0.5 + 1−0.5 = 1.0
+    # CE_fog = 1.5, CE_noise = 0.2, mCE = 0.85
+    method = _cells({("fog", 1): 0.5, ("fog", 3): 0.0, ("noise", 1): 1.0, ("noise", 3): 0.8})
+    ref = _cells({("fog", 1): 0.5, ("fog", 3): 0.5, ("noise", 1): 0.5, ("noise", 3): 0.5})
+    ce = rb.corruption_errors(method, ref).set_index("corruption")
+    assert ce.loc["fog", "error_sum"] == pytest.approx(1.5)
+    assert ce.loc["fog", "reference_error_sum"] == pytest.approx(1.0)
+    assert ce["ce"].to_dict() == {"fog": pytest.approx(1.5), "noise": pytest.approx(0.2)}
+    assert rb.mean_corruption_error(ce.reset_index()).to_dict() == {0: pytest.approx(0.85)}
+    # the reference against itself scores 1 on every corruption
+    assert rb.mean_corruption_error(rb.corruption_errors(ref, ref)).to_dict() == {0: pytest.approx(1.0)}
+
+
+def test_mce_is_undefined_when_the_reference_makes_no_error():
+    method = _cells({("fog", 1): 0.5, ("noise", 1): 0.5})
+    ref = _cells({("fog", 1): 1.0, ("noise", 1): 0.5})
+    ce = rb.corruption_errors(method, ref)
+    assert np.isnan(ce.set_index("corruption").loc["fog", "ce"])
+    assert np.isnan(rb.mean_corruption_error(ce).iat[0])
+
+
+def test_mce_counts_only_cells_both_runs_have():
+    method = _cells({("fog", 1): 0.5, ("fog", 5): 0.0})
+    ref = _cells({("fog", 1): 0.0})
+    ce = rb.corruption_errors(method, ref)
+    assert ce["ce"].tolist() == [pytest.approx(0.5 / 1.0)]
+
+
+def test_evaluate_names_the_run_folder_of_inconsistent_records(tmp_path):
+    from clsuite.config import load_params
+    from clsuite.core.errors import DataError
+    from clsuite.image.metrics.suite import ExtendedMetrics
+
+    rec = _method_records()
+    rec = rec[~((rec["eval_set"] == "clean") & (rec["sample_id"] == 1))]
+    ext = ExtendedMetrics(load_params(REPO / "params.yaml", check_components=False))
+    keys = {"run_id": "smnist/finetune/seed0", "benchmark": "smnist", "method": "finetune", "seed": 0}
+    with pytest.raises(DataError, match=f"{tmp_path}: corrupted rows without their clean image"):
+        ext.add_run(rec, tmp_path, keys)
