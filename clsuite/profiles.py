@@ -1,9 +1,11 @@
 """``clsuite profile NAME``: copy a profile's grid into ``run:`` of params.yaml.
 
-dvc.yaml's matrix reads ``run.benchmarks/methods/seeds`` (DVC cannot index a dict by
-another parameter), so switching profile rewrites those three lists — and, when the
-profile has an ``llm:`` grid, ``llm.grid.sequences/methods/seeds`` — in place with a
-round-trip YAML editor that keeps every comment and the rest of the file as it was.
+The profiles live in the catalogue (clsuite/catalogue/profiles.yaml, or a ``profiles:``
+section of the params file itself). dvc.yaml's matrix reads ``run.benchmarks/methods/seeds``
+(DVC cannot index a dict by another parameter), so switching profile rewrites those three
+lists and ``run.profile`` — and, when the profile has an ``llm:`` grid,
+``llm.grid.sequences/methods/seeds`` — in place with a round-trip YAML editor that keeps
+every comment and the rest of the file as it was.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedSeq
 from ruamel.yaml.error import YAMLError as RuamelError
 
-from clsuite.config import GridConfig, format_validation_error, parse_params
+from clsuite.config import GridConfig, compose_params, format_validation_error, parse_params
 from clsuite.errors import ParamsError
 from clsuite.io import write_text
 from clsuite.yaml_safe import load_yaml, parse_yaml
@@ -27,14 +29,16 @@ def _check_switchable(path: Path, raw: Any, name: str) -> GridConfig:
     """The profile ``name`` of the safely loaded file, and the sections it is copied into."""
     if not isinstance(raw, dict) or not isinstance(raw.get("run"), dict):
         raise ParamsError(f"{path}: top level must be a mapping with a run: mapping; fix params.yaml first")
-    profiles = raw.get("profiles")
+    composed, origin = compose_params(raw)
+    where = origin.get("profiles", str(path))
+    profiles = composed.get("profiles")
     if not isinstance(profiles, dict) or name not in profiles:
         defined = ", ".join(sorted(map(str, profiles))) if isinstance(profiles, dict) else "none"
-        raise ParamsError(f"{path}: profiles.{name}: no such profile; defined: {defined}")
+        raise ParamsError(f"{where}: profiles.{name}: no such profile; defined: {defined}")
     try:
         grid = GridConfig.model_validate(profiles[name], strict=True)
     except ValidationError as exc:
-        raise ParamsError(f"{path}: invalid profile\n"
+        raise ParamsError(f"{where}: invalid profile\n"
                           + format_validation_error(exc, f"profiles.{name}", GridConfig)) from None
     if grid.llm is not None and "llm" in raw and not (isinstance(raw["llm"], dict)
                                                       and isinstance(raw["llm"].get("grid"), dict)):
