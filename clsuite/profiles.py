@@ -5,7 +5,8 @@ section of the params file itself). dvc.yaml's matrix reads ``run.benchmarks/met
 (DVC cannot index a dict by another parameter), so switching profile rewrites those three
 lists and ``run.profile`` — and, when the profile has an ``llm:`` grid,
 ``llm.grid.sequences/methods/seeds`` — in place with a round-trip YAML editor that keeps
-every comment and the rest of the file as it was.
+every comment and the rest of the file as it was. The lists are written in block style (one
+item a line), as `dvc exp run -S` writes them, so neither tool reformats the other's output.
 """
 
 from __future__ import annotations
@@ -55,18 +56,18 @@ def use_profile(path: Path, name: str) -> None:
     grid = _check_switchable(path, load_yaml(path), name)
     yaml = YAML()
     yaml.preserve_quotes = True
-    yaml.width = 4096  # keep flow lists on one line
+    yaml.width = 4096  # never wrap a line
     try:
         doc = yaml.load(path.read_text(encoding="utf-8"))
         for key in ("benchmarks", "methods", "seeds"):
             seq = CommentedSeq(list(getattr(grid, key)))
-            seq.fa.set_flow_style()
+            seq.fa.set_block_style()
             doc["run"][key] = seq
         doc["run"]["profile"] = name
         if grid.llm is not None and "llm" in doc:  # the LLM track's grid (dvc.yaml's llm_* matrix)
             for key in ("sequences", "methods", "seeds"):
                 seq = CommentedSeq(list(getattr(grid.llm, key)))
-                seq.fa.set_flow_style()
+                seq.fa.set_block_style()
                 doc["llm"]["grid"][key] = seq
         buf = io.StringIO()
         yaml.dump(doc, buf)
