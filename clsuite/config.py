@@ -1,5 +1,10 @@
-"""params.yaml → the validated, immutable :class:`Params` (pydantic), composed of each track's
-sections (:mod:`clsuite.image.config`, :mod:`clsuite.llm.config`).
+"""params.yaml + the catalogue (clsuite/catalogue/*.yaml) → the validated, immutable
+:class:`Params` (pydantic), composed of each track's sections (:mod:`clsuite.image.config`,
+:mod:`clsuite.llm.config`).
+
+params.yaml holds what a user edits per experiment (the grid, method settings, metric knobs);
+the catalogue holds what exists (benchmarks, profiles, LLM sequences). :func:`load_params`
+composes both into one :class:`Params`.
 
 Every mapping forbids unknown keys, so a typo fails at load time with the full
 key path (``methods.replay.mem_sise``) and the keys that are allowed there.
@@ -8,12 +13,15 @@ Imported by the CLI, ``clsuite profile`` and ``clsuite queue`` only; a track nev
 
 from __future__ import annotations
 
+import copy
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError, model_validator
 
+import clsuite
 from clsuite.core.errors import ParamsError
 from clsuite.core.names import Name
 from clsuite.core.validation import check_names, format_validation_error
@@ -22,6 +30,14 @@ from clsuite.image.config import BenchmarkConfig, GridConfig, ImageParams
 from clsuite.llm.config import LLMGrid, LLMParams
 
 PARAMS_FILE = Path("params.yaml")
+#: the catalogue folder: YAML files that describe what exists (not listed by DVC as params)
+CATALOGUE_DIR = Path(clsuite.__file__).resolve().parent / "catalogue"
+#: params section (dotted path) → the catalogue file that supplies it, and that file's top-level keys
+CATALOGUE_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "profiles": ("profiles.yaml", ("profiles",)),
+    "benchmarks": ("benchmarks.yaml", ("defaults", "class_orders", "benchmarks")),
+    "llm.sequences": ("llm_sequences.yaml", ("sequences",)),
+}
 
 __all__ = ["BenchmarkConfig", "GridConfig", "ImageParams", "PARAMS_FILE", "Params", "ProfileConfig",
            "format_validation_error", "load_params", "parse_params"]
@@ -74,8 +90,10 @@ class Params(ImageParams):
                                            **{k: getattr(self, k) for k in fields})
 
 
-def load_params(path: str | Path = PARAMS_FILE, *, check_components: bool = True) -> Params:
-    """Read and validate params.yaml; raise ParamsError naming the key path on any problem.
+def load_params(path: str | Path = PARAMS_FILE, *, check_components: bool = True,
+                catalogue_dir: Path = CATALOGUE_DIR) -> Params:
+    """Read params.yaml, compose it with the catalogue and validate; raise ParamsError naming the
+    file and key path on any problem.
 
     With ``check_components`` every method, model and source is resolved against the
     registries, so an unknown method or a typo'd hyperparameter fails here. Every train
@@ -83,7 +101,118 @@ def load_params(path: str | Path = PARAMS_FILE, *, check_components: bool = True
     (fetch, prepare, evaluate) skip it, because resolving methods imports Avalanche (~7 s).
     """
     path = Path(path)
-    return parse_params(load_yaml(path), source=str(path), check_components=check_components)
+    return parse_params(load_yaml(path), source=str(path), check_components=check_components,
+                        catalogue_dir=catalogue_dir)
+
+
+def read_params_raw(path: str | Path = PARAMS_FILE, *, catalogue_dir: Path = CATALOGUE_DIR) -> dict[str, Any]:
+    """params.yaml with the catalogue sections filled in: one plain mapping, as the single-file
+    params.yaml was before the catalogue split (for tools and tests that edit a params mapping)."""
+    path = Path(path)
+    raw = load_yaml(path)
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping with keys run, methods (and optionally metrics, llm)")
+    return compose_params(raw, catalogue_dir)[0]
+
+
+def _display(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (shorter messages)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``, nested mappings merged key by key (``over`` wins); a new object
+    that shares no mapping or list with ``base`` (each benchmark gets its own copy of the defaults)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else copy.deepcopy(value)
+    return out
+
+
+def _catalogue_file(folder: Path, section: str) -> dict[str, Any]:
+    """One catalogue file, checked to be a mapping of its allowed top-level keys to mappings."""
+    name, keys = CATALOGUE_FILES[section]
+    path = folder / name
+    where = _display(path)
+    doc = load_yaml(path)
+    if not isinstance(doc, dict):
+        raise ParamsError(f"{where}: top level must be a mapping with keys {', '.join(keys)}")
+    unknown = sorted(map(str, set(doc) - set(keys)))
+    if unknown:
+        raise ParamsError(f"{where}: unknown top-level key(s) {', '.join(unknown)}; allowed keys: {', '.join(keys)}")
+    for key in keys:
+        if doc.get(key) is not None and not isinstance(doc[key], dict):
+            raise ParamsError(f"{where}: {key}: must be a mapping (got {type(doc[key]).__name__})")
+    _reject_non_finite(doc, "", where)
+    return doc
+
+
+def _expand_benchmarks(doc: dict[str, Any], where: str) -> dict[str, Any]:
+    """The catalogue's benchmarks with ``defaults`` merged under each and named class orders resolved."""
+    defaults, orders = doc.get("defaults") or {}, doc.get("class_orders") or {}
+    out: dict[str, Any] = {}
+    for name, entry in (doc.get("benchmarks") or {}).items():
+        if not isinstance(entry, dict):  # left to the model, which names the key path
+            out[name] = entry
+            continue
+        bench = _deep_merge(defaults, entry)
+        order = bench.get("class_order")
+        if isinstance(order, str):
+            if order not in orders:
+                raise ParamsError(f"{where}: benchmarks.{name}.class_order: unknown class order {order!r}; "
+                                  f"name one under class_orders ({', '.join(sorted(map(str, orders))) or 'none'}) "
+                                  "or write the list")
+            bench["class_order"] = list(orders[order])
+        out[name] = bench
+    return out
+
+
+def load_catalogue(folder: Path = CATALOGUE_DIR) -> dict[str, dict[str, Any]]:
+    """The catalogue's sections keyed by their dotted params path (see CATALOGUE_FILES), each in the
+    plain form params.yaml once held (benchmark defaults merged, class orders resolved)."""
+    bench_doc = _catalogue_file(folder, "benchmarks")
+    return {
+        "profiles": _catalogue_file(folder, "profiles").get("profiles") or {},
+        "benchmarks": _expand_benchmarks(bench_doc, _display(folder / CATALOGUE_FILES["benchmarks"][0])),
+        "llm.sequences": _catalogue_file(folder, "llm.sequences").get("sequences") or {},
+    }
+
+
+def compose_params(raw: dict[str, Any], catalogue_dir: Path = CATALOGUE_DIR) -> tuple[dict[str, Any], dict[str, str]]:
+    """``raw`` (a params mapping) with every catalogue section it lacks filled in from the catalogue.
+
+    A section the mapping states itself (``benchmarks``, ``profiles``, ``llm.sequences``) is kept
+    whole, as given. Returns the composed mapping (a new one; ``raw`` is not changed) and, per
+    section taken from the catalogue, the file it came from (for error messages)."""
+    llm = raw.get("llm")
+    missing = [s for s in ("profiles", "benchmarks") if s not in raw]
+    if isinstance(llm, dict) and "sequences" not in llm:  # no llm: section, no LLM track
+        missing.append("llm.sequences")
+    if not missing:
+        return raw, {}
+    catalogue = load_catalogue(catalogue_dir)
+    out, origin = dict(raw), {}
+    for section in missing:
+        if section == "llm.sequences":
+            out["llm"] = {**out["llm"], "sequences": catalogue[section]}
+        else:
+            out[section] = catalogue[section]
+        origin[section] = _display(catalogue_dir / CATALOGUE_FILES[section][0])
+    return out, origin
+
+
+def _attribute(message: str, origin: dict[str, str]) -> str:
+    """Each line of a validation message whose key path lies in a catalogue section, tagged with its file."""
+    def tag(line: str) -> str:
+        for section, file in origin.items():
+            if re.search(rf"(^|: ){re.escape(section)}[.:]", line):
+                return f"{line} [{file}]"
+        return line
+    return "\n".join(tag(line) for line in message.split("\n"))
 
 
 def _reject_non_finite(node: Any, path: str, source: str) -> None:
@@ -95,17 +224,32 @@ def _reject_non_finite(node: Any, path: str, source: str) -> None:
         _reject_non_finite(child, f"{path}.{key}" if path else str(key), source)
 
 
-def parse_params(raw: Any, *, source: str = "params", check_components: bool = True) -> Params:
+def parse_params(raw: Any, *, source: str = "params", check_components: bool = True,
+                 catalogue_dir: Path = CATALOGUE_DIR) -> Params:
     """Validate a loaded params mapping in strict mode: YAML values keep their types, so
-    ``lr: "0.1"``, ``seeds: ["0"]`` or ``deterministic: "yes"`` are errors, not coerced."""
+    ``lr: "0.1"``, ``seeds: ["0"]`` or ``deterministic: "yes"`` are errors, not coerced.
+    The catalogue sections the mapping lacks come from ``catalogue_dir`` (:func:`compose_params`);
+    a message about one of them names its file."""
     if not isinstance(raw, dict):
-        raise ParamsError(f"{source}: top level must be a mapping with keys run, profiles, benchmarks, methods "
-                          "(and optionally metrics)")
+        raise ParamsError(f"{source}: top level must be a mapping with keys run, methods (and optionally "
+                          "metrics, llm)")
     _reject_non_finite(raw, "", source)
+    raw, origin = compose_params(raw, catalogue_dir)
     try:
-        params = Params.model_validate(raw, strict=True)
+        return _check_components(_validate(raw, source), source, check_components)
+    except ParamsError as exc:
+        raise ParamsError(_attribute(str(exc), origin)) from None
+
+
+def _validate(raw: dict[str, Any], source: str) -> Params:
+    try:
+        return Params.model_validate(raw, strict=True)
     except ValidationError as exc:
         raise ParamsError(f"{source}: invalid parameters\n" + format_validation_error(exc, "", Params)) from None
+
+
+def _check_components(params: Params, source: str, check_components: bool) -> Params:
+    """With ``check_components``: every method, LLM method, model and source resolved against its registry."""
     if check_components:
         from clsuite.models import MODELS
 

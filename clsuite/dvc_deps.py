@@ -80,7 +80,8 @@ def missing(dvc_yaml: Path) -> dict[str, list[str]]:
 
 
 def write(dvc_yaml: Path) -> None:
-    """Replace each stage's ``- clsuite/...`` deps by the derived list, in place of the first one."""
+    """Replace each stage's ``- clsuite/...`` code deps (``.py`` files, folders) by the derived list, in
+    place of the first one; other clsuite/ files (clsuite/catalogue/*.yaml) are kept."""
     lines = dvc_yaml.read_text().splitlines(keepends=True)
     out: list[str] = []
     stage = None
@@ -93,7 +94,8 @@ def write(dvc_yaml: Path) -> None:
             in_deps = True
         elif in_deps and re.match(r"^\s+[a-z_]+:", line):  # params:, outs:, ...
             in_deps = False
-        item = re.match(r"^(\s+)- clsuite/\S*\s*$", line)
+        # generated entries only (modules and folders); data files such as the catalogue stay
+        item = re.match(r"^(\s+)- clsuite/(?:\S*\.py|[^.\s]*)\s*$", line)
         if in_deps and item and stage in STAGES:
             if not done:
                 out += [f"{item.group(1)}- {d}\n" for d in collapse(needed_files(stage))]

@@ -1,9 +1,12 @@
 """``clsuite profile NAME``: copy a profile's grid into ``run:`` of params.yaml.
 
-dvc.yaml's matrix reads ``run.benchmarks/methods/seeds`` (DVC cannot index a dict by
-another parameter), so switching profile rewrites those three lists — and, when the
-profile has an ``llm:`` grid, ``llm.grid.sequences/methods/seeds`` — in place with a
-round-trip YAML editor that keeps every comment and the rest of the file as it was.
+The profiles live in the catalogue (clsuite/catalogue/profiles.yaml, or a ``profiles:``
+section of the params file itself). dvc.yaml's matrix reads ``run.benchmarks/methods/seeds``
+(DVC cannot index a dict by another parameter), so switching profile rewrites those three
+lists and ``run.profile`` — and, when the profile has an ``llm:`` grid,
+``llm.grid.sequences/methods/seeds`` — in place with a round-trip YAML editor that keeps
+every comment and the rest of the file as it was. The lists are written in block style (one
+item a line), as `dvc exp run -S` writes them, so neither tool reformats the other's output.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedSeq
 from ruamel.yaml.error import YAMLError as RuamelError
 
-from clsuite.config import ProfileConfig, format_validation_error, parse_params
+from clsuite.config import ProfileConfig, compose_params, format_validation_error, parse_params
 from clsuite.core.errors import ParamsError
 from clsuite.core.io import write_text
 from clsuite.core.yaml_safe import load_yaml, parse_yaml
@@ -27,14 +30,16 @@ def _check_switchable(path: Path, raw: Any, name: str) -> ProfileConfig:
     """The profile ``name`` of the safely loaded file, and the sections it is copied into."""
     if not isinstance(raw, dict) or not isinstance(raw.get("run"), dict):
         raise ParamsError(f"{path}: top level must be a mapping with a run: mapping; fix params.yaml first")
-    profiles = raw.get("profiles")
+    composed, origin = compose_params(raw)
+    where = origin.get("profiles", str(path))
+    profiles = composed.get("profiles")
     if not isinstance(profiles, dict) or name not in profiles:
         defined = ", ".join(sorted(map(str, profiles))) if isinstance(profiles, dict) else "none"
-        raise ParamsError(f"{path}: profiles.{name}: no such profile; defined: {defined}")
+        raise ParamsError(f"{where}: profiles.{name}: no such profile; defined: {defined}")
     try:
         grid = ProfileConfig.model_validate(profiles[name], strict=True)
     except ValidationError as exc:
-        raise ParamsError(f"{path}: invalid profile\n"
+        raise ParamsError(f"{where}: invalid profile\n"
                           + format_validation_error(exc, f"profiles.{name}", ProfileConfig)) from None
     if grid.llm is not None and "llm" in raw and not (isinstance(raw["llm"], dict)
                                                       and isinstance(raw["llm"].get("grid"), dict)):
@@ -51,18 +56,18 @@ def use_profile(path: Path, name: str) -> None:
     grid = _check_switchable(path, load_yaml(path), name)
     yaml = YAML()
     yaml.preserve_quotes = True
-    yaml.width = 4096  # keep flow lists on one line
+    yaml.width = 4096  # never wrap a line
     try:
         doc = yaml.load(path.read_text(encoding="utf-8"))
         for key in ("benchmarks", "methods", "seeds"):
             seq = CommentedSeq(list(getattr(grid, key)))
-            seq.fa.set_flow_style()
+            seq.fa.set_block_style()
             doc["run"][key] = seq
         doc["run"]["profile"] = name
         if grid.llm is not None and "llm" in doc:  # the LLM track's grid (dvc.yaml's llm_* matrix)
             for key in ("sequences", "methods", "seeds"):
                 seq = CommentedSeq(list(getattr(grid.llm, key)))
-                seq.fa.set_flow_style()
+                seq.fa.set_block_style()
                 doc["llm"]["grid"][key] = seq
         buf = io.StringIO()
         yaml.dump(doc, buf)

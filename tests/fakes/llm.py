@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from clsuite.config import read_params_raw
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def repo_params() -> dict:
     """The repository's params.yaml, parsed (a fresh copy on every call)."""
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    return read_params_raw(REPO / "params.yaml")
 
 
 def smoke_llm(raw_params: dict, methods: list[str], **method_overrides: dict):

@@ -14,7 +14,7 @@ import yaml
 from avalanche.training.plugins import SupervisedPlugin
 
 from clsuite.cli import main as cli_main
-from clsuite.config import parse_params
+from clsuite.config import parse_params, read_params_raw
 from clsuite.core.errors import DataError
 from clsuite.image.evaluate import evaluate_grid
 from clsuite.methods import METHODS, MethodConfig, register_method
@@ -63,7 +63,7 @@ def nan_method():
 
 
 def grid_params(methods: list[str], seeds: list[int]):
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = read_params_raw(REPO / "params.yaml")
     raw["methods"]["nan_loss"] = {}
     raw["run"].update(benchmarks=["smnist_smoke"], methods=methods, seeds=seeds)
     raw["profiles"] = {}
@@ -199,7 +199,7 @@ def test_cli_train_records_a_diverged_run_and_exits_0(nan_method, data_roots, tm
     `clsuite llm-train`); bad params before the run starts still exit 2."""
     _, prepared = data_roots
     shutil.copytree(prepared / "smnist_smoke", tmp_path / "data" / "prepared" / "smnist_smoke")
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = read_params_raw(REPO / "params.yaml")
     raw["methods"]["nan_loss"] = {}
     raw["methods"]["nan_bad"] = {"type": "nan_loss", "experience": "one"}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))

@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from sklearn.metrics import roc_auc_score
 
-from clsuite.config import parse_params
+from clsuite.config import parse_params, read_params_raw
 from clsuite.image.prepare import prepare_benchmark
 from clsuite.data.sources import SOURCES
 from clsuite.image.evaluate import evaluate_grid
@@ -35,7 +34,7 @@ def grid(tmp_path_factory):
     raw_root, prepared, runs = root / "raw", root / "prepared", root / "runs"
     for name in ("mnist5k", "animal_mnist"):
         SOURCES.get(name).fetch(raw_root / name)
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = read_params_raw(REPO / "params.yaml")
     raw["benchmarks"]["tiny"] = {
         "source": "mnist5k", "n_experiences": 2, "test_fraction": 0.25, "subsample_per_class": 16,
         "model": {"name": "mlp", "hidden_sizes": [16]},

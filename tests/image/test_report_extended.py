@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from clsuite.config import parse_params
+from clsuite.config import parse_params, read_params_raw
 from clsuite.image.prepare import prepare_benchmark
 from clsuite.data.sources import SOURCES
 from clsuite.image.streams import load_prepared
@@ -34,7 +33,7 @@ CORRUPTED = ["c/fog/1", "c/fog/3", "c/gaussian_noise/1"]
 
 def _params(variants: bool):
     methods, reference = GRIDS[variants]
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = read_params_raw(REPO / "params.yaml")
     raw["benchmarks"]["toy"] = {
         "source": "mnist5k", "n_experiences": 2, "test_fraction": 0.25, "subsample_per_class": 12,
         "model": {"name": "mlp", "hidden_sizes": [8]},

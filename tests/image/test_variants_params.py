@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from clsuite.cli import benchmark_sources
-from clsuite.config import BenchmarkConfig, parse_params
+from clsuite.config import BenchmarkConfig, parse_params, read_params_raw
 from clsuite.core.errors import ParamsError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,7 +20,7 @@ def cfg(**variants) -> BenchmarkConfig:
 
 @pytest.fixture()
 def raw_params():
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    return read_params_raw(REPO / "params.yaml")
 
 
 def _fails(raw, *fragments):

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
-from clsuite.config import BenchmarkConfig, parse_params
+from clsuite.config import BenchmarkConfig, parse_params, read_params_raw
 from clsuite.image.prepare import prepare_benchmark
 from clsuite.data.sources import SOURCES
 from clsuite.image.streams import load_prepared
@@ -154,7 +153,7 @@ def test_accuracy_family_uses_only_clean_rows(bench, model):
 def test_training_run_records_variant_sets_at_every_stage(roots, tmp_path):
     from clsuite.image.train import train_run
 
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = read_params_raw(REPO / "params.yaml")
     raw["benchmarks"]["tiny"] = bench_raw(**VARIANTS)
     raw["run"].update(benchmarks=["tiny"], methods=["finetune"], seeds=[0])
     params = parse_params(raw)

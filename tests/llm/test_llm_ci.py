@@ -15,6 +15,7 @@ from clsuite.llm.report import final_score_table
 from clsuite.report.tables import score_ci_cell as ci_cell
 from clsuite.llm.schemas import LLM_SCORE_CI
 from clsuite.core.aggregate import mean_std_ci
+from clsuite.config import read_params_raw
 
 
 def _records(scores: dict[str, list[float]], seed: int = 0, method: str = "m", stages=(-1, 0, 1)) -> pd.DataFrame:
@@ -105,8 +106,7 @@ def test_final_score_table_has_every_task_heldout_last_and_the_mean():
 
 
 def test_top_report_links_each_llm_report_with_a_summary(tmp_path):
-    """clsuite.image.report.llm_reports_md: relative links inside reports/, kept by the HTML renderer."""
-    import yaml
+    """clsuite.report.llm_reports_md: relative links inside reports/, kept by the HTML renderer."""
 
     from clsuite.config import parse_params
     from clsuite.llm.evaluate import failed_runs_table
@@ -115,7 +115,7 @@ def test_top_report_links_each_llm_report_with_a_summary(tmp_path):
     from clsuite.report.safe import render_html
     from clsuite.core.tables import write_table
 
-    raw = yaml.safe_load(open(__import__("pathlib").Path(__file__).parents[2] / "params.yaml").read())
+    raw = read_params_raw(__import__("pathlib").Path(__file__).parents[2] / "params.yaml")
     raw["llm"]["grid"]["sequences"] = ["llm_smoke", "reasoning3"]
     params = parse_params(raw, check_components=False)
     out = tmp_path / "reports"

@@ -22,6 +22,7 @@ from clsuite.llm.distributed import DistInfo, agree, env_info, init_group, launc
 from clsuite.llm.encode import Encoded
 from clsuite.llm.loop import LLMStrategy, TextExperience
 from clsuite.llm.methods import FixedConfig, LLMContext, MSSRConfig, build_fixed, build_mssr
+from clsuite.config import read_params_raw
 
 BATCH = 3  # + 2 replayed rows = 5: unequal shards; a last minibatch of 1 row leaves rank 1 empty
 REPLAY = {"fixed": (build_fixed, FixedConfig(mem_per_task=4, ratio=0.5, interval=1)),
@@ -98,12 +99,11 @@ def _run_loop(method: str, info: DistInfo) -> dict:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """(llm params, the prepared llm_smoke sequence, a scratch folder)."""
-    import yaml
 
     from clsuite.llm.config import LLMParams
     from clsuite.llm.prepare import prepare_sequence
 
-    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())["llm"]
+    raw = read_params_raw(Path(__file__).resolve().parents[2] / "params.yaml")["llm"]
     raw["grid"] = {"sequences": ["llm_smoke"], "methods": ["mssr"], "seeds": [0]}
     llm = LLMParams.model_validate(raw)
     root = tmp_path_factory.mktemp("ddp")

@@ -21,6 +21,7 @@ from clsuite.llm.evaluate import evaluate_sequence
 from clsuite.llm.prepare import prepare_sequence
 from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_RUN_METRICS
 from clsuite.core.tables import read_table
+from clsuite.config import read_params_raw
 
 REPO = Path(__file__).resolve().parents[2]
 SEQ = "llm_smoke"
@@ -28,7 +29,7 @@ SEQ = "llm_smoke"
 
 @pytest.fixture(scope="module")
 def raw_params() -> dict:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = read_params_raw(REPO / "params.yaml")
     raw["llm"]["methods"]["nan_loss"] = {}
     raw["llm"]["grid"] = {"sequences": [SEQ], "methods": ["none", "nan_loss"], "seeds": [0]}
     raw["run"]["device"] = "cpu"

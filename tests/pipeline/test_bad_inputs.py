@@ -22,7 +22,7 @@ from avalanche.training.plugins import SupervisedPlugin
 from pydantic import BaseModel, ConfigDict
 
 from clsuite.core import checkpoint
-from clsuite.config import BenchmarkConfig, load_params, parse_params
+from clsuite.config import BenchmarkConfig, load_params, parse_params, read_params_raw
 from clsuite.image.prepare import FORMAT_VERSION, prepare_benchmark
 from clsuite.data.sources import SOURCES
 from clsuite.data.sources import animal_mnist as animal_mod
@@ -276,7 +276,7 @@ PARAMS_CASES = {
 @pytest.mark.parametrize("case", list(PARAMS_CASES))
 def test_bad_params_value_names_key_path_and_constraint(tmp_path, case):
     edit, fragments = PARAMS_CASES[case]
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = read_params_raw(REPO / "params.yaml")
     edit(raw)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -380,7 +380,7 @@ def components():
 
 @pytest.fixture(scope="module")
 def bad_params(components, data_roots):
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = read_params_raw(REPO / "params.yaml")
     raw["methods"].update(raises={}, raises_backward={}, slices_logits={}, nan_loss={})
     for name, model in (("smoke_nine", {"name": "nine_logits"}), ("smoke_flat", {"name": "flat_input_only"})):
         raw["benchmarks"][name] = {**raw["benchmarks"]["smnist_smoke"], "model": model}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clsuite.config import parse_params
+from clsuite.config import parse_params, read_params_raw
 from clsuite.core.errors import ParamsError
 from clsuite.profiles import use_profile
 
@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture()
 def raw():
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    return read_params_raw(REPO / "params.yaml")
 
 
 def _fails(raw, *fragments):

@@ -12,11 +12,11 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from clsuite.config import Params, load_params, parse_params
+from clsuite.config import Params, load_params, parse_params, read_params_raw
 from clsuite.core.errors import ParamsError
 
 REPO = Path(__file__).resolve().parents[2]
-VALID = yaml.safe_load((REPO / "params.yaml").read_text())
+VALID = read_params_raw(REPO / "params.yaml")
 
 SETTINGS = settings(max_examples=100, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

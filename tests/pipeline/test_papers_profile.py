@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from clsuite.config import load_params
+from clsuite.config import load_params, read_params_raw
 from clsuite.methods import METHODS
 from clsuite.profiles import use_profile
 from fakes.dvc_project import BIN, REPO, make_project, project_env
@@ -106,7 +105,7 @@ def test_switching_to_papers_keeps_everything_else(tmp_path):
     path = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", path)
     use_profile(path, "papers")
-    switched, original = yaml.safe_load(path.read_text()), yaml.safe_load((REPO / "params.yaml").read_text())
+    switched, original = read_params_raw(path), read_params_raw(REPO / "params.yaml")
     papers = original["profiles"]["papers"]
     assert switched["run"] == {**original["run"], **papers, "profile": "papers"}
     assert {k: v for k, v in switched.items() if k != "run"} == {k: v for k, v in original.items() if k != "run"}

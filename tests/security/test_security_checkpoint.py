@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from clsuite.core import checkpoint
 from clsuite.core.errors import ComponentError, DataError
 from clsuite.image.records import FEATURE_IDS_FILE, FEATURES_FILE, read_features, read_records
 from clsuite.image.train import train_run
+from clsuite.config import read_params_raw
 
 from fakes.train import Crash, crash_after
 
@@ -189,7 +189,7 @@ def test_every_method_resumes_weights_only_with_identical_records(params, data_r
 def llm():
     from clsuite.llm.config import LLMParams
 
-    raw = dict(yaml.safe_load((REPO / "params.yaml").read_text())["llm"])
+    raw = dict(read_params_raw(REPO / "params.yaml")["llm"])
     return LLMParams.model_validate(raw)
 
 

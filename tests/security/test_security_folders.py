@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clsuite.config import read_params_raw
 from clsuite.image.config import BenchmarkConfig, VariantsConfig
 from clsuite.data.download import RemoteFile, download
 from clsuite.image.integrity import check_matches_params
@@ -279,12 +280,11 @@ def test_the_lock_is_removed_when_a_run_fails(params, data_roots, tmp_path):
 
 
 def test_llm_train_uses_the_same_lock(tmp_path, holder):
-    import yaml
 
     from clsuite.llm.config import LLMParams
     from clsuite.llm.train import run_dir_of, train_llm_run
 
-    llm = LLMParams.model_validate(yaml.safe_load((REPO / "params.yaml").read_text())["llm"])
+    llm = LLMParams.model_validate(read_params_raw(REPO / "params.yaml")["llm"])
     run_dir = run_dir_of(tmp_path / "runs", "llm_smoke", "none", 0)
     owner = holder(run_dir)
     with pytest.raises(RunFolderError) as info:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from clsuite.cli import main
-from clsuite.config import parse_params
+from clsuite.config import parse_params, read_params_raw
 from clsuite.core.errors import DataError, ParamsError
 from clsuite.core.io import replace_dir
 from clsuite.core.names import Name, check_name, check_seed
@@ -33,7 +33,7 @@ HOSTILE = ["ESCAPE", "ABSOLUTE", ".", "..", "a b", "a/b", "-rf", "a..b", "", "x"
 
 @pytest.fixture(scope="module")
 def raw_params() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    return read_params_raw(REPO / "params.yaml")
 
 
 def _error(raw: dict) -> str:

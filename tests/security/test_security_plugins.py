@@ -23,6 +23,7 @@ import clsuite.image.train
 from clsuite.cli import main
 from clsuite.core.errors import RegistryError
 from clsuite.methods import METHODS
+from clsuite.config import read_params_raw
 
 REPO = Path(__file__).resolve().parents[2]
 BUILTINS = ["ewc", "finetune", "joint", "replay"]
@@ -94,7 +95,7 @@ def fresh_methods(monkeypatch):
 
 def params_with(tmp_path: Path, method: str) -> Path:
     """params.yaml of the repository with ``method`` defined (so a run of it resolves it)."""
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = read_params_raw(REPO / "params.yaml")
     raw["methods"][method] = {}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 import signal
 from pathlib import Path
 
@@ -107,34 +106,64 @@ def test_oversized_file_is_refused_unread(tmp_path):
 # -- duplicate keys -----------------------------------------------------------------------------
 
 
-def _dup_cases() -> dict[str, tuple[str, str, tuple[int, int]]]:
-    """name -> (params text with a duplicate, key path, (first line, second line)), 1-based lines."""
+CATALOGUE = REPO / "clsuite" / "catalogue"
+BENCH_TEXT = (CATALOGUE / "benchmarks.yaml").read_text()
+
+
+def catalogue_with(tmp_path: Path, bench_text: str) -> Path:
+    """A copy of the catalogue folder whose benchmarks.yaml is ``bench_text``."""
+    folder = tmp_path / "catalogue"
+    folder.mkdir()
+    for f in CATALOGUE.glob("*.yaml"):
+        (folder / f.name).write_text(bench_text if f.name == "benchmarks.yaml" else f.read_text())
+    return folder
+
+
+def _dup_cases() -> dict[str, tuple[str, str, str, tuple[int, int]]]:
+    """name -> (file edited: params | benchmarks, its text with a duplicate, key path, (first line,
+    second line)), 1-based lines."""
     lines = PARAMS_TEXT.splitlines()
-    smnist = line_of(lines, "  smnist:", line_of(lines, "benchmarks:"))
-    train = line_of(lines, "    train: {", smnist)
+    blines = BENCH_TEXT.splitlines()
+    smnist = line_of(blines, "  smnist:", line_of(blines, "benchmarks:"))
+    model = line_of(blines, "    model: {", smnist)
     replay = line_of(lines, "  replay:", line_of(lines, "methods:"))
     top = line_of(lines, "methods:")
 
-    def edit(i: int, new: list[str]) -> str:
-        return "\n".join(lines[:i] + new + lines[i + 1:]) + "\n"
+    def edit(src: list[str], i: int, new: list[str]) -> str:
+        return "\n".join(src[:i] + new + src[i + 1:]) + "\n"
 
-    assert ", lr: " in lines[train]
-    flow = lines[train].replace(", lr: ", ", lr: 0.5, lr: ", 1)
+    assert "{name: " in blines[model]
+    flow = blines[model].replace("{name: ", "{name: cnn, name: ", 1)
     return {
-        "flow-mapping": (edit(train, [flow]), "benchmarks.smnist.train.lr", (train + 1, train + 1)),
-        "depth-3": (edit(train, [lines[train], "    train: {epochs: 2}"]), "benchmarks.smnist.train",
-                    (train + 1, train + 2)),
-        "depth-2": (edit(replay, [lines[replay], "  replay: {mem_size: 10}"]), "methods.replay",
+        "flow-mapping": ("benchmarks", edit(blines, model, [flow]), "benchmarks.smnist.model.name",
+                         (model + 1, model + 1)),
+        "depth-3": ("benchmarks", edit(blines, model, [blines[model], "    model: {name: cnn}"]),
+                    "benchmarks.smnist.model", (model + 1, model + 2)),
+        "depth-2": ("params", edit(lines, replay, ["  replay: {mem_size: 10}", lines[replay]]), "methods.replay",
                     (replay + 1, replay + 2)),
-        "top-level": (PARAMS_TEXT + "methods: {}\n", "methods", (top + 1, len(lines) + 1)),
+        "top-level": ("params", PARAMS_TEXT + "methods: {}\n", "methods", (top + 1, len(lines) + 1)),
     }
 
 
 @pytest.mark.parametrize("case", list(_dup_cases()))
 def test_duplicate_key_names_key_path_and_both_lines(tmp_path, case):
-    text, key_path, (first, second) = _dup_cases()[case]
-    msg = params_error(write(tmp_path, text))
+    """In params.yaml and in the catalogue (read by the same bounded loader)."""
+    where, text, key_path, (first, second) = _dup_cases()[case]
+    if where == "params":
+        msg = params_error(write(tmp_path, text))
+    else:
+        folder = catalogue_with(tmp_path, text)
+        with must_terminate(), pytest.raises(ParamsError) as info:
+            load_params(REPO / "params.yaml", check_components=False, catalogue_dir=folder)
+        msg = str(info.value)
+        assert "benchmarks.yaml" in msg
     assert f"{key_path}: duplicate key (lines {first} and {second})" in msg
+
+
+def test_alias_bomb_in_the_catalogue_terminates_with_params_error(tmp_path):
+    folder = catalogue_with(tmp_path, BENCH_TEXT + BOMB.replace("lol", "xx"))
+    with must_terminate(), pytest.raises(ParamsError, match="alias"):
+        load_params(REPO / "params.yaml", check_components=False, catalogue_dir=folder)
 
 
 def test_keys_equal_in_python_are_duplicates(tmp_path):
@@ -161,17 +190,19 @@ def test_malformed_file_is_one_line_params_error(tmp_path, text, fragment):
 
 
 def test_normal_aliases_and_merge_keys_still_work(tmp_path):
-    lines = PARAMS_TEXT.splitlines()
-    smnist = line_of(lines, "  smnist:", line_of(lines, "benchmarks:"))
-    train = line_of(lines, "    train: {", smnist)
-    fmnist = line_of(lines, "    train: {", train + 1)
-    lines[train] = lines[train].replace("train: {", "train: &tr {", 1)
-    lines[fmnist] = "    train: {<<: *tr, epochs: 3}"
-    other = next(lines[i].strip().rstrip(":") for i in range(fmnist, smnist, -1) if re.match(r"^  \w+:$", lines[i]))
-    params = load_params(write(tmp_path, "\n".join(lines) + "\n"), check_components=False)
+    blines = BENCH_TEXT.splitlines()
+    smnist = line_of(blines, "  smnist:", line_of(blines, "benchmarks:"))
+    model = line_of(blines, "    model: {", smnist)
+    lt = line_of(blines, "  smnist_lt:", model)
+    lt_model = line_of(blines, "    model: {", lt)
+    blines[model] = blines[model].replace("model: {", "model: &m {", 1)
+    blines[lt_model] = "    model: {<<: *m, hidden_sizes: [50]}"
+    folder = catalogue_with(tmp_path, "\n".join(blines) + "\n")
+    params = load_params(REPO / "params.yaml", check_components=False, catalogue_dir=folder)
     original = load_params(REPO / "params.yaml", check_components=False)
-    assert params.benchmarks["smnist"].train == original.benchmarks["smnist"].train
-    assert params.benchmarks[other].train == original.benchmarks["smnist"].train.model_copy(update={"epochs": 3})
+    assert params.benchmarks["smnist"].model == original.benchmarks["smnist"].model
+    assert params.benchmarks["smnist_lt"].model.kwargs() == {"hidden_sizes": [50]}
+    assert params.benchmarks["smnist_lt"].model.name == original.benchmarks["smnist"].model.name
 
 
 def test_real_params_file_loads_as_before():
@@ -184,14 +215,13 @@ def test_real_params_file_loads_as_before():
 
 
 def _profile_cases() -> dict[str, str]:
-    cases = {name: text for name, (text, _, _) in _dup_cases().items()}
+    cases = {name: text for name, (where, text, _, _) in _dup_cases().items() if where == "params"}
     cases.update({
         "alias-bomb": PARAMS_TEXT + BOMB,
         "recursive-alias": PARAMS_TEXT + "lol: &a [*a]\n",
-        "tabs": PARAMS_TEXT.replace("\n  smoke:", "\n\tsmoke:", 1),
+        "tabs": PARAMS_TEXT.replace("\n  replay:", "\n\treplay:", 1),
         "binary": "\x00\x01garbage",
         "run-is-a-list": PARAMS_TEXT.replace("\nrun:\n", "\nrun: []\nrun_old:\n", 1),
-        "profile-unknown-key": PARAMS_TEXT.replace("\n  smoke:\n", "\n  smoke:\n    llm_typo: 1\n", 1),
     })
     return cases
 
@@ -204,7 +234,7 @@ def test_profile_on_broken_file_is_exit_2_with_one_line(tmp_path, capsys, case):
         assert main(["--params", str(path), "profile", "smoke"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"clsuite profile: error: {path}: ")
-    assert err.count("\n") == 1 or case == "profile-unknown-key", err  # one line (validation: one per key)
+    assert err.count("\n") == 1, err  # one line
     assert "Traceback" not in err
     assert path.read_bytes() == text.encode()  # untouched
 
