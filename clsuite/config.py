@@ -186,10 +186,11 @@ def compose_params(raw: dict[str, Any], catalogue_dir: Path = CATALOGUE_DIR) -> 
     """``raw`` (a params mapping) with every catalogue section it lacks filled in from the catalogue.
 
     A section the mapping states itself (``benchmarks``, ``profiles``, ``llm.sequences``) is kept
-    whole, as given. Returns the composed mapping (a new one; ``raw`` is not changed) and, per
+    whole, as given. Profiles name catalogue benchmarks, so a mapping with its own ``benchmarks``
+    gets no catalogue profiles (it is a self-contained grid, e.g. a test's). Returns the composed mapping (a new one; ``raw`` is not changed) and, per
     section taken from the catalogue, the file it came from (for error messages)."""
     llm = raw.get("llm")
-    missing = [s for s in ("profiles", "benchmarks") if s not in raw]
+    missing = [] if "benchmarks" in raw else ["profiles", "benchmarks"]
     if isinstance(llm, dict) and "sequences" not in llm:  # no llm: section, no LLM track
         missing.append("llm.sequences")
     if not missing:
