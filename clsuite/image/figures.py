@@ -1,8 +1,9 @@
-"""Figures of the extended metrics (robustness, OOD, long tail, memory, feature space).
+"""Figures of the image report: accuracy over stages, stability/plasticity, accuracy matrices,
+and the extended metrics (robustness, OOD, long tail, memory, feature space).
 
-Every figure is written as PNG and PDF with no date or software fields and fixed fonts
-(:data:`clsuite.report.figures.RC`), so an unchanged rerun reproduces each file byte for
-byte. Inputs are the evaluate stage's tables; values are
+Every figure is drawn under the kit's :data:`clsuite.report.figures.RC` and written by its
+:func:`~clsuite.report.figures.save` (PNG + SVG, no date or software fields), so an unchanged
+rerun reproduces each file byte for byte. Inputs are the evaluate stage's tables; values are
 means over seeds unless stated.
 """
 
@@ -19,31 +20,88 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from clsuite.core.io import atomic_path  # noqa: E402
-from clsuite.report.figures import RC, method_colors  # noqa: E402
+from clsuite.report.figures import RC, method_colors, save  # noqa: E402
 
 PROTOCOL = {"class_il": "class-IL", "task_il": "task-IL"}
-#: savefig metadata per format, nothing that changes between runs. PNG for the Markdown and
-#: HTML report, PDF for LaTeX (an SVG, as the accuracy figures have, would add a third
-#: rendering of every figure to the report stage's time, for little use in papers).
-METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
-
-
-def save_all(fig: plt.Figure, stem: Path) -> list[Path]:
-    """Write ``stem``.png (150 dpi) and .pdf atomically; return the paths (PNG first)."""
-    paths = []
-    for ext, meta in METADATA.items():
-        dest = stem.with_suffix(f".{ext}")
-        with atomic_path(dest, suffix=f".{ext}") as tmp:
-            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight", metadata=meta)
-        paths.append(dest)
-    plt.close(fig)
-    return paths
 
 
 def _present(methods: list[str], df: pd.DataFrame) -> list[str]:
     have = set(df["method"])
     return [m for m in methods if m in have]
+
+
+def stage_accuracy_figure(stage: pd.DataFrame, benchmark: str, methods: list[str], stem: Path) -> list[Path]:
+    """Accuracy on all seen classes after each experience: mean ± std over seeds, per method."""
+    with plt.rc_context(RC), sns.axes_style("whitegrid"):
+        protocols = [p for p in ("class_il", "task_il") if p in set(stage["protocol"])]
+        fig, axes = plt.subplots(1, len(protocols), figsize=(5.2 * len(protocols), 3.8), squeeze=False, sharey=True)
+        colors = method_colors(methods)
+        for ax, protocol in zip(axes[0], protocols):
+            d = stage[(stage["benchmark"] == benchmark) & (stage["protocol"] == protocol)]
+            for method in methods:
+                g = d[d["method"] == method].groupby("train_exp")["accuracy"]
+                mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
+                x = mean.index.to_numpy() + 1
+                ax.plot(x, 100 * mean.to_numpy(), marker="o", ms=4, color=colors[method], label=method)
+                ax.fill_between(x, 100 * (mean - std).to_numpy(), 100 * (mean + std).to_numpy(),
+                                color=colors[method], alpha=0.2, linewidth=0)
+            ax.set_title(f"{benchmark}: {protocol.replace('_', '-')}")
+            ax.set_xlabel("experiences trained")
+            ax.set_xticks(np.arange(1, d["train_exp"].max() + 2) if len(d) else [])
+            ax.set_ylim(0, 100)
+        axes[0][0].set_ylabel("accuracy on seen classes (%)")
+        axes[0][-1].legend(title="method", loc="lower left", fontsize=8)
+        fig.suptitle("Accuracy over stages (mean ± std over seeds)", fontsize=10)
+        return save(fig, stem)
+
+
+def stage_metrics_figure(stage_metrics: pd.DataFrame, benchmark: str, methods: list[str], stem: Path,
+                         protocol: str = "class_il") -> list[Path]:
+    """Plasticity, stability and first-task accuracy over stages (mean over seeds), per method."""
+    d = stage_metrics[(stage_metrics["benchmark"] == benchmark) & (stage_metrics["protocol"] == protocol)]
+    panels = [("plasticity", "plasticity: accuracy on newest experience"),
+              ("stability", "stability: mean accuracy on earlier ones"),
+              ("first_task", "accuracy on the first experience")]
+    with plt.rc_context(RC), sns.axes_style("whitegrid"):
+        fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), sharey=True)
+        colors = method_colors(methods)
+        for ax, (col, title) in zip(axes, panels):
+            for method in methods:
+                m = d[d["method"] == method].groupby("train_exp")[col].mean().dropna()
+                ax.plot(m.index.to_numpy() + 1, 100 * m.to_numpy(), marker="o", ms=4, color=colors[method],
+                        label=method)
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("experiences trained")
+            ax.set_xticks(np.arange(1, d["train_exp"].max() + 2) if len(d) else [])
+            ax.set_ylim(0, 100)
+        axes[0].set_ylabel("accuracy (%)")
+        axes[-1].legend(title="method", fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        fig.suptitle(f"{benchmark}: stability vs plasticity, {protocol.replace('_', '-')} (mean over seeds)",
+                     fontsize=10)
+        return save(fig, stem)
+
+
+def accuracy_matrix_figure(mat: pd.DataFrame, benchmark: str, methods: list[str], stem: Path,
+                           protocol: str = "class_il") -> list[Path]:
+    """Heatmaps of A[i, j] (%), mean over seeds, one panel per method."""
+    d = mat[(mat["benchmark"] == benchmark) & (mat["protocol"] == protocol) & (mat["train_exp"] >= 0)]
+    with plt.rc_context(RC):
+        n = len(methods)
+        fig, axes = plt.subplots(1, n + 1, figsize=(3.1 * n + 0.6, 3.4), squeeze=False,
+                                 gridspec_kw={"width_ratios": [1] * n + [0.06]})
+        cbar_ax = axes[0][-1]
+        for ax, method in zip(axes[0][:n], methods):
+            m = d[d["method"] == method].groupby(["train_exp", "eval_exp"])["accuracy"].mean().unstack()
+            sns.heatmap(100 * m, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=True, fmt=".0f",
+                        annot_kws={"fontsize": 7}, cbar_ax=cbar_ax, cbar_kws={"label": "accuracy (%)"})
+            ax.set_aspect("equal")
+            ax.set_title(method, fontsize=10)
+            ax.set_xlabel("evaluated on experience")
+            ax.set_ylabel("after training experience" if ax is axes[0][0] else "")
+            ax.set_xticklabels([str(int(t.get_text()) + 1) for t in ax.get_xticklabels()])
+            ax.set_yticklabels([str(int(t.get_text()) + 1) for t in ax.get_yticklabels()], rotation=0)
+        fig.suptitle(f"{benchmark}: accuracy matrix, {protocol.replace('_', '-')} (mean over seeds)", fontsize=10)
+        return save(fig, stem)
 
 
 def severity_figure(cells: pd.DataFrame, benchmark: str, methods: list[str], stem: Path) -> list[Path]:
@@ -69,7 +127,7 @@ def severity_figure(cells: pd.DataFrame, benchmark: str, methods: list[str], ste
         axes[0][-1].legend(title="method", fontsize=8)
         fig.suptitle("Accuracy vs corruption severity after the last experience (mean over corruptions and seeds)",
                      fontsize=10, y=1.02)
-        return save_all(fig, stem)
+        return save(fig, stem)
 
 
 def corruption_heatmap(cells: pd.DataFrame, benchmark: str, methods: list[str], stem: Path,
@@ -87,7 +145,7 @@ def corruption_heatmap(cells: pd.DataFrame, benchmark: str, methods: list[str], 
         ax.set_ylabel("method")
         ax.set_title(f"{benchmark}: accuracy per corruption, {PROTOCOL[protocol]} "
                      "(last stage, mean over severities and seeds)", fontsize=9, pad=10)
-        return save_all(fig, stem)
+        return save(fig, stem)
 
 
 def ood_histogram_figure(hist: pd.DataFrame, benchmark: str, methods: list[str], stem: Path) -> list[Path]:
@@ -112,7 +170,7 @@ def ood_histogram_figure(hist: pd.DataFrame, benchmark: str, methods: list[str],
         fig.legend(handles, labels, fontsize=8, loc="upper center", ncol=2, bbox_to_anchor=(0.5, -0.04))
         fig.suptitle(f"{benchmark}: MSP of known vs OOD samples after the last experience (seeds pooled)",
                      fontsize=10, y=1.02)
-        return save_all(fig, stem)
+        return save(fig, stem)
 
 
 def long_tail_figure(shots: pd.DataFrame, benchmark: str, methods: list[str], stem: Path,
@@ -137,7 +195,7 @@ def long_tail_figure(shots: pd.DataFrame, benchmark: str, methods: list[str], st
         axes[0].set_ylabel("accuracy on seen classes of the group (%)")
         axes[-1].legend(title="method", fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.suptitle(f"{benchmark}: long-tail accuracy, {PROTOCOL[protocol]} (mean over seeds)", fontsize=10, y=1.02)
-        return save_all(fig, stem)
+        return save(fig, stem)
 
 
 def memory_figure(curve: pd.DataFrame, benchmark: str, stem: Path, protocol: str = "class_il") -> list[Path]:
@@ -161,7 +219,7 @@ def memory_figure(curve: pd.DataFrame, benchmark: str, stem: Path, protocol: str
         ax.set_ylim(0, 100)
         ax.legend(title="method type", fontsize=8)
         ax.set_title(f"{benchmark}: accuracy vs memory, {PROTOCOL[protocol]}", fontsize=10, y=1.02)
-        return save_all(fig, stem)
+        return save(fig, stem)
 
 
 def spectrum_figure(spectrum: pd.DataFrame, benchmark: str, methods: list[str], stem: Path) -> list[Path]:
@@ -179,7 +237,7 @@ def spectrum_figure(spectrum: pd.DataFrame, benchmark: str, methods: list[str], 
         ax.set_ylabel("share of total variance")
         ax.legend(title="method", fontsize=8)
         ax.set_title(f"{benchmark}: penultimate-feature covariance spectrum (final model)", fontsize=10, y=1.02)
-        return save_all(fig, stem)
+        return save(fig, stem)
 
 
 def tsne_figure(tsne: pd.DataFrame, benchmark: str, methods: list[str], stem: Path) -> list[Path]:
@@ -202,7 +260,7 @@ def tsne_figure(tsne: pd.DataFrame, benchmark: str, methods: list[str], stem: Pa
             axes[0][-1].legend(handles=handles, title="class", fontsize=7, loc="center left",
                                bbox_to_anchor=(1.02, 0.5))
         fig.suptitle(f"{benchmark}: t-SNE of the final penultimate features (clean test samples)", fontsize=10, y=1.02)
-        return save_all(fig, stem)
+        return save(fig, stem)
 
 
 def confusion_figure(confusion: pd.DataFrame, benchmark: str, methods: list[str], stem: Path) -> list[Path]:
@@ -224,4 +282,4 @@ def confusion_figure(confusion: pd.DataFrame, benchmark: str, methods: list[str]
             ax.set_xlabel("predicted class")
             ax.set_ylabel("true class" if ax is axes[0][0] else "")
         fig.suptitle(f"{benchmark}: class-IL confusion after the last experience (seeds summed)", fontsize=10, y=1.02)
-        return save_all(fig, stem)
+        return save(fig, stem)

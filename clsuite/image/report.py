@@ -19,7 +19,9 @@ from clsuite.data.sources import SOURCES
 from clsuite.image.config import ImageParams
 from clsuite.image.report_sections import extended_sections, metric_citations, read_extended_tables
 from clsuite.image.schemas import ACCURACY_MATRIX, EXPERIENCES, FAILED_RUNS, STAGE_ACCURACY, STAGE_METRICS, SUMMARY
-from clsuite.report import failed_runs_md, figures, tables, to_html
+from clsuite.image import figures
+from clsuite.report import failed_runs_md, tables, to_html
+from clsuite.report.format import NOT_REPORTED, number, score_ci_cell
 from clsuite.report.citations import bibtex
 from clsuite.report.provenance import provenance
 from clsuite.report.safe import local_target, md_code, md_fence, md_text
@@ -53,7 +55,7 @@ def _compute_table(exps: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
         "samples / s": g["samples_per_second"].mean().round(0).astype("int64"),
         "peak RSS (MiB)": g["peak_rss_mb"].max().round(0).astype("int64"),
         "model (MiB)": (fg["model_bytes"].max() / 2**20).round(3),
-        "extra memory (MiB)": extra.map(lambda v: tables.NOT_REPORTED if pd.isna(v) else tables.number(v, 3)),
+        "extra memory (MiB)": extra.map(lambda v: NOT_REPORTED if pd.isna(v) else number(v, 3)),
     }).reset_index()
     df["method"] = pd.Categorical(df["method"], methods, ordered=True)
     return df.sort_values(["benchmark", "method"]).rename(columns={"benchmark": "Benchmark", "method": "Method"})
@@ -91,15 +93,12 @@ def build_report(params: ImageParams, data_dir: Path = TABLES_DIR, out: Path = R
         for protocol in ("class_il", "task_il"):
             df = tables.results_table(summary, b, protocol, run.methods, MAIN_METRICS)
             stem = f"results_{b}_{protocol}"
-            write_text(out / "tables" / f"{stem}.md", tables.to_markdown(df) + "\n")
-            write_text(out / "tables" / f"{stem}.csv", tables.to_csv(df))
-            write_text(out / "tables" / f"{stem}.tex",
-                       tables.to_latex(df, f"{b}, {protocol.replace('_', '-')}: mean ± std over "
-                                           f"{len(run.seeds)} seeds", f"tab:{b}-{protocol}"))
+            table_md = tables.write_table(df, out / "tables" / stem, f"{b}, {protocol.replace('_', '-')}: mean ± std "
+                                          f"over {len(run.seeds)} seeds", f"tab:{b}-{protocol}")
             same = protocol == "task_il" and params.benchmark(b).scenario == "domain_il"
             note = ["Domain-IL: every experience holds all classes, so task-IL predictions equal class-IL "
                     "ones and this table repeats the one above.", ""] if same else []
-            md += [f"### {md_text(b)}: {protocol.replace('_', '-')}", "", *note, tables.to_markdown(df), "",
+            md += [f"### {md_text(b)}: {protocol.replace('_', '-')}", "", *note, table_md, "",
                    f"LaTeX: [`tables/{stem}.tex`](tables/{stem}.tex) · CSV: [`tables/{stem}.csv`](tables/{stem}.csv)", ""]
     md += failed_runs_md(failed, len(run.benchmarks) * len(run.methods) * len(run.seeds), out)
     md += ["Metric definitions:", "", DEFINITIONS, "", "## Accuracy over stages", ""]
@@ -133,7 +132,7 @@ def build_report(params: ImageParams, data_dir: Path = TABLES_DIR, out: Path = R
            "training throughput, peak resident memory of the training process, model size (parameters × 4 "
            "bytes) and the extra memory the method keeps after the last experience, counted as MEMO does "
            "(stored parameters × 4 bytes, exemplars as uint8 pixels, stored logits × 4 bytes); memory in MiB "
-           f"(2^20 bytes), *{tables.NOT_REPORTED}* where the method does not report its extra memory.", "",
+           f"(2^20 bytes), *{NOT_REPORTED}* where the method does not report its extra memory.", "",
            tables.to_markdown(_compute_table(exps, run.methods)), ""]
     extended = read_extended_tables(data_dir)
     md += extended_sections(params, extended, out)  # robustness, OOD, long tail, memory, compute, features
@@ -182,7 +181,7 @@ def llm_reports_md(sequences: tuple[str, ...], out: Path) -> list[str]:
             best = final.groupby("method")["value"].mean().idxmax()
             line += (f": {final['method'].nunique()} method(s) with a finished run, {final['seed'].nunique()} "
                      f"seed(s); highest final score {md_code(best)} "
-                     f"{md_text(tables.score_ci_cell(final[final['method'] == best]))}; "
+                     f"{md_text(score_ci_cell(final[final['method'] == best]))}; "
                      f"{len(failed)} failed run(s)")
         md.append(line)
     return md + [""]

@@ -2,15 +2,14 @@
 compute, feature space and paired comparisons.
 
 Each section appears only when its table has rows. Tables are written as Markdown, CSV
-and LaTeX (booktabs) under ``reports/tables/``, figures as PNG and PDF under
-``reports/figures/``, and the DVC plot data under ``reports/plots/`` (always written,
-header only when empty, because dvc.yaml declares them). Nothing here depends on the
-time or the machine, so an unchanged rerun reproduces every file byte for byte.
+and LaTeX (booktabs) under ``reports/tables/``, figures as PNG and SVG under
+``reports/figures/`` (the report kit: :mod:`clsuite.report.tables`, :mod:`clsuite.report.figures`),
+and the DVC plot data under ``reports/plots/`` (always written, header only when empty, because
+dvc.yaml declares them). Nothing here depends on the time or the machine, so an unchanged rerun reproduces every file byte for byte.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +18,8 @@ from clsuite.image.config import ImageParams
 from clsuite.core.io import write_text
 from clsuite.image import figures as fx
 from clsuite.report import tables as tb
+from clsuite.report.format import MISSING, NOT_REPORTED, mean_std, number, p_value, seed_cell
+from clsuite.report.metric_info import header
 from clsuite.report.safe import md_code, md_text
 from clsuite.image.schemas import (
     COMPARISONS, COMPUTE, CONFUSION, CORRUPTION_ACCURACY, EXTRA_SUMMARY, FEATURE_SPECTRUM, LONG_TAIL_ACCURACY,
@@ -34,15 +35,6 @@ PROTOCOL_NAMES = {"class_il": "class-IL", "task_il": "task-IL", "any": "any prot
 #: DVC plot files (reports/plots/, dvc.yaml report stage) and their columns
 PLOTS = {"robustness_severity.csv": ["benchmark", "method", "protocol", "severity", "accuracy"],
          "memory_curve.csv": ["benchmark", "method_type", "protocol", "mem_size", "last_acc"]}
-
-
-def fmt_value(mean: float, std: float, scale: float = 100.0, digits: int = 1) -> str:
-    """``mean ± std`` after multiplying by ``scale``; std left out when NaN; "–" for NaN mean."""
-    if mean is None or math.isnan(mean):
-        return "–"
-    if std is None or math.isnan(std):
-        return tb.number(scale * mean, digits)
-    return f"{tb.number(scale * mean, digits)} ± {tb.number(scale * std, digits)}"
 
 
 class Section:
@@ -65,14 +57,12 @@ class Section:
         s = self.data["extra_summary"]
         hit = s[(s["benchmark"] == bench) & (s["method"] == method) & (s["protocol"] == protocol)
                 & (s["metric"] == metric)]
-        return fmt_value(hit["mean"].iat[0], hit["std"].iat[0], scale, digits) if len(hit) else "–"
+        return mean_std(hit["mean"].iat[0], hit["std"].iat[0], scale, digits) if len(hit) else MISSING
 
     def table(self, df: pd.DataFrame, stem: str, caption: str) -> list[str]:
         """Write ``tables/<stem>.md|csv|tex``; return the Markdown table and links."""
-        write_text(self.out / "tables" / f"{stem}.md", tb.to_markdown(df) + "\n")
-        write_text(self.out / "tables" / f"{stem}.csv", tb.to_csv(df))
-        write_text(self.out / "tables" / f"{stem}.tex", tb.to_latex(df, caption, f"tab:{stem.replace('_', '-')}"))
-        return [tb.to_markdown(df), "",
+        md = tb.write_table(df, self.out / "tables" / stem, caption, f"tab:{stem.replace('_', '-')}")
+        return [md, "",
                 f"LaTeX: [`tables/{stem}.tex`](tables/{stem}.tex) · CSV: [`tables/{stem}.csv`](tables/{stem}.csv)", ""]
 
     def figure(self, paths: list[Path], alt: str) -> list[str]:
@@ -105,13 +95,10 @@ def robustness(s: Section) -> list[str]:
                "is not in this grid.*", ""]
     for b in s.benchmarks_with("corruption_accuracy"):
         for protocol in ("class_il", "task_il"):
-            rows = [{"Method": m, "Clean (%)": s.cell(b, m, protocol, "corruption_clean_acc"),
-                     "Mean corr. (%)": s.cell(b, m, protocol, "mean_corruption_acc"),
-                     "Rel. drop (%)": s.cell(b, m, protocol, "corruption_relative_drop"),
-                     "mCE (%)": s.cell(b, m, protocol, "mce")} for m in s.methods]
-            df = pd.DataFrame(rows)
-            if ref not in s.methods:
-                df = df.drop(columns="mCE (%)")
+            keys = ["corruption_clean_acc", "mean_corruption_acc", "corruption_relative_drop"]
+            keys += ["mce"] if ref in s.methods else []
+            df = pd.DataFrame([{"Method": m, **{header(k): s.cell(b, m, protocol, k) for k in keys}}
+                               for m in s.methods])
             md += [f"### {md_text(b)}: {PROTOCOL_NAMES[protocol]}", ""]
             md += s.table(df, f"robustness_{b}_{protocol}",
                           f"{b}, {PROTOCOL_NAMES[protocol]}: robustness to corruptions, {s.seeds_note()}")
@@ -176,7 +163,7 @@ def memory(s: Section) -> list[str]:
         return []
     md = ["## Accuracy vs memory", "",
           "Methods of one type run with several buffer sizes (`mem_size`); extra memory after the last experience "
-          f"in MiB (2^20 bytes, counted as MEMO does; *{tb.NOT_REPORTED}* when the method does not report it), "
+          f"in MiB (2^20 bytes, counted as MEMO does; *{NOT_REPORTED}* when the method does not report it), "
           f"accuracies in % ({s.seeds_note()}).", ""]
     for b in s.benchmarks_with("memory_curve"):
         d = curve[curve["benchmark"] == b]
@@ -187,8 +174,7 @@ def memory(s: Section) -> list[str]:
             for protocol in ("class_il", "task_il"):
                 p = g[g["protocol"] == protocol]
                 for col, name in (("last_acc", "Last"), ("avg_acc", "Avg.")):
-                    std = p[col].std(ddof=1) if len(p) > 1 else float("nan")
-                    row[f"{name} {PROTOCOL_NAMES[protocol]} (%)"] = fmt_value(p[col].mean(), std)
+                    row[f"{name} {PROTOCOL_NAMES[protocol]} (%)"] = seed_cell(p[col])
             rows.append(row)
         md += [f"### {md_text(b)}", ""]
         md += s.table(pd.DataFrame(rows), f"memory_{b}", f"{b}: accuracy vs buffer size, {s.seeds_note()}")
@@ -200,7 +186,7 @@ def memory(s: Section) -> list[str]:
 def _mib(values: pd.Series) -> str:
     """Mean of MiB values with 3 decimals; "not reported" when no run reports it."""
     v = values.dropna()
-    return tb.number(v.mean(), 3) if len(v) else tb.NOT_REPORTED
+    return number(v.mean(), 3) if len(v) else NOT_REPORTED
 
 
 def compute(s: Section) -> list[str]:
@@ -295,15 +281,11 @@ def comparisons(s: Section) -> list[str]:
                 h = hit.iloc[0]
                 sign = 1.0 if h["method_a"] == m else -1.0
                 rows.append({"Benchmark": b, "Metric": f"{metric} ({PROTOCOL_NAMES[protocol]})", "Method": m,
-                             "Δ vs ref.": fmt_value(sign * h["mean_diff"], h["std_diff"]), "n": str(h["n_pairs"]),
-                             "p (t-test)": _p(h["p_ttest"]), "p (Wilcoxon)": _p(h["p_wilcoxon"])})
+                             "Δ vs ref.": mean_std(sign * h["mean_diff"], h["std_diff"]), "n": str(h["n_pairs"]),
+                             "p (t-test)": p_value(h["p_ttest"]), "p (Wilcoxon)": p_value(h["p_wilcoxon"])})
     if not rows:
         return []
     return md + s.table(pd.DataFrame(rows), "comparisons", f"paired differences to {ref} over seeds")
-
-
-def _p(p: float) -> str:
-    return "–" if p is None or math.isnan(p) else f"{p:.3g}"
 
 
 SECTIONS = [robustness, ood_detection, long_tail, memory, compute, feature_space, comparisons]

@@ -1,9 +1,12 @@
-"""``llm_report``: ``reports/llm/<sequence>/`` — index.md, figures/ (PNG + SVG), tables/ (md, csv, tex).
+"""``llm_report``: ``reports/llm/<sequence>/`` — index.md, figures/ (PNG + SVG), tables/ (md, csv,
+booktabs tex).
 
 Everything is read from ``reports/llm/<sequence>/data`` (llm_evaluate's tables). Cells are
 means over seeds (± std with several seeds); scores in percent. Final scores carry a 95 % CI
-(:func:`clsuite.report.tables.score_ci_cell`): with one seed the run's bootstrap over test examples,
-with several the Student-t interval over seeds (as the image report).
+(:func:`clsuite.report.format.score_ci_cell`): with one seed the run's bootstrap over test examples,
+with several the Student-t interval over seeds (as the image report). Numbers, tables, LaTeX,
+figures, palette and column headers come from the report kit (:mod:`clsuite.report`), as in the
+image report.
 """
 
 from __future__ import annotations
@@ -24,22 +27,17 @@ from clsuite.llm.metrics import CONFIDENCE, MEAN_TASK, N_RESAMPLES  # noqa: E402
 from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_RUN_METRICS, LLM_SCORE_CI, LLM_SCORE_MATRIX  # noqa: E402
 from clsuite.report import failed_runs_md  # noqa: E402
 from clsuite.report.figures import RC, method_colors, save  # noqa: E402
+from clsuite.report.format import MISSING, number, score_ci_cell as ci_cell, seed_cell  # noqa: E402
+from clsuite.report.metric_info import metric_info  # noqa: E402
 from clsuite.report.safe import md_code, md_text  # noqa: E402
-from clsuite.report.tables import fmt, number, score_ci_cell as ci_cell, to_csv, to_markdown  # noqa: E402
+from clsuite.report.tables import write_table  # noqa: E402
 from clsuite.core.tables import read_table  # noqa: E402
 
-MAIN = [("final_score", "Final score (%)", 100), ("avg_forgetting", "Avg. forgetting (%)", 100),
-        ("avg_normalised_score", "Avg. normalised score (%)", 100), ("final_exact_match", "EM (%)", 100),
-        ("final_f1", "F1 (%)", 100), ("final_rouge_l", "ROUGE-L (%)", 100), ("final_bleu", "BLEU (%)", 100),
-        ("final_task_score", "Task scorer (%)", 100), ("heldout_initial", "Held-out before (%)", 100),
-        ("heldout_final", "Held-out after (%)", 100)]
-COST = [("train_seconds", "Train time (s)", 1), ("step_ms_mean", "Step latency (ms)", 1),
-        ("examples_per_s", "Throughput (ex/s)", 1), ("peak_rss_mb", "Peak RSS (MiB)", 1),
-        ("replayed_examples", "Replayed examples", 1)]
-
-
-FRONTIER = [("avg_learning", "Avg. learning (%)", 100), ("avg_forgetting", "Avg. forgetting (%)", 100),
-            ("heldout_change", "Held-out change (%)", 100)]
+#: the metrics of each table (headers, units and scales: :mod:`clsuite.report.metric_info`)
+MAIN = ["final_score", "avg_forgetting", "avg_normalised_score", "final_exact_match", "final_f1", "final_rouge_l",
+        "final_bleu", "final_task_score", "heldout_initial", "heldout_final"]
+COST = ["train_seconds", "step_ms_mean", "examples_per_s", "peak_rss_mb", "replayed_examples"]
+FRONTIER = ["avg_learning", "avg_forgetting", "heldout_change"]
 
 
 def _trains(llm: LLMParams, sequence: str, method: str) -> str:
@@ -54,24 +52,13 @@ def _trains(llm: LLMParams, sequence: str, method: str) -> str:
     return ("full fine-tuning" if cfg.adapter == "full" else "LoRA") + lr
 
 
-def _num(x: float) -> str:
-    """Values >= 100 and whole numbers without decimals, others below 10 with 2 decimals, else 1
-    (:func:`clsuite.report.tables.number`: never "-0")."""
-    if abs(x) >= 100 or float(x).is_integer():
-        return number(x, 0)
-    return number(x, 2) if abs(x) < 10 else number(x, 1)
-
-
 def _cell(values: pd.Series, scale: float) -> str:
-    v = values.dropna()
-    if not len(v):
-        return "–"
-    if scale == 100:
-        return fmt(v.mean(), v.std())  # the image report's percent cells (std is NaN for one seed)
-    return _num(v.mean()) + (f" ± {_num(v.std())}" if len(v) > 1 else "")
+    """Mean ± std over seeds: percent cells with one decimal (as the image report), others with
+    decimals by magnitude."""
+    return seed_cell(values, scale, 1 if scale == 100 else "auto")
 
 
-FINAL_CI = "Final score (%) [95% CI]"
+FINAL_CI = f"{metric_info('final_score').header} [95% CI]"
 
 
 def final_score_table(ci: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
@@ -104,12 +91,14 @@ def ci_caption(ci: pd.DataFrame) -> str:
             + ". Other cells: mean ± std over seeds.")
 
 
-def metric_table(rm: pd.DataFrame, methods: list[str], cols: list[tuple[str, str, float]]) -> pd.DataFrame:
+def metric_table(rm: pd.DataFrame, methods: list[str], keys: list[str]) -> pd.DataFrame:
+    """Rows: methods; columns: the metrics ``keys`` (kit headers); cells: mean ± std over seeds."""
     rows = []
     for m in methods:
         row = {"Method": m}
-        for key, label, scale in cols:
-            row[label] = _cell(rm[(rm.method == m) & (rm.metric == key)]["value"], scale)
+        for key in keys:
+            info = metric_info(key)
+            row[info.header] = _cell(rm[(rm.method == m) & (rm.metric == key)]["value"], info.scale)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -204,15 +193,6 @@ def frontier_figure(rm: pd.DataFrame, methods: list[str], sequence: str, stem: P
         return save(fig, stem)
 
 
-def _write_tables(df: pd.DataFrame, stem: Path) -> str:
-    md = to_markdown(df)
-    write_text(stem.with_suffix(".md"), md + "\n")
-    write_text(stem.with_suffix(".csv"), to_csv(df))
-    tex = df.to_latex(index=False, escape=True).replace("±", r"$\pm$")  # pandas escapes every LaTeX special
-    write_text(stem.with_suffix(".tex"), tex)
-    return md
-
-
 def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
     data = out_dir / "data"
     sm = read_table(data / "score_matrix.parquet", LLM_SCORE_MATRIX)
@@ -228,7 +208,7 @@ def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
     forgetting_figure(mats, rm, sequence, figs / "forgetting")
     frontier_figure(rm, methods, sequence, figs / "frontier")
     cfg = llm.sequences[sequence]
-    results = metric_table(rm, grid, [c for c in MAIN if c[0] != "final_score"])
+    results = metric_table(rm, grid, [k for k in MAIN if k != "final_score"])
     results.insert(1, FINAL_CI, [ci_cell(ci[(ci.method == m) & (ci.task == MEAN_TASK)]) for m in grid])
     # everything from params or records goes through md_text / md_code (clsuite.report.safe)
     lines = [f"# LLM track: {md_text(sequence)}", "", md_text(cfg.description or ""), "",
@@ -238,15 +218,22 @@ def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
                                                if cfg.model.adapter == "lora" else "")
              + f"; seeds {', '.join(map(str, llm.grid.seeds))}. Scores: each task's primary score "
              "(reasoning-gym's scorer, else exact match), in percent; definitions in docs/llm.md.", "",
-             "## Results", "", _write_tables(results, tabs / "results"), "", ci_caption(ci), "",
-             "### Final score per task", "", _write_tables(final_score_table(ci, grid), tabs / "final_scores"), "",
+             "## Results", "",
+             write_table(results, tabs / "results", f"{sequence}: results, mean ± std over seeds; final score with "
+                         "its 95% CI", f"tab:{sequence}-results"), "", ci_caption(ci), "",
+             "### Final score per task", "",
+             write_table(final_score_table(ci, grid), tabs / "final_scores",
+                         f"{sequence}: final score per task [95% CI]", f"tab:{sequence}-final-scores"), "",
              "Each task's score after the last task, and their mean (the Final score above); CIs as above.", ""]
     lines += failed_runs_md(failed, len(grid) * len(llm.grid.seeds), out_dir, unit="task")
     lines += ["## Score matrices", "", "![score matrices](figures/score_matrix.png)", ""]
     for m, mat in mats.items():
-        t = (100 * mat).round(1) + 0.0  # + 0.0 turns a -0.0 into 0.0
+        t = (100 * mat).map(lambda v: MISSING if math.isnan(v) else number(v, 1))
         t.index = [("before" if s == -1 else f"after task {s + 1}") for s in t.index]
-        lines += [f"**{md_text(m)}**", "", _write_tables(t.reset_index(names="stage"), tabs / f"score_matrix_{m}"), ""]
+        lines += [f"**{md_text(m)}**", "",
+                  write_table(t.reset_index(names="stage"), tabs / f"score_matrix_{m}",
+                              f"{sequence}, {m}: score (%) after each stage on each task, mean over seeds",
+                              f"tab:{sequence}-score-matrix-{m}"), ""]
     lines += ["## Forgetting", "", "![forgetting](figures/forgetting.png)", ""]
     trains = {m: _trains(llm, sequence, m) for m in methods}
     lines += ["## Learning vs forgetting", "",
@@ -254,14 +241,17 @@ def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
               "before); forgetting as above; the held-out drop is the general-knowledge loss. What each "
               "method trains: " + ", ".join(f"{md_code(m)} {md_text(t)}" for m, t in trains.items()) + ".", "",
               "![learning vs forgetting](figures/frontier.png)", "",
-              _write_tables(metric_table(rm, methods, FRONTIER).assign(Trains=[trains[m] for m in methods]),
-                            tabs / "frontier"), ""]
+              write_table(metric_table(rm, methods, FRONTIER).assign(Trains=[trains[m] for m in methods]),
+                          tabs / "frontier", f"{sequence}: learning vs forgetting, mean ± std over seeds",
+                          f"tab:{sequence}-frontier"), ""]
     cost = metric_table(rm, methods, COST)
-    for key, label, _ in COST[:4]:
-        cost[f"{label} / {ref}"] = [_cell(rm[(rm.method == m) & (rm.metric == f"{key}_vs_{ref}")]["value"], 1)
-                                    for m in methods]
+    for key in COST[:4]:
+        cost[f"{metric_info(key).header} / {ref}"] = [
+            _cell(rm[(rm.method == m) & (rm.metric == f"{key}_vs_{ref}")]["value"], 1) for m in methods]
     lines += [f"## Overhead (relative to {md_code(ref)})", "",
               "Training only (replay, probes and memory-state updates included; evaluation excluded); "
-              "peak RSS is the process' maximum so far.", "", _write_tables(cost, tabs / "overhead"), ""]
+              "peak RSS is the process' maximum so far.", "",
+              write_table(cost, tabs / "overhead", f"{sequence}: training cost relative to {ref}, mean ± std over "
+                          "seeds", f"tab:{sequence}-overhead"), ""]
     write_text(out_dir / "index.md", "\n".join(lines))
     return out_dir / "index.md"

@@ -1,6 +1,13 @@
-"""The report kit both reports use: the failed-runs section and self-contained HTML (here),
-Markdown/CSV/LaTeX tables (:mod:`.tables`), figures (:mod:`.figures`), escaping (:mod:`.safe`),
-citations and provenance. Imports no track."""
+"""The report kit both reports (image: ``clsuite.image.report``; LLM: ``clsuite.llm.report``) use:
+
+- :mod:`.format`: every number, ``mean ± std``, CI cell, the ``–`` and "not reported" marks;
+- :mod:`.tables`: the one table writer (Markdown, formula-escaped CSV, booktabs LaTeX);
+- :mod:`.figures`: the one figure saver (PNG + SVG, byte-identical on reruns) and palette;
+- :mod:`.metric_info`: per metric a label, unit, direction and citation (column headers);
+- :mod:`.safe` (escaping), :mod:`.citations`, :mod:`.provenance`; the failed-runs section and
+  self-contained HTML (here).
+
+Imports only ``clsuite.core`` and ``clsuite.report``: no track."""
 
 from __future__ import annotations
 

@@ -1,75 +1,35 @@
-"""Results tables as Markdown, CSV and LaTeX (booktabs), from the ``summary`` table."""
+"""The one table writer of both reports: Markdown, CSV (formula-escaped) and booktabs LaTeX
+(:func:`write_table`), and the image track's results table from ``summary``. Cells are
+formatted by :mod:`clsuite.report.format`, headers come from :mod:`clsuite.report.metric_info`."""
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 
 import pandas as pd
 
-from clsuite.core.aggregate import mean_std_ci
+from clsuite.core.io import write_text
+from clsuite.report.format import MISSING, fmt_ci, mean_std
+from clsuite.report.metric_info import metric_info
 from clsuite.report.safe import latex_escape, latex_label, md_table_frame
 from clsuite.report.safe import to_csv as to_csv  # re-exported: every report CSV goes through it
-
-METRIC_LABELS = {
-    "last_acc": "Last acc. (%)",
-    "avg_acc": "Avg. acc. (%)",
-    "forgetting": "Forgetting (%)",
-    "bwt": "BWT (%)",
-    "fwt": "FWT (%)",
-    "avalanche_forgetting": "Avalanche forg. (%)",
-    "worst_class_acc": "Worst class (%)",
-    "class_acc_std": "Class acc. std (%)",
-    "class_acc_range": "Class acc. range (%)",
-    "class_drift": "Class drift (%)",
-    "drifted_pairs": "Drifted pairs (%)",
-}
-HIGHER_IS_BETTER = {"last_acc": True, "avg_acc": True, "forgetting": False, "bwt": True, "fwt": True,
-                    "avalanche_forgetting": False, "worst_class_acc": True, "class_acc_std": False,
-                    "class_acc_range": False, "class_drift": False, "drifted_pairs": False}
-
-
-#: the cell of a quantity a method does not report (never shown as 0)
-NOT_REPORTED = "not reported"
-
-
-def number(x: float, digits: int = 1) -> str:
-    """``x`` with ``digits`` decimals, the one number format of every report cell: a value that
-    rounds to zero prints without a sign ("0.0", never "-0.0")."""
-    text = f"{x:.{digits}f}"
-    return text[1:] if text.startswith("-") and float(text) == 0.0 else text
-
-
-def fmt(mean: float, std: float) -> str:
-    """``mean ± std`` in percent with one decimal; std omitted for a single seed."""
-    if math.isnan(std):
-        return number(100 * mean)
-    return f"{number(100 * mean)} ± {number(100 * std)}"
-
-
-def fmt_ci(mean: float, half_width: float, bounds: tuple[float, float] = (0.0, 1.0)) -> str:
-    """``[lo, hi]`` in percent: the Student-t 95% interval of the mean over seeds intersected
-    with the metric's range ``bounds`` (the true mean lies there, so the coverage is kept);
-    ``–`` for one seed."""
-    if math.isnan(half_width):
-        return "–"
-    lo, hi = max(bounds[0], mean - half_width), min(bounds[1], mean + half_width)
-    return f"[{number(100 * lo)}, {number(100 * hi)}]"
 
 
 def results_table(summary: pd.DataFrame, benchmark: str, protocol: str, methods: list[str],
                   metrics: list[str], ci_metric: str | None = "last_acc") -> pd.DataFrame:
-    """Rows: methods (grid order); columns: metric labels; cells: ``mean ± std``. ``ci_metric``
+    """Rows: methods (grid order); columns: metric headers; cells: ``mean ± std``. ``ci_metric``
     also gets a column with its 95% confidence interval over seeds (``summary.ci95``)."""
     d = summary[(summary["benchmark"] == benchmark) & (summary["protocol"] == protocol)]
     rows = []
     for method in methods:
         row = {"Method": method}
         for metric in metrics:
+            info = metric_info(metric)
             hit = d[(d["method"] == method) & (d["metric"] == metric)]
-            row[METRIC_LABELS[metric]] = fmt(hit["mean"].iat[0], hit["std"].iat[0]) if len(hit) else "–"
+            row[info.header] = (mean_std(hit["mean"].iat[0], hit["std"].iat[0], info.scale) if len(hit)
+                                else MISSING)
             if metric == ci_metric:
-                row[f"{METRIC_LABELS[metric].removesuffix(' (%)')} 95% CI"] = (
-                    fmt_ci(hit["mean"].iat[0], hit["ci95"].iat[0]) if len(hit) else "–")
+                row[f"{info.label} 95% CI"] = fmt_ci(hit["mean"].iat[0], hit["ci95"].iat[0]) if len(hit) else MISSING
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -81,7 +41,7 @@ def failed_runs_table(failed: pd.DataFrame, unit: str = "experience") -> pd.Data
 
     def where(row: dict) -> str:
         if pd.isna(row[index]):
-            return "–"
+            return MISSING
         at = f"{unit} {int(row[index]) + 1}"  # 1-based, like the figures (status.json is 0-based)
         if index != unit and isinstance(row.get(unit), str):
             at += f" ({row[unit]})"
@@ -115,24 +75,12 @@ def to_latex(df: pd.DataFrame, caption: str, label: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fmt_interval(value: float, low: float, high: float) -> str:
-    """``value [low, high]`` in percent with one decimal (a score and its 95 % CI); ``value`` alone
-    when the interval is undefined, ``–`` when the value is."""
-    if math.isnan(value):
-        return "–"
-    if math.isnan(low) or math.isnan(high):
-        return f"{100 * value:.1f}"
-    return f"{100 * value:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
-
-
-def score_ci_cell(runs: pd.DataFrame) -> str:
-    """A score with its 95 % CI from one row per seed (``value``, ``ci_low``, ``ci_high``: the LLM
-    track's ``score_ci``): one seed, that run's bootstrap CI over test examples; ≥ 2 seeds, the
-    mean over seeds with the Student-t CI over seeds cut to [0, 100] (as :func:`fmt_ci`)."""
-    if not len(runs):
-        return "–"
-    if len(runs) == 1:
-        r = runs.iloc[0]
-        return fmt_interval(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]))
-    mean, _, half = mean_std_ci(runs["value"].to_numpy(dtype=float))
-    return fmt_interval(mean, max(0.0, mean - half), min(1.0, mean + half))
+def write_table(df: pd.DataFrame, stem: Path, caption: str | None = None, label: str | None = None) -> str:
+    """Write ``stem``.md and .csv, and with a ``caption`` the booktabs ``stem``.tex (``\\label``
+    ``label``, default ``tab:<stem name>``); return the Markdown table."""
+    md = to_markdown(df)
+    write_text(stem.parent / f"{stem.name}.md", md + "\n")
+    write_text(stem.parent / f"{stem.name}.csv", to_csv(df))
+    if caption is not None:
+        write_text(stem.parent / f"{stem.name}.tex", to_latex(df, caption, label or f"tab:{stem.name}"))
+    return md

@@ -35,9 +35,16 @@ def test_ci_column_is_scipys_t_interval_of_the_seed_mean():
 
 def test_no_negative_zero_cells():
     """The one number format turns a value that rounds to zero into an unsigned 0."""
-    from clsuite.llm.report import _num
-    from clsuite.image.report_sections import fmt_value
-    from clsuite.report.tables import fmt, fmt_ci, number
+    from clsuite.report.format import fmt_ci, mean_std, number
+
+    def fmt(mean: float, std: float) -> str:
+        return mean_std(mean, std)
+
+    def fmt_value(mean: float, std: float, scale: float = 100.0, digits: int = 1) -> str:
+        return mean_std(mean, std, scale, digits)
+
+    def _num(x: float) -> str:
+        return number(x, "auto")
 
     assert number(-0.04) == "0.0" and number(-0.06) == "-0.1" and number(-0.0) == "0.0"
     assert number(-0.0004, 3) == "0.000" and number(-0.4, 0) == "0" and number(0.04) == "0.0"

@@ -12,7 +12,7 @@ from clsuite.llm.metrics import (
     MEAN_TASK, N_RESAMPLES, bootstrap_ci, bootstrap_rng, score_cis, score_matrix, summary,
 )
 from clsuite.llm.report import final_score_table
-from clsuite.report.tables import score_ci_cell as ci_cell
+from clsuite.report.format import score_ci_cell as ci_cell
 from clsuite.llm.schemas import LLM_SCORE_CI
 from clsuite.core.aggregate import mean_std_ci
 from clsuite.config import read_params_raw
