@@ -106,8 +106,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from clsuite.image.report import build_report
 
-    params = load_params(args.params)
-    path = build_report(params.image(), llm_sequences=tuple(params.llm.grid.sequences) if params.llm else ())
+    # the image part comes from reports/data alone; params only say which LLM reports to link
+    params = load_params(args.params, check_components=False)
+    path = build_report(llm_sequences=tuple(params.llm.grid.sequences) if params.llm else ())
     print(f"report written to {path}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from clsuite.core.errors import ParamsError
-from clsuite.core.paths import LLM_REPORTS, LLM_RUNS, PREPARED_TEXT, under
+from clsuite.core.paths import LLM_HEADLINE_DIR, LLM_REPORTS, LLM_RUNS, PREPARED_TEXT, under
 
 
 def _llm(args: argparse.Namespace):
@@ -52,7 +52,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from clsuite.llm.evaluate import evaluate_sequence
 
     params = _llm(args)
-    print(f"wrote {evaluate_sequence(params.llm, args.sequence, LLM_RUNS, under(LLM_REPORTS, args.sequence))}")
+    data = evaluate_sequence(params.llm, args.sequence, LLM_RUNS, under(LLM_REPORTS, args.sequence),
+                             under(LLM_HEADLINE_DIR, args.sequence))
+    print(f"wrote {data} and {under(LLM_HEADLINE_DIR, args.sequence)}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:

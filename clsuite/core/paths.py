@@ -14,6 +14,8 @@ REPORTS = Path("reports")
 TABLES_DIR = REPORTS / "data"
 #: headline metrics, one small JSON per benchmark x method (committed in git, for `dvc metrics`)
 HEADLINE_DIR = Path("reports/metrics/image")
+#: the LLM track's headline metrics, ``<sequence>/<method>.json`` (committed in git, for `dvc metrics`)
+LLM_HEADLINE_DIR = Path("reports/metrics/llm")
 # the LLM track
 PREPARED_TEXT = Path("data/prepared_text")
 LLM_RUNS = Path("data/llm_runs")

@@ -1,7 +1,9 @@
 """evaluate: prediction records of every run in the grid → metric tables.
 
 Writes (each under its pandera schema) to ``reports/data/``: accuracy_matrix,
-stage_accuracy, run_metrics, summary, experiences, failed_runs, and the extended tables of
+stage_accuracy, run_metrics, summary, experiences, failed_runs; grid, benchmarks and methods
+(everything the report says about the grid: order, descriptions, training settings, method
+types, citation keys, so that the report reads nothing but this folder); the extended tables of
 :mod:`clsuite.image.metrics.suite` (robustness, long tail, OOD, compute, memory, feature
 space, comparisons; Parquet, plus CSV copies), and the headline metrics
 ``reports/metrics/image/<benchmark>/<method>.json`` (last accuracy, forgetting, their 95% CIs over
@@ -15,7 +17,6 @@ the metrics.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ import pandas as pd
 
 from clsuite.image.config import ImageParams
 from clsuite.core.errors import DataError, RunFolderError
-from clsuite.core.io import replace_dir, temp_dir_beside, write_json, write_text
+from clsuite.core.headline import HEADLINE_DECIMALS, percent, write_headline  # noqa: F401 (re-exported)
+from clsuite.core.io import write_text
 from clsuite.core import matrix as acc
 from clsuite.image.metrics import stages as st
 from clsuite.core.aggregate import summarise
@@ -32,11 +34,11 @@ from clsuite.image.records import (
     EXPERIENCES_FILE, RunKey, check_finished_files, check_identity, check_stages, read_records, rerun_fix,
 )
 from clsuite.image.schemas import (
-    ACCURACY_MATRIX, CLASS_ACCURACY, EXPERIENCES, FAILED_RUNS, RUN_METRICS, RUN_STATES, STAGE_ACCURACY,
-    STAGE_METRICS, SUMMARY,
+    ACCURACY_MATRIX, BENCHMARKS, CLASS_ACCURACY, EXPERIENCES, FAILED_RUNS, GRID, METHODS, RUN_METRICS, RUN_STATES,
+    STAGE_ACCURACY, STAGE_METRICS, SUMMARY,
 )
 from clsuite.core.tables import read_table, write_table
-from clsuite.core.paths import HEADLINE_DIR, PREPARED_ROOT, RUNS_ROOT, TABLES_DIR, run_dir_for, under
+from clsuite.core.paths import HEADLINE_DIR, PREPARED_ROOT, RUNS_ROOT, TABLES_DIR, run_dir_for
 
 PROTOCOLS = ("class_il", "task_il")
 
@@ -182,6 +184,7 @@ def evaluate_grid(params: ImageParams, runs_root: Path = RUNS_ROOT, out_dir: Pat
     tables["summary"] = (summary, SUMMARY)
     tables.update(extended.finish(tables))
     tables["failed_runs"] = (failed_df, FAILED_RUNS)
+    tables.update(grid_tables(params))
     out = {}
     for name, (df, schema) in tables.items():
         df = df[list(schema.columns)].reset_index(drop=True)  # column order as in the schema
@@ -192,9 +195,35 @@ def evaluate_grid(params: ImageParams, runs_root: Path = RUNS_ROOT, out_dir: Pat
     return out
 
 
-#: the headline metrics (``summary`` names) and how many decimals of a percent they keep
+def grid_tables(params: ImageParams) -> dict[str, tuple[pd.DataFrame, object]]:
+    """``grid`` (every run in order, with the profile, reference method and params hash),
+    ``benchmarks`` and ``methods`` (descriptions, settings, method types, citation keys): what the
+    report says about the grid, so that it reads neither params nor the registries."""
+    from clsuite.data.sources import SOURCES
+    from clsuite.methods import METHODS as REGISTRY  # imports Avalanche: evaluate may, the report must not
+
+    run = params.run
+    grid = pd.DataFrame([{"benchmark": b, "method": m, "seed": s} for b in run.benchmarks for m in run.methods
+                         for s in run.seeds], columns=["benchmark", "method", "seed"]).astype({"seed": "int64"})
+    grid = grid.assign(profile=run.profile, reference_method=params.metrics.reference_method,
+                       params_sha256=params.section_hash())
+    benchmarks = pd.DataFrame([{
+        "benchmark": b, "description": cfg.description, "source": cfg.source, "scenario": cfg.scenario,
+        "n_experiences": cfg.n_experiences, "model": cfg.model.name, "epochs": cfg.train.epochs,
+        "batch_size": cfg.train.batch_size, "optimizer": cfg.train.optimizer, "lr": float(cfg.train.lr),
+        "citation": SOURCES.get(cfg.source).citation,
+    } for b in run.benchmarks for cfg in [params.benchmark(b)]], columns=list(BENCHMARKS.columns))
+    methods = pd.DataFrame([{
+        "method": m, "type": entry.type, "description": spec.description, "citation": spec.citation,
+    } for m in run.methods for entry in [params.method(m)] for spec in [REGISTRY.get(entry.type)]],
+        columns=list(METHODS.columns))
+    return {"grid": (grid, GRID), "benchmarks": (benchmarks.astype({"n_experiences": "int64", "epochs": "int64",
+                                                                    "batch_size": "int64"}), BENCHMARKS),
+            "methods": (methods, METHODS)}
+
+
+#: the headline metrics (``summary`` names)
 HEADLINE_METRICS = ("last_acc", "forgetting")
-HEADLINE_DECIMALS = 2
 
 
 def headline_protocol(scenario: str) -> str:
@@ -208,9 +237,6 @@ def headline_metrics(params: ImageParams, summary: pd.DataFrame) -> dict[str, di
     for every cell of the grid, in percent (the report's units) rounded to
     :data:`HEADLINE_DECIMALS`; a CI is None for one seed, every value None (n_seeds 0) where
     no seed finished. The full tables (all metrics, std, both protocols) are in ``reports/data``."""
-    def pct(x: float) -> float | None:
-        return None if np.isnan(x) else round(100 * float(x), HEADLINE_DECIMALS)
-
     out: dict = {}
     for benchmark in params.run.benchmarks:
         protocol = headline_protocol(params.benchmark(benchmark).scenario)
@@ -221,22 +247,8 @@ def headline_metrics(params: ImageParams, summary: pd.DataFrame) -> dict[str, di
             for metric in HEADLINE_METRICS:
                 hit = rows[(rows["method"] == method) & (rows["metric"] == metric)]
                 mean, ci = (hit["mean"].iat[0], hit["ci95"].iat[0]) if len(hit) else (np.nan, np.nan)
-                cell[metric], cell[f"{metric}_ci95"] = pct(mean), pct(ci)
+                cell[metric], cell[f"{metric}_ci95"] = percent(mean), percent(ci)
                 n_seeds = max(n_seeds, int(hit["n_seeds"].iat[0]) if len(hit) else 0)
             cell["n_seeds"] = n_seeds
             out.setdefault(benchmark, {})[method] = cell
     return out
-
-
-def write_headline(headline: dict[str, dict[str, dict]], dest: Path) -> None:
-    """Rewrite ``dest`` as ``<benchmark>/<method>.json`` files (one row each in ``dvc metrics
-    show``), all at once: a file of a cell no longer in the grid does not linger."""
-    tmp = temp_dir_beside(dest)
-    try:
-        for benchmark, methods in headline.items():
-            for method, cell in methods.items():
-                write_json(under(tmp, benchmark, f"{method}.json"), cell)
-        replace_dir(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)

@@ -7,21 +7,23 @@ is written deterministically, so an unchanged rerun reproduces them byte for byt
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from urllib.parse import quote
 
 import pandas as pd
 
+from clsuite.core.errors import DataError
 from clsuite.core.io import write_text
-from clsuite.core.paths import REPORTS, TABLES_DIR
+from clsuite.core.paths import LLM_HEADLINE_DIR, REPORTS, TABLES_DIR
 from clsuite.core.tables import read_table
-from clsuite.data.sources import SOURCES
-from clsuite.image.config import ImageParams
-from clsuite.image.report_sections import extended_sections, metric_citations, read_extended_tables
-from clsuite.image.schemas import ACCURACY_MATRIX, EXPERIENCES, FAILED_RUNS, STAGE_ACCURACY, STAGE_METRICS, SUMMARY
 from clsuite.image import figures
+from clsuite.image.report_sections import Grid, extended_sections, metric_citations, read_extended_tables
+from clsuite.image.schemas import (
+    ACCURACY_MATRIX, BENCHMARKS, EXPERIENCES, FAILED_RUNS, METHODS, STAGE_ACCURACY, STAGE_METRICS, SUMMARY,
+)
 from clsuite.report import failed_runs_md, tables, to_html
-from clsuite.report.format import NOT_REPORTED, number, score_ci_cell
+from clsuite.report.format import NOT_REPORTED, fmt_interval, number
 from clsuite.report.citations import bibtex
 from clsuite.report.provenance import provenance
 from clsuite.report.safe import local_target, md_code, md_fence, md_text
@@ -61,11 +63,15 @@ def _compute_table(exps: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     return df.sort_values(["benchmark", "method"]).rename(columns={"benchmark": "Benchmark", "method": "Method"})
 
 
-def build_report(params: ImageParams, data_dir: Path = TABLES_DIR, out: Path = REPORTS,
-                 llm_sequences: tuple[str, ...] = ()) -> Path:
-    """Write the project report under ``out`` from the tables in ``data_dir``; ``llm_sequences``
-    are the LLM sequences whose reports (``out/llm/<sequence>/``) it links."""
-    run = params.run
+def build_report(data_dir: Path = TABLES_DIR, out: Path = REPORTS, llm_sequences: tuple[str, ...] = (),
+                 llm_headline_dir: Path = LLM_HEADLINE_DIR) -> Path:
+    """Write the project report under ``out`` from the tables in ``data_dir`` (the grid, its
+    benchmarks and methods included: no params, no registry); ``llm_sequences`` are the LLM
+    sequences whose reports (``out/llm/<sequence>/``) it links, summarised from their headline
+    metrics under ``llm_headline_dir``."""
+    run = Grid.read(data_dir)
+    benchmarks = read_table(data_dir / "benchmarks.parquet", BENCHMARKS).set_index("benchmark")
+    methods = read_table(data_dir / "methods.parquet", METHODS).set_index("method")
     summary = read_table(data_dir / "summary.parquet", SUMMARY)
     stage = read_table(data_dir / "stage_accuracy.parquet", STAGE_ACCURACY)
     mat = read_table(data_dir / "accuracy_matrix.parquet", ACCURACY_MATRIX)
@@ -84,18 +90,18 @@ def build_report(params: ImageParams, data_dir: Path = TABLES_DIR, out: Path = R
           f"(seeds {', '.join(map(str, run.seeds))}); every number below is computed from the stored "
           "per-sample prediction records.", "", "## Benchmarks", ""]
     for b in run.benchmarks:
-        cfg = params.benchmark(b)
+        cfg = benchmarks.loc[b]
         md.append(f"- {md_code(b)}: {md_text(cfg.description or cfg.source)} (scenario {md_text(cfg.scenario)}, "
-                  f"{cfg.n_experiences} experiences, model {md_code(cfg.model.name)}, {cfg.train.epochs} epoch(s), "
-                  f"batch {cfg.train.batch_size}, {md_text(cfg.train.optimizer)} lr {cfg.train.lr})")
-    md += ["", *llm_reports_md(llm_sequences, out), "## Results", ""]
+                  f"{cfg.n_experiences} experiences, model {md_code(cfg.model)}, {cfg.epochs} epoch(s), "
+                  f"batch {cfg.batch_size}, {md_text(cfg.optimizer)} lr {float(cfg.lr)})")
+    md += ["", *llm_reports_md(llm_sequences, out, llm_headline_dir), "## Results", ""]
     for b in run.benchmarks:
         for protocol in ("class_il", "task_il"):
             df = tables.results_table(summary, b, protocol, run.methods, MAIN_METRICS)
             stem = f"results_{b}_{protocol}"
             table_md = tables.write_table(df, out / "tables" / stem, f"{b}, {protocol.replace('_', '-')}: mean ± std "
                                           f"over {len(run.seeds)} seeds", f"tab:{b}-{protocol}")
-            same = protocol == "task_il" and params.benchmark(b).scenario == "domain_il"
+            same = protocol == "task_il" and benchmarks.loc[b, "scenario"] == "domain_il"
             note = ["Domain-IL: every experience holds all classes, so task-IL predictions equal class-IL "
                     "ones and this table repeats the one above.", ""] if same else []
             md += [f"### {md_text(b)}: {protocol.replace('_', '-')}", "", *note, table_md, "",
@@ -135,18 +141,16 @@ def build_report(params: ImageParams, data_dir: Path = TABLES_DIR, out: Path = R
            f"(2^20 bytes), *{NOT_REPORTED}* where the method does not report its extra memory.", "",
            tables.to_markdown(_compute_table(exps, run.methods)), ""]
     extended = read_extended_tables(data_dir)
-    md += extended_sections(params, extended, out)  # robustness, OOD, long tail, memory, compute, features
-    prov = provenance(params.section_hash())
+    md += extended_sections(run, extended, out)  # robustness, OOD, long tail, memory, compute, features
+    prov = provenance(run.params_sha256)
     md += ["## Provenance", "", *md_fence("\n".join([
         f"git revision     {prov['git_revision']}",
         f"params sha256    {prov['params_sha256']}",
         f"dvc.lock sha256  {prov['dvc_lock_sha256']}  (stages upstream of report)",
         f"platform         {prov['platform']}",
         *[f"{k:16s} {v}" for k, v in prov["packages"].items()]])), ""]
-    from clsuite.methods import METHODS  # imports Avalanche: only needed here, for citations
-
-    cites = [METHODS.get(params.method(m).type).citation for m in run.methods]
-    cites += [SOURCES.get(params.benchmark(b).source).citation for b in run.benchmarks]
+    cites = [methods.loc[m, "citation"] for m in run.methods]
+    cites += [benchmarks.loc[b, "citation"] for b in run.benchmarks]
     cites += metric_citations(extended)
     md += ["## How to cite", "", *md_fence(bibtex(cites), "bibtex"), ""]
     text = "\n".join(md)
@@ -155,14 +159,12 @@ def build_report(params: ImageParams, data_dir: Path = TABLES_DIR, out: Path = R
     return out / "index.md"
 
 
-def llm_reports_md(sequences: tuple[str, ...], out: Path) -> list[str]:
+def llm_reports_md(sequences: tuple[str, ...], out: Path, headline_dir: Path = LLM_HEADLINE_DIR) -> list[str]:
     """The "LLM track" section: a relative link to the report of each sequence of ``llm.grid``
     (``llm/<sequence>/index.md``, written by ``llm_report``) with a one-line summary from its
-    ``data/`` (methods, seeds, the highest final score with its 95 % CI, failed runs); a sequence
-    whose report is not built yet is named with the command that builds it."""
-    from clsuite.llm.metrics import MEAN_TASK
-    from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_SCORE_CI
-
+    headline metrics (``<headline_dir>/<sequence>/<method>.json``, written by ``llm_evaluate``:
+    methods, seeds, the highest final score with its 95 % CI, failed runs); a sequence whose
+    report is not built yet is named with the command that builds it."""
     if not sequences:
         return []
     md = ["## LLM track", "", "One report per sequence of `llm.grid` (docs/llm.md); final score = mean over the "
@@ -174,14 +176,38 @@ def llm_reports_md(sequences: tuple[str, ...], out: Path) -> list[str]:
             md.append(f"- {md_code(seq)}: no report yet; build it with {md_code(f'dvc repro llm_report@{seq}')}")
             continue
         line = f"- [{md_code(seq)}]({url})"
-        if (folder / "data" / "score_ci.parquet").is_file() and (folder / "data" / "failed_runs.parquet").is_file():
-            ci = read_table(folder / "data" / "score_ci.parquet", LLM_SCORE_CI)
-            failed = read_table(folder / "data" / "failed_runs.parquet", LLM_FAILED_RUNS)
-            final = ci[ci["task"] == MEAN_TASK]
-            best = final.groupby("method")["value"].mean().idxmax()
-            line += (f": {final['method'].nunique()} method(s) with a finished run, {final['seed'].nunique()} "
+        cells = read_llm_headline(headline_dir / seq)
+        done = {m: c for m, c in cells.items() if c.get("n_seeds")}
+        if done:
+            best = max(done, key=lambda m: done[m]["final_score"])  # first in name order on a tie
+            c = done[best]
+            line += (f": {len(done)} method(s) with a finished run, {max(c['n_seeds'] for c in done.values())} "
                      f"seed(s); highest final score {md_code(best)} "
-                     f"{md_text(score_ci_cell(final[final['method'] == best]))}; "
-                     f"{len(failed)} failed run(s)")
+                     f"{md_text(fmt_interval(*(_fraction(c.get(k)) for k in FINAL_SCORE_KEYS)))}; "
+                     f"{sum(int(c.get('failed_runs') or 0) for c in cells.values())} failed run(s)")
         md.append(line)
     return md + [""]
+
+
+#: the final score and its 95 % CI in an LLM headline file (percent; clsuite.llm.evaluate.headline)
+FINAL_SCORE_KEYS = ("final_score", "final_score_ci95_low", "final_score_ci95_high")
+
+
+def _fraction(percent: float | None) -> float:
+    return float("nan") if percent is None else percent / 100
+
+
+def read_llm_headline(folder: Path) -> dict[str, dict]:
+    """``{method: headline}`` from the ``<method>.json`` files of one sequence's headline folder
+    (empty when it does not exist); a file that is not a JSON object is a DataError."""
+    cells = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            cell = json.loads(path.read_text())
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{path}: not valid JSON ({exc}); rerun `dvc repro llm_evaluate` to rewrite it") from None
+        if not isinstance(cell, dict) or not isinstance(cell.get("final_score", None), (int, float, type(None))):
+            raise DataError(f"{path}: not an LLM headline (a JSON object with final_score, n_seeds, ...); rerun "
+                            "`dvc repro llm_evaluate` to rewrite it")
+        cells[path.stem] = cell
+    return cells

@@ -10,11 +10,12 @@ dvc.yaml declares them). Nothing here depends on the time or the machine, so an 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from clsuite.image.config import ImageParams
+from clsuite.core.errors import DataError
 from clsuite.core.io import write_text
 from clsuite.image import figures as fx
 from clsuite.report import tables as tb
@@ -22,7 +23,7 @@ from clsuite.report.format import MISSING, NOT_REPORTED, mean_std, number, p_val
 from clsuite.report.metric_info import header
 from clsuite.report.safe import md_code, md_text
 from clsuite.image.schemas import (
-    COMPARISONS, COMPUTE, CONFUSION, CORRUPTION_ACCURACY, EXTRA_SUMMARY, FEATURE_SPECTRUM, LONG_TAIL_ACCURACY,
+    COMPARISONS, COMPUTE, CONFUSION, CORRUPTION_ACCURACY, EXTRA_SUMMARY, FEATURE_SPECTRUM, GRID, LONG_TAIL_ACCURACY,
     MEMORY_CURVE, OOD_DETECTION, OOD_HISTOGRAM, ROBUSTNESS, TSNE,
 )
 from clsuite.core.tables import read_table
@@ -37,16 +38,40 @@ PLOTS = {"robustness_severity.csv": ["benchmark", "method", "protocol", "severit
          "memory_curve.csv": ["benchmark", "method_type", "protocol", "mem_size", "last_acc"]}
 
 
+@dataclass(frozen=True)
+class Grid:
+    """The evaluated grid as the evaluate stage recorded it (``reports/data/grid``): the report's
+    only source for which benchmarks, methods and seeds there are, and in which order."""
+
+    benchmarks: list[str]
+    methods: list[str]
+    seeds: list[int]
+    profile: str
+    reference_method: str
+    params_sha256: str
+
+    @classmethod
+    def read(cls, data_dir: Path) -> "Grid":
+        df = read_table(data_dir / "grid.parquet", GRID)
+        if df.empty:
+            raise DataError(f"{data_dir / 'grid.parquet'}: no run in the grid; set run.benchmarks, run.methods and "
+                            "run.seeds in params.yaml and rerun `dvc repro evaluate`")
+        first = df.iloc[0]
+        return cls(list(dict.fromkeys(df["benchmark"])), list(dict.fromkeys(df["method"])),
+                   [int(s) for s in dict.fromkeys(df["seed"])], str(first["profile"]),
+                   str(first["reference_method"]), str(first["params_sha256"]))
+
+
 class Section:
     """Writes one section's tables and figures and collects its Markdown lines."""
 
-    def __init__(self, params: ImageParams, data: dict[str, pd.DataFrame], out: Path) -> None:
-        self.params, self.data, self.out = params, data, out
-        self.methods = params.run.methods
-        self.n_seeds = len(params.run.seeds)
+    def __init__(self, grid: Grid, data: dict[str, pd.DataFrame], out: Path) -> None:
+        self.grid, self.data, self.out = grid, data, out
+        self.methods = grid.methods
+        self.n_seeds = len(grid.seeds)
         # the reference the evaluate stage used (the report stage does not depend on metrics: in params)
         refs = data["compute"]["reference_method"]
-        self.reference = str(refs.iat[0]) if len(refs) else params.metrics.reference_method
+        self.reference = str(refs.iat[0]) if len(refs) else grid.reference_method
 
     def tsne_points(self) -> int:
         """Largest number of t-SNE points of one run (the evaluate stage's cap)."""
@@ -73,7 +98,7 @@ class Section:
 
     def benchmarks_with(self, name: str) -> list[str]:
         have = set(self.data[name]["benchmark"])
-        return [b for b in self.params.run.benchmarks if b in have]
+        return [b for b in self.grid.benchmarks if b in have]
 
     def seeds_note(self) -> str:
         return f"mean ± std over {self.n_seeds} seed(s)"
@@ -201,7 +226,7 @@ def compute(s: Section) -> list[str]:
     if ref not in s.methods:
         md += [f"*Ratios omitted: the reference method {md_code(ref)} is not in this grid.*", ""]
     rows = []
-    for b in s.params.run.benchmarks:
+    for b in s.grid.benchmarks:
         for m in s.methods:
             row = {"Benchmark": b, "Method": m, "s / exp.": s.cell(b, m, "any", "train_seconds_per_exp", 1, 2),
                    "samples / s": s.cell(b, m, "any", "samples_per_second", 1, 0),
@@ -237,7 +262,7 @@ def feature_space(s: Section) -> list[str]:
                  **{m: s.cell(b, m, "any", "effective_rank", 1, 1) for m in s.methods}}
                 for b in s.benchmarks_with("feature_spectrum")]
         md += s.table(pd.DataFrame(rows), "effective_rank", f"effective rank of the final features, {s.seeds_note()}")
-    for b in s.params.run.benchmarks:
+    for b in s.grid.benchmarks:
         parts: list[str] = []
         if b in set(spec["benchmark"]):
             parts += s.figure(fx.spectrum_figure(spec, b, s.methods, s.out / "figures" / f"feature_spectrum_{b}"),
@@ -268,7 +293,7 @@ def comparisons(s: Section) -> list[str]:
           "test cannot reach p < 0.05 (its smallest p is 2 / 2^n); – = undefined (n < 2, or all differences equal).",
           ""]
     rows = []
-    for b in s.params.run.benchmarks:
+    for b in s.grid.benchmarks:
         for protocol, metric in COMPARED:
             for m in s.methods:
                 if m == ref:
@@ -320,10 +345,10 @@ def metric_citations(data: dict[str, pd.DataFrame]) -> list[str]:
     return [key for name, cites in METRIC_CITATIONS.items() if len(data[name]) for key in cites]
 
 
-def extended_sections(params: ImageParams, data: dict[str, pd.DataFrame], out: Path) -> list[str]:
+def extended_sections(grid: Grid, data: dict[str, pd.DataFrame], out: Path) -> list[str]:
     """Markdown lines of every extended section that has data (``data``: :func:`read_extended_tables`);
     writes their files under ``out``."""
-    s = Section(params, data, out)
+    s = Section(grid, data, out)
     md: list[str] = []
     for section in SECTIONS:
         md += section(s)

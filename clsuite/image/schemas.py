@@ -471,3 +471,53 @@ FAILED_RUNS = pa.DataFrameSchema(
     unique=["run_id"],
     name="failed_runs",
 )
+
+
+# -- what the report needs about the grid (evaluate writes them; the report reads nothing else) --
+
+#: one row per run of the grid (benchmark × method × seed), in the order of params ``run:``
+#: (benchmarks, then methods, then seeds); the grid-wide settings repeat on every row
+GRID = pa.DataFrameSchema(
+    {
+        "benchmark": Column(str),
+        "method": Column(str),
+        "seed": Column("int64", Check.ge(0)),
+        "profile": Column(str),
+        "reference_method": Column(str),  # metrics.reference_method (mCE, cost ratios)
+        "params_sha256": Column(str, Check.str_matches(r"^[0-9a-f]{64}$")),  # the image params evaluated
+    },
+    strict=True, ordered=True, unique=["benchmark", "method", "seed"],
+    checks=[Check(lambda df: df["profile"].nunique() <= 1 and df["reference_method"].nunique() <= 1
+                  and df["params_sha256"].nunique() <= 1, error="profile, reference_method and params_sha256 "
+                  "must be the same on every row")],
+    name="grid",
+)
+
+#: one row per benchmark of the grid: what the report says about it, and the citation of its source
+BENCHMARKS = pa.DataFrameSchema(
+    {
+        "benchmark": Column(str),
+        "description": Column(str),  # benchmarks.<b>.description ("" when none: the report names the source)
+        "source": Column(str),
+        "scenario": Column(str, Check.isin(SCENARIOS)),
+        "n_experiences": Column("int64", Check.ge(1)),
+        "model": Column(str),
+        "epochs": Column("int64", Check.ge(0)),
+        "batch_size": Column("int64", Check.ge(1)),
+        "optimizer": Column(str),
+        "lr": Column("float64", Check.ge(0)),
+        "citation": Column(str),  # BibTeX key(s) of the source (clsuite.report.citations), comma-separated
+    },
+    strict=True, ordered=True, unique=["benchmark"], name="benchmarks",
+)
+
+#: one row per method of the grid: its registered type, description and citation
+METHODS = pa.DataFrameSchema(
+    {
+        "method": Column(str),
+        "type": Column(str),  # the registered method type (clsuite.methods.METHODS)
+        "description": Column(str),
+        "citation": Column(str),  # BibTeX key(s) or a full entry (clsuite.report.citations.bibtex)
+    },
+    strict=True, ordered=True, unique=["method"], name="methods",
+)

@@ -3,7 +3,10 @@
 Writes ``score_matrix.parquet`` (LLM_SCORE_MATRIX), ``run_metrics.parquet`` (LLM_RUN_METRICS),
 ``score_ci.parquet`` (LLM_SCORE_CI: final scores with bootstrap CIs over test examples),
 ``tasks.parquet`` (LLM_TASKS, all runs), ``summary.csv`` (mean, std and Student-t CI over seeds),
-``metrics.json`` (mean per method) and ``failed_runs.parquet``/``.csv`` (LLM_FAILED_RUNS).
+``metrics.json`` (mean per method) and ``failed_runs.parquet``/``.csv`` (LLM_FAILED_RUNS); and
+the headline metrics ``reports/metrics/llm/<sequence>/<method>.json`` (final score with its 95 %
+CI, average forgetting, seeds, failed runs; percent; committed in git for ``dvc metrics show/diff``
+and read by the top report, as the image track's ``reports/metrics/image/<benchmark>/<method>.json``).
 A run whose status is not ``finished`` (diverged, failed, interrupted, never started) is listed
 in the failed runs with where it stopped and why; its partial records never enter the metrics.
 """
@@ -12,12 +15,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from clsuite.core.aggregate import mean_std_ci
 from clsuite.core.errors import DataError
+from clsuite.core.headline import percent, write_headline
 from clsuite.core.io import write_json, write_text
 from clsuite.llm.config import LLMParams
-from clsuite.llm.metrics import run_metrics, score_cis, score_matrix, summary
+from clsuite.llm.metrics import MEAN_TASK, run_metrics, score_cis, score_matrix, summary
 from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_RUN_METRICS, LLM_SCORE_CI, LLM_SCORE_MATRIX, LLM_TASKS
 from clsuite.llm.train import read_llm_records, read_status, run_dir_of
 from clsuite.core.tables import read_table, write_table
@@ -58,7 +64,43 @@ def failed_runs_table(rows: list[dict]) -> pd.DataFrame:
     return df.astype({**{c: "str" for c in df.columns if c not in ints}, **ints})  # str keeps a missing task NA
 
 
-def evaluate_sequence(llm: LLMParams, sequence: str, runs_root: Path, out_dir: Path) -> Path:
+def final_score_interval(runs: pd.DataFrame) -> tuple[float, float, float]:
+    """(score, low, high) of one method's final scores, one row per seed (``value``, ``ci_low``,
+    ``ci_high``: ``score_ci``): one seed, that run's bootstrap CI over test examples; ≥ 2 seeds,
+    the mean over seeds with the Student-t CI over seeds cut to [0, 1]
+    (as :func:`clsuite.report.tables.score_ci_cell` shows it); NaN without a run."""
+    if not len(runs):
+        return float("nan"), float("nan"), float("nan")
+    if len(runs) == 1:
+        r = runs.iloc[0]
+        return float(r["value"]), float(r["ci_low"]), float(r["ci_high"])
+    mean, _, half = mean_std_ci(runs["value"].to_numpy(dtype=float))
+    return mean, max(0.0, mean - half), min(1.0, mean + half)
+
+
+def headline(methods: list[str], ci: pd.DataFrame, su: pd.DataFrame, failed: pd.DataFrame) -> dict[str, dict]:
+    """{method: {final_score, final_score_ci95_low, final_score_ci95_high, avg_forgetting,
+    avg_forgetting_ci95, n_seeds, failed_runs}} for every method of the grid, in percent rounded
+    as the image headline (:mod:`clsuite.core.headline`); values None (n_seeds 0) for a method
+    without a finished run."""
+    final = ci[ci["task"] == MEAN_TASK]
+    out = {}
+    for m in methods:
+        runs = final[final["method"] == m]
+        score, low, high = final_score_interval(runs)
+        fg = su[(su["method"] == m) & (su["metric"] == "avg_forgetting")] if len(su) else su
+        mean, half = (float(fg["mean"].iat[0]), float(fg["ci95"].iat[0])) if len(fg) else (np.nan, np.nan)
+        out[m] = {"final_score": percent(score), "final_score_ci95_low": percent(low),
+                  "final_score_ci95_high": percent(high), "avg_forgetting": percent(mean),
+                  "avg_forgetting_ci95": percent(half), "n_seeds": int(runs["seed"].nunique()),
+                  "failed_runs": int((failed["method"] == m).sum())}
+    return out
+
+
+def evaluate_sequence(llm: LLMParams, sequence: str, runs_root: Path, out_dir: Path,
+                      headline_dir: Path | None = None) -> Path:
+    """Write the tables of ``sequence`` under ``out_dir/data`` and, with ``headline_dir``
+    (``reports/metrics/llm/<sequence>``), one headline file per method of the grid."""
     records, tasks, failed = [], [], []
     names = llm.sequences[sequence].task_names()
     for method in llm.grid.methods:
@@ -75,6 +117,8 @@ def evaluate_sequence(llm: LLMParams, sequence: str, runs_root: Path, out_dir: P
     write_table(failed_df, data / "failed_runs.parquet", LLM_FAILED_RUNS)
     write_text(data / "failed_runs.csv", failed_df.to_csv(index=False))
     if not records:
+        if headline_dir is not None:
+            write_headline(headline(llm.grid.methods, _no_scores(), pd.DataFrame(), failed_df), headline_dir)
         raise DataError(f"no LLM run of sequence {sequence!r} under {runs_root} finished ({len(failed)} did not: "
                         f"{', '.join(failed_df['run_id'])}); their states and reasons are in "
                         f"{data / 'failed_runs.csv'}; fix them and rerun `dvc repro`")
@@ -84,11 +128,19 @@ def evaluate_sequence(llm: LLMParams, sequence: str, runs_root: Path, out_dir: P
     rm = run_metrics(sm, tk, llm.reference_method)
     write_table(sm, data / "score_matrix.parquet", LLM_SCORE_MATRIX)
     write_table(rm, data / "run_metrics.parquet", LLM_RUN_METRICS)
-    write_table(score_cis(recs), data / "score_ci.parquet", LLM_SCORE_CI)
+    ci = score_cis(recs)
+    write_table(ci, data / "score_ci.parquet", LLM_SCORE_CI)
     write_table(tk, data / "tasks.parquet", LLM_TASKS)
     su = summary(rm)
     write_text(data / "summary.csv", su.to_csv(index=False, float_format="%.6g"))
     metrics = {m: {r.metric: round(float(r.mean), 6) for r in g.itertuples() if r.mean == r.mean}
                for m, g in su.groupby("method", sort=True)}
     write_json(data / "metrics.json", {sequence: metrics})
+    if headline_dir is not None:
+        write_headline(headline(llm.grid.methods, ci, su, failed_df), headline_dir)
     return data
+
+
+def _no_scores() -> pd.DataFrame:
+    return pd.DataFrame({"method": pd.Series(dtype=str), "seed": pd.Series(dtype="int64"),
+                         "task": pd.Series(dtype=str), "value": pd.Series(dtype=float)})

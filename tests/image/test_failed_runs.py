@@ -96,7 +96,8 @@ def grid(nan_method, data_roots, tmp_path_factory):
         assert type(info.value).__name__ == "TrainingDiverged"
     data = tmp_path / "reports" / "data"
     tables = evaluate_grid(params, runs, data, tmp_path / "metrics")
-    index = build_report(params.image(), data, tmp_path / "reports", llm_sequences=tuple(params.llm.grid.sequences))
+    index = build_report(data, tmp_path / "reports", llm_sequences=tuple(params.llm.grid.sequences),
+                         llm_headline_dir=tmp_path / "metrics_llm")
     return params, runs, data, tables, index
 
 

@@ -112,7 +112,7 @@ def _render(params, data: Path, folder: Path) -> Path:
     cwd = os.getcwd()
     os.chdir(folder)  # build_report writes under reports/ of the working directory
     try:
-        build_report(params, data, Path("reports"))
+        build_report(data, Path("reports"))  # the tables alone: no params
     finally:
         os.chdir(cwd)
     return folder / "reports"
@@ -164,10 +164,10 @@ def test_sections_only_when_data_exist(grid, tmp_path):
     for name in ("corruption_accuracy", "robustness", "ood_detection", "long_tail_accuracy", "memory_curve"):
         assert tables[name].empty, name
     assert len(tables["feature_spectrum"]) and len(tables["compute"])
-    from clsuite.image.report_sections import extended_sections, read_extended_tables
+    from clsuite.image.report_sections import Grid, extended_sections, read_extended_tables
 
     extended = read_extended_tables(data)
-    index = "\n".join(extended_sections(params, extended, tmp_path))  # the extended sections only: fast
+    index = "\n".join(extended_sections(Grid.read(data), extended, tmp_path))  # the extended sections only: fast
     for heading in ("## Robustness", "## Out-of-distribution", "## Long-tail", "## Accuracy vs memory"):
         assert heading not in index
     assert "## Feature space" in index and "## Compute relative" in index
@@ -187,10 +187,49 @@ def test_reference_method_not_in_grid_omits_mce(grid, tmp_path):
     assert tables["robustness"]["mce"].isna().all() and tables["corruption_error"].empty
     assert tables["compute"]["rel_train_seconds"].isna().all()
     assert "mce" not in set(tables["extra_run_metrics"]["metric"])
-    from clsuite.image.report_sections import TABLES, Section, compute, robustness
+    from clsuite.image.report_sections import TABLES, Grid, Section, compute, robustness
 
-    section = Section(params, {n: pd.read_parquet(data / f"{n}.parquet") for n in TABLES}, tmp_path)
+    section = Section(Grid.read(data), {n: pd.read_parquet(data / f"{n}.parquet") for n in TABLES}, tmp_path)
     text = "\n".join(robustness(section) + compute(section))  # only these two sections: fast
     assert "mCE omitted: the reference method `joint`" in text and "Ratios omitted" in text
     assert "mCE (%)" not in (tmp_path / "tables" / "robustness_toy_class_il.md").read_text()
     assert "time ×" not in (tmp_path / "tables" / "compute_relative.md").read_text()
+
+
+def test_grid_tables_hold_what_the_report_says_about_the_grid(grid):
+    from clsuite.core.tables import read_table
+    from clsuite.image.schemas import BENCHMARKS, GRID, METHODS
+
+    params, data, _ = _evaluate(grid, True)
+    g = read_table(data / "grid.parquet", GRID)
+    assert list(g.itertuples(index=False, name=None))[:2] == [
+        ("toy", "replay_small", 0, params.run.profile, "replay_small", params.section_hash()),
+        ("toy", "replay_small", 1, params.run.profile, "replay_small", params.section_hash())]
+    assert g["method"].tolist() == ["replay_small", "replay_small", "replay", "replay"]  # the order of run:
+    b = read_table(data / "benchmarks.parquet", BENCHMARKS).iloc[0]
+    assert (b.benchmark, b.source, b.n_experiences, b.model, b.citation) == (
+        "toy", "mnist5k", 2, "mlp", SOURCES.get("mnist5k").citation)
+    m = read_table(data / "methods.parquet", METHODS)
+    assert m["type"].tolist() == ["replay", "replay"] and m["citation"].str.len().gt(0).all()
+    bad = g.assign(profile=["a", "b", "a", "a"])
+    with pytest.raises(Exception, match="same on every row"):
+        GRID.validate(bad)
+
+
+def test_report_reads_only_the_tables_no_params_no_registry(grid, tmp_path):
+    """A fresh process builds the report from the tables folder alone: no params file in its
+    working directory, no method registry, no Avalanche, no LLM track imported."""
+    import subprocess
+    import sys
+
+    _, data, _ = _evaluate(grid, False)
+    (tmp_path / "w").mkdir()
+    probe = ("import sys; from pathlib import Path; from clsuite.image.report import build_report; "
+             f"build_report(Path({str(data)!r}), Path('reports')); "
+             "print(sorted(m for m in sys.modules if m == 'avalanche' or m.startswith(('clsuite.methods', "
+             "'clsuite.llm', 'clsuite.config', 'clsuite.data.sources'))))")
+    run = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path / "w", capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+    assert _digest(tmp_path / "w" / "reports")["index.md"] and not (tmp_path / "w" / "params.yaml").exists()

@@ -106,31 +106,39 @@ def test_final_score_table_has_every_task_heldout_last_and_the_mean():
 
 
 def test_top_report_links_each_llm_report_with_a_summary(tmp_path):
-    """clsuite.report.llm_reports_md: relative links inside reports/, kept by the HTML renderer."""
+    """The top report's LLM section: relative links inside reports/ (kept by the HTML renderer),
+    each with a summary read from the sequence's headline files (plain JSON, no LLM import)."""
+    import subprocess
+    import sys
 
     from clsuite.config import parse_params
-    from clsuite.llm.evaluate import failed_runs_table
-    from clsuite.llm.schemas import LLM_FAILED_RUNS
+    from clsuite.core.headline import write_headline
+    from clsuite.llm.evaluate import failed_runs_table, headline
     from clsuite.image.report import llm_reports_md
     from clsuite.report.safe import render_html
-    from clsuite.core.tables import write_table
 
     raw = read_params_raw(__import__("pathlib").Path(__file__).parents[2] / "params.yaml")
     raw["llm"]["grid"]["sequences"] = ["llm_smoke", "reasoning3"]
     params = parse_params(raw, check_components=False)
     out = tmp_path / "reports"
-    data = out / "llm" / "llm_smoke" / "data"
     recs = pd.concat([_records({"a": [1, 1, 0, 1], "b": [1, 0, 1, 1]}, method="x"),
                       _records({"a": [0, 0, 0, 1], "b": [0, 0, 1, 0]}, method="y")])
-    write_table(score_cis(recs), data / "score_ci.parquet", LLM_SCORE_CI)
-    write_table(failed_runs_table([{"run_id": "s/z/seed0", "sequence": "s", "method": "z", "seed": 0,
-                                     "state": "diverged", "finished_tasks": 1, "task_index": 1, "task": "b",
-                                     "iteration": 0, "reason": "non-finite loss"}]),
-                data / "failed_runs.parquet", LLM_FAILED_RUNS)
+    failed = failed_runs_table([{"run_id": "s/z/seed0", "sequence": "s", "method": "z", "seed": 0,
+                                 "state": "diverged", "finished_tasks": 1, "task_index": 1, "task": "b",
+                                 "iteration": 0, "reason": "non-finite loss"}])
+    ci = score_cis(recs)
+    cells = headline(["x", "y", "z"], ci, pd.DataFrame(), failed)  # what llm_evaluate writes
+    assert cells["z"]["n_seeds"] == 0 and cells["z"]["final_score"] is None and cells["z"]["failed_runs"] == 1
+    write_headline(cells, tmp_path / "metrics" / "llm_smoke")
+    (out / "llm" / "llm_smoke").mkdir(parents=True)
     (out / "llm" / "llm_smoke" / "index.md").write_text("# LLM track: llm_smoke\n")
-    md = "\n".join(llm_reports_md(tuple(params.llm.grid.sequences), out))
+    md = "\n".join(llm_reports_md(tuple(params.llm.grid.sequences), out, tmp_path / "metrics"))
     line = next(x for x in md.splitlines() if "llm_smoke" in x)
     assert line.startswith("- [`llm_smoke`](llm/llm_smoke/index.md): 2 method(s)")
+    # the same cell as the LLM report's (score_ci_cell on the score_ci rows of the best method)
+    assert f"highest final score `x` {ci_cell(ci[(ci.task == MEAN_TASK) & (ci.method == 'x')])};" in line
     assert "highest final score `x` 75.0 [" in line and "1 failed run(s)" in line
     assert "`reasoning3`: no report yet; build it with `dvc repro llm_report@reasoning3`" in md
     assert '<a href="llm/llm_smoke/index.md">' in render_html(md, out)  # inside reports/: kept
+    probe = "import clsuite.image.report, sys; print(sorted(m for m in sys.modules if m.startswith('clsuite.llm')))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "[]\n"

@@ -100,7 +100,7 @@ class _PluginRegistry:
     class Config(BaseModel):
         pass
 
-    spec = types.SimpleNamespace(citation=CITATION, config_cls=Config)
+    spec = types.SimpleNamespace(citation=CITATION, config_cls=Config, description=DESCRIPTION)
 
     def __contains__(self, name: str) -> bool:
         return True
@@ -144,13 +144,19 @@ def report(tmp_path_factory):
                                              "profile": f"p`{SCRIPT}"})})
     fake = types.ModuleType("clsuite.methods")
     fake.METHODS = _PluginRegistry()
+    from clsuite.image.evaluate import grid_tables
     from clsuite.image.report import build_report
 
     mp = pytest.MonkeyPatch()
     mp.setitem(sys.modules, "clsuite.methods", fake)
+    try:  # the evaluate stage's grid tables: where the hostile names and citation enter reports/data
+        for name, (df, schema) in grid_tables(params.image()).items():
+            write_table(df, data / f"{name}.parquet", schema)
+    finally:
+        mp.undo()
     mp.chdir(project)
     try:
-        build_report(params, data, Path("reports"))
+        build_report(data, Path("reports"))
     finally:
         mp.undo()
     return project / "reports"
