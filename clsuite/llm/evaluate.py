@@ -5,7 +5,10 @@ Writes ``score_matrix.parquet`` (LLM_SCORE_MATRIX), ``run_metrics.parquet`` (LLM
 ``tasks.parquet`` (LLM_TASKS, all runs), ``summary.csv`` (mean, std and Student-t CI over seeds),
 ``metrics.json`` (mean per method) and ``failed_runs.parquet``/``.csv`` (LLM_FAILED_RUNS).
 A run whose status is not ``finished`` (diverged, failed, interrupted, never started) is listed
-in the failed runs with where it stopped and why; its partial records never enter the metrics.
+in the failed runs (:func:`clsuite.core.runs.failed_run_row`, the table both tracks write) with
+where it stopped and why; its partial records never enter the metrics. status.json is read by
+:func:`clsuite.core.runs.read_status`: a malformed one is a RunFolderError naming it, as in the
+image track (no status.json: the run never started, state ``missing``).
 """
 
 from __future__ import annotations
@@ -16,46 +19,12 @@ import pandas as pd
 
 from clsuite.core.errors import DataError
 from clsuite.core.io import write_json, write_text
+from clsuite.core.runs import failed_run_row, failed_runs_table, read_status
 from clsuite.llm.config import LLMParams
 from clsuite.llm.metrics import run_metrics, score_cis, score_matrix, summary
 from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_RUN_METRICS, LLM_SCORE_CI, LLM_SCORE_MATRIX, LLM_TASKS
-from clsuite.llm.train import read_llm_records, read_status, run_dir_of
+from clsuite.llm.train import read_llm_records, run_dir_of
 from clsuite.core.tables import read_table, write_table
-
-
-def _index(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def failed_run_row(status: dict, sequence: str, method: str, seed: int, tasks: list[str]) -> dict:
-    """One LLM_FAILED_RUNS row from the status.json of a run that did not finish."""
-    state = status.get("state")
-    done = _index(status.get("finished_tasks")) or 0
-    run_id = f"{sequence}/{method}/seed{seed}"
-    if state == "running":
-        reason = (f"status.json still says 'running' after {done} finished task(s): the run was interrupted (or is "
-                  "still training); rerun `dvc repro` to resume it")
-        k = done
-    elif state in ("failed", "diverged"):
-        reason = str(status.get("reason") or f"{state} (no reason recorded)")
-        k = _index(status.get("experience"))
-        k = done if k is None else k
-    else:
-        state = "missing"
-        reason = (f"no readable status.json: the run never started (or its folder was damaged); run `dvc repro` (or "
-                  f"`clsuite llm-train --sequence {sequence} --method {method} --seed {seed}`)")
-        k = None
-    k = k if k is not None and k < len(tasks) else None
-    return {"run_id": run_id, "sequence": sequence, "method": method, "seed": seed, "state": state,
-            "finished_tasks": done, "task_index": k, "task": tasks[k] if k is not None else None,
-            "iteration": _index(status.get("iteration")) if state in ("failed", "diverged") else None,
-            "reason": reason}
-
-
-def failed_runs_table(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=list(LLM_FAILED_RUNS.columns))
-    ints = {"seed": "int64", "finished_tasks": "int64", "task_index": "Int64", "iteration": "Int64"}
-    return df.astype({**{c: "str" for c in df.columns if c not in ints}, **ints})  # str keeps a missing task NA
 
 
 def evaluate_sequence(llm: LLMParams, sequence: str, runs_root: Path, out_dir: Path) -> Path:
@@ -64,14 +33,17 @@ def evaluate_sequence(llm: LLMParams, sequence: str, runs_root: Path, out_dir: P
     for method in llm.grid.methods:
         for seed in llm.grid.seeds:
             rd = run_dir_of(runs_root, sequence, method, seed)
-            status = read_status(rd)
-            if status.get("state") != "finished":
-                failed.append(failed_run_row(status, sequence, method, seed, names))
+            status = read_status(rd, unit="tasks")
+            if status is None or status.state != "finished":
+                keys = {"run_id": f"{sequence}/{method}/seed{seed}", "sequence": sequence, "method": method,
+                        "seed": seed}
+                failed.append(failed_run_row(status, keys, "task", f"clsuite llm-train --sequence {sequence} --method "
+                                             f"{method} --seed {seed}", names))
                 continue
             records.append(read_llm_records(rd))
             tasks.append(read_table(rd / "tasks.parquet", LLM_TASKS))
     data = out_dir / "data"
-    failed_df = failed_runs_table(failed)
+    failed_df = failed_runs_table(failed, LLM_FAILED_RUNS)
     write_table(failed_df, data / "failed_runs.parquet", LLM_FAILED_RUNS)
     write_text(data / "failed_runs.csv", failed_df.to_csv(index=False))
     if not records:
