@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from clsuite.image import schemas
 from clsuite.core.errors import SchemaError
-from clsuite.image.evaluate import failed_run_row, failed_runs_table, run_metrics_from_records
+from clsuite.core.runs import RunStatus, failed_run_row, failed_runs_table
+from clsuite.image.evaluate import run_metrics_from_records
 from clsuite.core.aggregate import summarise
 from clsuite.image.records import RunKey, records_from_logits
 from clsuite.core.tables import read_table, validate
@@ -42,10 +43,12 @@ def _valid_tables() -> dict[str, tuple[pa.DataFrameSchema, pd.DataFrame]]:
                                 "samples_per_second": 180.0, "peak_rss_mb": 300.0, "model_bytes": np.int64(4000),
                                 "extra_memory_bytes": np.int64(0)})
     failed = failed_runs_table([
-        failed_run_row({"state": "diverged", "finished_experiences": 1, "experience": 1, "iteration": 3,
-                        "reason": "loss not finite"}, "b/x/seed0", "b", "x", 0),
-        failed_run_row({"state": "running", "finished_experiences": 2}, "b/y/seed1", "b", "y", 1),
-    ])
+        failed_run_row(RunStatus(state="diverged", unit="experiences", finished=1, experience=1, iteration=3,
+                                 reason="loss not finite"),
+                       {"run_id": "b/x/seed0", "benchmark": "b", "method": "x", "seed": 0}, "experience", "train"),
+        failed_run_row(RunStatus(state="running", unit="experiences", finished=2),
+                       {"run_id": "b/y/seed1", "benchmark": "b", "method": "y", "seed": 1}, "experience", "train"),
+    ], schemas.FAILED_RUNS)
     tables = {
         "records": (schemas.RECORDS, records),
         "experiences": (schemas.EXPERIENCES, experiences),

@@ -109,7 +109,7 @@ def test_top_report_links_each_llm_report_with_a_summary(tmp_path):
     """clsuite.report.llm_reports_md: relative links inside reports/, kept by the HTML renderer."""
 
     from clsuite.config import parse_params
-    from clsuite.llm.evaluate import failed_runs_table
+    from clsuite.core.runs import failed_runs_table
     from clsuite.llm.schemas import LLM_FAILED_RUNS
     from clsuite.image.report import llm_reports_md
     from clsuite.report.safe import render_html
@@ -124,8 +124,9 @@ def test_top_report_links_each_llm_report_with_a_summary(tmp_path):
                       _records({"a": [0, 0, 0, 1], "b": [0, 0, 1, 0]}, method="y")])
     write_table(score_cis(recs), data / "score_ci.parquet", LLM_SCORE_CI)
     write_table(failed_runs_table([{"run_id": "s/z/seed0", "sequence": "s", "method": "z", "seed": 0,
-                                     "state": "diverged", "finished_tasks": 1, "task_index": 1, "task": "b",
-                                     "iteration": 0, "reason": "non-finite loss"}]),
+                                     "state": "diverged", "unit": "task", "finished": 1, "stopped_at": 1,
+                                     "stopped_in": "b", "iteration": 0, "reason": "non-finite loss"}],
+                                   LLM_FAILED_RUNS),
                 data / "failed_runs.parquet", LLM_FAILED_RUNS)
     (out / "llm" / "llm_smoke" / "index.md").write_text("# LLM track: llm_smoke\n")
     md = "\n".join(llm_reports_md(tuple(params.llm.grid.sequences), out))
