@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Sequence
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd

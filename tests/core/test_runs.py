@@ -15,7 +15,12 @@ from clsuite.core.aggregate import mean_std_ci
 from clsuite.core.errors import RunFolderError, TrainingDiverged
 from clsuite.core.io import write_json
 from clsuite.core.runs import (
-    STATUS_FIX, RunStatus, failed_run_row, failed_runs_table, read_status, write_failure, write_status,
+    STATUS_FIX,
+    failed_run_row,
+    failed_runs_table,
+    read_status,
+    write_failure,
+    write_status,
 )
 from clsuite.image.schemas import FAILED_RUNS
 from clsuite.llm import metrics as llm_metrics
@@ -52,9 +57,10 @@ def test_a_malformed_status_is_the_same_clear_error_in_both_tracks(tmp_path, cas
 
 def test_llm_evaluate_refuses_a_malformed_status_instead_of_calling_the_run_missing(tmp_path):
     """Before the run contract the LLM reader took an unreadable status.json for "never started"."""
-    from clsuite.llm.config import LLMParams
-    from clsuite.config import read_params_raw
     from pathlib import Path
+
+    from clsuite.config import read_params_raw
+    from clsuite.llm.config import LLMParams
 
     raw = read_params_raw(Path(__file__).resolve().parents[2] / "params.yaml")["llm"]
     llm = LLMParams.model_validate({**raw, "grid": {"sequences": ["llm_smoke"], "methods": ["none"], "seeds": [0]}})
