@@ -19,6 +19,19 @@ def mean_std_ci(values: np.ndarray) -> tuple[float, float, float]:
     return mean, std, float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n))
 
 
+def score_interval(values: np.ndarray, ci_low: np.ndarray, ci_high: np.ndarray) -> tuple[float, float, float]:
+    """(score, low, high) of one method from one score per seed with each run's own CI (fractions):
+    one seed, that run's CI (e.g. a bootstrap over test examples); ≥ 2 seeds, the mean over seeds
+    with the Student-t 95 % CI over seeds (:func:`mean_std_ci`) cut to [0, 1]; NaN without a seed."""
+    values = np.asarray(values, dtype=float)
+    if not len(values):
+        return float("nan"), float("nan"), float("nan")
+    if len(values) == 1:
+        return float(values[0]), float(np.asarray(ci_low, dtype=float)[0]), float(np.asarray(ci_high, dtype=float)[0])
+    mean, _, half = mean_std_ci(values)
+    return mean, max(0.0, mean - half), min(1.0, mean + half)
+
+
 def summarise(run_metrics: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Group ``run_metrics`` (one row per run and metric) by ``keys`` over seeds."""
     rows = []

@@ -12,8 +12,14 @@ before any training (random init) on experience j. All accuracies are fractions.
 - Avalanche-style forgetting: mean over j < T-1 of A[j, j] − A[T-1, j] (accuracy right
   after learning j minus final accuracy; Avalanche's ``forgetting_metrics``);
 - BWT (Lopez-Paz & Ranzato 2017): mean over j < T-1 of A[T-1, j] − A[j, j];
-- FWT (Lopez-Paz & Ranzato 2017): mean over j >= 1 of A[j-1, j] − b[j].
+- FWT (Lopez-Paz & Ranzato 2017): mean over j >= 1 of A[j-1, j] − b[j];
+- learning: mean over j of A[j, j] − A[j-1, j] (A[-1, ·] = b): what training on experience j
+  gained on it (the LLM track's ``avg_learning``, the x axis of its learning-vs-forgetting
+  frontier); without b, over j >= 1.
 Metrics over j < T-1 are undefined (None) for a single experience.
+
+The LLM track scores tasks instead of classifying (``A[i, j]`` = mean score of task j after
+task i) and uses :func:`forgetting` and :func:`learning` on its score matrix as they are.
 
 Every function here scores the clean test set only (``eval_set == "clean"``): corrupted
 and OOD rows of the same records are ignored (:func:`clean_rows`).
@@ -117,3 +123,13 @@ def fwt(A: np.ndarray, b: np.ndarray | None) -> float | None:
     if T < 2 or b is None:
         return None
     return float(np.mean([A[j - 1, j] - b[j] for j in range(1, T)]))
+
+
+def learning(A: np.ndarray, b: np.ndarray | None) -> float | None:
+    """Mean over experiences j of A[j, j] − A[j-1, j], with A[-1, j] = b[j] (the untrained model);
+    ``b`` None: over j >= 1 only (None for a single experience)."""
+    T = _check_square(A)
+    gains = [A[j, j] - A[j - 1, j] for j in range(1, T)]
+    if b is not None:
+        gains.insert(0, A[0, 0] - np.asarray(b)[0])
+    return float(np.mean(gains)) if gains else None

@@ -10,13 +10,13 @@ space, comparisons; Parquet, plus CSV copies), and the headline metrics
 seeds, in percent; small and committed in git, for ``dvc metrics show/diff`` and ``dvc exp show``).
 
 A run whose status.json says ``diverged``, ``failed`` or ``running`` (interrupted) is
-listed in ``failed_runs`` with its state and reason; its partial records never enter
-the metrics.
+listed in ``failed_runs`` (:func:`clsuite.core.runs.failed_run_row`, the table both tracks
+write) with its state, where it stopped and why; its partial records never enter the metrics.
+status.json is read by :func:`clsuite.core.runs.read_status` (malformed: RunFolderError).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +29,13 @@ from clsuite.core.io import write_text
 from clsuite.core import matrix as acc
 from clsuite.image.metrics import stages as st
 from clsuite.core.aggregate import summarise
+from clsuite.core.runs import RunStatus, failed_run_row, failed_runs_table, read_status
 from clsuite.image.metrics.suite import ExtendedMetrics
 from clsuite.image.records import (
     EXPERIENCES_FILE, RunKey, check_finished_files, check_identity, check_stages, read_records, rerun_fix,
 )
 from clsuite.image.schemas import (
-    ACCURACY_MATRIX, BENCHMARKS, CLASS_ACCURACY, EXPERIENCES, FAILED_RUNS, GRID, METHODS, RUN_METRICS, RUN_STATES,
+    ACCURACY_MATRIX, BENCHMARKS, CLASS_ACCURACY, EXPERIENCES, FAILED_RUNS, GRID, METHODS, RUN_METRICS,
     STAGE_ACCURACY, STAGE_METRICS, SUMMARY,
 )
 from clsuite.core.tables import read_table, write_table
@@ -81,35 +82,14 @@ def run_metrics_from_records(records: pd.DataFrame) -> dict[str, pd.DataFrame]:
             "stage_metrics": cat(stage_rows), "class_accuracy": cat(class_rows)}
 
 
-def read_status(run_dir: Path) -> dict | None:
-    """A run's status.json (None when there is none); malformed files raise DataError."""
-    path = run_dir / "status.json"
-    if not path.exists():
-        return None
-    fix = "delete it and rerun the run's train stage (`dvc repro`)"
-    try:
-        status = json.loads(path.read_text())
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}); {fix}") from None
-    if not isinstance(status, dict) or status.get("state") not in ("finished", *RUN_STATES):
-        raise DataError(f"{path}: 'state' must be one of finished, {', '.join(RUN_STATES)}; {fix}")
-    for key in ("finished_experiences", "experience", "iteration"):
-        value = status.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise DataError(f"{path}: {key!r} must be a non-negative integer (got {value!r}); {fix}")
-    if status.get("finished_experiences") is None:
-        raise DataError(f"{path}: 'finished_experiences' is missing; {fix}")
-    return status
-
-
-def read_finished_run(run_dir: Path, key: RunKey, status: dict | None, n_experiences: int
+def read_finished_run(run_dir: Path, key: RunKey, status: RunStatus | None, n_experiences: int
                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(records, experiences) of a finished run, after checking that its folder is whole and its own:
     the stage files of every experience (as many as ``benchmarks.<b>.n_experiences``), no others,
     and rows that name this run and seed. Any mismatch is a RunFolderError naming file and fix."""
-    if status is not None and status["finished_experiences"] != n_experiences:
+    if status is not None and status.finished != n_experiences:
         raise RunFolderError(
-            f"{run_dir}: status.json says the run finished {status['finished_experiences']} experiences, but "
+            f"{run_dir}: status.json says the run finished {status.finished} experiences, but "
             f"benchmarks.{key.benchmark}.n_experiences is {n_experiences} (the run is from an older configuration); "
             f"{rerun_fix(key)}")
     check_finished_files(run_dir, key, n_experiences)
@@ -120,27 +100,6 @@ def read_finished_run(run_dir: Path, key: RunKey, status: dict | None, n_experie
     exp_table = read_table(exp_path, EXPERIENCES)
     check_identity(exp_table, exp_path, run_dir, key)
     return records, exp_table
-
-
-def failed_run_row(status: dict, run_id: str, benchmark: str, method: str, seed: int) -> dict:
-    """One ``failed_runs`` row from the status of a run that did not finish."""
-    done = status["finished_experiences"]
-    if status["state"] == "running":
-        reason = (f"status.json still says 'running' after {done} finished experience(s): the run was interrupted "
-                  f"(or is still training); rerun `dvc repro` to resume it")
-        experience = done
-    else:
-        reason = str(status.get("reason") or f"{status['state']} (no reason recorded)")
-        experience = status.get("experience", done)
-    return {"run_id": run_id, "benchmark": benchmark, "method": method, "seed": seed, "state": status["state"],
-            "finished_experiences": done, "experience": experience, "iteration": status.get("iteration"),
-            "reason": reason}
-
-
-def failed_runs_table(rows: list[dict]) -> pd.DataFrame:
-    dtypes = {"seed": "int64", "finished_experiences": "int64", "experience": "Int64", "iteration": "Int64"}
-    df = pd.DataFrame(rows, columns=list(FAILED_RUNS.columns))
-    return df.astype({**{c: str for c in df.columns if c not in dtypes}, **dtypes})
 
 
 def evaluate_grid(params: ImageParams, runs_root: Path = RUNS_ROOT, out_dir: Path = TABLES_DIR,
@@ -154,9 +113,12 @@ def evaluate_grid(params: ImageParams, runs_root: Path = RUNS_ROOT, out_dir: Pat
         for method in run.methods:
             for seed in run.seeds:
                 run_dir = run_dir_for(runs_root, benchmark, method, seed)
-                status = read_status(run_dir)
-                if status is not None and status["state"] != "finished":
-                    failed.append(failed_run_row(status, f"{benchmark}/{method}/seed{seed}", benchmark, method, seed))
+                status = read_status(run_dir, unit="experiences")
+                if status is not None and status.state != "finished":
+                    keys = {"run_id": f"{benchmark}/{method}/seed{seed}", "benchmark": benchmark, "method": method,
+                            "seed": seed}
+                    failed.append(failed_run_row(
+                        status, keys, "experience", f"clsuite train --benchmark {benchmark} --method {method} --seed {seed}"))
                     continue
                 if not (run_dir / "records").exists():
                     raise DataError(f"{run_dir}: no records; run `dvc repro` (or `clsuite train --benchmark "
@@ -168,7 +130,7 @@ def evaluate_grid(params: ImageParams, runs_root: Path = RUNS_ROOT, out_dir: Pat
                     parts.setdefault(name, []).append(df.assign(**keys))
                 extended.add_run(records, run_dir, keys)
                 exps.append(exp_table)
-    failed_df = failed_runs_table(failed)
+    failed_df = failed_runs_table(failed, FAILED_RUNS)
     if not exps:
         write_table(failed_df, out_dir / "failed_runs.parquet", FAILED_RUNS)
         write_text(out_dir / "failed_runs.csv", failed_df.to_csv(index=False))

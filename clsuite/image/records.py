@@ -202,16 +202,16 @@ def foreign_reason(run_dir: Path, key: RunKey) -> str | None:
     """Why ``run_dir``'s existing files belong to another run (status.json's ``run_id``, the
     ``run_id``/``seed`` columns of its stage records), or None. Cheap: reads two columns.
     Unreadable files are not judged here (they fail, or are rewritten, later)."""
-    import json
-
     import pyarrow.parquet as pq
 
+    from clsuite.core.runs import read_status
+
     try:
-        status = json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError):
+        status = read_status(run_dir)
+    except RunFolderError:
         status = None
-    if isinstance(status, dict) and status.get("run_id") not in (None, key.run_id):
-        return f"status.json names run {status.get('run_id')!r}"
+    if status is not None and status.run_id not in (None, key.run_id):
+        return f"status.json names run {status.run_id!r}"
     records = run_dir / "records"
     for path in sorted(records.glob("train_exp_*.parquet")) if records.is_dir() else []:
         try:

@@ -13,6 +13,8 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.pandas import Check, Column
 
+from clsuite.core.runs import failed_runs_schema
+
 PROTOCOLS = ["class_il", "task_il"]
 SCENARIOS = ["class_il", "task_il", "domain_il"]
 
@@ -456,21 +458,9 @@ COMPARISONS = pa.DataFrameSchema(
 )
 
 
-RUN_STATES = ["diverged", "failed", "running"]
-
-FAILED_RUNS = pa.DataFrameSchema(
-    {
-        **_RUN_KEYS,
-        "state": Column(str, Check.isin(RUN_STATES)),
-        "finished_experiences": Column("int64", Check.ge(0)),
-        "experience": Column("Int64", Check.ge(0), nullable=True),
-        "iteration": Column("Int64", Check.ge(0), nullable=True),
-        "reason": Column(str),
-    },
-    strict=True,
-    unique=["run_id"],
-    name="failed_runs",
-)
+#: one row per grid run that did not finish (evaluate): the run contract's table
+#: (:func:`clsuite.core.runs.failed_runs_schema`, shared with the LLM track), keyed by benchmark
+FAILED_RUNS = failed_runs_schema("benchmark", "failed_runs")
 
 
 # -- what the report needs about the grid (evaluate writes them; the report reads nothing else) --

@@ -36,7 +36,7 @@ from clsuite.image.integrity import check_matches_params
 from clsuite.image.streams import load_prepared, make_avalanche_benchmark, to_float
 from clsuite.core.errors import ParamsError, TrainingDiverged
 from clsuite.image.trainer import ClsuiteTemplate, prepared_train_arrays
-from clsuite.core.io import remove_stale_temps, write_json
+from clsuite.core.io import remove_stale_temps
 from clsuite.methods import METHODS, MethodContext
 from clsuite.models import MODELS, build_model, count_parameters
 from clsuite.core.paths import PREPARED_ROOT, RUNS_ROOT, run_dir_for, under
@@ -45,7 +45,7 @@ from clsuite.image.records import (
     write_features, write_stage,
 )
 from clsuite.core.runlock import run_lock
-from clsuite.core.runs import write_failure
+from clsuite.core.runs import write_failure, write_status
 from clsuite.core.runtime import (
     peak_gpu_mb, peak_rss_mb, reset_peak_gpu, resolve_device, run_logger, seed_everything,
 )
@@ -238,8 +238,7 @@ def _train_run(
                 shutil.rmtree(stale)
             elif stale.exists():
                 stale.unlink()
-        write_json(run_dir / "status.json",
-                   {"run_id": key.run_id, "state": "running", "finished_experiences": 0, **note})
+        write_status(run_dir, key.run_id, "running", 0, "experiences", **note)
         t0 = time.perf_counter()
         write_stage(stage_records(model, prepared, key, -1, bench.train.eval_batch_size, device), run_dir, -1)
         log.info("initial evaluation written (%.2fs)", time.perf_counter() - t0)
@@ -280,8 +279,7 @@ def _train_run(
             with guard.failure_status(run_dir, key.run_id, method, k):  # a plugin state that is not plain data
                 checkpoint.save(ckpt_path, fp=fp, finished_exp=k, model=model, optimizer=strategy.optimizer,
                                 plugins=plugins, clock=strategy.clock, extra={"rows": rows})
-        write_json(run_dir / "status.json",
-                   {"run_id": key.run_id, "state": "running", "finished_experiences": k + 1, **note})
+        write_status(run_dir, key.run_id, "running", k + 1, "experiences", **note)
         if on_experience is not None:
             on_experience(strategy, stream, k)
 
@@ -290,9 +288,7 @@ def _train_run(
         write_features(run_dir, *feats)
     exp_table = pd.DataFrame(rows).assign(run_id=key.run_id, benchmark=benchmark, method=method, seed=seed)
     write_table(exp_table, run_dir / "experiences.parquet", EXPERIENCES)
-    write_json(run_dir / "status.json", {
-        "run_id": key.run_id, "state": "finished", "finished_experiences": prepared.n_experiences,
-        "n_parameters": count_parameters(model), "device": str(device), "code": short_hash(code), **note,
-    })
+    write_status(run_dir, key.run_id, "finished", prepared.n_experiences, "experiences",
+                 n_parameters=count_parameters(model), device=str(device), code=short_hash(code), **note)
     log.info("finished %s", key.run_id)
     return run_dir

@@ -8,7 +8,10 @@ the headline metrics ``reports/metrics/llm/<sequence>/<method>.json`` (final sco
 CI, average forgetting, seeds, failed runs; percent; committed in git for ``dvc metrics show/diff``
 and read by the top report, as the image track's ``reports/metrics/image/<benchmark>/<method>.json``).
 A run whose status is not ``finished`` (diverged, failed, interrupted, never started) is listed
-in the failed runs with where it stopped and why; its partial records never enter the metrics.
+in the failed runs (:func:`clsuite.core.runs.failed_run_row`, the table both tracks write) with
+where it stopped and why; its partial records never enter the metrics. status.json is read by
+:func:`clsuite.core.runs.read_status`: a malformed one is a RunFolderError naming it, as in the
+image track (no status.json: the run never started, state ``missing``).
 """
 
 from __future__ import annotations
@@ -18,64 +21,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clsuite.core.aggregate import mean_std_ci
+from clsuite.core.aggregate import score_interval
 from clsuite.core.errors import DataError
 from clsuite.core.headline import percent, write_headline
 from clsuite.core.io import write_json, write_text
+from clsuite.core.runs import failed_run_row, failed_runs_table, read_status
 from clsuite.llm.config import LLMParams
 from clsuite.llm.metrics import MEAN_TASK, run_metrics, score_cis, score_matrix, summary
 from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_RUN_METRICS, LLM_SCORE_CI, LLM_SCORE_MATRIX, LLM_TASKS
-from clsuite.llm.train import read_llm_records, read_status, run_dir_of
+from clsuite.llm.train import read_llm_records, run_dir_of
 from clsuite.core.tables import read_table, write_table
-
-
-def _index(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def failed_run_row(status: dict, sequence: str, method: str, seed: int, tasks: list[str]) -> dict:
-    """One LLM_FAILED_RUNS row from the status.json of a run that did not finish."""
-    state = status.get("state")
-    done = _index(status.get("finished_tasks")) or 0
-    run_id = f"{sequence}/{method}/seed{seed}"
-    if state == "running":
-        reason = (f"status.json still says 'running' after {done} finished task(s): the run was interrupted (or is "
-                  "still training); rerun `dvc repro` to resume it")
-        k = done
-    elif state in ("failed", "diverged"):
-        reason = str(status.get("reason") or f"{state} (no reason recorded)")
-        k = _index(status.get("experience"))
-        k = done if k is None else k
-    else:
-        state = "missing"
-        reason = (f"no readable status.json: the run never started (or its folder was damaged); run `dvc repro` (or "
-                  f"`clsuite llm-train --sequence {sequence} --method {method} --seed {seed}`)")
-        k = None
-    k = k if k is not None and k < len(tasks) else None
-    return {"run_id": run_id, "sequence": sequence, "method": method, "seed": seed, "state": state,
-            "finished_tasks": done, "task_index": k, "task": tasks[k] if k is not None else None,
-            "iteration": _index(status.get("iteration")) if state in ("failed", "diverged") else None,
-            "reason": reason}
-
-
-def failed_runs_table(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=list(LLM_FAILED_RUNS.columns))
-    ints = {"seed": "int64", "finished_tasks": "int64", "task_index": "Int64", "iteration": "Int64"}
-    return df.astype({**{c: "str" for c in df.columns if c not in ints}, **ints})  # str keeps a missing task NA
-
-
-def final_score_interval(runs: pd.DataFrame) -> tuple[float, float, float]:
-    """(score, low, high) of one method's final scores, one row per seed (``value``, ``ci_low``,
-    ``ci_high``: ``score_ci``): one seed, that run's bootstrap CI over test examples; ≥ 2 seeds,
-    the mean over seeds with the Student-t CI over seeds cut to [0, 1]
-    (as :func:`clsuite.report.tables.score_ci_cell` shows it); NaN without a run."""
-    if not len(runs):
-        return float("nan"), float("nan"), float("nan")
-    if len(runs) == 1:
-        r = runs.iloc[0]
-        return float(r["value"]), float(r["ci_low"]), float(r["ci_high"])
-    mean, _, half = mean_std_ci(runs["value"].to_numpy(dtype=float))
-    return mean, max(0.0, mean - half), min(1.0, mean + half)
 
 
 def headline(methods: list[str], ci: pd.DataFrame, su: pd.DataFrame, failed: pd.DataFrame) -> dict[str, dict]:
@@ -87,7 +42,7 @@ def headline(methods: list[str], ci: pd.DataFrame, su: pd.DataFrame, failed: pd.
     out = {}
     for m in methods:
         runs = final[final["method"] == m]
-        score, low, high = final_score_interval(runs)
+        score, low, high = score_interval(runs["value"], runs["ci_low"], runs["ci_high"])
         fg = su[(su["method"] == m) & (su["metric"] == "avg_forgetting")] if len(su) else su
         mean, half = (float(fg["mean"].iat[0]), float(fg["ci95"].iat[0])) if len(fg) else (np.nan, np.nan)
         out[m] = {"final_score": percent(score), "final_score_ci95_low": percent(low),
@@ -106,14 +61,17 @@ def evaluate_sequence(llm: LLMParams, sequence: str, runs_root: Path, out_dir: P
     for method in llm.grid.methods:
         for seed in llm.grid.seeds:
             rd = run_dir_of(runs_root, sequence, method, seed)
-            status = read_status(rd)
-            if status.get("state") != "finished":
-                failed.append(failed_run_row(status, sequence, method, seed, names))
+            status = read_status(rd, unit="tasks")
+            if status is None or status.state != "finished":
+                keys = {"run_id": f"{sequence}/{method}/seed{seed}", "sequence": sequence, "method": method,
+                        "seed": seed}
+                failed.append(failed_run_row(status, keys, "task", f"clsuite llm-train --sequence {sequence} --method "
+                                             f"{method} --seed {seed}", names))
                 continue
             records.append(read_llm_records(rd))
             tasks.append(read_table(rd / "tasks.parquet", LLM_TASKS))
     data = out_dir / "data"
-    failed_df = failed_runs_table(failed)
+    failed_df = failed_runs_table(failed, LLM_FAILED_RUNS)
     write_table(failed_df, data / "failed_runs.parquet", LLM_FAILED_RUNS)
     write_text(data / "failed_runs.csv", failed_df.to_csv(index=False))
     if not records:

@@ -4,9 +4,11 @@ For one run with T trained tasks, ``A[s, j]`` is the mean primary score of task 
 examples after stage s (s = -1 … T-1; -1 = before training):
 
 - ``final_score`` = mean_j A[T-1, j];
-- ``avg_forgetting`` = mean_{j < T-1} ( max_{j ≤ s ≤ T-2} A[s, j] − A[T-1, j] ) (Chaudhry et al. 2018);
+- ``avg_forgetting`` = mean_{j < T-1} ( max_{j ≤ s ≤ T-2} A[s, j] − A[T-1, j] ) (Chaudhry et al. 2018;
+  :func:`clsuite.core.matrix.forgetting`, the image track's ``forgetting``);
 - ``avg_learning`` = mean_j ( A[j, j] − A[j-1, j] ): what training on task j gained on it (the
-  x axis of the learning-vs-forgetting frontier; A[-1, ·] is the untrained model);
+  x axis of the learning-vs-forgetting frontier; A[-1, ·] is the untrained model;
+  :func:`clsuite.core.matrix.learning`);
 - ``avg_normalised_score`` = mean_j A[T-1, j] / max_{-1 ≤ s ≤ T-1} A[s, j] (final over best score of
   the run per task; tasks never scored above 0 are left out);
 - ``heldout_initial`` / ``heldout_final`` / ``heldout_change``: the held-out task's score before
@@ -33,6 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from clsuite.core import matrix as acc
 from clsuite.core.aggregate import summarise
 
 SCORES = ("score", "exact_match", "f1", "rouge_l", "bleu", "task_score")
@@ -59,17 +62,22 @@ def matrix(sm: pd.DataFrame, run_id: str, metric: str = "score") -> pd.DataFrame
     return sub.pivot(index="stage", columns="task_index", values="value").sort_index().sort_index(axis=1)
 
 
+def _trained(a: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """(A over stages 0…T-1 as a T×T array, the untrained row A[-1, ·] or None) of :func:`matrix`."""
+    return a.loc[a.index >= 0].to_numpy(), (a.loc[-1].to_numpy() if -1 in a.index else None)
+
+
 def forgetting(a: pd.DataFrame) -> float:
-    t = a.columns.max() + 1
-    last = t - 1
-    vals = [a.loc[j:last - 1, j].max() - a.loc[last, j] for j in range(t - 1)]
-    return float(np.mean(vals)) if vals else float("nan")
+    """:func:`clsuite.core.matrix.forgetting` of the score matrix (Chaudhry et al. 2018); NaN for one task."""
+    value = acc.forgetting(_trained(a)[0])
+    return float("nan") if value is None else value
 
 
 def learning(a: pd.DataFrame) -> float:
-    """mean_j (A[j, j] − A[j-1, j]) over the trained tasks j (rows: stages -1…T-1)."""
-    vals = [a.loc[j, j] - a.loc[j - 1, j] for j in a.columns if j in a.index and j - 1 in a.index]
-    return float(np.mean(vals)) if vals else float("nan")
+    """:func:`clsuite.core.matrix.learning`: mean_j (A[j, j] − A[j-1, j]) over the trained tasks j
+    (rows: stages -1…T-1; A[-1, ·] is the untrained model)."""
+    value = acc.learning(*_trained(a))
+    return float("nan") if value is None else value
 
 
 def normalised_score(a: pd.DataFrame) -> float:

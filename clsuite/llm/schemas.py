@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.pandas import Check, Column
 
+from clsuite.core.runs import failed_runs_schema
+
 _UNIT = [Check.ge(0.0), Check.le(1.0)]
 
 #: one row per (run, stage, task, test example): the generated answer and its scores
@@ -90,19 +92,7 @@ LLM_SCORE_CI = pa.DataFrameSchema(
     strict=True, ordered=True, unique=["run_id", "task"], name="llm_score_ci",
 )
 
-#: states of an LLM run that did not finish: stopped by a failure, interrupted, or never started
-LLM_RUN_STATES = ["diverged", "failed", "running", "missing"]
-
-#: one row per grid run that did not finish (llm_evaluate): where it stopped and why
-LLM_FAILED_RUNS = pa.DataFrameSchema(
-    {
-        "run_id": Column(str), "sequence": Column(str), "method": Column(str), "seed": Column("int64"),
-        "state": Column(str, Check.isin(LLM_RUN_STATES)),
-        "finished_tasks": Column("int64", Check.ge(0)),
-        "task_index": Column("Int64", Check.ge(0), nullable=True),  # the task it stopped in (0-based)
-        "task": Column(str, nullable=True),
-        "iteration": Column("Int64", Check.ge(0), nullable=True),  # iteration of that task (0-based)
-        "reason": Column(str),
-    },
-    strict=True, ordered=True, unique=["run_id"], name="llm_failed_runs",
-)
+#: one row per grid run that did not finish (llm_evaluate): the run contract's table
+#: (:func:`clsuite.core.runs.failed_runs_schema`, shared with the image track), keyed by sequence;
+#: ``stopped_in`` is the name of the task it stopped in
+LLM_FAILED_RUNS = failed_runs_schema("sequence", "llm_failed_runs")

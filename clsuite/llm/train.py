@@ -2,7 +2,7 @@
 
 ``data/llm_runs/<sequence>/<method>/seed<k>/``: ``records/stage_<i>.parquet`` (LLM_RECORDS;
 stage -1 = the model before training), ``tasks.parquet`` (LLM_TASKS: cost per task),
-``status.json``, ``log.txt`` and ``checkpoint.pt`` + ``checkpoint.json`` (trainable weights — LoRA adapters or
+``status.json`` (:class:`clsuite.core.runs.RunStatus`, ``finished_tasks``), ``log.txt`` and ``checkpoint.pt`` + ``checkpoint.json`` (trainable weights — LoRA adapters or
 all — optimizer, plugin states, clock and RNG after the last finished task, with a
 fingerprint of the configuration; a killed run resumes from it and writes the same records).
 
@@ -27,7 +27,7 @@ from clsuite.core import checkpoint
 from clsuite.core.checkpoint import fingerprint, rng_state, set_rng_state
 from clsuite.core.code_fingerprint import LLM_LIBRARIES, code_fingerprint, modules_of, short_hash
 from clsuite.data.text.sequence import TaskData, read_sequence
-from clsuite.core.io import remove_stale_temps, write_json
+from clsuite.core.io import remove_stale_temps
 from clsuite.llm.config import LLMParams, SequenceConfig
 from clsuite.llm.distributed import SINGLE, DistInfo, agree, env_info, init_group, launch, worker_device
 from clsuite.llm.encode import encode_table
@@ -37,6 +37,7 @@ from clsuite.llm.methods import LLMContext, resolve
 from clsuite.llm.model import apply_adapter, load_base
 from clsuite.llm.schemas import LLM_RECORDS, LLM_TASKS
 from clsuite.core.runlock import run_lock
+from clsuite.core.runs import write_status
 from clsuite.core.runtime import peak_rss_mb, resolve_device, run_logger, seed_everything
 from clsuite.core.tables import read_table, write_table
 
@@ -141,13 +142,16 @@ def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path
         err = exc if isinstance(exc, ClsuiteError) else RunFailed(
             f"{run_id}: {type(exc).__name__}: {exc}; fix its cause and rerun: the run resumes after its last "
             "finished task")
-        status = read_status(run_dir) if info.is_main else {}
-        if isinstance(status, dict) and status.get("state") == "running":
-            from clsuite.core.runs import write_failure
+        from clsuite.core.errors import RunFolderError
+        from clsuite.core.runs import read_status, write_failure
 
-            done = status.get("finished_tasks")
+        try:
+            status = read_status(run_dir, unit="tasks") if info.is_main else None
+        except RunFolderError:  # not this run's writing: left as it is, the error below says what failed
+            status = None
+        if status is not None and status.state == "running":
             failed = err if isinstance(err, RunFailed) else RunFailed(str(err))
-            write_failure(run_dir, run_id, failed, done if isinstance(done, int) else 0, unit="tasks")
+            write_failure(run_dir, run_id, failed, status.finished, unit="tasks")
         if err is exc:
             raise
         raise err from exc
@@ -162,6 +166,7 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
     dev = _device_of(device, info)
     init_group(info, dev)
     main = info.is_main  # only rank 0 writes into run_dir
+    run_id = f"{sequence}/{method}/seed{seed}"
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(run_dir)
@@ -181,7 +186,7 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
                      device=str(dev) if info.world == 1 else dev.type, threads=threads, code=code,
                      **({"processes": info.world} if info.world > 1 else {}))
     if main:
-        write_json(run_dir / "status.json", {"state": "running", "finished_tasks": 0})
+        write_status(run_dir, run_id, "running", 0, "tasks")
     seed_everything(seed, deterministic=True)
     tasks, held = load_prepared(prepared, sequence)
 
@@ -225,7 +230,7 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
     eval_exps = [TextExperience(k, t.task, [], t.test) for k, t in enumerate(tasks)]
     if held is not None:
         eval_exps.append(TextExperience(-1, held.task, [], held.test))
-    ident = {"run_id": f"{sequence}/{method}/seed{seed}", "sequence": sequence, "method": method, "seed": seed}
+    ident = {"run_id": run_id, "sequence": sequence, "method": method, "seed": seed}
 
     def evaluate(stage: int) -> float:
         start = time.perf_counter()
@@ -275,7 +280,7 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
             shutil.rmtree(run_dir / "records", ignore_errors=True)  # records of another configuration
             checkpoint.remove(ckpt)
             if note:
-                write_json(run_dir / "status.json", {"state": "running", "finished_tasks": 0, **note})
+                write_status(run_dir, run_id, "running", 0, "tasks", **note)
         evaluate(-1)
 
     from tqdm import tqdm
@@ -305,12 +310,11 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
                  train_s, steps.mean(), eval_s)
         if main:
             _save_checkpoint(ckpt, fp, k, model, base_keys, opt, plugins, strategy, task_rows)
-            write_json(run_dir / "status.json", {"state": "running", "finished_tasks": k + 1, **note})
+            write_status(run_dir, run_id, "running", k + 1, "tasks", **note)
     if main:
         write_table(pd.DataFrame(task_rows, columns=list(LLM_TASKS.columns)), run_dir / "tasks.parquet",
                     LLM_TASKS)
-        write_json(run_dir / "status.json", {"state": "finished", "finished_tasks": len(tasks),
-                                             "code": short_hash(code), **note})
+        write_status(run_dir, run_id, "finished", len(tasks), "tasks", code=short_hash(code), **note)
     log.info("finished")
     return run_dir
 
@@ -340,10 +344,3 @@ def _strip(name: str) -> str:
     """A peft parameter name without its wrappers (``base_model.model.`` prefix, ``.base_layer``)."""
     name = name.removeprefix("base_model.model.")
     return name.replace(".base_layer.", ".")
-
-
-def read_status(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        return {"state": "missing"}

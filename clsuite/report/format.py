@@ -17,7 +17,7 @@ from typing import Literal
 
 import pandas as pd
 
-from clsuite.core.aggregate import mean_std_ci
+from clsuite.core.aggregate import score_interval
 
 #: the cell of a value that does not exist (no finished run, one seed's CI, undefined)
 MISSING = "–"
@@ -88,11 +88,7 @@ def score_ci_cell(runs: pd.DataFrame) -> str:
     mean over seeds with the Student-t CI over seeds cut to [0, 100] (as :func:`fmt_ci`)."""
     if not len(runs):
         return MISSING
-    if len(runs) == 1:
-        r = runs.iloc[0]
-        return fmt_interval(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]))
-    mean, _, half = mean_std_ci(runs["value"].to_numpy(dtype=float))
-    return fmt_interval(mean, max(0.0, mean - half), min(1.0, mean + half))
+    return fmt_interval(*score_interval(runs["value"], runs["ci_low"], runs["ci_high"]))
 
 
 def p_value(p: float | None) -> str:

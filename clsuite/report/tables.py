@@ -35,22 +35,21 @@ def results_table(summary: pd.DataFrame, benchmark: str, protocol: str, methods:
 
 
 def failed_runs_table(failed: pd.DataFrame, unit: str = "experience") -> pd.DataFrame:
-    """Rows: runs that did not finish (``failed_runs``; the LLM track's with ``unit="task"``: columns
-    ``finished_tasks``, ``task_index`` and ``task``); where they stopped and why."""
-    index = unit if unit == "experience" else f"{unit}_index"
-
+    """Rows: runs that did not finish (a ``failed_runs`` table of either track,
+    :func:`clsuite.core.runs.failed_runs_schema`; ``unit``: experience or task, for the header);
+    where they stopped (1-based, with the unit's name where it has one) and why."""
     def where(row: dict) -> str:
-        if pd.isna(row[index]):
+        if pd.isna(row["stopped_at"]):
             return MISSING
-        at = f"{unit} {int(row[index]) + 1}"  # 1-based, like the figures (status.json is 0-based)
-        if index != unit and isinstance(row.get(unit), str):
-            at += f" ({row[unit]})"
+        at = f"{unit} {int(row['stopped_at']) + 1}"  # 1-based, like the figures (status.json is 0-based)
+        if isinstance(row["stopped_in"], str):
+            at += f" ({row['stopped_in']})"
         return at + (f", iteration {int(row['iteration']) + 1}" if not pd.isna(row["iteration"]) else "")
 
     return pd.DataFrame({
         "Run": failed["run_id"].tolist(),
         "State": failed["state"].tolist(),
-        f"Finished {unit}s": [str(n) for n in failed[f"finished_{unit}s"]],
+        f"Finished {unit}s": [str(n) for n in failed["finished"]],
         "Stopped at": [where(r) for r in failed.to_dict("records")],
         "Reason": [r.replace("\n", " ") for r in failed["reason"]],
     })

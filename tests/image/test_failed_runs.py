@@ -118,11 +118,12 @@ def test_failed_runs_table_lists_each_unfinished_run(grid):
                                     "smnist_smoke/replay/seed1"]
     for seed in (0, 1):
         row = failed.loc[f"smnist_smoke/nan_loss/seed{seed}"]
-        assert (row.state, row.experience, row.iteration, row.finished_experiences) == ("diverged", NAN_EXP, NAN_IT, NAN_EXP)
+        assert (row.state, row.unit, row.stopped_at, row.iteration, row.finished) == (
+            "diverged", "experience", NAN_EXP, NAN_IT, NAN_EXP)
         assert f"not finite at experience {NAN_EXP + 1}, iteration {NAN_IT + 1}" in row.reason
     interrupted = failed.loc["smnist_smoke/replay/seed1"]
-    assert interrupted.state == "running" and interrupted.finished_experiences == 3
-    assert interrupted.experience == 3 and pd.isna(interrupted.iteration)
+    assert interrupted.state == "running" and interrupted.finished == 3
+    assert interrupted.stopped_at == 3 and pd.isna(interrupted.iteration) and pd.isna(interrupted.stopped_in)
     assert "interrupted" in interrupted.reason and "dvc repro" in interrupted.reason
     assert sorted(pd.read_csv(data / "failed_runs.csv")["run_id"]) == sorted(failed.index)
 

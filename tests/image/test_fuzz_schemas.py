@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from clsuite.image import schemas
 from clsuite.core.errors import SchemaError
-from clsuite.image.evaluate import failed_run_row, failed_runs_table, run_metrics_from_records
+from clsuite.core.runs import RunStatus, failed_run_row, failed_runs_table
+from clsuite.image.evaluate import run_metrics_from_records
 from clsuite.core.aggregate import summarise
 from clsuite.image.records import RunKey, records_from_logits
 from clsuite.core.tables import read_table, validate
@@ -42,15 +43,25 @@ def _valid_tables() -> dict[str, tuple[pa.DataFrameSchema, pd.DataFrame]]:
                                 "samples_per_second": 180.0, "peak_rss_mb": 300.0, "model_bytes": np.int64(4000),
                                 "extra_memory_bytes": np.int64(0)})
     failed = failed_runs_table([
-        failed_run_row({"state": "diverged", "finished_experiences": 1, "experience": 1, "iteration": 3,
-                        "reason": "loss not finite"}, "b/x/seed0", "b", "x", 0),
-        failed_run_row({"state": "running", "finished_experiences": 2}, "b/y/seed1", "b", "y", 1),
-    ])
+        failed_run_row(RunStatus(state="diverged", unit="experiences", finished=1, experience=1, iteration=3,
+                                 reason="loss not finite"),
+                       {"run_id": "b/x/seed0", "benchmark": "b", "method": "x", "seed": 0}, "experience", "train"),
+        failed_run_row(RunStatus(state="running", unit="experiences", finished=2),
+                       {"run_id": "b/y/seed1", "benchmark": "b", "method": "y", "seed": 1}, "experience", "train"),
+    ], schemas.FAILED_RUNS)
     tables = {
         "records": (schemas.RECORDS, records),
         "experiences": (schemas.EXPERIENCES, experiences),
         "summary": (schemas.SUMMARY, summarise(derived["run_metrics"], ["benchmark", "method", "protocol", "metric"])),
         "failed_runs": (schemas.FAILED_RUNS, failed),
+        "grid": (schemas.GRID, pd.DataFrame({"benchmark": ["b", "b"], "method": ["m", "x"], "seed": np.int64([0, 0]),
+                                             "profile": "p", "reference_method": "m", "params_sha256": "0" * 64})),
+        "benchmarks": (schemas.BENCHMARKS, pd.DataFrame({
+            "benchmark": ["b"], "description": ["a stream"], "source": ["mnist5k"], "scenario": ["class_il"],
+            "n_experiences": np.int64([3]), "model": ["mlp"], "epochs": np.int64([1]), "batch_size": np.int64([10]),
+            "optimizer": ["sgd"], "lr": [0.1], "citation": ["lecun1998mnist"]})),
+        "methods": (schemas.METHODS, pd.DataFrame({"method": ["m", "x"], "type": ["replay", "finetune"],
+                                                   "description": ["ER", "no CL"], "citation": ["chaudhry2019er", ""]})),
     }
     for name, schema in (("accuracy_matrix", schemas.ACCURACY_MATRIX), ("stage_accuracy", schemas.STAGE_ACCURACY),
                          ("run_metrics", schemas.RUN_METRICS), ("stage_metrics", schemas.STAGE_METRICS),

@@ -113,7 +113,9 @@ def test_top_report_links_each_llm_report_with_a_summary(tmp_path):
 
     from clsuite.config import parse_params
     from clsuite.core.headline import write_headline
-    from clsuite.llm.evaluate import failed_runs_table, headline
+    from clsuite.llm.evaluate import headline
+    from clsuite.core.runs import failed_runs_table
+    from clsuite.llm.schemas import LLM_FAILED_RUNS
     from clsuite.image.report import llm_reports_md
     from clsuite.report.safe import render_html
 
@@ -124,8 +126,8 @@ def test_top_report_links_each_llm_report_with_a_summary(tmp_path):
     recs = pd.concat([_records({"a": [1, 1, 0, 1], "b": [1, 0, 1, 1]}, method="x"),
                       _records({"a": [0, 0, 0, 1], "b": [0, 0, 1, 0]}, method="y")])
     failed = failed_runs_table([{"run_id": "s/z/seed0", "sequence": "s", "method": "z", "seed": 0,
-                                 "state": "diverged", "finished_tasks": 1, "task_index": 1, "task": "b",
-                                 "iteration": 0, "reason": "non-finite loss"}])
+                                 "state": "diverged", "unit": "task", "finished": 1, "stopped_at": 1,
+                                 "stopped_in": "b", "iteration": 0, "reason": "non-finite loss"}], LLM_FAILED_RUNS)
     ci = score_cis(recs)
     cells = headline(["x", "y", "z"], ci, pd.DataFrame(), failed)  # what llm_evaluate writes
     assert cells["z"]["n_seeds"] == 0 and cells["z"]["final_score"] is None and cells["z"]["failed_runs"] == 1

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
+from clsuite.core.runs import read_status
 from clsuite.llm.distributed import DistInfo, agree, env_info, init_group, launch, shard_bounds
 from clsuite.llm.encode import Encoded
 from clsuite.llm.loop import LLMStrategy, TextExperience
@@ -285,7 +286,7 @@ def test_processes_key_dispatches_to_spawned_workers(smoke, monkeypatch, tmp_pat
         fn(*args)
     finally:
         torch.set_num_threads(threads)
-    assert llm_train.read_status(tmp_path / "r")["state"] == "finished"
+    assert read_status(tmp_path / "r", unit="tasks").state == "finished"
     assert seq.protocol.processes == 1  # the default: today's single-process path
 
 

@@ -70,8 +70,8 @@ def test_diverged_run_exits_0_and_is_listed_by_evaluate_and_report(project, caps
     failed = read_table(data / "failed_runs.parquet", LLM_FAILED_RUNS)
     assert failed.run_id.tolist() == [f"{SEQ}/nan_loss/seed0"]
     row = failed.iloc[0]
-    assert (row.method, row.seed, row.state, row.finished_tasks, row.task_index, row.task, row.iteration) == (
-        "nan_loss", 0, "diverged", 1, 1, "rg_basic_arithmetic", 0)
+    assert (row.method, row.seed, row.state, row.unit, row.finished, row.stopped_at, row.stopped_in, row.iteration) == (
+        "nan_loss", 0, "diverged", "task", 1, 1, "rg_basic_arithmetic", 0)
     assert "non-finite loss" in row.reason
     rm = read_table(data / "run_metrics.parquet", LLM_RUN_METRICS)
     assert set(rm.method) == {"none"}  # the diverged run's partial records are left out
@@ -133,4 +133,4 @@ def test_evaluate_lists_never_started_runs_and_fails_clearly_without_any_finishe
     with pytest.raises(DataError, match="no LLM run of sequence 'llm_smoke'.*failed_runs.csv"):
         evaluate_sequence(llm, SEQ, project / "data/llm_runs", project / "out")
     failed = read_table(project / "out/data/failed_runs.parquet", LLM_FAILED_RUNS)
-    assert failed.state.tolist() == ["missing", "missing"] and failed.task.isna().all()
+    assert failed.state.tolist() == ["missing", "missing"] and failed.stopped_in.isna().all()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from clsuite.core.tables import write_table
-from clsuite.llm.evaluate import failed_runs_table
+from clsuite.core.runs import failed_runs_table
 from clsuite.llm.metrics import MEAN_TASK
 from clsuite.llm.report import build_llm_report
 from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_RUN_METRICS, LLM_SCORE_CI, LLM_SCORE_MATRIX
@@ -39,7 +39,7 @@ def _data(folder: Path, methods: list[str]) -> None:
                                "task_index": None if t == MEAN_TASK else i, "n": 4, "value": 0.5, "ci_low": 0.25,
                                "ci_high": 0.75} for m, r in runs for t, i in [*TASKS, (MEAN_TASK, 0)]])
                 .astype({"task_index": "Int64"}), folder / "score_ci.parquet", LLM_SCORE_CI)
-    write_table(failed_runs_table([]), folder / "failed_runs.parquet", LLM_FAILED_RUNS)
+    write_table(failed_runs_table([], LLM_FAILED_RUNS), folder / "failed_runs.parquet", LLM_FAILED_RUNS)
 
 
 def _digest(folder: Path) -> dict[str, str]:

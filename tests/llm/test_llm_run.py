@@ -75,7 +75,8 @@ def test_killed_run_resumes_from_last_task(llm, prepared, tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         _run(llm, prepared, tmp_path / "killed", "fixed")
     rd = run_dir_of(tmp_path / "killed", "llm_smoke", "fixed", 0)
-    assert json.loads((rd / "status.json").read_text()) == {"state": "running", "finished_tasks": 0}
+    assert json.loads((rd / "status.json").read_text()) == {"run_id": "llm_smoke/fixed/seed0", "state": "running",
+                                                            "finished_tasks": 0}
     monkeypatch.setattr(llm_train, "_save_checkpoint", save)
     resumed = _run(llm, prepared, tmp_path / "killed", "fixed")
     assert "resuming after task 0" in (rd / "log.txt").read_text()

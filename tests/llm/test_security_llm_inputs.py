@@ -146,7 +146,7 @@ def test_a_kill_still_leaves_running_for_resume(llm, prepared, tmp_path, monkeyp
 
     monkeypatch.setattr(llm_train, "load_base", interrupted)
     status = _train_fails(llm, prepared, tmp_path, KeyboardInterrupt)
-    assert status == {"state": "running", "finished_tasks": 0}
+    assert status == {"run_id": "llm_smoke/none/seed0", "state": "running", "finished_tasks": 0}
 
 
 # -- run.device -------------------------------------------------------------------------------------

@@ -130,9 +130,9 @@ def report(tmp_path_factory):
     write_table(summarise(rm, ["benchmark", "method", "protocol", "metric"]), data / "summary.parquet", S.SUMMARY)
     reasons = [f"boom {SCRIPT} {JS_LINK} {OUT_IMG} a|b\nsecond line", FORMULAS[0]]
     failed = pd.DataFrame([{"run_id": f"{BENCH}/{METHOD}/seed{s}", "benchmark": BENCH, "method": METHOD, "seed": s,
-                            "state": "failed", "finished_experiences": 0, "experience": pd.NA, "iteration": pd.NA,
-                            "reason": r} for s, r in enumerate(reasons)])
-    write_table(failed.astype({"experience": "Int64", "iteration": "Int64"}), data / "failed_runs.parquet",
+                            "state": "failed", "unit": "experience", "finished": 0, "stopped_at": pd.NA,
+                            "stopped_in": None, "iteration": pd.NA, "reason": r} for s, r in enumerate(reasons)])
+    write_table(failed.astype({"stopped_at": "Int64", "iteration": "Int64"}), data / "failed_runs.parquet",
                 S.FAILED_RUNS)
 
     params = parse_params(yaml.safe_load((REPO / "params.yaml").read_text()), check_components=False)
@@ -308,7 +308,7 @@ def test_llm_report_escapes_descriptions_and_names(tmp_path):
     write_table(pd.DataFrame([{"run_id": run_id, "sequence": seq, "method": method, "seed": 0, "metric": m,
                                "value": 0.1} for m in ("final_score", "avg_forgetting", "avg_learning")]),
                 data / "run_metrics.parquet", LLM_RUN_METRICS)
-    from clsuite.llm.evaluate import failed_runs_table
+    from clsuite.core.runs import failed_runs_table
     from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_SCORE_CI
 
     write_table(pd.DataFrame([{"run_id": run_id, "sequence": seq, "method": method, "seed": 0, "task": t,
@@ -316,8 +316,9 @@ def test_llm_report_escapes_descriptions_and_names(tmp_path):
                               for i, t in enumerate(tasks)]).astype({"task_index": "Int64"}),
                 data / "score_ci.parquet", LLM_SCORE_CI)
     write_table(failed_runs_table([{"run_id": f"x/{METHOD}/seed1", "sequence": seq, "method": METHOD, "seed": 1,
-                                    "state": "failed", "finished_tasks": 0, "task_index": 0, "task": tasks[0],
-                                    "iteration": None, "reason": f"failed {SCRIPT} {JS_LINK}"}]),
+                                    "state": "failed", "unit": "task", "finished": 0, "stopped_at": 0,
+                                    "stopped_in": tasks[0], "iteration": None,
+                                    "reason": f"failed {SCRIPT} {JS_LINK}"}], LLM_FAILED_RUNS),
                 data / "failed_runs.parquet", LLM_FAILED_RUNS)
     text = build_llm_report(llm, seq, out).read_text()
     for raw in (SCRIPT, IMG, JS_LINK, OUT_IMG, ETC_IMG):
