@@ -7,8 +7,13 @@ before any training (random init) on experience j. All accuracies are fractions.
 - average accuracy: mean over stages i of the accuracy on all classes seen by stage i
   (test samples of experiences 0..i pooled; Rebuffi et al. 2017, PyCIL's "average");
 - last accuracy: that accuracy at the last stage;
-- forgetting (Chaudhry et al. 2018; Mammoth, PyCIL): mean over j < T-1 of
-  max_{j <= i <= T-2} A[i, j] − A[T-1, j];
+- forgetting (Chaudhry et al. 2018, "Riemannian Walk", eq. 4): mean over j < T-1 of
+  max_{j <= i <= T-2} A[i, j] − A[T-1, j] (the best accuracy *before* the last stage; a
+  term is negative when the final accuracy on j is the best one);
+- Mammoth/PyCIL forgetting (``forgetting_mammoth``; Mammoth ``utils/metrics.forgetting``,
+  PyCIL ``trainer._train``): mean over j < T-1 of max_{j <= i <= T-1} A[i, j] − A[T-1, j]
+  (the last stage is inside the max, so every term is ≥ 0; it equals the Chaudhry terms
+  clipped at 0);
 - Avalanche-style forgetting: mean over j < T-1 of A[j, j] − A[T-1, j] (accuracy right
   after learning j minus final accuracy; Avalanche's ``forgetting_metrics``);
 - BWT (Lopez-Paz & Ranzato 2017): mean over j < T-1 of A[T-1, j] − A[j, j];
@@ -94,11 +99,29 @@ def _check_square(A: np.ndarray) -> int:
 
 
 def forgetting(A: np.ndarray) -> float | None:
-    """Mean over old experiences of (best accuracy before the last stage − final accuracy)."""
+    """Chaudhry et al. 2018 forgetting: mean over old experiences j < T-1 of
+    max_{j <= i <= T-2} A[i, j] − A[T-1, j] (best accuracy *before* the last stage − final
+    accuracy; a term may be negative). The Mammoth/PyCIL variant is :func:`forgetting_mammoth`."""
     T = _check_square(A)
     if T < 2:
         return None
     return float(np.mean([A[j : T - 1, j].max() - A[T - 1, j] for j in range(T - 1)]))
+
+
+def forgetting_mammoth(A: np.ndarray) -> float | None:
+    """Mammoth/PyCIL forgetting: mean over old experiences j < T-1 of
+    max_{j <= i <= T-1} A[i, j] − A[T-1, j].
+
+    The max runs over every stage from j on *including the last one* (Mammoth's
+    ``utils/metrics.forgetting`` takes the column max of the zero-padded matrix, PyCIL's
+    trainer ``np.max(acctable, axis=1)`` over all stages), so each term is ≥ 0: the
+    Chaudhry terms of :func:`forgetting` clipped at 0. Accuracies before j (A[i, j], i < j)
+    are not in the max, as in both libraries.
+    """
+    T = _check_square(A)
+    if T < 2:
+        return None
+    return float(np.mean([A[j:, j].max() - A[T - 1, j] for j in range(T - 1)]))
 
 
 def avalanche_forgetting(A: np.ndarray) -> float | None:

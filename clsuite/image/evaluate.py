@@ -57,7 +57,8 @@ def run_metrics_from_records(records: pd.DataFrame) -> dict[str, pd.DataFrame]:
         values = {
             "avg_acc": acc.average_accuracy(s),
             "last_acc": acc.last_accuracy(s),
-            "forgetting": acc.forgetting(A),
+            "forgetting": acc.forgetting(A),  # Chaudhry et al. 2018
+            "forgetting_mammoth": acc.forgetting_mammoth(A),  # Mammoth/PyCIL: last stage in the max, terms ≥ 0
             "avalanche_forgetting": acc.avalanche_forgetting(A),
             "bwt": acc.bwt(A),
             # In class-IL a model never predicts classes it has not been trained on, so

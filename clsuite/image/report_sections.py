@@ -18,9 +18,10 @@ import pandas as pd
 from clsuite.core.errors import DataError
 from clsuite.core.io import write_text
 from clsuite.image import figures as fx
+from clsuite.image.metrics import ood
 from clsuite.report import tables as tb
 from clsuite.report.format import MISSING, NOT_REPORTED, mean_std, number, p_value, seed_cell
-from clsuite.report.metric_info import header
+from clsuite.report.metric_info import header, metric_info
 from clsuite.report.safe import md_code, md_text
 from clsuite.image.schemas import (
     COMPARISONS, COMPUTE, CONFUSION, CORRUPTION_ACCURACY, EXTRA_SUMMARY, FEATURE_SPECTRUM, GRID, LONG_TAIL_ACCURACY,
@@ -114,19 +115,23 @@ def robustness(s: Section) -> list[str]:
           "uncorrupted; *mean corr.* averages all corruptions and severities; *rel. drop* = 1 − mean corr. / clean; "
           "*mCE* = mean over corruptions of Σ_severities error / Σ_severities error of "
           f"{md_code(ref)} on the same seed "
-          "(Hendrycks & Dietterich 2019; 100 = as robust as the reference, lower is better).", ""]
+          "(Hendrycks & Dietterich 2019; 100 = as robust as the reference, lower is better); "
+          "*relative mCE* = mean over corruptions of Σ_severities (error − clean error) / Σ_severities "
+          f"(error − clean error) of {md_code(ref)}, the degradation under corruption apart from clean accuracy "
+          "(Hendrycks & Dietterich 2019; – where the reference does not degrade).", ""]
     if ref not in s.methods:
-        md += [f"*mCE omitted: the reference method {md_code(ref)} (`metrics.reference_method` in params.yaml) "
-               "is not in this grid.*", ""]
+        md += [f"*mCE and relative mCE omitted: the reference method {md_code(ref)} (`metrics.reference_method` "
+               "in params.yaml) is not in this grid.*", ""]
     for b in s.benchmarks_with("corruption_accuracy"):
         for protocol in ("class_il", "task_il"):
             keys = ["corruption_clean_acc", "mean_corruption_acc", "corruption_relative_drop"]
-            keys += ["mce"] if ref in s.methods else []
+            keys += ["mce", "relative_mce"] if ref in s.methods else []
             df = pd.DataFrame([{"Method": m, **{header(k): s.cell(b, m, protocol, k) for k in keys}}
                                for m in s.methods])
             md += [f"### {md_text(b)}: {PROTOCOL_NAMES[protocol]}", ""]
+            named = f", mCE and relative mCE against {ref}" if ref in s.methods else ""
             md += s.table(df, f"robustness_{b}_{protocol}",
-                          f"{b}, {PROTOCOL_NAMES[protocol]}: robustness to corruptions, {s.seeds_note()}")
+                          f"{b}, {PROTOCOL_NAMES[protocol]}: robustness to corruptions{named}, {s.seeds_note()}")
         cells = s.data["corruption_accuracy"]
         md += s.figure(fx.severity_figure(cells, b, s.methods, s.out / "figures" / f"robustness_severity_{b}"),
                        f"accuracy vs corruption severity on {b}")
@@ -142,17 +147,22 @@ def ood_detection(s: Section) -> list[str]:
     md = ["## Out-of-distribution detection", "",
           "Known = clean test samples of the classes seen so far, OOD = the benchmark's OOD set, after the last "
           f"experience ({s.seeds_note()}, in %). Scores (higher = in-distribution): `msp` (max softmax "
-          "probability), `energy` (logsumexp of the logits), `max_logit`. *AUROC*; *AUPR-In* (known samples "
-          "positive) and *AUPR-Out* (OOD samples positive), as scikit-learn's average precision; *FPR@95*: share "
-          "of OOD samples accepted at the threshold that keeps 95% of the known ones (lower is better).", ""]
+          "probability), `energy` (logsumexp of the logits), `max_logit`. Two conventions for the positive "
+          "class: *ID+* = known samples positive (Hendrycks & Gimpel 2017, ODIN), *OOD+* = OOD samples positive "
+          "(OpenOOD v1.5). *AUROC* is the same under both. *AUPR-In (ID+)* and *AUPR-Out (OOD+)*: "
+          "scikit-learn's average precision of the positive class. *FPR@95TPR (ID+)*: share of OOD samples "
+          "accepted at the threshold that keeps 95% of the known ones; *FPR@95TPR (OOD+)*: share of known "
+          "samples rejected at the threshold that catches 95% of the OOD ones (both lower is better).", ""]
     for b in s.benchmarks_with("ood_detection"):
         scores = sorted(set(det.loc[det["benchmark"] == b, "score"]))
-        rows = [{"Method": m, "Score": sc, "AUROC": s.cell(b, m, "any", f"ood_auroc_{sc}"),
-                 "AUPR-In": s.cell(b, m, "any", f"ood_aupr_in_{sc}"),
-                 "AUPR-Out": s.cell(b, m, "any", f"ood_aupr_out_{sc}"),
-                 "FPR@95": s.cell(b, m, "any", f"ood_fpr95_{sc}")} for m in s.methods for sc in scores]
+        rows = [{"Method": m, "Score": sc, **{metric_info(k).label: s.cell(b, m, "any", f"ood_{k}_{sc}")
+                                              for k in ood.DETECTION_METRICS}}
+                for m in s.methods for sc in scores]
         md += [f"### {md_text(b)}", ""]
-        md += s.table(pd.DataFrame(rows), f"ood_{b}", f"{b}: OOD detection after the last experience, {s.seeds_note()}")
+        md += s.table(pd.DataFrame(rows), f"ood_{b}",
+                      f"{b}: OOD detection after the last experience, {s.seeds_note()}; AUROC is the same for "
+                      "ID+ and OOD+; AUPR-In and FPR@95TPR (ID+): known samples positive; AUPR-Out and "
+                      "FPR@95TPR (OOD+): OOD samples positive (OpenOOD)")
         if not s.data["ood_histogram"].empty and b in set(s.data["ood_histogram"]["benchmark"]):
             md += s.figure(fx.ood_histogram_figure(s.data["ood_histogram"], b, s.methods,
                                                    s.out / "figures" / f"ood_msp_{b}"), f"MSP histograms on {b}")

@@ -125,7 +125,7 @@ STAGE_ACCURACY = pa.DataFrameSchema(
     name="stage_accuracy",
 )
 
-METRIC_NAMES = ["avg_acc", "last_acc", "forgetting", "avalanche_forgetting", "bwt", "fwt",
+METRIC_NAMES = ["avg_acc", "last_acc", "forgetting", "forgetting_mammoth", "avalanche_forgetting", "bwt", "fwt",
                 "class_acc_std", "class_acc_range", "worst_class_acc", "class_drift", "drifted_pairs"]
 
 RUN_METRICS = pa.DataFrameSchema(
@@ -203,6 +203,7 @@ EXTRA_METRIC_RANGES: dict[str, tuple[float, float]] = {
     "mean_corruption_acc": (0.0, 1.0),
     "corruption_relative_drop": (-_INF, 1.0),  # 1 − mean corruption acc / clean acc
     "mce": (0.0, _INF),  # mean corruption error relative to the reference method
+    "relative_mce": (-_INF, _INF),  # relative mCE (degradation vs the reference's; may be negative)
     "many_acc": (0.0, 1.0), "medium_acc": (0.0, 1.0), "few_acc": (0.0, 1.0),
     "train_seconds_per_exp": (0.0, _INF), "samples_per_second": (0.0, _INF),
     "peak_rss_mb": (0.0, _INF), "peak_gpu_mb": (0.0, _INF),
@@ -211,7 +212,7 @@ EXTRA_METRIC_RANGES: dict[str, tuple[float, float]] = {
     "effective_rank": (1.0, _INF),
 }
 #: OOD metrics per registered score: ood_auroc_msp, ood_fpr95_energy, … (all fractions)
-OOD_METRIC_PATTERN = r"^ood_(auroc|aupr_in|aupr_out|fpr95)_[a-z0-9_]+$"
+OOD_METRIC_PATTERN = r"^ood_(auroc|aupr_in|aupr_out|fpr95|fpr95_out)_[a-z0-9_]+$"
 
 
 def extra_metric_range(name: str) -> tuple[float, float] | None:
@@ -260,6 +261,9 @@ ROBUSTNESS = pa.DataFrameSchema(
         "mean_corruption_accuracy": Column("float64", _FRACTION),
         "relative_drop": Column("float64", Check.le(1.0), nullable=True),  # null when clean accuracy is 0
         "mce": Column("float64", Check.ge(0.0), nullable=True),  # null without the reference method
+        # Σ_s (E − E_clean) / Σ_s (E_ref − E_ref,clean), mean over corruptions; may be negative;
+        # null without the reference method or when its degradation is ≤ 0
+        "relative_mce": Column("float64", nullable=True),
         "reference_method": Column(str),
     },
     strict=True,
@@ -276,6 +280,9 @@ CORRUPTION_ERROR = pa.DataFrameSchema(
         "error_sum": Column("float64", Check.ge(0.0)),  # Σ_s E_{s,c} of the method
         "reference_error_sum": Column("float64", Check.ge(0.0)),  # Σ_s E_{s,c} of the reference
         "ce": Column("float64", Check.ge(0.0), nullable=True),  # null when the reference makes no error
+        "degradation_sum": Column("float64"),  # Σ_s (E_{s,c} − E^clean_{s,c}) of the method
+        "reference_degradation_sum": Column("float64"),  # the same of the reference
+        "relative_ce": Column("float64", nullable=True),  # null when the reference's degradation is ≤ 0
         "reference_method": Column(str),
     },
     strict=True,
@@ -304,9 +311,10 @@ OOD_DETECTION = pa.DataFrameSchema(
         "train_exp": Column("int64", Check.ge(0)),
         "score": Column(str, Check.str_matches(r"^[a-z0-9_]+$")),
         "auroc": Column("float64", _FRACTION),
-        "aupr_in": Column("float64", _FRACTION),  # in-distribution (known) samples positive
-        "aupr_out": Column("float64", _FRACTION),  # OOD samples positive
-        "fpr95": Column("float64", _FRACTION),  # FPR on OOD at 95% TPR on known samples
+        "aupr_in": Column("float64", _FRACTION),  # ID+: in-distribution (known) samples positive
+        "aupr_out": Column("float64", _FRACTION),  # OOD+: OOD samples positive
+        "fpr95": Column("float64", _FRACTION),  # ID+: FPR on OOD at 95% TPR on known samples
+        "fpr95_out": Column("float64", _FRACTION),  # OOD+ (OpenOOD): FPR on known at 95% TPR on OOD samples
         "n_known": Column("int64", Check.gt(0)),
         "n_ood": Column("int64", Check.gt(0)),
     },

@@ -35,7 +35,8 @@ METRICS: dict[str, MetricInfo] = {
     # image track: accuracy-matrix metrics (clsuite.core.matrix) and class fairness
     "last_acc": MetricInfo("Last acc."),
     "avg_acc": MetricInfo("Avg. acc."),
-    "forgetting": MetricInfo("Forgetting", higher_is_better=_LOWER),
+    "forgetting": MetricInfo("Forgetting", higher_is_better=_LOWER, citation="chaudhry2018riemannian"),
+    "forgetting_mammoth": MetricInfo("Forgetting (Mammoth)", higher_is_better=_LOWER),
     "bwt": MetricInfo("BWT"),
     "fwt": MetricInfo("FWT"),
     "avalanche_forgetting": MetricInfo("Avalanche forg.", higher_is_better=_LOWER),
@@ -49,6 +50,15 @@ METRICS: dict[str, MetricInfo] = {
     "mean_corruption_acc": MetricInfo("Mean corr.", citation="hendrycks2019imagenetc"),
     "corruption_relative_drop": MetricInfo("Rel. drop", higher_is_better=_LOWER, citation="hendrycks2019imagenetc"),
     "mce": MetricInfo("mCE", higher_is_better=_LOWER, citation="hendrycks2019imagenetc"),
+    "relative_mce": MetricInfo("Relative mCE", higher_is_better=_LOWER, citation="hendrycks2019imagenetc"),
+    # image track: OOD detection (clsuite.image.metrics.ood), stored per score as ood_<key>_<score>.
+    # "(ID+)": in-distribution samples are the positive class (Hendrycks & Gimpel 2017);
+    # "(OOD+)": OOD samples are the positive class (OpenOOD v1.5). AUROC is the same under both.
+    "auroc": MetricInfo("AUROC (ID+ = OOD+)", citation="hendrycks2017msp"),
+    "aupr_in": MetricInfo("AUPR-In (ID+)", citation="hendrycks2017msp"),
+    "aupr_out": MetricInfo("AUPR-Out (OOD+)", citation="hendrycks2017msp"),
+    "fpr95": MetricInfo("FPR@95TPR (ID+)", higher_is_better=_LOWER, citation="hendrycks2017msp"),
+    "fpr95_out": MetricInfo("FPR@95TPR (OOD+)", higher_is_better=_LOWER),
     "effective_rank": MetricInfo("Effective rank", unit="", higher_is_better=None, citation="roy2007erank"),
     # LLM track (clsuite.llm.metrics): scores after the last task, forgetting, held-out task
     "final_score": MetricInfo("Final score"),

@@ -64,7 +64,9 @@ def _valid_tables() -> dict[str, tuple[pa.DataFrameSchema, pd.DataFrame]]:
         ce = rb.corruption_errors(cells[r], cells[("finetune", r[1])])
         add("corruption_error", ce.assign(protocol="class_il", reference_method="finetune"), r)
         add("robustness", stage.assign(protocol="class_il", reference_method="finetune",
-                                       mce=stage["train_exp"].map(rb.mean_corruption_error(ce))), r)
+                                       mce=stage["train_exp"].map(rb.mean_corruption_error(ce)),
+                                       relative_mce=stage["train_exp"].map(rb.mean_corruption_error(ce, "relative_ce"))),
+            r)
         add("long_tail_accuracy", lt.shot_accuracy(recs[r], {"many": [0, 1], "medium": [2], "few": [3]})
             .assign(protocol="class_il"), r)
         add("ood_detection", ood.ood_table(recs[r]), r)

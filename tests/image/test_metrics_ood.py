@@ -63,9 +63,56 @@ def test_hand_computed_example_with_ties():
 
 def test_perfect_and_reversed_detectors():
     known, out = np.array([2.0, 3.0]), np.array([0.0, 1.0])
-    assert ood.detection_metrics(known, out) == {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr95": 0.0}
+    assert ood.detection_metrics(known, out) == {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr95": 0.0,
+                                                 "fpr95_out": 0.0}
     rev = ood.detection_metrics(out, known)
-    assert rev["auroc"] == 0.0 and rev["fpr95"] == 1.0
+    assert rev["auroc"] == 0.0 and rev["fpr95"] == 1.0 and rev["fpr95_out"] == 1.0
+
+
+def _sk_fpr95_ood_positive(known, out) -> float:
+    """OpenOOD's FPR@95: OOD positive, score −s, first roc_curve point with TPR ≥ 0.95."""
+    y_ood = np.r_[np.zeros(len(known)), np.ones(len(out))]
+    fpr, tpr, _ = roc_curve(y_ood, -np.r_[known, out], drop_intermediate=False)
+    return float(fpr[np.argmax(tpr >= 0.95)])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_both_conventions_against_sklearn_on_random_scores(seed):
+    rng = np.random.default_rng(seed)
+    known, out = rng.normal(1.0, 1.0, 200), rng.normal(0.0, 1.5, 150)
+    y_id = np.r_[np.ones(len(known)), np.zeros(len(out))]
+    s = np.r_[known, out]
+    m = ood.detection_metrics(known, out)
+    # ID+ (Hendrycks & Gimpel): known positive, ranked by s
+    assert m["aupr_in"] == pytest.approx(average_precision_score(y_id, s), abs=1e-12)
+    assert m["fpr95"] == pytest.approx(_sk_fpr95(known, out), abs=1e-12)
+    # OOD+ (OpenOOD): OOD positive, ranked by −s
+    assert m["aupr_out"] == pytest.approx(average_precision_score(1 - y_id, -s), abs=1e-12)
+    assert m["fpr95_out"] == pytest.approx(_sk_fpr95_ood_positive(known, out), abs=1e-12)
+    # AUROC does not depend on the convention
+    assert m["auroc"] == pytest.approx(roc_auc_score(y_id, s)) == pytest.approx(roc_auc_score(1 - y_id, -s))
+    assert set(m) == set(ood.CONVENTIONS)
+
+
+@settings(max_examples=100, deadline=None)
+@given(known=scores, out=scores)
+def test_ood_positive_fpr95_against_sklearn_with_ties(known, out):
+    assert ood.fpr_at_tpr_ood_positive(known, out) == pytest.approx(_sk_fpr95_ood_positive(known, out), abs=1e-12)
+
+
+def test_the_two_fpr95_conventions_differ_by_hand():
+    known = np.array([0.1, 0.2, 0.2, 0.9])
+    out = np.array([0.05, 0.1, 0.5])
+    # ID+: keep all 4 known (t = 0.1) ⇒ OOD accepted: 0.1, 0.5 ⇒ 2/3 (test_hand_computed_example_with_ties)
+    assert ood.fpr_at_tpr(known, out) == pytest.approx(2 / 3)
+    # OOD+: flag ≥ 95% of 3 OOD = all 3 (s ≤ 0.5) ⇒ known flagged: 0.1, 0.2, 0.2 ⇒ 3/4
+    assert ood.fpr_at_tpr_ood_positive(known, out) == pytest.approx(3 / 4)
+
+
+def test_score_names_whose_metric_names_clash_are_rejected():
+    with pytest.raises(ValueError, match="ood_fpr95_out_msp"):
+        ood.check_metric_names(["msp", "out_msp"])
+    ood.check_metric_names(["msp", "energy", "max_logit"])
 
 
 def test_bad_inputs():

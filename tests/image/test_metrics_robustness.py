@@ -114,6 +114,44 @@ def test_mce_counts_only_cells_both_runs_have():
     assert ce["ce"].tolist() == [pytest.approx(0.5 / 1.0)]
 
 
+def _cells_with_clean(acc: dict[tuple[str, int], tuple[float, float]], stage: int = 0) -> pd.DataFrame:
+    """(corruption, severity) → (corrupted accuracy, clean accuracy on the same images)."""
+    return pd.DataFrame([{"train_exp": stage, "corruption": c, "severity": s, "accuracy": a, "clean_accuracy": ca,
+                          "n_samples": 10} for (c, s), (a, ca) in acc.items()])
+
+
+def test_relative_mce_hand_worked_example():
+    # Hendrycks & Dietterich 2019: relative CE_c = Σ_s (E_{s,c} − E_clean) / Σ_s (E^ref_{s,c} − E^ref_clean)
+    # method: clean acc 0.9 (E_clean 0.1); fog acc 0.7, 0.5 (E 0.3, 0.5); noise acc 0.9, 0.8 (E 0.1, 0.2)
+    # reference: clean acc 0.6 (E_clean 0.4); fog acc 0.4, 0.2 (E 0.6, 0.8); noise acc 0.5, 0.5 (E 0.5, 0.5)
+    # fog:   (0.2 + 0.4) / (0.2 + 0.4) = 1.0      noise: (0.0 + 0.1) / (0.1 + 0.1) = 0.5
+    # relative mCE = 0.75; plain CE: fog 0.8 / 1.4, noise 0.3 / 1.0 ⇒ mCE = (4/7 + 0.3) / 2
+    method = _cells_with_clean({("fog", 1): (0.7, 0.9), ("fog", 3): (0.5, 0.9),
+                                ("noise", 1): (0.9, 0.9), ("noise", 3): (0.8, 0.9)})
+    ref = _cells_with_clean({("fog", 1): (0.4, 0.6), ("fog", 3): (0.2, 0.6),
+                             ("noise", 1): (0.5, 0.6), ("noise", 3): (0.5, 0.6)})
+    ce = rb.corruption_errors(method, ref)
+    by_c = ce.set_index("corruption")
+    assert by_c.loc["fog", "degradation_sum"] == pytest.approx(0.6)
+    assert by_c.loc["noise", "reference_degradation_sum"] == pytest.approx(0.2)
+    assert by_c["relative_ce"].to_dict() == {"fog": pytest.approx(1.0), "noise": pytest.approx(0.5)}
+    assert rb.mean_corruption_error(ce, "relative_ce").to_dict() == {0: pytest.approx(0.75)}
+    assert rb.mean_corruption_error(ce).to_dict() == {0: pytest.approx((0.8 / 1.4 + 0.3) / 2)}
+    # the reference against itself: relative mCE 1
+    assert rb.mean_corruption_error(rb.corruption_errors(ref, ref), "relative_ce").to_dict() == {
+        0: pytest.approx(1.0)}
+
+
+def test_relative_mce_is_undefined_when_the_reference_does_not_degrade():
+    # the reference is as accurate corrupted as clean on fog: no degradation to compare with
+    method = _cells_with_clean({("fog", 1): (0.5, 0.9), ("noise", 1): (0.95, 0.9)})
+    ref = _cells_with_clean({("fog", 1): (0.6, 0.6), ("noise", 1): (0.4, 0.6)})
+    ce = rb.corruption_errors(method, ref).set_index("corruption")
+    assert np.isnan(ce.loc["fog", "relative_ce"])
+    assert ce.loc["noise", "relative_ce"] == pytest.approx(-0.05 / 0.2)  # corruption helped: negative
+    assert np.isnan(rb.mean_corruption_error(ce.reset_index(), "relative_ce").iat[0])
+
+
 def test_evaluate_names_the_run_folder_of_inconsistent_records(tmp_path):
     from clsuite.config import load_params
     from clsuite.core.errors import DataError

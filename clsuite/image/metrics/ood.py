@@ -11,15 +11,22 @@ function of record rows, **higher = more in-distribution**; scores live in
   −E(x) of Liu et al. 2020 at T = 1;
 - ``max_logit``: largest raw logit (Hendrycks et al. 2022).
 
-Metrics (all fractions; known = in-distribution):
+Metrics (all fractions; known = in-distribution), under two conventions for which class
+is *positive*: **ID+** (known samples positive, ranked by s: Hendrycks & Gimpel 2017's MSP
+baseline, ODIN) and **OOD+** (OOD samples positive, ranked by −s: OpenOOD v1.5):
 
-- AUROC: P(s_known > s_ood) + ½ P(s_known = s_ood) (Mann-Whitney; symmetric in which
-  side is called positive);
-- AUPR-In: average precision with known samples positive, ranked by s;
-  AUPR-Out: OOD samples positive, ranked by −s; both as scikit-learn's
-  ``average_precision_score`` (step-wise, no interpolation, tied scores one threshold);
-- FPR@95: fraction of OOD samples accepted at the largest threshold t that still
-  accepts (s ≥ t) at least 95% of the known samples (TPR on known samples ≥ 0.95).
+- AUROC: P(s_known > s_ood) + ½ P(s_known = s_ood) (Mann-Whitney). The same number under
+  both conventions (swapping the classes and negating the score leaves it unchanged), so
+  there is one ``auroc``;
+- AUPR: average precision of the positive class, as scikit-learn's
+  ``average_precision_score`` (step-wise, no interpolation, tied scores one threshold).
+  ``aupr_in`` is AUPR under ID+ (AUPR-In), ``aupr_out`` AUPR under OOD+ (AUPR-Out);
+  OpenOOD reports both under these names;
+- FPR@95TPR: the false-positive rate at the largest threshold whose true-positive rate is
+  ≥ 95% (``roc_curve``'s first point with TPR ≥ 0.95). ``fpr95`` (ID+): fraction of OOD
+  samples accepted (s ≥ t) where t keeps ≥ 95% of the known samples; ``fpr95_out`` (OOD+,
+  OpenOOD): fraction of known samples flagged as OOD (s ≤ t) where t flags ≥ 95% of the
+  OOD samples. The two differ, often by a lot, on the same scores.
 The detector is the model's scores over all logits, so there is one value per stage, not
 one per protocol (the report lists them under protocol ``any``).
 """
@@ -104,19 +111,45 @@ def aupr_out(known: np.ndarray, ood: np.ndarray) -> float:
     return average_precision(-np.asarray(ood, dtype=np.float64), -np.asarray(known, dtype=np.float64))
 
 
-def fpr_at_tpr(known: np.ndarray, ood: np.ndarray, tpr: float = 0.95) -> float:
-    """Fraction of OOD scores ≥ t, t = the largest threshold with TPR(known ≥ t) ≥ ``tpr``."""
-    known, ood = _check(known, ood)
-    n = len(known)
-    desc = np.sort(known)[::-1]
+def fpr_at_tpr(positive: np.ndarray, negative: np.ndarray, tpr: float = 0.95) -> float:
+    """Fraction of negative scores ≥ t, t = the largest threshold with TPR(positive ≥ t) ≥ ``tpr``
+    (higher score = more positive). ``fpr_at_tpr(known, ood)`` is FPR@95 under ID+."""
+    positive, negative = _check(positive, negative)
+    n = len(positive)
+    desc = np.sort(positive)[::-1]
     k = int(np.argmax(np.arange(1, n + 1) / n >= tpr))  # smallest count k+1 reaching the rate
-    return float(np.mean(ood >= desc[k]))
+    return float(np.mean(negative >= desc[k]))
+
+
+def fpr_at_tpr_ood_positive(known: np.ndarray, ood: np.ndarray, tpr: float = 0.95) -> float:
+    """FPR@95 under OOD+ (OpenOOD): fraction of known samples flagged as OOD at the threshold
+    that flags ≥ ``tpr`` of the OOD samples (ranked by −s; s: higher = in-distribution)."""
+    return fpr_at_tpr(-np.asarray(ood, dtype=np.float64), -np.asarray(known, dtype=np.float64), tpr)
+
+
+#: detection metric → its positive-class convention (the keys of :func:`detection_metrics`, in order)
+CONVENTIONS = {"auroc": "ID+ = OOD+", "aupr_in": "ID+", "aupr_out": "OOD+", "fpr95": "ID+", "fpr95_out": "OOD+"}
+DETECTION_METRICS = tuple(CONVENTIONS)
 
 
 def detection_metrics(known: np.ndarray, ood: np.ndarray) -> dict[str, float]:
-    """auroc, aupr_in, aupr_out and fpr95 of one score on known vs OOD samples."""
+    """auroc (either convention), aupr_in and fpr95 (ID+), aupr_out and fpr95_out (OOD+) of one
+    score on known vs OOD samples."""
     return {"auroc": auroc(known, ood), "aupr_in": aupr_in(known, ood), "aupr_out": aupr_out(known, ood),
-            "fpr95": fpr_at_tpr(known, ood, 0.95)}
+            "fpr95": fpr_at_tpr(known, ood, 0.95), "fpr95_out": fpr_at_tpr_ood_positive(known, ood, 0.95)}
+
+
+def check_metric_names(scores: list[str]) -> None:
+    """The run metrics ``ood_<metric>_<score>`` must be distinct: a score named e.g. ``out_x``
+    would give ``ood_fpr95_out_x`` for both (fpr95, out_x) and (fpr95_out, x)."""
+    seen: dict[str, tuple[str, str]] = {}
+    for score in scores:
+        for metric in DETECTION_METRICS:
+            name = f"ood_{metric}_{score}"
+            if name in seen and seen[name] != (metric, score):
+                raise ValueError(f"OOD scores {seen[name][1]!r} and {score!r} both give the run metric {name!r}; "
+                                 "register one of them under another name")
+            seen[name] = (metric, score)
 
 
 def known_and_ood(records: pd.DataFrame, train_exp: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -129,10 +162,11 @@ def known_and_ood(records: pd.DataFrame, train_exp: int) -> tuple[pd.DataFrame, 
 def ood_table(records: pd.DataFrame, scores: list[str] | None = None) -> pd.DataFrame:
     """One run: per stage ≥ 0 that has ood rows and per score, the detection metrics.
 
-    Columns: train_exp, score, auroc, aupr_in, aupr_out, fpr95, n_known, n_ood. Empty
+    Columns: train_exp, score, auroc, aupr_in, aupr_out, fpr95, fpr95_out, n_known, n_ood. Empty
     (no rows) when the records hold no ood rows. ``scores``: default every registered one.
     """
     names = scores if scores is not None else OOD_SCORES.names()
+    check_metric_names(names)
     stages = sorted(int(s) for s in records.loc[records["eval_set"] == OOD_SET, "train_exp"].unique() if s >= 0)
     rows = []
     for stage in stages:
@@ -141,7 +175,7 @@ def ood_table(records: pd.DataFrame, scores: list[str] | None = None) -> pd.Data
             fn = OOD_SCORES.get(name)
             rows.append({"train_exp": stage, "score": name, **detection_metrics(fn(known), fn(ood)),
                          "n_known": len(known), "n_ood": len(ood)})
-    cols = ["train_exp", "score", "auroc", "aupr_in", "aupr_out", "fpr95", "n_known", "n_ood"]
+    cols = ["train_exp", "score", *DETECTION_METRICS, "n_known", "n_ood"]
     return pd.DataFrame(rows, columns=cols).astype({"train_exp": "int64", "n_known": "int64", "n_ood": "int64"})
 
 

@@ -14,6 +14,14 @@ the clean stage accuracy (:func:`clsuite.core.matrix.stage_accuracy`). For each
   where ``ref`` is the reference method's run with the same benchmark, seed, protocol and
   stage (default ``finetune``, ``metrics.reference_method`` in params.yaml). CE_c is
   undefined when the reference makes no error on c at any severity; mCE is then undefined.
+- relative corruption error (Hendrycks & Dietterich 2019, eq. 2): with E^clean the clean
+  error on the same images (each cell's ``clean_accuracy``),
+  relative CE_c = Σ_s (E^{method}_{s,c} − E^{method,clean}_{s,c}) / Σ_s (E^{ref}_{s,c} − E^{ref,clean}_{s,c}),
+  relative mCE = mean over corruptions. It measures the *degradation* under corruption
+  relative to the reference's, apart from clean accuracy (plain mCE against a forgetting
+  baseline mostly measures clean accuracy). A term may be negative (corruption helped);
+  relative CE_c is undefined when the reference's summed degradation is ≤ 0 (no
+  degradation to compare with), and relative mCE is then undefined.
 
 Protocols: class-IL uses ``y_pred``, task-IL ``y_pred_task`` (as the clean metrics).
 """
@@ -93,19 +101,27 @@ def corruption_errors(method_cells: pd.DataFrame, reference_cells: pd.DataFrame)
 
     Both inputs are :func:`corruption_accuracy` tables (one protocol). Only cells present
     in both count (same stages, corruptions and severities). Columns: train_exp,
-    corruption, error_sum, reference_error_sum, ce (NaN when reference_error_sum is 0).
+    corruption, error_sum, reference_error_sum, ce (NaN when reference_error_sum is 0),
+    degradation_sum = Σ_s (E_{s,c} − E^clean_{s,c}), reference_degradation_sum (the same of
+    the reference) and relative_ce (NaN when reference_degradation_sum ≤ 0).
     """
     key = ["train_exp", "corruption", "severity"]
-    m = method_cells[key + ["accuracy"]].merge(reference_cells[key + ["accuracy"]], on=key,
-                                               suffixes=("", "_ref"), validate="one_to_one")
-    m = m.assign(error=1.0 - m["accuracy"], error_ref=1.0 - m["accuracy_ref"])
+    cols = key + ["accuracy", "clean_accuracy"]
+    m = method_cells[cols].merge(reference_cells[cols], on=key, suffixes=("", "_ref"), validate="one_to_one")
+    m = m.assign(error=1.0 - m["accuracy"], error_ref=1.0 - m["accuracy_ref"],
+                 degradation=m["clean_accuracy"] - m["accuracy"],  # E_{s,c} − E^clean
+                 degradation_ref=m["clean_accuracy_ref"] - m["accuracy_ref"])
     out = m.groupby(["train_exp", "corruption"], sort=True).agg(
-        error_sum=("error", "sum"), reference_error_sum=("error_ref", "sum")).reset_index()
+        error_sum=("error", "sum"), reference_error_sum=("error_ref", "sum"),
+        degradation_sum=("degradation", "sum"), reference_degradation_sum=("degradation_ref", "sum")).reset_index()
     ref = out["reference_error_sum"]
     out["ce"] = (out["error_sum"] / ref.where(ref > 0)).astype("float64")
+    ref_deg = out["reference_degradation_sum"]
+    out["relative_ce"] = (out["degradation_sum"] / ref_deg.where(ref_deg > 0)).astype("float64")
     return out.astype({"train_exp": "int64"})
 
 
-def mean_corruption_error(ce: pd.DataFrame) -> pd.Series:
-    """mCE per stage: mean of CE_c over corruptions; NaN if any CE_c is undefined."""
-    return ce.groupby("train_exp", sort=True)["ce"].agg(lambda s: float(s.mean()) if s.notna().all() else np.nan)
+def mean_corruption_error(ce: pd.DataFrame, column: str = "ce") -> pd.Series:
+    """mCE per stage: mean of CE_c over corruptions; NaN if any CE_c is undefined.
+    ``column="relative_ce"``: the relative mCE the same way."""
+    return ce.groupby("train_exp", sort=True)[column].agg(lambda s: float(s.mean()) if s.notna().all() else np.nan)

@@ -97,7 +97,7 @@ class ExtendedMetrics:
         if len(det):
             last = int(det["train_exp"].max())
             for row in det[det["train_exp"] == last].itertuples(index=False):
-                for m in ("auroc", "aupr_in", "aupr_out", "fpr95"):
+                for m in ood.DETECTION_METRICS:
                     self._value(keys, ANY_PROTOCOL, f"ood_{m}_{row.score}", getattr(row, m))
             hist = ood.msp_histogram(records, last, self.cfg.histogram_bins).assign(train_exp=last)
             self._add("ood_histogram", hist, keys)
@@ -186,7 +186,7 @@ class ExtendedMetrics:
         return out
 
     def _robustness(self, cells: pd.DataFrame, ref: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """robustness (per run, protocol, stage; mCE against the same-seed reference run) and
+        """robustness (per run, protocol, stage; mCE and relative mCE against the same-seed reference run) and
         corruption_error (per corruption) tables; adds the last stage's values to the run metrics."""
         stages = self.parts["_robustness"]
         stage_parts, error_parts = [], []
@@ -195,16 +195,18 @@ class ExtendedMetrics:
             mine = cells[(cells["run_id"] == k["run_id"]) & (cells["protocol"] == k["protocol"])]
             ref_cells = cells[(cells["benchmark"] == k["benchmark"]) & (cells["seed"] == k["seed"])
                               & (cells["protocol"] == k["protocol"]) & (cells["method"] == ref)]
-            stage = stage.assign(mce=np.nan, reference_method=ref)
+            stage = stage.assign(mce=np.nan, relative_mce=np.nan, reference_method=ref)
             if len(ref_cells):
                 ce = rb.corruption_errors(mine, ref_cells)
                 error_parts.append(ce.assign(**k, reference_method=ref))
-                stage["mce"] = stage["train_exp"].map(rb.mean_corruption_error(ce)).astype("float64")
+                for col, ce_col in (("mce", "ce"), ("relative_mce", "relative_ce")):
+                    stage[col] = stage["train_exp"].map(rb.mean_corruption_error(ce, ce_col)).astype("float64")
             stage_parts.append(stage)
             last = stage.iloc[-1]
             for metric, col in (("corruption_clean_acc", "clean_accuracy"),
                                 ("mean_corruption_acc", "mean_corruption_accuracy"),
-                                ("corruption_relative_drop", "relative_drop"), ("mce", "mce")):
+                                ("corruption_relative_drop", "relative_drop"), ("mce", "mce"),
+                                ("relative_mce", "relative_mce")):
                 self._value({c: k[c] for c in cp.RUN_KEYS}, k["protocol"], metric, last[col])
         return concat(stage_parts, ROBUSTNESS), concat(error_parts, CORRUPTION_ERROR)
 
