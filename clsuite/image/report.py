@@ -33,7 +33,7 @@ MAIN_METRICS = ["last_acc", "avg_acc", "forgetting", "bwt", "fwt", "worst_class_
 DEFINITIONS = """\
 - **Last acc.**: accuracy on the test samples of all experiences after the last one.
 - **Avg. acc.**: mean over stages of the accuracy on all classes seen so far.
-- **Forgetting**: mean over old experiences of (best accuracy before the last stage − final accuracy) (Chaudhry et al. 2018).
+- **Forgetting**: mean over old experiences of (best accuracy before the last stage − final accuracy) (Chaudhry et al. 2018; a term may be negative). Mammoth's and PyCIL's forgetting takes the best accuracy over all stages including the last, so every term is ≥ 0 (the Chaudhry terms clipped at 0): `forgetting_mammoth` in `reports/data/run_metrics` and `summary`.
 - **BWT**: mean over old experiences of (final accuracy − accuracy right after learning it) (Lopez-Paz & Ranzato 2017); Avalanche's forgetting is −BWT.
 - **FWT** (task-IL only): mean over j ≥ 2 of (accuracy on experience j before training on it − accuracy of the untrained model on it). In class-IL unseen classes are never predicted, so it is not reported there.
 - **Class-IL** predicts among all classes; **task-IL** among the classes of the sample's experience (task label given at test time).
