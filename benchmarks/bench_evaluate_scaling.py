@@ -30,7 +30,7 @@ import pandas as pd
 from clsuite.core.paths import run_dir_for
 from clsuite.image.records import RunKey, read_records, records_from_logits, write_stage
 from clsuite.image.schemas import EXPERIENCES
-from clsuite.core.tables import read_table, write_table
+from clsuite.core.parquet import read_table, write_table
 
 BENCHMARK, METHOD = "smnist", "replay"
 

@@ -38,7 +38,7 @@ from clsuite.image.schemas import (
     ACCURACY_MATRIX, BENCHMARKS, CLASS_ACCURACY, EXPERIENCES, FAILED_RUNS, GRID, METHODS, RUN_METRICS,
     STAGE_ACCURACY, STAGE_METRICS, SUMMARY,
 )
-from clsuite.core.tables import read_table, write_table
+from clsuite.core.parquet import read_table, write_table
 from clsuite.core.paths import HEADLINE_DIR, PREPARED_ROOT, RUNS_ROOT, TABLES_DIR, run_dir_for
 
 PROTOCOLS = ("class_il", "task_il")

@@ -21,7 +21,7 @@ from clsuite.image.eval_sets import OOD
 from clsuite.core.errors import DataError, RunFolderError
 from clsuite.core.io import atomic_path
 from clsuite.image.schemas import RECORDS
-from clsuite.core.tables import read_table, write_table
+from clsuite.core.parquet import read_table, write_table
 
 
 @dataclass(frozen=True)

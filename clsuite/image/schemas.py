@@ -1,6 +1,6 @@
 """pandera schemas of every table the pipeline writes, in one place.
 
-Each table is validated when written and when read (:mod:`clsuite.core.tables`). Column
+Each table is validated when written and when read (:mod:`clsuite.core.parquet`). Column
 names and meanings are the record format of docs/record-format.md.
 """
 

@@ -50,7 +50,7 @@ from clsuite.core.runtime import (
     peak_gpu_mb, peak_rss_mb, reset_peak_gpu, resolve_device, run_logger, seed_everything,
 )
 from clsuite.image.schemas import EXPERIENCES
-from clsuite.core.tables import write_table
+from clsuite.core.parquet import write_table
 
 class ProgressPlugin(SupervisedPlugin):
     """A tqdm bar per experience (all epochs); loss shown every ``every`` iterations only,

@@ -37,7 +37,7 @@ def encode_example(tokenizer, task: str, ex_id: str, prompt: str, choices, answe
 
 
 def encode_table(tokenizer, df: pd.DataFrame, max_length: int) -> list[Encoded]:
-    """Encode every row of a text table (clsuite.data.text.table)."""
+    """Encode every row of a text table (clsuite.data.text.prepared_table)."""
     return [encode_example(tokenizer, r.task, r.id, r.prompt, r.choices, r.answer, max_length)
             for r in df.itertuples(index=False)]
 

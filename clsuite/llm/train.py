@@ -39,7 +39,7 @@ from clsuite.llm.schemas import LLM_RECORDS, LLM_TASKS
 from clsuite.core.runlock import run_lock
 from clsuite.core.runs import write_status
 from clsuite.core.runtime import peak_rss_mb, resolve_device, run_logger, seed_everything
-from clsuite.core.tables import read_table, write_table
+from clsuite.core.parquet import read_table, write_table
 
 FORMAT = 2  # 2: weights-only state + checkpoint.json (clsuite.core.checkpoint)
 HELDOUT_DIR = "heldout"

@@ -23,7 +23,7 @@ from clsuite.image.metrics import ood
 from clsuite.image.metrics import robustness as rb
 from clsuite.core.aggregate import paired_comparisons, summarise
 from clsuite.image.records import RunKey, records_from_logits
-from clsuite.core.tables import read_table, validate
+from clsuite.core.parquet import read_table, validate
 
 SETTINGS = settings(max_examples=15, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

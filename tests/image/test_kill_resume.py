@@ -25,7 +25,7 @@ import torch
 
 from clsuite.image.records import read_records, stage_path
 from clsuite.image.schemas import EXPERIENCES
-from clsuite.core.tables import read_table
+from clsuite.core.parquet import read_table
 from clsuite.image.train import train_run
 
 REPO = Path(__file__).resolve().parents[2]

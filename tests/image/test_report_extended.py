@@ -21,7 +21,7 @@ from clsuite.image.metrics.suite import RUN_TABLES
 from clsuite.core.paths import run_dir_for
 from clsuite.image.records import RunKey, records_from_logits, write_features, write_stage
 from clsuite.image.schemas import EXPERIENCES
-from clsuite.core.tables import write_table
+from clsuite.core.parquet import write_table
 
 REPO = Path(__file__).resolve().parents[2]
 SKILL = {"finetune": 1.0, "replay_small": 2.0, "replay": 3.0}
@@ -197,7 +197,7 @@ def test_reference_method_not_in_grid_omits_mce(grid, tmp_path):
 
 
 def test_grid_tables_hold_what_the_report_says_about_the_grid(grid):
-    from clsuite.core.tables import read_table
+    from clsuite.core.parquet import read_table
     from clsuite.image.schemas import BENCHMARKS, GRID, METHODS
 
     params, data, _ = _evaluate(grid, True)

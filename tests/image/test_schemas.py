@@ -9,7 +9,7 @@ import pytest
 from clsuite.core.errors import SchemaError
 from clsuite.image.records import RunKey, records_from_logits
 from clsuite.image.schemas import ACCURACY_MATRIX, RECORDS, RUN_METRICS, STAGE_ACCURACY, SUMMARY
-from clsuite.core.tables import read_table, validate, write_table
+from clsuite.core.parquet import read_table, validate, write_table
 
 
 def _records() -> pd.DataFrame:

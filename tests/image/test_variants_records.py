@@ -20,7 +20,7 @@ from clsuite.core import matrix as acc
 from clsuite.image.metrics import stages as st
 from clsuite.image.records import RunKey, predict_logits, read_records, stage_records, write_stage
 from clsuite.image.schemas import RECORDS
-from clsuite.core.tables import validate
+from clsuite.core.parquet import validate
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = RunKey("tiny", "finetune", 0, "class_il")

@@ -35,7 +35,7 @@ from clsuite.models import MODELS, ClassifierNet, register_model
 from clsuite.models.builtin import MLPConfig, mlp
 from clsuite.image.records import read_records, stage_path
 from clsuite.image.schemas import EXPERIENCES, RECORDS
-from clsuite.core.tables import read_table, write_table
+from clsuite.core.parquet import read_table, write_table
 from clsuite.image.train import train_run
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clsuite.data.text.base import TEXT_SOURCES
-from clsuite.data.text.table import read_text_table, to_frame, validate_text_table, write_text_table
+from clsuite.data.text.prepared_table import read_text_table, to_frame, validate_text_table, write_text_table
 from clsuite.core.errors import DataError, ParamsError
 from clsuite.core.io import replace_dir, temp_dir_beside, write_json
 from clsuite.core.names import Name
