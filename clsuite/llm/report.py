@@ -104,7 +104,7 @@ def metric_table(rm: pd.DataFrame, methods: list[str], keys: list[str]) -> pd.Da
 
 
 def mean_matrices(sm: pd.DataFrame, methods: list[str]) -> dict[str, pd.DataFrame]:
-    """Per method: mean primary score (seeds) as stage × task (held-out task last)."""
+    """Per method: mean primary score (seeds) as (after task ``stage``) × task (held-out task last)."""
     out = {}
     s = sm[sm.metric == "score"]
     for m in methods:

@@ -19,7 +19,7 @@ from clsuite.image.streams import load_prepared
 from clsuite.image.evaluate import evaluate_grid
 from clsuite.image.metrics.suite import RUN_TABLES
 from clsuite.core.paths import run_dir_for
-from clsuite.image.records import RunKey, records_from_logits, write_features, write_stage
+from clsuite.image.records import RunKey, records_from_logits, write_features, write_records
 from clsuite.image.schemas import EXPERIENCES
 from clsuite.core.parquet import write_table
 
@@ -68,7 +68,7 @@ def _fake_run(prepared, runs: Path, method: str, seed: int, variants: bool) -> N
             logits = rng.normal(0, 1, (15, 10)).astype(np.float32)
             parts.append(records_from_logits(key, stage, -1, np.arange(15), np.full(15, -1), logits, list(range(10)),
                                              "ood"))
-        write_stage(pd.concat(parts, ignore_index=True), run_dir, stage)
+        write_records(pd.concat(parts, ignore_index=True), run_dir, stage)
     write_table(pd.DataFrame([{
         "run_id": key.run_id, "benchmark": "toy", "method": method, "seed": seed, "train_exp": k,
         "n_train_samples": 40, "train_seconds": 0.5 * skill, "eval_seconds": 0.1,
