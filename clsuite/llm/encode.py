@@ -7,7 +7,6 @@ mean token cross-entropy (nats per answer token).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pandas as pd
@@ -75,7 +74,3 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     loss = (ce * mask).sum(1) / count
     acc = ((shift_logits.argmax(-1) == shift_labels) & mask).sum(1) / count
     return loss, acc.detach()
-
-
-def meta_of(row) -> dict:
-    return json.loads(row.meta)

@@ -26,9 +26,6 @@ from clsuite.core.names import Name
 
 #: issue #7's offline sequence: arithmetic → word problems → kinship → syllogisms
 OFFLINE_REASONING = ["rg_basic_arithmetic", "rg_gsm_symbolic", "rg_family_relationships", "rg_syllogism"]
-#: the same track on downloaded corpora (needs `clsuite fetch`-ed files)
-CORPORA = ["agnews", "squad", "sciq", "boolq", "arc_easy", "gsm8k", "math", "alpaca_gpt4"]
-SEQUENCES = {"offline_reasoning": OFFLINE_REASONING, "corpora": CORPORA}
 FORMAT_VERSION = 1
 
 
