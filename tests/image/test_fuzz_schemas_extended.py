@@ -60,7 +60,7 @@ def _valid_tables() -> dict[str, tuple[pa.DataFrameSchema, pd.DataFrame]]:
     feats = np.random.default_rng(0).normal(size=(12, 5))
     for r in runs:
         add("corruption_accuracy", cells[r].assign(protocol="class_il"), r)
-        stage = rb.stage_robustness(cells[r], rb.clean_accuracy_on_corrupted_images(recs[r]))
+        stage = rb.robustness_per_experience(cells[r], rb.clean_accuracy_on_corrupted_images(recs[r]))
         ce = rb.corruption_errors(cells[r], cells[("finetune", r[1])])
         add("corruption_error", ce.assign(protocol="class_il", reference_method="finetune"), r)
         add("robustness", stage.assign(protocol="class_il", reference_method="finetune",
