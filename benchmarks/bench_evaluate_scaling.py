@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from clsuite.core.paths import run_dir_for
-from clsuite.image.records import RunKey, read_records, records_from_logits, write_stage
+from clsuite.image.records import RunKey, read_records, records_from_logits, write_records
 from clsuite.image.schemas import EXPERIENCES
-from clsuite.core.tables import read_table, write_table
+from clsuite.core.parquet import read_table, write_table
 
 BENCHMARK, METHOD = "smnist", "replay"
 
@@ -58,7 +58,7 @@ def synthesise(real: Path, runs_root: Path, seed: int, scenario: str) -> None:
             classes = sorted(int(c) for c in classes_of[eval_exp]) if eval_exp >= 0 else list(range(len(logit_cols)))
             groups.append(records_from_logits(key, int(stage), int(eval_exp), g["sample_id"].to_numpy(),
                                               g["y_true"].to_numpy(), logits, classes, eval_set))
-        write_stage(pd.concat(groups, ignore_index=True), dest, int(stage))
+        write_records(pd.concat(groups, ignore_index=True), dest, int(stage))
     exps = read_table(real / "experiences.parquet", EXPERIENCES).assign(run_id=key.run_id, seed=seed)
     write_table(exps, dest / "experiences.parquet", EXPERIENCES)
     status = json.loads((real / "status.json").read_text())

@@ -174,8 +174,6 @@ def _plain(v: Any) -> Any:
 
 #: states of a grid run that did not finish: stopped by a failure, interrupted, or never started
 FAILED_RUN_STATES = ["diverged", "failed", "running", "missing"]
-#: the columns after the track's key columns (run_id, <group>, method, seed)
-FAILED_RUN_COLUMNS = ["state", "unit", "finished", "stopped_at", "stopped_in", "iteration", "reason"]
 
 
 def failed_runs_schema(group: str, name: str):

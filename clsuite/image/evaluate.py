@@ -27,18 +27,18 @@ from clsuite.core.errors import DataError, RunFolderError
 from clsuite.core.headline import HEADLINE_DECIMALS, percent, write_headline  # noqa: F401 (re-exported)
 from clsuite.core.io import write_text
 from clsuite.core import matrix as acc
-from clsuite.image.metrics import stages as st
+from clsuite.image.metrics import per_experience as pe
 from clsuite.core.aggregate import summarise
 from clsuite.core.runs import RunStatus, failed_run_row, failed_runs_table, read_status
 from clsuite.image.metrics.suite import ExtendedMetrics
 from clsuite.image.records import (
-    EXPERIENCES_FILE, RunKey, check_finished_files, check_identity, check_stages, read_records, rerun_fix,
+    EXPERIENCES_FILE, RunKey, check_finished_files, check_identity, check_experiences_recorded, read_records, rerun_fix,
 )
 from clsuite.image.schemas import (
     ACCURACY_MATRIX, BENCHMARKS, CLASS_ACCURACY, EXPERIENCES, FAILED_RUNS, GRID, METHODS, RUN_METRICS,
     STAGE_ACCURACY, STAGE_METRICS, SUMMARY,
 )
-from clsuite.core.tables import read_table, write_table
+from clsuite.core.parquet import read_table, write_table
 from clsuite.core.paths import HEADLINE_DIR, PREPARED_ROOT, RUNS_ROOT, TABLES_DIR, run_dir_for
 
 PROTOCOLS = ("class_il", "task_il")
@@ -46,9 +46,9 @@ PROTOCOLS = ("class_il", "task_il")
 
 def run_metrics_from_records(records: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """For one run, all protocols: accuracy_matrix, stage_accuracy, run_metrics, stage_metrics
-    and class_accuracy (final stage) rows."""
+    and class_accuracy (after the last experience) rows."""
     mats, stages, metrics, stage_rows, class_rows = [], [], [], [], []
-    last_stage = int(records["train_exp"].max())
+    last_exp = int(records["train_exp"].max())
     for protocol in PROTOCOLS:
         table = acc.accuracy_table(records, protocol).assign(protocol=protocol)
         stage = acc.stage_accuracy(records, protocol).assign(protocol=protocol)
@@ -65,16 +65,16 @@ def run_metrics_from_records(records: pd.DataFrame) -> dict[str, pd.DataFrame]:
             # A[j-1, j] = 0 and FWT would only restate the untrained model's accuracy.
             "fwt": acc.fwt(A, acc.init_accuracy(table)) if protocol == "task_il" else None,
         }
-        per_class = st.per_class_accuracy(records, last_stage, protocol)
-        values.update(st.class_fairness(per_class))
-        values.update(st.class_drift(records, protocol))
+        per_class = pe.per_class_accuracy(records, last_exp, protocol)
+        values.update(pe.class_fairness(per_class))
+        values.update(pe.class_drift(records, protocol))
         mats.append(table)
         stages.append(stage)
         metrics.append(pd.DataFrame(
             [{"protocol": protocol, "metric": m, "value": v} for m, v in values.items() if v is not None]
         ))
-        disparity = st.within_task_disparity(records, protocol)
-        stage_rows.append(st.stage_table(A).assign(
+        disparity = pe.within_task_disparity(records, protocol)
+        stage_rows.append(pe.stability_plasticity_table(A).assign(
             protocol=protocol, within_task_disparity=disparity.reindex(range(A.shape[0])).to_numpy()))
         class_rows.append(pd.DataFrame({"protocol": protocol, "class_id": per_class.index.astype("int64"),
                                         "accuracy": per_class.to_numpy(dtype=float)}))
@@ -86,7 +86,7 @@ def run_metrics_from_records(records: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def read_finished_run(run_dir: Path, key: RunKey, status: RunStatus | None, n_experiences: int
                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(records, experiences) of a finished run, after checking that its folder is whole and its own:
-    the stage files of every experience (as many as ``benchmarks.<b>.n_experiences``), no others,
+    the records file of every experience (as many as ``benchmarks.<b>.n_experiences``), no others,
     and rows that name this run and seed. Any mismatch is a RunFolderError naming file and fix."""
     if status is not None and status.finished != n_experiences:
         raise RunFolderError(
@@ -96,7 +96,7 @@ def read_finished_run(run_dir: Path, key: RunKey, status: RunStatus | None, n_ex
     check_finished_files(run_dir, key, n_experiences)
     records = read_records(run_dir)
     check_identity(records, run_dir / "records", run_dir, key)
-    check_stages(records, run_dir, key, n_experiences)
+    check_experiences_recorded(records, run_dir, key, n_experiences)
     exp_path = run_dir / EXPERIENCES_FILE
     exp_table = read_table(exp_path, EXPERIENCES)
     check_identity(exp_table, exp_path, run_dir, key)

@@ -1,4 +1,4 @@
-"""Figures of the image report: accuracy over stages, stability/plasticity, accuracy matrices,
+"""Figures of the image report: accuracy after each experience, stability/plasticity, accuracy matrices,
 and the extended metrics (robustness, OOD, long tail, memory, feature space).
 
 Every figure is drawn under the kit's :data:`clsuite.report.figures.RC` and written by its
@@ -57,7 +57,7 @@ def stage_accuracy_figure(stage: pd.DataFrame, benchmark: str, methods: list[str
 
 def stage_metrics_figure(stage_metrics: pd.DataFrame, benchmark: str, methods: list[str], stem: Path,
                          protocol: str = "class_il") -> list[Path]:
-    """Plasticity, stability and first-task accuracy over stages (mean over seeds), per method."""
+    """Plasticity, stability and first-task accuracy after each experience (mean over seeds), per method."""
     d = stage_metrics[(stage_metrics["benchmark"] == benchmark) & (stage_metrics["protocol"] == protocol)]
     panels = [("plasticity", "plasticity: accuracy on newest experience"),
               ("stability", "stability: mean accuracy on earlier ones"),
@@ -105,7 +105,7 @@ def accuracy_matrix_figure(mat: pd.DataFrame, benchmark: str, methods: list[str]
 
 
 def severity_figure(cells: pd.DataFrame, benchmark: str, methods: list[str], stem: Path) -> list[Path]:
-    """Accuracy vs severity (0 = the same images clean), final stage, mean over corruptions and seeds."""
+    """Accuracy vs severity (0 = the same images clean), after the last experience, mean over corruptions and seeds."""
     d = cells[cells["benchmark"] == benchmark]
     d = d[d["train_exp"] == d.groupby("run_id")["train_exp"].transform("max")]
     protocols = [p for p in ("class_il", "task_il") if p in set(d["protocol"])]
@@ -132,7 +132,7 @@ def severity_figure(cells: pd.DataFrame, benchmark: str, methods: list[str], ste
 
 def corruption_heatmap(cells: pd.DataFrame, benchmark: str, methods: list[str], stem: Path,
                        protocol: str = "class_il") -> list[Path]:
-    """Accuracy (%) per method × corruption, final stage, mean over severities and seeds."""
+    """Accuracy (%) per method × corruption, after the last experience, mean over severities and seeds."""
     d = cells[(cells["benchmark"] == benchmark) & (cells["protocol"] == protocol)]
     d = d[d["train_exp"] == d.groupby("run_id")["train_exp"].transform("max")]
     m = d.groupby(["method", "corruption"])["accuracy"].mean().unstack()
@@ -175,9 +175,9 @@ def ood_histogram_figure(hist: pd.DataFrame, benchmark: str, methods: list[str],
 
 def long_tail_figure(shots: pd.DataFrame, benchmark: str, methods: list[str], stem: Path,
                      protocol: str = "class_il") -> list[Path]:
-    """Accuracy on many/medium/few-shot seen classes over stages, one panel per group."""
+    """Accuracy on many/medium/few-shot seen classes after each experience, one panel per group."""
     d = shots[(shots["benchmark"] == benchmark) & (shots["protocol"] == protocol)]
-    stages = np.arange(1, int(d["train_exp"].max()) + 2) if len(d) else np.arange(1, 2)
+    ticks = np.arange(1, int(d["train_exp"].max()) + 2) if len(d) else np.arange(1, 2)
     with plt.rc_context(RC), sns.axes_style("whitegrid"):
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
         colors = method_colors(methods)
@@ -189,8 +189,8 @@ def long_tail_figure(shots: pd.DataFrame, benchmark: str, methods: list[str], st
                         label=method)
             ax.set_title(f"{shot}-shot classes", fontsize=10)
             ax.set_xlabel("experiences trained")
-            ax.set_xticks(stages)
-            ax.set_xlim(stages[0] - 0.3, stages[-1] + 0.3)
+            ax.set_xticks(ticks)
+            ax.set_xlim(ticks[0] - 0.3, ticks[-1] + 0.3)
             ax.set_ylim(0, 100)
         axes[0].set_ylabel("accuracy on seen classes of the group (%)")
         axes[-1].legend(title="method", fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))

@@ -21,7 +21,7 @@ from clsuite.image.eval_sets import OOD
 from clsuite.core.errors import DataError, RunFolderError
 from clsuite.core.io import atomic_path
 from clsuite.image.schemas import RECORDS
-from clsuite.core.tables import read_table, write_table
+from clsuite.core.parquet import read_table, write_table
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def records_from_logits(
     key: RunKey, train_exp: int, eval_exp: int, sample_ids: np.ndarray, y_true: np.ndarray,
     logits: np.ndarray, task_classes: list[int], eval_set: str = "clean",
 ) -> pd.DataFrame:
-    """Rows for one (stage, eval experience): class-IL and task-IL predictions, MSP, energy."""
+    """Rows for one (train experience, eval experience): class-IL and task-IL predictions, MSP, energy."""
     t = torch.from_numpy(logits)
     probs = torch.softmax(t, dim=1)
     masked = torch.full_like(t, float("-inf"))
@@ -84,7 +84,7 @@ def records_from_logits(
     return pd.concat([df, logit_cols], axis=1)
 
 
-def stage_records(
+def records_after_experience(
     model: torch.nn.Module, prepared: PreparedBenchmark, key: RunKey, train_exp: int,
     batch_size: int, device: torch.device,
 ) -> pd.DataFrame:
@@ -126,18 +126,18 @@ def variant_records(
     return parts
 
 
-def stage_path(run_dir: Path, train_exp: int) -> Path:
+def records_path(run_dir: Path, train_exp: int) -> Path:
     return run_dir / "records" / f"train_exp_{train_exp}.parquet"
 
 
-def write_stage(df: pd.DataFrame, run_dir: Path, train_exp: int) -> Path:
-    path = stage_path(run_dir, train_exp)
+def write_records(df: pd.DataFrame, run_dir: Path, train_exp: int) -> Path:
+    path = records_path(run_dir, train_exp)
     write_table(df, path, RECORDS)
     return path
 
 
 def read_records(run_dir: Path) -> pd.DataFrame:
-    """All stages of one run, validated, sorted by (train_exp, eval_exp, sample_id)."""
+    """All records of one run (after every experience), validated, sorted by (train_exp, eval_exp, sample_id)."""
     df = read_table(run_dir / "records", RECORDS)
     return df.sort_values(["train_exp", "eval_set", "eval_exp", "sample_id"], kind="stable").reset_index(drop=True)
 
@@ -155,9 +155,9 @@ def rerun_fix(key: RunKey) -> str:
 
 
 def check_finished_files(run_dir: Path, key: RunKey, n_experiences: int) -> None:
-    """RunFolderError unless a finished run's folder holds exactly its stage records
+    """RunFolderError unless a finished run's folder holds exactly its records files
     ``records/train_exp_<i>.parquet`` (i = -1 … n_experiences-1) and ``experiences.parquet``."""
-    expected = [stage_path(run_dir, k).name for k in range(-1, n_experiences)]
+    expected = [records_path(run_dir, k).name for k in range(-1, n_experiences)]
     missing = [f"records/{name}" for name in expected if not (run_dir / "records" / name).is_file()]
     if not (run_dir / EXPERIENCES_FILE).is_file():
         missing.append(EXPERIENCES_FILE)
@@ -190,17 +190,17 @@ def check_identity(df: pd.DataFrame, path: Path, run_dir: Path, key: RunKey) -> 
                 f"folder was copied from another run; {rerun_fix(key)}")
 
 
-def check_stages(records: pd.DataFrame, run_dir: Path, key: RunKey, n_experiences: int) -> None:
-    """RunFolderError unless ``records`` holds exactly the stages -1 … n_experiences-1."""
-    stages = sorted(int(k) for k in pd.unique(records["train_exp"]))
-    if stages != list(range(-1, n_experiences)):
-        raise RunFolderError(f"{run_dir}: the records hold train_exp {stages}, expected -1 … {n_experiences - 1}; "
+def check_experiences_recorded(records: pd.DataFrame, run_dir: Path, key: RunKey, n_experiences: int) -> None:
+    """RunFolderError unless ``records`` hold train_exp -1 … n_experiences-1, each exactly once."""
+    trained = sorted(int(k) for k in pd.unique(records["train_exp"]))
+    if trained != list(range(-1, n_experiences)):
+        raise RunFolderError(f"{run_dir}: the records hold train_exp {trained}, expected -1 … {n_experiences - 1}; "
                              f"{rerun_fix(key)}")
 
 
 def foreign_reason(run_dir: Path, key: RunKey) -> str | None:
     """Why ``run_dir``'s existing files belong to another run (status.json's ``run_id``, the
-    ``run_id``/``seed`` columns of its stage records), or None. Cheap: reads two columns.
+    ``run_id``/``seed`` columns of its records files), or None. Cheap: reads two columns.
     Unreadable files are not judged here (they fail, or are rewritten, later)."""
     import pyarrow.parquet as pq
 

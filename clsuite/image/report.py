@@ -16,7 +16,7 @@ import pandas as pd
 from clsuite.core.errors import DataError
 from clsuite.core.io import write_text
 from clsuite.core.paths import LLM_HEADLINE_DIR, REPORTS, TABLES_DIR
-from clsuite.core.tables import read_table
+from clsuite.core.parquet import read_table
 from clsuite.image import figures
 from clsuite.image.report_sections import Grid, extended_sections, metric_citations, read_extended_tables
 from clsuite.image.schemas import (

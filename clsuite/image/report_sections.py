@@ -27,7 +27,7 @@ from clsuite.image.schemas import (
     COMPARISONS, COMPUTE, CONFUSION, CORRUPTION_ACCURACY, EXTRA_SUMMARY, FEATURE_SPECTRUM, GRID, LONG_TAIL_ACCURACY,
     MEMORY_CURVE, OOD_DETECTION, OOD_HISTOGRAM, ROBUSTNESS, TSNE,
 )
-from clsuite.core.tables import read_table
+from clsuite.core.parquet import read_table
 
 TABLES = {"corruption_accuracy": CORRUPTION_ACCURACY, "robustness": ROBUSTNESS, "ood_detection": OOD_DETECTION,
           "ood_histogram": OOD_HISTOGRAM, "long_tail_accuracy": LONG_TAIL_ACCURACY, "memory_curve": MEMORY_CURVE,

@@ -1,6 +1,6 @@
 """pandera schemas of every table the pipeline writes, in one place.
 
-Each table is validated when written and when read (:mod:`clsuite.core.tables`). Column
+Each table is validated when written and when read (:mod:`clsuite.core.parquet`). Column
 names and meanings are the record format of docs/record-format.md.
 """
 
@@ -36,11 +36,11 @@ def _ood_rows_consistent(df: pd.DataFrame) -> bool:
     return bool(((df["y_true"] == -1) == ood).all() and ((df["eval_exp"] == -1) == ood).all())
 
 
-def _contiguous_stages(df: pd.DataFrame) -> bool:
-    """Per run and protocol, stages 0..max all present, each evaluating the same experiences."""
+def _contiguous_experiences(df: pd.DataFrame) -> bool:
+    """Per run and protocol, train_exp 0..max all present, each evaluating the same experiences."""
     for _, g in df[df["train_exp"] >= 0].groupby(["run_id", "protocol"], sort=False):
-        stages = sorted(g["train_exp"].unique())
-        if stages != list(range(len(stages))):
+        trained = sorted(g["train_exp"].unique())
+        if trained != list(range(len(trained))):
             return False
         evals = g.groupby("train_exp")["eval_exp"].apply(lambda s: tuple(sorted(s)))
         if evals.nunique() != 1:
@@ -108,7 +108,7 @@ ACCURACY_MATRIX = pa.DataFrameSchema(
     },
     strict=True,
     unique=["run_id", "protocol", "train_exp", "eval_exp"],
-    checks=[Check(_contiguous_stages, error="missing stage: train_exp must run 0..T-1, each with the same eval_exp set")],
+    checks=[Check(_contiguous_experiences, error="missing experience: train_exp must run 0..T-1, each with the same eval_exp set")],
     name="accuracy_matrix",
 )
 
@@ -244,7 +244,7 @@ CORRUPTION_ACCURACY = pa.DataFrameSchema(
         "corruption": Column(str, Check.str_matches(r"^[a-z_]+$")),
         "severity": Column("int64", Check.in_range(1, 5)),
         "accuracy": Column("float64", _FRACTION),
-        "clean_accuracy": Column("float64", _FRACTION),  # same images, clean, same stage
+        "clean_accuracy": Column("float64", _FRACTION),  # same images, clean, after the same experience
         "n_samples": Column("int64", Check.gt(0)),
     },
     strict=True,
@@ -297,7 +297,7 @@ LONG_TAIL_ACCURACY = pa.DataFrameSchema(
         "train_exp": Column("int64", Check.ge(0)),
         "shot": Column(str, Check.isin(SHOTS)),
         "accuracy": Column("float64", _FRACTION),
-        "n_classes": Column("int64", Check.gt(0)),  # seen classes of that group at this stage
+        "n_classes": Column("int64", Check.gt(0)),  # seen classes of that group after this experience
         "n_samples": Column("int64", Check.gt(0)),
     },
     strict=True,

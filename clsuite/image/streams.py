@@ -44,7 +44,7 @@ class PreparedBenchmark:
         return len(self.manifest.experiences)
 
     def evaluates_variants(self, train_exp: int) -> bool:
-        """Whether the records of stage ``train_exp`` include the variant sets."""
+        """Whether the records after experience ``train_exp`` include the variant sets."""
         v = self.manifest.variants
         return bool(self.eval_sets) and (v is None or v.eval_stages == "every" or train_exp == self.n_experiences - 1)
 

@@ -41,8 +41,8 @@ from clsuite.methods import METHODS, MethodContext
 from clsuite.models import MODELS, build_model, count_parameters
 from clsuite.core.paths import PREPARED_ROOT, RUNS_ROOT, run_dir_for, under
 from clsuite.image.records import (
-    FEATURE_IDS_FILE, FEATURES_FILE, RunKey, final_features, foreign_reason, stage_path, stage_records,
-    write_features, write_stage,
+    FEATURE_IDS_FILE, FEATURES_FILE, RunKey, final_features, foreign_reason, records_path, records_after_experience,
+    write_features, write_records,
 )
 from clsuite.core.runlock import run_lock
 from clsuite.core.runs import write_failure, write_status
@@ -50,7 +50,7 @@ from clsuite.core.runtime import (
     peak_gpu_mb, peak_rss_mb, reset_peak_gpu, resolve_device, run_logger, seed_everything,
 )
 from clsuite.image.schemas import EXPERIENCES
-from clsuite.core.tables import write_table
+from clsuite.core.parquet import write_table
 
 class ProgressPlugin(SupervisedPlugin):
     """A tqdm bar per experience (all epochs); loss shown every ``every`` iterations only,
@@ -219,7 +219,7 @@ def _train_run(
     )
     ckpt_path = run_dir / "checkpoint.pt"
     state, refused = checkpoint.load(ckpt_path, fp) if resumable else (None, None)
-    if state is not None and not all(stage_path(run_dir, k).exists() for k in range(-1, state["finished_exp"] + 1)):
+    if state is not None and not all(records_path(run_dir, k).exists() for k in range(-1, state["finished_exp"] + 1)):
         state, refused = None, "the records of the experiences it covers are missing"
     # a refused checkpoint is never trusted: the run starts over from scratch (the safe choice)
     note = {} if refused is None else {"checkpoint": f"refused: {refused}; the run starts over"}
@@ -240,7 +240,7 @@ def _train_run(
                 stale.unlink()
         write_status(run_dir, key.run_id, "running", 0, "experiences", **note)
         t0 = time.perf_counter()
-        write_stage(stage_records(model, prepared, key, -1, bench.train.eval_batch_size, device), run_dir, -1)
+        write_records(records_after_experience(model, prepared, key, -1, bench.train.eval_batch_size, device), run_dir, -1)
         log.info("initial evaluation written (%.2fs)", time.perf_counter() - t0)
 
     for k in range(start, prepared.n_experiences):
@@ -253,9 +253,9 @@ def _train_run(
             torch.cuda.synchronize(device)
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        recs = stage_records(model, prepared, key, k, bench.train.eval_batch_size, device)
+        recs = records_after_experience(model, prepared, key, k, bench.train.eval_batch_size, device)
         _guard_finite(recs, run_dir, key, k, method)
-        write_stage(recs, run_dir, k)
+        write_records(recs, run_dir, k)
         eval_s = time.perf_counter() - t1
         n = len(experience.dataset) * bench.train.epochs
         clean = recs[recs["eval_set"] == "clean"]

@@ -82,7 +82,7 @@ class LLMTrainConfig(LStrict):
 
 
 class HeldoutConfig(LStrict):
-    """A task never trained on, scored at every stage (general-knowledge retention)."""
+    """A task never trained on, scored after every task (general-knowledge retention)."""
 
     source: str
     name: Name | None = None  # the held-out task's name (a folder name)

@@ -7,7 +7,6 @@ mean token cross-entropy (nats per answer token).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pandas as pd
@@ -37,7 +36,7 @@ def encode_example(tokenizer, task: str, ex_id: str, prompt: str, choices, answe
 
 
 def encode_table(tokenizer, df: pd.DataFrame, max_length: int) -> list[Encoded]:
-    """Encode every row of a text table (clsuite.data.text.table)."""
+    """Encode every row of a text table (clsuite.data.text.prepared_table)."""
     return [encode_example(tokenizer, r.task, r.id, r.prompt, r.choices, r.answer, max_length)
             for r in df.itertuples(index=False)]
 
@@ -75,7 +74,3 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     loss = (ce * mask).sum(1) / count
     acc = ((shift_logits.argmax(-1) == shift_labels) & mask).sum(1) / count
     return loss, acc.detach()
-
-
-def meta_of(row) -> dict:
-    return json.loads(row.meta)

@@ -30,7 +30,7 @@ from clsuite.llm.config import LLMParams
 from clsuite.llm.metrics import MEAN_TASK, run_metrics, score_cis, score_matrix, summary
 from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_RUN_METRICS, LLM_SCORE_CI, LLM_SCORE_MATRIX, LLM_TASKS
 from clsuite.llm.train import read_llm_records, run_dir_of
-from clsuite.core.tables import read_table, write_table
+from clsuite.core.parquet import read_table, write_table
 
 
 def headline(methods: list[str], ci: pd.DataFrame, su: pd.DataFrame, failed: pd.DataFrame) -> dict[str, dict]:

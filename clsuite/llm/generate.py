@@ -1,4 +1,4 @@
-"""Greedy generation and the per-example records of one evaluation stage."""
+"""Greedy generation and the per-example records of one evaluation (after a task)."""
 
 from __future__ import annotations
 

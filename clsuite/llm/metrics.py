@@ -1,7 +1,7 @@
 """LLM-track metrics, pure functions of the generation records (and the per-task cost table).
 
 For one run with T trained tasks, ``A[s, j]`` is the mean primary score of task j's test
-examples after stage s (s = -1 … T-1; -1 = before training):
+examples after task s (s = -1 … T-1; -1 = before training; the records' column ``stage``):
 
 - ``final_score`` = mean_j A[T-1, j];
 - ``avg_forgetting`` = mean_{j < T-1} ( max_{j ≤ s ≤ T-2} A[s, j] − A[T-1, j] ) (Chaudhry et al. 2018;
@@ -13,14 +13,14 @@ examples after stage s (s = -1 … T-1; -1 = before training):
   the run per task; tasks never scored above 0 are left out);
 - ``heldout_initial`` / ``heldout_final`` / ``heldout_change``: the held-out task's score before
   training, after the last task, and their difference (general-knowledge retention);
-- ``final_<m>`` for m in exact_match, f1, rouge_l, bleu, task_score: mean over the last stage's
-  trained-task examples;
+- ``final_<m>`` for m in exact_match, f1, rouge_l, bleu, task_score: mean over the trained-task
+  examples after the last task;
 - cost (from ``tasks.parquet``): ``train_seconds`` (sum), ``peak_rss_mb`` (max),
   ``examples_per_s`` (examples processed incl. replay / train seconds), ``step_ms_mean``; and
   each divided by the same seed's run of the reference method (``<cost>_vs_<reference>``).
 
 Confidence intervals (:func:`score_cis`): per run, a percentile bootstrap 95 % CI over the test
-examples of each task's final score (the last stage; the held-out task too) and of
+examples of each task's final score (after the last task; the held-out task too) and of
 ``final_score`` (each trained task's examples resampled on their own, the statistic the mean of
 the task means), :data:`N_RESAMPLES` resamples from a generator seeded by the run seed and the
 task (:func:`bootstrap_rng`): the same records give the same interval. Across seeds,
@@ -47,7 +47,7 @@ MEAN_TASK = "(mean)"  # score_cis' row of final_score: the mean over the trained
 
 
 def score_matrix(records: pd.DataFrame) -> pd.DataFrame:
-    """Mean of every score per (run, stage, task): columns IDENT + stage, task, task_index, metric, value, n."""
+    """Mean of every score per (run, after task ``stage``, task): columns IDENT + stage, task, task_index, metric, value, n."""
     long = records.melt(id_vars=IDENT + ["stage", "task", "task_index"], value_vars=list(SCORES), var_name="metric")
     long = long.dropna(subset=["value"])
     out = (long.groupby(IDENT + ["stage", "task", "task_index", "metric"], sort=True)["value"]
@@ -57,13 +57,13 @@ def score_matrix(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def matrix(sm: pd.DataFrame, run_id: str, metric: str = "score") -> pd.DataFrame:
-    """A[s, j] of one run as a (stage × task_index) frame (held-out task excluded)."""
+    """A[s, j] of one run as a (after task ``stage`` × task_index) frame (held-out task excluded)."""
     sub = sm[(sm.run_id == run_id) & (sm.metric == metric) & (sm.task_index >= 0)]
     return sub.pivot(index="stage", columns="task_index", values="value").sort_index().sort_index(axis=1)
 
 
 def _trained(a: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-    """(A over stages 0…T-1 as a T×T array, the untrained row A[-1, ·] or None) of :func:`matrix`."""
+    """(A after tasks 0…T-1 as a T×T array, the untrained row A[-1, ·] or None) of :func:`matrix`."""
     return a.loc[a.index >= 0].to_numpy(), (a.loc[-1].to_numpy() if -1 in a.index else None)
 
 
@@ -75,7 +75,7 @@ def forgetting(a: pd.DataFrame) -> float:
 
 def learning(a: pd.DataFrame) -> float:
     """:func:`clsuite.core.matrix.learning`: mean_j (A[j, j] − A[j-1, j]) over the trained tasks j
-    (rows: stages -1…T-1; A[-1, ·] is the untrained model)."""
+    (rows: after tasks -1…T-1; A[-1, ·] is the untrained model)."""
     value = acc.learning(*_trained(a))
     return float("nan") if value is None else value
 

@@ -112,8 +112,3 @@ def apply_adapter(model: torch.nn.Module, cfg: LLMModelConfig) -> torch.nn.Modul
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_targets), bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
-
-
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters that train (LoRA adapters, or all), detached copies — what a checkpoint holds."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

@@ -2,7 +2,7 @@
 
 ``tasks/`` is :func:`clsuite.data.text.sequence.write_sequence`'s folder of the trained
 tasks; ``heldout/`` the same format with the one held-out task (its test side is scored at
-every stage, it is never trained on); ``background/`` the same format with the sequence's
+after every task, it is never trained on); ``background/`` the same format with the sequence's
 ``background`` corpus: its ``n`` train-side examples are the general text that methods
 needing one get as ``LLMContext.background`` (sparse memory finetuning's TF-IDF statistics).
 The background shares no example text with any trained or held-out task (checked here; the

@@ -31,7 +31,7 @@ from clsuite.report.format import MISSING, number, score_ci_cell as ci_cell, see
 from clsuite.report.metric_info import metric_info  # noqa: E402
 from clsuite.report.safe import md_code, md_text  # noqa: E402
 from clsuite.report.tables import write_table  # noqa: E402
-from clsuite.core.tables import read_table  # noqa: E402
+from clsuite.core.parquet import read_table  # noqa: E402
 
 #: the metrics of each table (headers, units and scales: :mod:`clsuite.report.metric_info`)
 MAIN = ["final_score", "avg_forgetting", "avg_normalised_score", "final_exact_match", "final_f1", "final_rouge_l",
@@ -104,7 +104,7 @@ def metric_table(rm: pd.DataFrame, methods: list[str], keys: list[str]) -> pd.Da
 
 
 def mean_matrices(sm: pd.DataFrame, methods: list[str]) -> dict[str, pd.DataFrame]:
-    """Per method: mean primary score (seeds) as stage × task (held-out task last)."""
+    """Per method: mean primary score (seeds) as (after task ``stage``) × task (held-out task last)."""
     out = {}
     s = sm[sm.metric == "score"]
     for m in methods:

@@ -1,4 +1,4 @@
-"""pandera schemas of the LLM track's tables (validated on write and read, clsuite.core.tables)."""
+"""pandera schemas of the LLM track's tables (validated on write and read, clsuite.core.parquet)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """One LLM run: a sequence × method × seed → per-example generation records after every task.
 
 ``data/llm_runs/<sequence>/<method>/seed<k>/``: ``records/stage_<i>.parquet`` (LLM_RECORDS;
-stage -1 = the model before training), ``tasks.parquet`` (LLM_TASKS: cost per task),
+the records after task i, i = -1 the model before training; the column and file name say
+"stage", see docs/record-format.md, "Vocabulary"), ``tasks.parquet`` (LLM_TASKS: cost per task),
 ``status.json`` (:class:`clsuite.core.runs.RunStatus`, ``finished_tasks``), ``log.txt`` and ``checkpoint.pt`` + ``checkpoint.json`` (trainable weights — LoRA adapters or
 all — optimizer, plugin states, clock and RNG after the last finished task, with a
 fingerprint of the configuration; a killed run resumes from it and writes the same records).
@@ -39,7 +40,7 @@ from clsuite.llm.schemas import LLM_RECORDS, LLM_TASKS
 from clsuite.core.runlock import run_lock
 from clsuite.core.runs import write_status
 from clsuite.core.runtime import peak_rss_mb, resolve_device, run_logger, seed_everything
-from clsuite.core.tables import read_table, write_table
+from clsuite.core.parquet import read_table, write_table
 
 FORMAT = 2  # 2: weights-only state + checkpoint.json (clsuite.core.checkpoint)
 HELDOUT_DIR = "heldout"
@@ -55,8 +56,9 @@ def run_dir_of(runs_root: Path, sequence: str, method: str, seed: int) -> Path:
     return under(runs_root, sequence, method, f"seed{check_seed(seed, 'seed')}")
 
 
-def stage_path(run_dir: Path, stage: int) -> Path:
-    return run_dir / "records" / f"stage_{stage:+03d}.parquet"
+def records_path(run_dir: Path, after_task: int) -> Path:
+    """The records of the model after task ``after_task`` (-1: before training)."""
+    return run_dir / "records" / f"stage_{after_task:+03d}.parquet"
 
 
 def read_llm_records(run_dir: Path) -> pd.DataFrame:
@@ -247,7 +249,7 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
             return time.perf_counter() - start
         df = pd.DataFrame(rows, columns=list(LLM_RECORDS.columns))
         write_table(df.astype({"seed": "int64", "stage": "int64", "task_index": "int64", "n_new_tokens": "int64"}),
-                    stage_path(run_dir, stage), LLM_RECORDS)
+                    records_path(run_dir, stage), LLM_RECORDS)
         summary = df.groupby("task", sort=False)["score"].mean().round(3).to_dict()
         log.info("stage %d scores: %s", stage, summary)
         return time.perf_counter() - start

@@ -14,7 +14,7 @@ Not implemented: the paper's channel-level mask pruning (DER w/ P); the memory c
 therefore reports the unpruned extractors.
 
 Extractors are allocated for every experience up front and switched on over time, so
-the state dict has the same layout at every stage (checkpoints load without rebuilding);
+the state dict has the same layout after every experience (checkpoints load without rebuilding);
 ``active_parameter_count`` counts only the active ones.
 """
 

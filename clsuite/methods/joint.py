@@ -1,8 +1,8 @@
 """Joint (upper bound), trained incrementally on the union of all experiences seen so far.
 
-At stage k the model is trained on experiences 0..k together (Avalanche's
-``Cumulative``), so the last stage is joint training on the whole stream and every
-stage still yields a row of the accuracy matrix.
+After experience k the model has been trained on experiences 0..k together (Avalanche's
+``Cumulative``), so the last experience is joint training on the whole stream and every
+experience still yields a row of the accuracy matrix.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import pytest
 from clsuite.data.download import RemoteFile
 from clsuite.data.text import TEXT_SOURCES, TextExample
 from clsuite.data.text import agnews, alpaca_gpt4, arc, boolq, gsm8k, hendrycks_math, sciq, squad
-from clsuite.data.text.table import read_text_table, write_text_table
+from clsuite.data.text.prepared_table import read_text_table, write_text_table
 from clsuite.core.errors import DataError, FetchError, ParamsError
 from fakes.text import (
     AGNEWS_ROWS, MATH_PROBLEMS, arc_row, remote_for, truncate, write_agnews, write_alpaca, write_arc, write_boolq,
@@ -289,7 +289,7 @@ def test_every_fake_corpus_round_trips_through_the_table(monkeypatch, tmp_path):
     TEXT_SOURCES.get("math").fetch(tmp_path / "rm")
     ex += TEXT_SOURCES.get("math").load(tmp_path / "rm")
     write_text_table(ex, tmp_path / "all.parquet")
-    from clsuite.data.text.table import from_frame
+    from clsuite.data.text.prepared_table import from_frame
 
     assert from_frame(read_text_table(tmp_path / "all.parquet")) == ex
 

@@ -8,7 +8,7 @@ import pytest
 
 from clsuite.data.text import TEXT_SOURCES
 from clsuite.data.text.procedural import OFFLINE_SEQUENCE, dataset_names, score
-from clsuite.data.text.table import from_frame, read_text_table, write_text_table
+from clsuite.data.text.prepared_table import from_frame, read_text_table, write_text_table
 from clsuite.core.errors import DataError, ParamsError
 
 N_TRAIN, N_TEST = 12, 6

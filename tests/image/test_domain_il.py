@@ -11,7 +11,7 @@ from clsuite.image.domains import apply_domain, domain_specs
 from clsuite.image.prepare import prepare_benchmark
 from clsuite.image.streams import load_prepared, make_avalanche_benchmark, to_float
 from clsuite.core.errors import ParamsError
-from clsuite.image.records import RunKey, stage_records
+from clsuite.image.records import RunKey, records_after_experience
 
 
 def _images(n: int = 6, c: int = 1, h: int = 5, w: int = 5, seed: int = 0) -> np.ndarray:
@@ -73,7 +73,7 @@ def test_domain_records_evaluate_every_test_sample_in_every_domain(params, data_
     prepared = load_prepared(tmp_path / "pm")
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
-    recs = stage_records(model, prepared, RunKey("pm", "m", 0, "domain_il"), 0, 1000, torch.device("cpu"))
+    recs = records_after_experience(model, prepared, RunKey("pm", "m", 0, "domain_il"), 0, 1000, torch.device("cpu"))
     n = len(prepared.test.y)
     assert len(recs) == 5 * n
     for k in range(5):

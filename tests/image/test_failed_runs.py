@@ -20,7 +20,7 @@ from clsuite.image.evaluate import evaluate_grid
 from clsuite.methods import METHODS, MethodConfig, register_method
 from clsuite.image.report import build_report
 from clsuite.image.schemas import FAILED_RUNS
-from clsuite.core.tables import read_table
+from clsuite.core.parquet import read_table
 from clsuite.image.train import train_run
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from clsuite.core.runs import RunStatus, failed_run_row, failed_runs_table
 from clsuite.image.evaluate import run_metrics_from_records
 from clsuite.core.aggregate import summarise
 from clsuite.image.records import RunKey, records_from_logits
-from clsuite.core.tables import read_table, validate
+from clsuite.core.parquet import read_table, validate
 
 SETTINGS = settings(max_examples=40, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

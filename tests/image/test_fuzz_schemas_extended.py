@@ -23,7 +23,7 @@ from clsuite.image.metrics import ood
 from clsuite.image.metrics import robustness as rb
 from clsuite.core.aggregate import paired_comparisons, summarise
 from clsuite.image.records import RunKey, records_from_logits
-from clsuite.core.tables import read_table, validate
+from clsuite.core.parquet import read_table, validate
 
 SETTINGS = settings(max_examples=15, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -60,7 +60,7 @@ def _valid_tables() -> dict[str, tuple[pa.DataFrameSchema, pd.DataFrame]]:
     feats = np.random.default_rng(0).normal(size=(12, 5))
     for r in runs:
         add("corruption_accuracy", cells[r].assign(protocol="class_il"), r)
-        stage = rb.stage_robustness(cells[r], rb.clean_accuracy_on_corrupted_images(recs[r]))
+        stage = rb.robustness_per_experience(cells[r], rb.clean_accuracy_on_corrupted_images(recs[r]))
         ce = rb.corruption_errors(cells[r], cells[("finetune", r[1])])
         add("corruption_error", ce.assign(protocol="class_il", reference_method="finetune"), r)
         add("robustness", stage.assign(protocol="class_il", reference_method="finetune",

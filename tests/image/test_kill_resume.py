@@ -23,9 +23,9 @@ import pandas as pd
 import pytest
 import torch
 
-from clsuite.image.records import read_records, stage_path
+from clsuite.image.records import read_records, records_path
 from clsuite.image.schemas import EXPERIENCES
-from clsuite.core.tables import read_table
+from clsuite.core.parquet import read_table
 from clsuite.image.train import train_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,7 +115,7 @@ def temps(run_dir: Path) -> list[str]:
 
 
 def stages(run_dir: Path) -> list[int]:
-    return [k for k in range(-1, 5) if stage_path(run_dir, k).exists()]
+    return [k for k in range(-1, 5) if records_path(run_dir, k).exists()]
 
 
 # (kill, resumed after this many experiences (None: fresh start), checkpoint after the kill,

@@ -13,7 +13,7 @@ from clsuite.image.metrics import compute as cp
 from clsuite.core.aggregate import paired_comparisons, paired_test
 from clsuite.image.metrics.suite import empty_table
 from clsuite.image.schemas import COMPARISONS, COMPUTE, EXPERIENCES, EXTRA_RUN_METRICS, EXTRA_SUMMARY, MEMORY_CURVE
-from clsuite.core.tables import validate
+from clsuite.core.parquet import validate
 
 
 def _exp(method: str, seed: int, secs: list[float], n: int = 100, rss: float = 500.0, gpu: float | None = None,

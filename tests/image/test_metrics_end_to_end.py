@@ -20,7 +20,7 @@ from clsuite.image.evaluate import evaluate_grid
 from clsuite.core.paths import run_dir_for
 from clsuite.image.records import read_features, read_records
 from clsuite.image.schemas import EXPERIENCES
-from clsuite.core.tables import read_table
+from clsuite.core.parquet import read_table
 
 REPO = Path(__file__).resolve().parents[2]
 METHODS = ["finetune", "replay_small", "replay"]

@@ -50,12 +50,12 @@ def test_task_il_uses_the_task_prediction():
     assert cells.loc[("fog", 3), "accuracy"] == 1.0 and cells.loc[("fog", 1), "accuracy"] == 1.0
 
 
-def test_stage_robustness_by_hand():
+def test_robustness_per_experience_by_hand():
     rec = _method_records()
     cells = rb.corruption_accuracy(rec, "class_il")
     clean = rb.clean_accuracy_on_corrupted_images(rec, "class_il")
     assert clean.to_dict() == {0: 1.0}
-    st = rb.stage_robustness(cells, clean).iloc[0]
+    st = rb.robustness_per_experience(cells, clean).iloc[0]
     assert st["mean_corruption_accuracy"] == pytest.approx((0.5 + 0.0 + 1.0) / 3)
     assert st["relative_drop"] == pytest.approx(1 - 0.5 / 1.0)
 
@@ -63,7 +63,7 @@ def test_stage_robustness_by_hand():
 def test_relative_drop_is_undefined_when_clean_accuracy_is_zero():
     cells = pd.DataFrame({"train_exp": [0], "corruption": ["fog"], "severity": [1], "accuracy": [0.5],
                           "clean_accuracy": [0.0], "n_samples": [2]})
-    assert np.isnan(rb.stage_robustness(cells, pd.Series({0: 0.0}))["relative_drop"].iat[0])
+    assert np.isnan(rb.robustness_per_experience(cells, pd.Series({0: 0.0}))["relative_drop"].iat[0])
 
 
 def test_corrupted_row_without_its_clean_row_is_an_error():

@@ -19,9 +19,9 @@ from clsuite.image.streams import load_prepared
 from clsuite.image.evaluate import evaluate_grid
 from clsuite.image.metrics.suite import RUN_TABLES
 from clsuite.core.paths import run_dir_for
-from clsuite.image.records import RunKey, records_from_logits, write_features, write_stage
+from clsuite.image.records import RunKey, records_from_logits, write_features, write_records
 from clsuite.image.schemas import EXPERIENCES
-from clsuite.core.tables import write_table
+from clsuite.core.parquet import write_table
 
 REPO = Path(__file__).resolve().parents[2]
 SKILL = {"finetune": 1.0, "replay_small": 2.0, "replay": 3.0}
@@ -68,7 +68,7 @@ def _fake_run(prepared, runs: Path, method: str, seed: int, variants: bool) -> N
             logits = rng.normal(0, 1, (15, 10)).astype(np.float32)
             parts.append(records_from_logits(key, stage, -1, np.arange(15), np.full(15, -1), logits, list(range(10)),
                                              "ood"))
-        write_stage(pd.concat(parts, ignore_index=True), run_dir, stage)
+        write_records(pd.concat(parts, ignore_index=True), run_dir, stage)
     write_table(pd.DataFrame([{
         "run_id": key.run_id, "benchmark": "toy", "method": method, "seed": seed, "train_exp": k,
         "n_train_samples": 40, "train_seconds": 0.5 * skill, "eval_seconds": 0.1,
@@ -197,7 +197,7 @@ def test_reference_method_not_in_grid_omits_mce(grid, tmp_path):
 
 
 def test_grid_tables_hold_what_the_report_says_about_the_grid(grid):
-    from clsuite.core.tables import read_table
+    from clsuite.core.parquet import read_table
     from clsuite.image.schemas import BENCHMARKS, GRID, METHODS
 
     params, data, _ = _evaluate(grid, True)

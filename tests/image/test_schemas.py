@@ -9,7 +9,7 @@ import pytest
 from clsuite.core.errors import SchemaError
 from clsuite.image.records import RunKey, records_from_logits
 from clsuite.image.schemas import ACCURACY_MATRIX, RECORDS, RUN_METRICS, STAGE_ACCURACY, SUMMARY
-from clsuite.core.tables import read_table, validate, write_table
+from clsuite.core.parquet import read_table, validate, write_table
 
 
 def _records() -> pd.DataFrame:
@@ -66,8 +66,8 @@ def test_malformed_records_are_rejected(tmp_path, mutate, fragments):
         (lambda d: d.assign(accuracy=d["accuracy"].where(d.index != 2, 1.2)),
          ["'accuracy_matrix'", "column 'accuracy'", "in_range"]),
         (lambda d: d.assign(accuracy=d["accuracy"].where(d.index != 2, np.nan)), ["column 'accuracy'", "not_nullable"]),
-        (lambda d: d[d["train_exp"] != 0], ["missing stage"]),
-        (lambda d: d[~((d["train_exp"] == 1) & (d["eval_exp"] == 1))], ["missing stage"]),
+        (lambda d: d[d["train_exp"] != 0], ["missing experience"]),
+        (lambda d: d[~((d["train_exp"] == 1) & (d["eval_exp"] == 1))], ["missing experience"]),
     ],
 )
 def test_malformed_accuracy_matrix_is_rejected(tmp_path, mutate, fragments):

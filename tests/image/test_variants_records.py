@@ -17,10 +17,10 @@ from clsuite.image.streams import load_prepared
 from clsuite.core.errors import SchemaError
 from clsuite.image.evaluate import run_metrics_from_records
 from clsuite.core import matrix as acc
-from clsuite.image.metrics import stages as st
-from clsuite.image.records import RunKey, predict_logits, read_records, stage_records, write_stage
+from clsuite.image.metrics import per_experience as pe
+from clsuite.image.records import RunKey, predict_logits, read_records, records_after_experience, write_records
 from clsuite.image.schemas import RECORDS
-from clsuite.core.tables import validate
+from clsuite.core.parquet import validate
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = RunKey("tiny", "finetune", 0, "class_il")
@@ -60,7 +60,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def records(bench, model) -> pd.DataFrame:
-    return stage_records(model, bench, KEY, 0, 64, CPU)
+    return records_after_experience(model, bench, KEY, 0, 64, CPU)
 
 
 def test_records_hold_clean_corrupted_and_ood_sets(bench, records):
@@ -99,9 +99,9 @@ def test_variant_logits_are_the_models_outputs_on_the_stored_images(bench, model
 
 def test_eval_stages_last_evaluates_variants_only_at_the_last_stage(roots, model):
     b = load_prepared(roots[1] / "tiny_last")
-    assert set(stage_records(model, b, KEY, -1, 64, CPU)["eval_set"]) == {"clean"}
-    assert set(stage_records(model, b, KEY, 3, 64, CPU)["eval_set"]) == {"clean"}
-    last = stage_records(model, b, KEY, 4, 64, CPU)
+    assert set(records_after_experience(model, b, KEY, -1, 64, CPU)["eval_set"]) == {"clean"}
+    assert set(records_after_experience(model, b, KEY, 3, 64, CPU)["eval_set"]) == {"clean"}
+    last = records_after_experience(model, b, KEY, 4, 64, CPU)
     assert set(last["eval_set"]) == {"clean", "ood", "c/gaussian_noise/2", "c/gaussian_noise/5", "c/fog/2", "c/fog/5"}
 
 
@@ -120,7 +120,7 @@ def test_schema_keeps_minus_one_to_ood_rows(records, mutate, fragment):
 
 
 def test_records_with_variants_round_trip(records, tmp_path):
-    write_stage(records, tmp_path, 0)
+    write_records(records, tmp_path, 0)
     back = read_records(tmp_path)
     assert len(back) == len(records) and set(back["eval_set"]) == set(records["eval_set"])
 
@@ -137,15 +137,15 @@ def _wrong_variant_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_accuracy_family_uses_only_clean_rows(bench, model):
-    stages = [stage_records(model, bench, KEY, t, 64, CPU) for t in range(-1, 5)]
+    stages = [records_after_experience(model, bench, KEY, t, 64, CPU) for t in range(-1, 5)]
     full = _wrong_variant_rows(pd.concat(stages, ignore_index=True))
     clean = full[full["eval_set"] == "clean"].reset_index(drop=True)
     assert len(clean) < len(full)
     for protocol in ("class_il", "task_il"):
         pd.testing.assert_frame_equal(acc.accuracy_table(full, protocol), acc.accuracy_table(clean, protocol))
         pd.testing.assert_frame_equal(acc.stage_accuracy(full, protocol), acc.stage_accuracy(clean, protocol))
-        pd.testing.assert_series_equal(st.per_class_accuracy(full, 4, protocol), st.per_class_accuracy(clean, 4, protocol))
-        pd.testing.assert_series_equal(st.within_task_disparity(full, protocol), st.within_task_disparity(clean, protocol))
+        pd.testing.assert_series_equal(pe.per_class_accuracy(full, 4, protocol), pe.per_class_accuracy(clean, 4, protocol))
+        pd.testing.assert_series_equal(pe.within_task_disparity(full, protocol), pe.within_task_disparity(clean, protocol))
     for name, table in run_metrics_from_records(full).items():
         pd.testing.assert_frame_equal(table, run_metrics_from_records(clean)[name], obj=name)
 

@@ -20,7 +20,7 @@ from clsuite.llm.config import LLMParams
 from clsuite.llm.evaluate import evaluate_sequence
 from clsuite.llm.prepare import prepare_sequence
 from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_RUN_METRICS
-from clsuite.core.tables import read_table
+from clsuite.core.parquet import read_table
 from clsuite.config import read_params_raw
 
 REPO = Path(__file__).resolve().parents[2]

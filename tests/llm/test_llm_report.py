@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clsuite.core.tables import write_table
+from clsuite.core.parquet import write_table
 from clsuite.core.runs import failed_runs_table
 from clsuite.llm.metrics import MEAN_TASK
 from clsuite.llm.report import build_llm_report

@@ -11,7 +11,7 @@ from rouge_score import rouge_scorer
 from clsuite.core.errors import SchemaError
 from clsuite.llm.schemas import LLM_RECORDS
 from clsuite.llm.scoring import bleu, exact_match, normalize_answer, rouge_l, score_example, token_f1
-from clsuite.core.tables import read_table, write_table
+from clsuite.core.parquet import read_table, write_table
 
 
 def test_normalisation_follows_squad():

@@ -21,7 +21,7 @@ import yaml
 import clsuite.llm.train as llm_train
 from clsuite.cli import main
 from clsuite.config import parse_params
-from clsuite.data.text.table import read_text_table, write_text_table
+from clsuite.data.text.prepared_table import read_text_table, write_text_table
 from clsuite.core.errors import DataError, ParamsError, RunFailed
 from clsuite.llm.config import LLMParams
 from clsuite.llm.prepare import prepare_sequence

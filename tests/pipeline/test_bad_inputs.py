@@ -33,9 +33,9 @@ from clsuite.core.io import atomic_path, sha256_file, write_json
 from clsuite.methods import METHODS, MethodConfig, register_method
 from clsuite.models import MODELS, ClassifierNet, register_model
 from clsuite.models.builtin import MLPConfig, mlp
-from clsuite.image.records import read_records, stage_path
+from clsuite.image.records import read_records, records_path
 from clsuite.image.schemas import EXPERIENCES, RECORDS
-from clsuite.core.tables import read_table, write_table
+from clsuite.core.parquet import read_table, write_table
 from clsuite.image.train import train_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -430,7 +430,7 @@ def test_misbehaving_method_or_model_names_itself_and_leaves_a_status(bad_params
     status = json.loads((run_dir / "status.json").read_text())
     assert {k: status[k] for k in status_fields} == status_fields
     assert status["reason"] == str(info.value)
-    assert [k for k in range(-1, 5) if stage_path(run_dir, k).exists()] == stages  # nothing of the failing step
+    assert [k for k in range(-1, 5) if records_path(run_dir, k).exists()] == stages  # nothing of the failing step
     assert not (run_dir / "experiences.parquet").exists()
     assert hidden(run_dir) == []
 
@@ -451,7 +451,7 @@ def run_copy(finished_run, tmp_path) -> Path:
 
 
 def _rewrite_stage(run_dir: Path, fn) -> Path:
-    path = stage_path(run_dir, 0)
+    path = records_path(run_dir, 0)
     fn(pd.read_parquet(path)).to_parquet(path, index=False)  # behind the schema's back
     return path
 
@@ -550,7 +550,7 @@ def test_parquet_writer_failing_midway_leaves_old_table(run_copy, monkeypatch):
 
 def test_invalid_table_is_never_written(run_copy):
     df = read_records(run_copy).assign(y_pred=-1)
-    target = stage_path(run_copy, 7)
+    target = records_path(run_copy, 7)
     with pytest.raises(SchemaError) as info:
         write_table(df, target, RECORDS)
     assert_message(info.value, str(target), "column 'y_pred'")

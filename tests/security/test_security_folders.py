@@ -29,7 +29,7 @@ from clsuite.data.sources import SOURCES
 from clsuite.core.errors import ClsuiteError, DataError, FetchError, RunFolderError
 from clsuite.image.evaluate import evaluate_grid
 from clsuite.core.io import remove_stale_temp_dirs, temp_dir_beside
-from clsuite.image.records import FEATURE_IDS_FILE, FEATURES_FILE, read_features, read_records, stage_path
+from clsuite.image.records import FEATURE_IDS_FILE, FEATURES_FILE, read_features, read_records, records_path
 from clsuite.core.runlock import LOCK_FILE, run_lock
 from clsuite.image.train import train_run
 
@@ -86,7 +86,7 @@ def test_finished_status_with_a_missing_file_names_folder_file_and_fix(params, r
 
 def test_stage_record_of_another_configuration_is_refused(params, runs, data_roots, tmp_path):
     run_dir = runs / RUN
-    shutil.copy(stage_path(run_dir, 4), stage_path(run_dir, 5))  # a 6th experience: not this run's
+    shutil.copy(records_path(run_dir, 4), records_path(run_dir, 5))  # a 6th experience: not this run's
     with pytest.raises(RunFolderError) as info:
         evaluate(grid(params), runs, data_roots, tmp_path / "out")
     assert_names(info.value, str(run_dir), "records/train_exp_5.parquet", TRAIN_FIX)

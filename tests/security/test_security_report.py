@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from clsuite.image import schemas as S
 from clsuite.config import parse_params
 from clsuite.core.errors import ClsuiteError
-from clsuite.core.tables import write_table
+from clsuite.core.parquet import write_table
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT, IMG = "<script>alert(1)</script>", "<img src=x onerror=alert(1)>"

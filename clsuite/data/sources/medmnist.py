@@ -30,7 +30,6 @@ from clsuite.data.sources.images import to_channels
 from clsuite.core.errors import DataError
 
 ZENODO = "https://zenodo.org/records/10519652/files/"
-SIZES = (28, 64, 128, 224)
 FIX = "delete it and rerun `clsuite fetch`"
 
 

@@ -4,7 +4,7 @@
 - :data:`TEXT_SOURCES`: registry (entry-point group ``clsuite.text_sources``) of
   :class:`TextSource` objects that fetch a corpus' official files and parse them, or
   generate examples offline (reasoning-gym, WordNet from Debian);
-- :mod:`clsuite.data.text.table`: the pandera schema ``TEXT_EXAMPLES`` and atomic
+- :mod:`clsuite.data.text.prepared_table`: the pandera schema ``TEXT_EXAMPLES`` and atomic
   Parquet read/write;
 - :mod:`clsuite.data.text.sequence`: the ordered (task, train, test) tables a
   continual-learning run on language models consumes.
@@ -18,7 +18,7 @@ from clsuite.data.text.base import (
     TextSource,
     register_text_source,
 )
-from clsuite.data.text.table import TEXT_EXAMPLES, from_frame, read_text_table, to_frame, write_text_table
+from clsuite.data.text.prepared_table import TEXT_EXAMPLES, from_frame, read_text_table, to_frame, write_text_table
 
 __all__ = [
     "TEXT_EXAMPLES", "TEXT_SOURCES", "TEXT_SPLITS", "TextExample", "TextOptions", "TextSource",

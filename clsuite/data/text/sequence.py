@@ -19,16 +19,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clsuite.data.text.base import TEXT_SOURCES
-from clsuite.data.text.table import read_text_table, to_frame, validate_text_table, write_text_table
+from clsuite.data.text.prepared_table import read_text_table, to_frame, validate_text_table, write_text_table
 from clsuite.core.errors import DataError, ParamsError
 from clsuite.core.io import replace_dir, temp_dir_beside, write_json
 from clsuite.core.names import Name
 
 #: issue #7's offline sequence: arithmetic → word problems → kinship → syllogisms
 OFFLINE_REASONING = ["rg_basic_arithmetic", "rg_gsm_symbolic", "rg_family_relationships", "rg_syllogism"]
-#: the same track on downloaded corpora (needs `clsuite fetch`-ed files)
-CORPORA = ["agnews", "squad", "sciq", "boolq", "arc_easy", "gsm8k", "math", "alpaca_gpt4"]
-SEQUENCES = {"offline_reasoning": OFFLINE_REASONING, "corpora": CORPORA}
 FORMAT_VERSION = 1
 
 

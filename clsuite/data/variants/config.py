@@ -82,4 +82,4 @@ class VariantsConfig(Strict):
     corruptions: CorruptionsConfig | None = None
     long_tail: LongTailConfig | None = None
     ood: OODConfig | None = None
-    eval_stages: Literal["every", "last"] = "every"  # evaluate corrupted/OOD sets after every stage or the last
+    eval_stages: Literal["every", "last"] = "every"  # evaluate corrupted/OOD sets after every experience or the last

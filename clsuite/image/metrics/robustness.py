@@ -85,8 +85,8 @@ def clean_accuracy_on_corrupted_images(records: pd.DataFrame, protocol: str = "c
     return clean.groupby("train_exp", sort=True)["correct"].mean().astype("float64")
 
 
-def stage_robustness(cells: pd.DataFrame, clean_acc: pd.Series) -> pd.DataFrame:
-    """Per stage from :func:`corruption_accuracy` cells: clean_accuracy, mean_corruption_accuracy,
+def robustness_per_experience(cells: pd.DataFrame, clean_acc: pd.Series) -> pd.DataFrame:
+    """After each experience (train_exp), from :func:`corruption_accuracy` cells: clean_accuracy, mean_corruption_accuracy,
     relative_drop (NaN when the clean accuracy is 0)."""
     mca = cells.groupby("train_exp", sort=True)["accuracy"].mean()
     clean = clean_acc.reindex(mca.index)

@@ -84,7 +84,7 @@ class ExtendedMetrics:
             if len(cells):
                 self._add("corruption_accuracy", cells.assign(protocol=protocol), keys)
                 clean = rb.clean_accuracy_on_corrupted_images(records, protocol)
-                self._add("_robustness", rb.stage_robustness(cells, clean).assign(protocol=protocol), keys)
+                self._add("_robustness", rb.robustness_per_experience(cells, clean).assign(protocol=protocol), keys)
             partition = self.long_tail_partition(keys["benchmark"])
             if partition is not None:
                 shots = lt.shot_accuracy(records, partition, protocol)

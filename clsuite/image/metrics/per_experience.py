@@ -1,7 +1,8 @@
-"""Per-stage and per-class views of a run: stability vs plasticity, first-task accuracy,
+"""Per-experience and per-class views of a run: stability vs plasticity, first-task accuracy,
 class fairness. Pure functions of one run's records (or its accuracy matrix).
 
-Definitions (A as in :mod:`clsuite.core.matrix`, stage i = after experience i):
+Definitions (A as in :mod:`clsuite.core.matrix`; row i = after experience i, the
+records' ``train_exp`` = i; see docs/record-format.md, "Vocabulary"):
 - plasticity_i = A[i, i] (accuracy on the experience just learned);
 - stability_i = mean_{j < i} A[i, j] (mean accuracy on earlier experiences; undefined at i = 0);
 - first_task_i = A[i, 0];
@@ -9,8 +10,8 @@ Definitions (A as in :mod:`clsuite.core.matrix`, stage i = after experience i):
   accuracy among the classes of j), as in BrainCL's fairness analysis;
 - final per-class accuracy: std (population), range (max − min) and worst class;
 - class drift (BrainCL's "classes that were equal after their task and diverged later"):
-  for every experience j before the last, the within-task range of j's classes at the last
-  stage minus the range right after j (``class_drift``, mean over j; > 0 = classes that
+  for every experience j before the last, the within-task range of j's classes after the last
+  experience minus the range right after j (``class_drift``, mean over j; > 0 = classes that
   were learned alike drifted apart), and the fraction of within-task class pairs whose
   accuracies were within ``EQUAL_TOL`` after j and are more than ``DIVERGED_GAP`` apart at
   the end (``drifted_pairs``; undefined when no pair started equal).
@@ -26,15 +27,16 @@ from clsuite.core.matrix import PRED_COLUMN, clean_rows
 
 
 def per_class_accuracy(records: pd.DataFrame, train_exp: int, protocol: str = "class_il") -> pd.Series:
-    """Accuracy per true class at stage ``train_exp`` (index: class label)."""
+    """Accuracy per true class after experience ``train_exp`` (index: class label)."""
     records = clean_rows(records)
     r = records[records["train_exp"] == train_exp]
     correct = r[PRED_COLUMN[protocol]].to_numpy() == r["y_true"].to_numpy()
     return pd.Series(correct, index=r["y_true"].to_numpy()).groupby(level=0).mean().sort_index()
 
 
-def stage_table(A: np.ndarray) -> pd.DataFrame:
-    """Columns train_exp, plasticity, stability (NaN at stage 0), first_task."""
+def stability_plasticity_table(A: np.ndarray) -> pd.DataFrame:
+    """One row per experience i: train_exp = i, plasticity, stability (NaN after experience 0),
+    first_task (the record format calls this table ``stage_metrics``)."""
     T = A.shape[0]
     return pd.DataFrame({
         "train_exp": np.arange(T, dtype=np.int64),
@@ -44,7 +46,7 @@ def stage_table(A: np.ndarray) -> pd.DataFrame:
     })
 
 
-def _per_class_by_stage(records: pd.DataFrame, protocol: str) -> pd.Series:
+def _per_class_after_experience(records: pd.DataFrame, protocol: str) -> pd.Series:
     """Accuracy per (train_exp ≥ 0, eval_exp, y_true) of the clean test set."""
     r = clean_rows(records)
     r = r[r["train_exp"] >= 0]
@@ -55,8 +57,8 @@ def _per_class_by_stage(records: pd.DataFrame, protocol: str) -> pd.Series:
 
 
 def within_task_disparity(records: pd.DataFrame, protocol: str = "class_il") -> pd.Series:
-    """Per stage i ≥ 0: mean over experiences j ≤ i of (max − min class accuracy within j)."""
-    acc = _per_class_by_stage(records, protocol)
+    """After each experience i ≥ 0: mean over experiences j ≤ i of (max − min class accuracy within j)."""
+    acc = _per_class_after_experience(records, protocol)
     out = {}
     for i, per in acc.groupby(level="s"):
         seen = per[per.index.get_level_values("e") <= i]
@@ -69,18 +71,18 @@ DIVERGED_GAP = 0.20  # and "diverged" at the end: more than 20 points apart
 
 
 def class_drift(records: pd.DataFrame, protocol: str = "class_il") -> dict[str, float]:
-    """``class_drift`` and ``drifted_pairs`` (see the module docstring); {} with one stage.
+    """``class_drift`` and ``drifted_pairs`` (see the module docstring); {} after one experience.
 
     In domain-IL every experience holds every class, so this compares the classes of one
     domain right after it and at the end, the same definition.
     """
-    acc = _per_class_by_stage(records, protocol)
-    stages = sorted(acc.index.get_level_values("s").unique())
-    if len(stages) < 2:
+    acc = _per_class_after_experience(records, protocol)
+    trained = sorted(acc.index.get_level_values("s").unique())
+    if len(trained) < 2:
         return {}
-    last = stages[-1]
+    last = trained[-1]
     drifts, pairs, drifted = [], 0, 0
-    for j in stages[:-1]:
+    for j in trained[:-1]:
         try:
             after, end = acc.loc[(j, j)], acc.loc[(last, j)]
         except KeyError:  # experience j has no test samples

@@ -17,7 +17,7 @@ from pandera.pandas import Check, Column
 
 from clsuite.data.text.base import TEXT_SPLITS, TextExample
 from clsuite.core.errors import DataError
-from clsuite.core.tables import read_table, validate, write_table
+from clsuite.core.parquet import read_table, validate, write_table
 
 COLUMNS = ["task", "split", "id", "prompt", "answer", "choices", "label", "meta"]
 

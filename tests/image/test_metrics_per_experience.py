@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clsuite.image.metrics import stages as st
+from clsuite.image.metrics import per_experience as pe
 
 
-def test_stage_table_by_hand():
+def test_stability_plasticity_table_by_hand():
     A = np.array([[0.9, 0.0, 0.0], [0.6, 0.8, 0.0], [0.5, 0.7, 0.95]])
-    t = st.stage_table(A)
+    t = pe.stability_plasticity_table(A)
     assert t["plasticity"].tolist() == [0.9, 0.8, 0.95]
     assert np.isnan(t["stability"][0])
     assert t["stability"][1:].tolist() == pytest.approx([0.6, (0.5 + 0.7) / 2])
@@ -32,16 +32,16 @@ def _records():
 
 
 def test_per_class_accuracy_and_fairness_by_hand():
-    per = st.per_class_accuracy(_records(), train_exp=1)
+    per = pe.per_class_accuracy(_records(), train_exp=1)
     assert per.to_dict() == {0: 0.5, 1: 1.0, 2: 1.0, 3: 0.5}
-    f = st.class_fairness(per)
+    f = pe.class_fairness(per)
     assert f["class_acc_std"] == pytest.approx(np.std([0.5, 1.0, 1.0, 0.5]))
     assert f["class_acc_range"] == pytest.approx(0.5)
     assert f["worst_class_acc"] == pytest.approx(0.5)
 
 
 def test_within_task_disparity_by_hand():
-    d = st.within_task_disparity(_records())
+    d = pe.within_task_disparity(_records())
     # stage 0: only exp 0 counts: class 0 acc 1.0, class 1 acc 0.5 → 0.5
     # stage 1: exp 0: |0.5 − 1.0| = 0.5; exp 1: |1.0 − 0.5| = 0.5 → mean 0.5
     assert d.to_dict() == {0: pytest.approx(0.5), 1: pytest.approx(0.5)}
@@ -64,7 +64,7 @@ def _drift_records():
 
 
 def test_class_drift_by_hand():
-    d = st.class_drift(_drift_records())
+    d = pe.class_drift(_drift_records())
     # exp 0: range after (stage 0) |0.9 − 0.9| = 0; at the end |0.9 − 0.2| = 0.7 → +0.7
     # exp 1: range after (stage 1) |0.8 − 0.6| = 0.2; at the end |0.7 − 0.6| = 0.1 → −0.1
     assert d["class_drift"] == pytest.approx((0.7 - 0.1) / 2)
@@ -74,6 +74,6 @@ def test_class_drift_by_hand():
 
 def test_class_drift_needs_two_stages_and_an_equal_pair():
     r = _drift_records()
-    assert st.class_drift(r[r["train_exp"] == 0]) == {}
+    assert pe.class_drift(r[r["train_exp"] == 0]) == {}
     no_equal = r[~r["y_true"].isin([0, 1])]  # experience 1's pair starts 20 points apart
-    assert "drifted_pairs" not in st.class_drift(no_equal)
+    assert "drifted_pairs" not in pe.class_drift(no_equal)
