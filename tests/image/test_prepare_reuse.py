@@ -10,11 +10,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fakes.dvc_project import BIN, make_project, run
 
+from clsuite.core.io import sha256_file
 from clsuite.image import prepare as prepare_mod
 from clsuite.image.prepare import prepare_benchmark
-from clsuite.core.io import sha256_file
-from fakes.dvc_project import BIN, make_project, run
 
 BENCH = "smnist_smoke"
 UP_TO_DATE = "up to date"
