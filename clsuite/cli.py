@@ -73,10 +73,20 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from clsuite.image.prepare import prepare_benchmark
+    """Build data/prepared/<benchmark>, or keep it when it was built from the same inputs
+    (logged as "up to date"; ``--force`` rebuilds)."""
+    import logging
 
+    from clsuite.image.prepare import log, prepare_benchmark
+
+    if not log.handlers:  # say whether the folder was kept or why it is rebuilt
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("clsuite prepare: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
     params = load_params(args.params, check_components=False)
-    manifest = prepare_benchmark(args.benchmark, params.benchmark(args.benchmark), RAW_ROOT, PREPARED_ROOT)
+    manifest = prepare_benchmark(args.benchmark, params.benchmark(args.benchmark), RAW_ROOT, PREPARED_ROOT,
+                                 force=args.force)
     print(f"prepared {args.benchmark}: {manifest.counts['train']} train / {manifest.counts['test']} test, "
           f"{len(manifest.experiences)} experiences {manifest.experiences}")
 
@@ -189,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("fetch", help="fetch the data sources of the run grid into data/raw").set_defaults(fn=cmd_fetch)
     sp = sub.add_parser("prepare", help="split one benchmark into data/prepared/<benchmark>")
     sp.add_argument("--benchmark", required=True)
+    sp.add_argument("--force", action="store_true", help="rebuild even when the folder is up to date")
     sp.set_defaults(fn=cmd_prepare)
     sp = sub.add_parser("train", help="train one run and write its prediction records")
     sp.add_argument("--benchmark", required=True)

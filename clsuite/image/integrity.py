@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clsuite.core.errors import DataError
+from clsuite.core.io import sha256_file
 
 if TYPE_CHECKING:
     from clsuite.image.config import BenchmarkConfig
@@ -63,6 +64,17 @@ def check_manifest(m: Manifest, path: Path, *, format_version: int, arrays: list
             problems.append(f"sha256 of {name!r} is not 64 hex digits")
     if problems:
         raise DataError(f"{path}: " + "; ".join(problems) + f"; {_fix(path.parent)}")
+
+
+def check_arrays(m: Manifest, folder: Path) -> None:
+    """Raise DataError unless every array file the manifest of ``folder`` lists exists and
+    has its recorded sha256 (a changed or truncated file names itself and the fix)."""
+    for fname, expected in sorted(m.sha256.items()):
+        path = folder / fname
+        if not path.is_file():
+            raise DataError(f"{path}: missing; {_fix(folder)}")
+        if sha256_file(path) != expected:
+            raise DataError(f"{path}: sha256 does not match manifest.json (file changed or truncated); {_fix(folder)}")
 
 
 def load_npy(path: Path, folder: Path) -> np.ndarray:

@@ -33,6 +33,11 @@ class Manifest(BaseModel):
     split: Literal["stratified", "official"] = "stratified"  # official: the source's own train/test split
     # benchmarks.<b> without its training-only fields (integrity.prepare_params); None in older manifests
     params: dict[str, Any] | None = None
+    # what else the folder was built from (prepare reuses a folder only when all match; None in
+    # older manifests): clsuite.core.code_fingerprint of the prepare path and the sources it reads,
+    # and the sha256 of each such source's raw folder (prepare.build_inputs)
+    code: dict[str, Any] | None = None
+    raw_sha256: dict[str, str] | None = None
 
     def experience_of_class(self) -> dict[int, int]:
         return {c: k for k, classes in enumerate(self.experiences) for c in classes}

@@ -11,29 +11,37 @@ docs/data-format.md):
   (corrupted copies of test images), ``ood_*.npy`` (out-of-distribution images); a
   long-tailed train split replaces ``train_*.npy``;
 - ``manifest.json``: classes, class order, classes of each experience, counts, what the
-  variants hold and the sha256 of every array file.
+  variants hold, the sha256 of every array file and what the folder was built from (the
+  benchmark's prepare params, the code fingerprint of the prepare path, the raw inputs).
 
 A sample's id in the prediction records is its row in ``{split}_x.npy``.
+
+An existing folder built from the same inputs is kept as it is (:func:`reuse_check`), so
+that ``dvc repro`` after editing one benchmark of the catalogue rebuilds only that one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 from clsuite.image.config import BenchmarkConfig, VariantsConfig
 from clsuite.image.domains import domain_specs
-from clsuite.image.integrity import check_manifest, prepare_params
+from clsuite.image.integrity import check_arrays, check_manifest, prepare_params
 from clsuite.image.manifest import Manifest
-from clsuite.data.sources import LabeledImages, benchmark_source
+from clsuite.data.sources import SOURCES, LabeledImages, Source, benchmark_source
 from clsuite.data.variants.build import build_variants
 from clsuite.data.variants.long_tail import subsample_long_tail
 from clsuite.data.variants.ood import ClassMap
+from clsuite.core.code_fingerprint import code_fingerprint, modules_of
 from clsuite.core.errors import DataError, ParamsError
 from clsuite.core.io import replace_dir, sha256_file, temp_dir_beside, write_json
 from clsuite.core.paths import under
@@ -42,6 +50,14 @@ FORMAT_VERSION = 2  # 2: variant arrays (corrupted, OOD, long-tailed) and labels
 SPLITS = ("train", "test")
 ARRAYS = ("x", "y", "src")
 CHUNK_BYTES = 256 << 20  # images decoded and written per step when streaming (bounded memory)
+#: libraries whose version enters the prepare code fingerprint (split, decoding, arrays)
+PREPARE_LIBRARIES = ("numpy", "scikit-learn", "pillow")
+#: raw files up to this size enter the raw fingerprint by content, larger ones by name and size
+#: (every large raw file is a download that its source verifies against a checksum pinned in its
+#: module, which the code fingerprint covers)
+RAW_CONTENT_BYTES = 16 << 20
+
+log = logging.getLogger(__name__)
 
 
 def write_rows(path: Path, images, rows: np.ndarray, chunk_bytes: int = CHUNK_BYTES) -> None:
@@ -138,15 +154,88 @@ def load_source(source, raw_dir: Path, stream: bool | None) -> LabeledImages:
     return data
 
 
+def input_sources(name: str, cfg: BenchmarkConfig) -> list[Source]:
+    """The sources prepare reads for ``benchmarks.<name>``: its own (with its options), the
+    OOD source (``variants.ood.source``) and the official corrupted copies
+    (``variants.corruptions.source``)."""
+    sources = [benchmark_source(name, cfg)]
+    variants = cfg.variants
+    if variants is not None:
+        others = (variants.ood.source if variants.ood else None,
+                  variants.corruptions.source if variants.corruptions else None)
+        sources += [SOURCES.get(other) for other in others if other is not None]
+    return sources
+
+
+def raw_fingerprint(sources: list[Source], raw_root: Path) -> dict[str, str]:
+    """{source: sha256 over its raw folder}: each file's path, size and, up to
+    :data:`RAW_CONTENT_BYTES`, its content (modification times are left out, so a re-fetch of
+    the same files keeps it). A missing folder hashes as empty."""
+    out = {}
+    for source in sources:
+        folder = source.raw_dir(raw_root)
+        files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+        h = hashlib.sha256()
+        for path in files:
+            size = path.stat().st_size
+            content = sha256_file(path) if size <= RAW_CONTENT_BYTES else "-"
+            h.update(f"{path.relative_to(folder).as_posix()}\0{size}\0{content}\n".encode())
+        out[source.name] = h.hexdigest()
+    return out
+
+
+def prepare_code(sources: list[Source]) -> dict[str, Any]:
+    """:func:`clsuite.core.code_fingerprint.code_fingerprint` of the prepare path
+    (``clsuite.image.prepare``'s import closure) and the modules of ``sources``."""
+    return code_fingerprint("clsuite.image.prepare", modules_of(*sources), PREPARE_LIBRARIES)
+
+
+def reuse_check(folder: Path, name: str, cfg: BenchmarkConfig, code: dict[str, Any], raw: dict[str, str]
+                ) -> tuple[Manifest | None, str]:
+    """(manifest, "") when the prepared ``folder`` was built from the same inputs: a current,
+    consistent manifest (:func:`read_manifest`) for benchmark ``name`` whose ``params``
+    equal :func:`~clsuite.image.integrity.prepare_params` of ``cfg``, whose ``code`` and
+    ``raw_sha256`` equal ``code`` and ``raw``, and whose arrays all match their sha256
+    (:func:`~clsuite.image.integrity.check_arrays`); else (None, why not). Cheapest checks first."""
+    if not (folder / "manifest.json").is_file():
+        return None, "no manifest.json"
+    try:
+        m = read_manifest(folder)
+    except DataError as exc:
+        return None, str(exc)
+    differ = [what for what, old, new in (
+        ("benchmark name", m.benchmark, name), ("prepare params", m.params, prepare_params(cfg)),
+        ("code fingerprint", m.code, code), ("raw inputs", m.raw_sha256, raw)) if old != new]
+    if differ:
+        return None, f"{', '.join(differ)} changed (or not recorded)"
+    try:
+        check_arrays(m, folder)
+    except DataError as exc:
+        return None, str(exc)
+    return m, ""
+
+
 def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root: Path, *,
-                      stream: bool | None = None, chunk_bytes: int = CHUNK_BYTES) -> Manifest:
-    """Write ``out_root/<name>/`` atomically (built in a temp folder, then swapped in).
+                      stream: bool | None = None, chunk_bytes: int = CHUNK_BYTES, force: bool = False) -> Manifest:
+    """Write ``out_root/<name>/`` atomically (built in a temp folder, then swapped in), unless
+    it exists and was built from the same inputs (:func:`reuse_check`): then nothing is
+    rewritten ("up to date" in the log). ``force``: rebuild anyway.
 
     ``stream``: None (default) streams the images of sources that offer ``load_lazy``
     (ImageNet-100, CORe50): decoded and written ``chunk_bytes`` at a time, never all in
     memory; False loads every image first; True requires streaming. Both give the same bytes.
     """
-    source = benchmark_source(name, cfg)
+    sources = input_sources(name, cfg)
+    source = sources[0]
+    code, raw = prepare_code(sources), raw_fingerprint(sources, raw_root)
+    dest = under(out_root, name)
+    if not force and dest.exists():
+        reused, why = reuse_check(dest, name, cfg, code, raw)
+        if reused is not None:
+            log.info("%s: up to date (same prepare params, code and raw inputs; arrays match manifest.json), "
+                     "nothing rewritten", dest)
+            return reused
+        log.info("%s: rebuilding: %s", dest, why)
     data = load_source(source, source.raw_dir(raw_root), stream)
     variants, where = cfg.variants or VariantsConfig(), f"benchmarks.{name}.variants"
     classes = ClassMap.build(len(data.class_names), variants.ood, f"{where}.ood")  # identity unless holdout
@@ -164,7 +253,6 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
     if variants.long_tail is not None:
         train_idx, long_tail = subsample_long_tail(
             train_idx, classes.labels(data.labels[train_idx]), order, variants.long_tail, f"{where}.long_tail")
-    dest = under(out_root, name)
     tmp = temp_dir_beside(dest)
     try:
         extra, variants_info = build_variants(
@@ -211,6 +299,8 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
             if cfg.domain is not None else [],
             split="stratified" if data.split is None else "official",
             params=prepare_params(cfg),
+            code=code,
+            raw_sha256=raw,
         )
         write_json(tmp / "manifest.json", manifest.model_dump(mode="json"))
         replace_dir(tmp, dest)

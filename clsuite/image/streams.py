@@ -9,12 +9,11 @@ import numpy as np
 import torch
 
 from clsuite.image.domains import apply_domain
-from clsuite.image.integrity import load_npy
+from clsuite.image.integrity import check_arrays, load_npy
 from clsuite.image.manifest import Manifest
 from clsuite.image.prepare import SPLITS, read_manifest
 from clsuite.image.eval_sets import EvalSet, load_eval_sets
 from clsuite.core.errors import DataError, ParamsError
-from clsuite.core.io import sha256_file
 
 
 @dataclass(frozen=True)
@@ -71,15 +70,8 @@ class PreparedBenchmark:
 def load_prepared(folder: Path, verify: bool = True) -> PreparedBenchmark:
     """Read a prepared folder; with ``verify`` every array's sha256 is checked first."""
     manifest = read_manifest(folder)
-    for fname, expected in sorted(manifest.sha256.items()) if verify else ():
-        path = folder / fname
-        if not path.is_file():
-            raise DataError(f"{path}: missing; rerun `clsuite prepare --benchmark {folder.name}`")
-        if sha256_file(path) != expected:
-            raise DataError(
-                f"{path}: sha256 does not match manifest.json (file changed or truncated); "
-                f"rerun `clsuite prepare --benchmark {folder.name}`"
-            )
+    if verify:
+        check_arrays(manifest, folder)
     splits = {}
     for split in SPLITS:
         arrays = {}
