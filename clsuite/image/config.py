@@ -128,7 +128,7 @@ class RunConfig(GridConfig):
 
 
 class MetricsConfig(Strict):
-    """Settings of the extended metrics (evaluate stage; clsuite/image/metrics/suite.py)."""
+    """Settings of the extended metrics (evaluate stage; clsuite/image/grid_metrics.py)."""
 
     # baseline of mCE and of the relative compute columns; a grid without it omits them
     reference_method: str = "finetune"

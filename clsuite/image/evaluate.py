@@ -4,7 +4,7 @@ Writes (each under its pandera schema) to ``reports/data/``: accuracy_matrix,
 stage_accuracy, run_metrics, summary, experiences, failed_runs; grid, benchmarks and methods
 (everything the report says about the grid: order, descriptions, training settings, method
 types, citation keys, so that the report reads nothing but this folder); the extended tables of
-:mod:`clsuite.image.metrics.suite` (robustness, long tail, OOD, compute, memory, feature
+:mod:`clsuite.image.grid_metrics` (robustness, long tail, OOD, compute, memory, feature
 space, comparisons; Parquet, plus CSV copies), and the headline metrics
 ``reports/metrics/image/<benchmark>/<method>.json`` (last accuracy, forgetting, their 95% CIs over
 seeds, in percent; small and committed in git, for ``dvc metrics show/diff`` and ``dvc exp show``).
@@ -30,7 +30,7 @@ from clsuite.core import matrix as acc
 from clsuite.image.metrics import per_experience as pe
 from clsuite.core.aggregate import summarise
 from clsuite.core.runs import RunStatus, failed_run_row, failed_runs_table, read_status
-from clsuite.image.metrics.suite import ExtendedMetrics
+from clsuite.image.grid_metrics import GridMetrics
 from clsuite.image.records import (
     EXPERIENCES_FILE, RunKey, check_finished_files, check_identity, check_experiences_recorded, read_records, rerun_fix,
 )
@@ -107,7 +107,7 @@ def evaluate_grid(params: ImageParams, runs_root: Path = RUNS_ROOT, out_dir: Pat
                   headline_dir: Path = HEADLINE_DIR, prepared_root: Path = PREPARED_ROOT) -> dict[str, pd.DataFrame]:
     """Compute every table for the runs of ``params.run`` and write them."""
     run = params.run
-    extended = ExtendedMetrics(params, prepared_root)
+    extended = GridMetrics(params, prepared_root)
     parts: dict[str, list[pd.DataFrame]] = {}
     exps, failed = [], []
     for benchmark in run.benchmarks:

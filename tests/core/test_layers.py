@@ -77,3 +77,14 @@ def test_no_upward_or_sideways_imports(lower):
     bad = sorted(f"{mod} -> {target}" for mod, targets in imports().items() if area(mod) == lower
                  for target in targets if target != "clsuite" and area(target) not in ALLOWED[lower])
     assert bad == [], f"clsuite/{lower} may import only {sorted(ALLOWED[lower])}"
+
+
+def test_image_metrics_are_pure_functions_of_records():
+    """clsuite/image/metrics/ reads no params, prepared folder or registry of methods: it imports only
+    core, its own modules and the table schemas (the evaluate stage, clsuite.image.grid_metrics,
+    gathers what the metrics need)."""
+    allowed = ("clsuite.core.", "clsuite.image.metrics", "clsuite.image.schemas")
+    bad = sorted(f"{mod} -> {target}" for mod, targets in imports().items()
+                 if mod.startswith("clsuite.image.metrics") for target in targets
+                 if target != "clsuite" and not target.startswith(allowed))
+    assert bad == []

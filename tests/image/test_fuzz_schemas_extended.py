@@ -101,7 +101,7 @@ TABLES = _valid_tables()
 
 
 def test_every_extended_schema_is_fuzzed_from_a_valid_table():
-    from clsuite.image.metrics.suite import RUN_TABLES
+    from clsuite.image.grid_metrics import RUN_TABLES
 
     grid_level = {"robustness", "corruption_error", "compute", "memory_curve", "extra_run_metrics", "extra_summary",
                   "comparisons"}

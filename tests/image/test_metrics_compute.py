@@ -11,7 +11,7 @@ from scipy import stats
 from clsuite.core.errors import SchemaError
 from clsuite.image.metrics import compute as cp
 from clsuite.core.aggregate import paired_comparisons, paired_test
-from clsuite.image.metrics.suite import empty_table
+from clsuite.image.grid_metrics import empty_table
 from clsuite.image.schemas import COMPARISONS, COMPUTE, EXPERIENCES, EXTRA_RUN_METRICS, EXTRA_SUMMARY, MEMORY_CURVE
 from clsuite.core.parquet import validate
 

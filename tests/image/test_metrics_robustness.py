@@ -155,11 +155,11 @@ def test_relative_mce_is_undefined_when_the_reference_does_not_degrade():
 def test_evaluate_names_the_run_folder_of_inconsistent_records(tmp_path):
     from clsuite.config import load_params
     from clsuite.core.errors import DataError
-    from clsuite.image.metrics.suite import ExtendedMetrics
+    from clsuite.image.grid_metrics import GridMetrics
 
     rec = _method_records()
     rec = rec[~((rec["eval_set"] == "clean") & (rec["sample_id"] == 1))]
-    ext = ExtendedMetrics(load_params(REPO / "params.yaml", check_components=False))
+    ext = GridMetrics(load_params(REPO / "params.yaml", check_components=False))
     keys = {"run_id": "smnist/finetune/seed0", "benchmark": "smnist", "method": "finetune", "seed": 0}
     with pytest.raises(DataError, match=f"{tmp_path}: corrupted rows without their clean image"):
         ext.add_run(rec, tmp_path, keys)

@@ -17,7 +17,7 @@ from clsuite.image.prepare import prepare_benchmark
 from clsuite.data.sources import SOURCES
 from clsuite.image.streams import load_prepared
 from clsuite.image.evaluate import evaluate_grid
-from clsuite.image.metrics.suite import RUN_TABLES
+from clsuite.image.grid_metrics import RUN_TABLES
 from clsuite.core.paths import run_dir_for
 from clsuite.image.records import RunKey, records_from_logits, write_features, write_records
 from clsuite.image.schemas import EXPERIENCES

@@ -1,15 +1,19 @@
-"""The extended metric tables of the evaluate stage (robustness, long tail, OOD detection,
-compute, memory curves, feature space, comparisons over seeds), built run by run.
+"""The evaluate stage's metric tables beyond accuracy (robustness, long tail, OOD detection,
+compute, memory curves, feature space, comparisons over seeds), built run by run over the grid.
 
-:class:`ExtendedMetrics` is fed each run's records (:meth:`ExtendedMetrics.add_run`) and
-then builds the grid-level tables (:meth:`ExtendedMetrics.finish`): every table is
+It gathers what the pure metric functions (:mod:`clsuite.image.metrics`) need from outside the
+records (the metrics settings, a method's buffer size, a prepared long-tail partition), so those
+functions stay pure functions of record tables.
+
+:class:`GridMetrics` is fed each run's records (:meth:`GridMetrics.add_run`) and
+then builds the grid-level tables (:meth:`GridMetrics.finish`): every table is
 returned with its pandera schema for :func:`clsuite.image.evaluate.evaluate_grid` to write. A
 table whose data do not exist in the grid (no corrupted sets, no OOD set, no long-tail
 benchmark, one buffer size per method type) is written empty; the report leaves its
 section out.
 
-Run-level values (``extra_run_metrics``) are taken at the last stage that has the data
-(the last stage for every benchmark with variants evaluated ``every`` or ``last``).
+Run-level values (``extra_run_metrics``) are taken after the last experience that has the data
+(the last experience for every benchmark with variants evaluated ``every`` or ``last``).
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def concat(parts: list[pd.DataFrame], schema: pa.DataFrameSchema) -> pd.DataFram
     return pd.concat(parts, ignore_index=True)[list(schema.columns)]
 
 
-class ExtendedMetrics:
+class GridMetrics:
     """Collects the extended per-run tables and builds the grid-level ones."""
 
     def __init__(self, params: ImageParams, prepared_root: Path = PREPARED_ROOT) -> None:
