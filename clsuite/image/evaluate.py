@@ -160,8 +160,9 @@ def evaluate_grid(params: ImageParams, runs_root: Path = RUNS_ROOT, out_dir: Pat
 
 def grid_tables(params: ImageParams) -> dict[str, tuple[pd.DataFrame, object]]:
     """``grid`` (every run in order, with the profile, reference method and params hash),
-    ``benchmarks`` and ``methods`` (descriptions, settings, method types, citation keys): what the
-    report says about the grid, so that it reads neither params nor the registries."""
+    ``benchmarks`` and ``methods`` (descriptions, settings, method types, citation keys, the buffer
+    update timing of reservoir-buffer methods): what the report says about the grid, so that it
+    reads neither params nor the registries."""
     from clsuite.data.sources import SOURCES
     from clsuite.methods import METHODS as REGISTRY  # imports Avalanche: evaluate may, the report must not
 
@@ -178,6 +179,7 @@ def grid_tables(params: ImageParams) -> dict[str, tuple[pd.DataFrame, object]]:
     } for b in run.benchmarks for cfg in [params.benchmark(b)]], columns=list(BENCHMARKS.columns))
     methods = pd.DataFrame([{
         "method": m, "type": entry.type, "description": spec.description, "citation": spec.citation,
+        "buffer_update": getattr(entry.config, "buffer_update", None),
     } for m in run.methods for entry in [params.method(m)] for spec in [REGISTRY.get(entry.type)]],
         columns=list(METHODS.columns))
     return {"grid": (grid, GRID), "benchmarks": (benchmarks.astype({"n_experiences": "int64", "epochs": "int64",

@@ -63,6 +63,27 @@ def _compute_table(exps: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     return df.sort_values(["benchmark", "method"]).rename(columns={"benchmark": "Benchmark", "method": "Method"})
 
 
+#: how each ``buffer_update`` value is named in the report, with who uses it
+BUFFER_UPDATE_NAMES = {
+    "online": "online, after every training step (Mammoth, the DER paper)",
+    "end_of_experience": "at the end of each experience (Avalanche's ReplayPlugin)",
+}
+
+
+def buffer_update_md(methods: pd.DataFrame, order: list[str]) -> list[str]:
+    """One line naming when each reservoir-buffer method adds trained samples to its buffer
+    (``methods.parquet``'s ``buffer_update``); nothing when no method has such a buffer."""
+    if "buffer_update" not in methods.columns:
+        return []
+    timing = methods["buffer_update"]
+    parts = []
+    for value, name in BUFFER_UPDATE_NAMES.items():
+        names = [md_code(m) for m in order if m in timing.index and timing.loc[m] == value]
+        if names:
+            parts.append(f"{name}: {', '.join(names)}")
+    return [f"Replay buffer updates: {'; '.join(parts)}.", ""] if parts else []
+
+
 def build_report(data_dir: Path = TABLES_DIR, out: Path = REPORTS, llm_sequences: tuple[str, ...] = (),
                  llm_headline_dir: Path = LLM_HEADLINE_DIR) -> Path:
     """Write the project report under ``out`` from the tables in ``data_dir`` (the grid, its
@@ -152,7 +173,7 @@ def build_report(data_dir: Path = TABLES_DIR, out: Path = REPORTS, llm_sequences
     cites = [methods.loc[m, "citation"] for m in run.methods]
     cites += [benchmarks.loc[b, "citation"] for b in run.benchmarks]
     cites += metric_citations(extended)
-    md += ["## How to cite", "", *md_fence(bibtex(cites), "bibtex"), ""]
+    md += ["## How to cite", "", *buffer_update_md(methods, run.methods), *md_fence(bibtex(cites), "bibtex"), ""]
     text = "\n".join(md)
     write_text(out / "index.md", text)
     write_text(out / "index.html", to_html(text, out))

@@ -516,6 +516,8 @@ METHODS = pa.DataFrameSchema(
         "type": Column(str),  # the registered method type (clsuite.methods.METHODS)
         "description": Column(str),
         "citation": Column(str),  # BibTeX key(s) or a full entry (clsuite.report.citations.bibtex)
+        # when a reservoir-buffer method adds trained samples (online | end_of_experience); null: no such buffer
+        "buffer_update": Column(str, Check.isin(["online", "end_of_experience"]), nullable=True, required=False),
     },
     strict=True, ordered=True, unique=["method"], name="methods",
 )

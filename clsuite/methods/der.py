@@ -7,7 +7,10 @@ for them at insertion time. Loss on each step:
 
 with (x', z') and (x'', y'') two *separate* minibatches drawn from the buffer (as in
 the original implementation); β = 0 is DER. The current minibatch is not concatenated
-with buffer samples (unlike ER).
+with buffer samples (unlike ER). With ``buffer_update: end_of_experience`` the samples of
+an experience enter the buffer at its end with the logits of the experience's final model
+(eval mode), as Avalanche's DER; ``online`` (default) stores each step's pre-update logits,
+as the original code (clsuite.methods.replay.BufferStateMixin).
 """
 
 from __future__ import annotations
@@ -17,17 +20,20 @@ import torch.nn.functional as F
 from avalanche.training.plugins import SupervisedPlugin
 from pydantic import Field
 
-from clsuite.methods import MethodConfig, MethodContext, register_method
-from clsuite.methods.replay import BufferStateMixin, ReservoirBuffer
+from clsuite.methods import MethodContext, register_method
+from clsuite.methods.replay import BufferConfig, BufferStateMixin, BufferUpdate
 from clsuite.methods.sam import sam_gradients
 
 
 class DERPlugin(BufferStateMixin, SupervisedPlugin):
     """Adds the DER(++) buffer terms to the loss; stores logits of incoming samples."""
 
-    def __init__(self, mem_size: int, batch_size_mem: int, alpha: float, beta: float, seed: int) -> None:
+    stores_logits = True
+
+    def __init__(self, mem_size: int, batch_size_mem: int, alpha: float, beta: float, seed: int,
+                 buffer_update: BufferUpdate = "online") -> None:
         super().__init__()
-        self.buffer = ReservoirBuffer(mem_size, seed)
+        self.init_buffer(mem_size, seed, buffer_update)
         self.batch_size_mem = batch_size_mem
         self.alpha = alpha
         self.beta = beta
@@ -61,24 +67,24 @@ class DERPlugin(BufferStateMixin, SupervisedPlugin):
         return loss if self._memory is None else loss + self.buffer_loss(strategy.model)
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
-        # mb_output was computed before this step's update, as in the original code.
-        self.buffer.add(strategy.mb_x, strategy.mb_y, strategy.mb_task_id, logits=strategy.mb_output.detach().float())
+        # online: mb_output was computed before this step's update, as in the original code
+        self.offer(strategy, strategy.mb_x, strategy.mb_y, strategy.mb_task_id)
 
 
 
 class DERSAMPlugin(DERPlugin):
     """DER++-SAM: the whole DER++ objective (same buffer batches) minimised with SAM."""
 
-    def __init__(self, mem_size: int, batch_size_mem: int, alpha: float, beta: float, seed: int, rho: float) -> None:
-        super().__init__(mem_size, batch_size_mem, alpha, beta, seed)
+    def __init__(self, mem_size: int, batch_size_mem: int, alpha: float, beta: float, seed: int, rho: float,
+                 buffer_update: BufferUpdate = "online") -> None:
+        super().__init__(mem_size, batch_size_mem, alpha, beta, seed, buffer_update)
         self.rho = rho
 
     def before_update(self, strategy, **kwargs) -> None:
         sam_gradients(strategy.model, lambda: self.objective(strategy), self.rho)
 
 
-class DERConfig(MethodConfig):
-    mem_size: int = Field(200, ge=1, description="buffer capacity in samples")
+class DERConfig(BufferConfig):
     batch_size_mem: int = Field(10, ge=1, description="size of each buffer minibatch")
     alpha: float = Field(0.3, ge=0, description="weight of the logit-matching (MSE) term")
 
@@ -91,13 +97,14 @@ class DERPPConfig(DERConfig):
 @register_method("der", DERConfig, "dark experience replay: match stored logits of buffer samples",
                  citation="buzzega2020der")
 def build_der(cfg: DERConfig, ctx: MethodContext) -> list:
-    return [DERPlugin(cfg.mem_size, cfg.batch_size_mem, cfg.alpha, 0.0, seed=ctx.seed)]
+    return [DERPlugin(cfg.mem_size, cfg.batch_size_mem, cfg.alpha, 0.0, seed=ctx.seed, buffer_update=cfg.buffer_update)]
 
 
 @register_method("derpp", DERPPConfig, "DER++: logit matching plus cross-entropy on a second buffer batch",
                  citation="buzzega2020der")
 def build_derpp(cfg: DERPPConfig, ctx: MethodContext) -> list:
-    return [DERPlugin(cfg.mem_size, cfg.batch_size_mem, cfg.alpha, cfg.beta, seed=ctx.seed)]
+    return [DERPlugin(cfg.mem_size, cfg.batch_size_mem, cfg.alpha, cfg.beta, seed=ctx.seed,
+                      buffer_update=cfg.buffer_update)]
 
 
 class DERPPSAMConfig(DERPPConfig):
@@ -107,4 +114,5 @@ class DERPPSAMConfig(DERPPConfig):
 @register_method("derpp_sam", DERPPSAMConfig, "DER++ minimised with sharpness-aware minimisation",
                  citation="foret2021sam")
 def build_derpp_sam(cfg: DERPPSAMConfig, ctx: MethodContext) -> list:
-    return [DERSAMPlugin(cfg.mem_size, cfg.batch_size_mem, cfg.alpha, cfg.beta, seed=ctx.seed, rho=cfg.rho)]
+    return [DERSAMPlugin(cfg.mem_size, cfg.batch_size_mem, cfg.alpha, cfg.beta, seed=ctx.seed, rho=cfg.rho,
+                         buffer_update=cfg.buffer_update)]

@@ -12,6 +12,8 @@ and the update direction is
 
 where L_t is the cross-entropy on the current minibatch and M is L̂_s (default) or L_s
 (``memory_loss: plain``). Before the buffer holds anything, g = ∇L_t(θ + ε) (plain SAM).
+When samples enter the buffer (``buffer_update``) and which logits they keep: see
+clsuite.methods.replay.BufferStateMixin.
 """
 
 from __future__ import annotations
@@ -23,16 +25,18 @@ import torch.nn.functional as F
 from avalanche.training.plugins import SupervisedPlugin
 from pydantic import Field
 
-from clsuite.methods import MethodConfig, MethodContext, register_method
-from clsuite.methods.replay import BufferStateMixin, ReservoirBuffer
+from clsuite.methods import MethodContext, register_method
+from clsuite.methods.replay import BufferConfig, BufferStateMixin, BufferUpdate
 from clsuite.methods.sam import grads_of, sam_gradients, set_grads, trainable
 
 
 class MGSERSAMPlugin(BufferStateMixin, SupervisedPlugin):
+    stores_logits = True
+
     def __init__(self, mem_size: int, batch_size_mem: int, alpha: float, gamma: float, rho: float,
-                 memory_loss: str, seed: int) -> None:
+                 memory_loss: str, seed: int, buffer_update: BufferUpdate = "online") -> None:
         super().__init__()
-        self.buffer = ReservoirBuffer(mem_size, seed)
+        self.init_buffer(mem_size, seed, buffer_update)
         self.batch_size_mem = batch_size_mem
         self.alpha, self.gamma, self.rho = alpha, gamma, rho
         self.memory_loss = memory_loss
@@ -83,12 +87,11 @@ class MGSERSAMPlugin(BufferStateMixin, SupervisedPlugin):
             set_grads(params, [a + self.gamma * b for a, b in zip(g_sam, g_mem)])
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
-        self.buffer.add(strategy.mb_x, strategy.mb_y, strategy.mb_task_id, logits=strategy.mb_output.detach().float())
+        self.offer(strategy, strategy.mb_x, strategy.mb_y, strategy.mb_task_id)
 
 
 
-class MGSERSAMConfig(MethodConfig):
-    mem_size: int = Field(200, ge=1, description="buffer capacity in samples")
+class MGSERSAMConfig(BufferConfig):
     batch_size_mem: int = Field(10, ge=1, description="memory batch size")
     alpha: float = Field(0.1, ge=0, description="weight of the soft (logit) term in L̂_s")
     gamma: float = Field(1.0, ge=0, description="weight of the memory-guided gradient at θ")
@@ -100,4 +103,4 @@ class MGSERSAMConfig(MethodConfig):
                  citation="li2024mgsersam")
 def build(cfg: MGSERSAMConfig, ctx: MethodContext) -> list:
     return [MGSERSAMPlugin(cfg.mem_size, cfg.batch_size_mem, cfg.alpha, cfg.gamma, cfg.rho, cfg.memory_loss,
-                           seed=ctx.seed)]
+                           seed=ctx.seed, buffer_update=cfg.buffer_update)]

@@ -1,13 +1,25 @@
 """Experience Replay with a reservoir buffer (Chaudhry et al. 2019; Mammoth's ``er``).
 
 Every training minibatch is concatenated with ``batch_size_mem`` samples drawn
-uniformly from the buffer; after the update, the *incoming* samples are offered to
-the buffer by reservoir sampling, so the buffer is a uniform sample of the stream.
-Avalanche's stock ``ReplayPlugin`` instead rebalances per experience at the end of
-each experience; the replay literature's ER is this online reservoir.
+uniformly from the buffer; the *incoming* samples are offered to the buffer by
+reservoir sampling, so the buffer is a uniform sample of the stream.
+
+When they are offered is the ``buffer_update`` option of every reservoir-buffer method
+(ER, ER-SAM, DER, DER++, DER++-SAM, MGSER-SAM; :class:`BufferConfig`), implemented once in
+:class:`BufferStateMixin`:
+
+- ``online`` (default): after every training step, as Mammoth and the DER paper; the
+  buffer also holds samples of the experience being learned.
+- ``end_of_experience``: every minibatch seen during the experience is kept (as trained
+  on: augmented, in order) and offered to the reservoir in that order at the end of the
+  experience, as Avalanche's ``ReplayPlugin`` updates its storage; during an experience the
+  buffer holds only earlier experiences' samples. Stored logits (DER, MGSER-SAM) are then
+  those of the final model of the experience in eval mode, as Avalanche's DER computes them.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import torch
@@ -150,27 +162,80 @@ class ReservoirBuffer:
         self.generator.set_state(state["generator"])
 
 
+BufferUpdate = Literal["online", "end_of_experience"]
+
+
 class BufferStateMixin:
-    """Checkpointing and MEMO-style memory of a plugin whose state is ``self.buffer``."""
+    """The reservoir ``self.buffer`` of a plugin: when samples enter it (``buffer_update``),
+    checkpointing and MEMO-style memory.
+
+    A plugin calls :meth:`init_buffer` in its constructor and :meth:`offer` with the rows it
+    trained on from ``after_training_iteration``; this mixin's ``after_training_exp`` adds
+    the rows held back under ``end_of_experience``. With ``stores_logits`` the buffer also
+    stores each row's logits: the step's ``mb_output`` when online, the final model's
+    (eval mode) at the end of the experience.
+    """
 
     buffer: ReservoirBuffer
+    buffer_update: BufferUpdate = "online"
+    stores_logits: bool = False
+
+    def init_buffer(self, mem_size: int, seed: int, buffer_update: BufferUpdate = "online") -> None:
+        if buffer_update not in ("online", "end_of_experience"):
+            raise ValueError(f"buffer_update must be 'online' or 'end_of_experience', not {buffer_update!r}")
+        self.buffer = ReservoirBuffer(mem_size, seed)
+        self.buffer_update = buffer_update
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def offer(self, strategy, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
+        """The rows of this training step: added now (online) or at the end of the experience."""
+        if self.buffer_update == "online":
+            extras = {"logits": strategy.mb_output.detach().float()} if self.stores_logits else {}
+            self.buffer.add(x, y, t, **extras)
+        else:
+            self._pending.append((x.detach(), y.detach(), t.detach()))
+
+    def after_training_exp(self, strategy, **kwargs) -> None:
+        """``end_of_experience``: offer the experience's rows in the order they were trained on."""
+        pending, self._pending = getattr(self, "_pending", []), []
+        if not pending:
+            return
+        if not self.stores_logits:
+            for x, y, t in pending:
+                self.buffer.add(x, y, t)
+            return
+        model = strategy.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for x, y, t in pending:
+                    self.buffer.add(x, y, t, logits=model(x).float())
+        finally:
+            model.train(was_training)
 
     def extra_memory_bytes(self, model: torch.nn.Module) -> int:
         return self.buffer.nbytes_as_images
 
     def state_dict(self) -> dict:
+        # checkpoints are taken between experiences (clsuite.image.train), after
+        # after_training_exp has emptied the held-back rows: they are never state
+        if getattr(self, "_pending", None):
+            raise RuntimeError("a buffer checkpoint was requested in the middle of an experience "
+                               "(buffer_update: end_of_experience holds rows not yet offered)")
         return {"buffer": self.buffer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.buffer.load_state_dict(state["buffer"])
+        self._pending = []
 
 
 class ReservoirReplayPlugin(BufferStateMixin, SupervisedPlugin):
     """ER: concatenate a buffer batch to each training minibatch; reservoir-update after."""
 
-    def __init__(self, mem_size: int, batch_size_mem: int, seed: int) -> None:
+    def __init__(self, mem_size: int, batch_size_mem: int, seed: int, buffer_update: BufferUpdate = "online") -> None:
         super().__init__()
-        self.buffer = ReservoirBuffer(mem_size, seed)
+        self.init_buffer(mem_size, seed, buffer_update)
         self.batch_size_mem = batch_size_mem
         self._incoming: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
@@ -186,7 +251,7 @@ class ReservoirReplayPlugin(BufferStateMixin, SupervisedPlugin):
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
         if self._incoming is not None:
-            self.buffer.add(*self._incoming)
+            self.offer(strategy, *self._incoming)
             self._incoming = None
 
 
@@ -194,8 +259,9 @@ class ReservoirReplayPlugin(BufferStateMixin, SupervisedPlugin):
 class ReservoirReplaySAMPlugin(ReservoirReplayPlugin):
     """ER-SAM: the ER objective (CE on the current + buffer minibatch) minimised with SAM."""
 
-    def __init__(self, mem_size: int, batch_size_mem: int, seed: int, rho: float) -> None:
-        super().__init__(mem_size, batch_size_mem, seed)
+    def __init__(self, mem_size: int, batch_size_mem: int, seed: int, rho: float,
+                 buffer_update: BufferUpdate = "online") -> None:
+        super().__init__(mem_size, batch_size_mem, seed, buffer_update)
         self.rho = rho
 
     def before_update(self, strategy, **kwargs) -> None:
@@ -203,14 +269,23 @@ class ReservoirReplaySAMPlugin(ReservoirReplayPlugin):
                       self.rho)
 
 
-class ReplayConfig(MethodConfig):
+class BufferConfig(MethodConfig):
+    """The settings every reservoir-buffer method shares (ER, DER, MGSER-SAM and their variants)."""
+
     mem_size: int = Field(200, ge=1, description="buffer capacity in samples")
+    batch_size_mem: int = Field(10, ge=1, description="buffer samples per step")
+    buffer_update: BufferUpdate = Field(
+        "online", description="when trained samples enter the buffer: online (after every step, Mammoth and the "
+                              "DER paper) or end_of_experience (Avalanche's ReplayPlugin)")
+
+
+class ReplayConfig(BufferConfig):
     batch_size_mem: int = Field(10, ge=1, description="buffer samples added to each minibatch")
 
 
 @register_method("replay", ReplayConfig, "experience replay with an online reservoir buffer", citation="chaudhry2019er")
 def build(cfg: ReplayConfig, ctx: MethodContext) -> list:
-    return [ReservoirReplayPlugin(cfg.mem_size, cfg.batch_size_mem, seed=ctx.seed)]
+    return [ReservoirReplayPlugin(cfg.mem_size, cfg.batch_size_mem, seed=ctx.seed, buffer_update=cfg.buffer_update)]
 
 
 class ReplaySAMConfig(ReplayConfig):
@@ -220,4 +295,5 @@ class ReplaySAMConfig(ReplayConfig):
 @register_method("er_sam", ReplaySAMConfig, "experience replay minimised with sharpness-aware minimisation",
                  citation="foret2021sam")
 def build_sam(cfg: ReplaySAMConfig, ctx: MethodContext) -> list:
-    return [ReservoirReplaySAMPlugin(cfg.mem_size, cfg.batch_size_mem, seed=ctx.seed, rho=cfg.rho)]
+    return [ReservoirReplaySAMPlugin(cfg.mem_size, cfg.batch_size_mem, seed=ctx.seed, rho=cfg.rho,
+                                     buffer_update=cfg.buffer_update)]
