@@ -3,6 +3,7 @@ trained samples to their buffer, online (after every step) or at the end of each
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import pandas as pd
@@ -17,6 +18,7 @@ from clsuite.methods.mgser import MGSERSAMPlugin
 from clsuite.methods.replay import BufferStateMixin, ReservoirBuffer, ReservoirReplayPlugin
 
 from test_replay_buffer import assert_same_buffer, ids_of, stream
+from test_report_extended import _evaluate, grid  # noqa: F401 (the module-scoped fixture)
 
 REPLAY_FAMILY = ("replay", "er_sam", "der", "derpp", "derpp_sam", "mgser_sam")
 
@@ -167,3 +169,30 @@ def test_methods_table_and_report_name_the_buffer_update(params, tmp_path):
     # no reservoir method (or a methods table written before the column existed): no line
     assert buffer_update_md(methods.set_index("method").loc[["finetune"]], ["finetune"]) == []
     assert buffer_update_md(pd.DataFrame({"type": ["replay"]}, index=["replay"]), ["replay"]) == []
+
+
+def test_report_names_the_timing_and_changes_nothing_else(grid, tmp_path):
+    """The report built from the evaluated tables has the buffer-update line under "How to
+    cite"; built from a methods table without the column, it is the same text minus that line."""
+    import shutil
+
+    from clsuite.core.parquet import read_table, write_table
+    from clsuite.image.report import build_report
+    from clsuite.image.schemas import METHODS as METHODS_SCHEMA
+
+    _, data, _ = _evaluate(grid, True)
+    older = tmp_path / "data_without_column"
+    shutil.copytree(data, older)
+    methods = read_table(older / "methods.parquet", METHODS_SCHEMA)
+    write_table(methods.drop(columns="buffer_update"), older / "methods.parquet", METHODS_SCHEMA)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # the report's provenance reads the working directory
+    try:
+        new = build_report(data, tmp_path / "new").read_text()
+        old = build_report(older, tmp_path / "old").read_text()
+    finally:
+        os.chdir(cwd)
+    line = ("Replay buffer updates: online, after every training step (Mammoth, the DER paper): `replay_small`, "
+            "`replay`.\n\n")
+    assert "## How to cite\n\n" + line + "```bibtex" in new
+    assert new.replace(line, "", 1) == old
