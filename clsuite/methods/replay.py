@@ -283,7 +283,7 @@ class ReplayConfig(BufferConfig):
     batch_size_mem: int = Field(10, ge=1, description="buffer samples added to each minibatch")
 
 
-@register_method("replay", ReplayConfig, "experience replay with an online reservoir buffer", citation="chaudhry2019er")
+@register_method("replay", ReplayConfig, "experience replay with a reservoir buffer", citation="chaudhry2019er")
 def build(cfg: ReplayConfig, ctx: MethodContext) -> list:
     return [ReservoirReplayPlugin(cfg.mem_size, cfg.batch_size_mem, seed=ctx.seed, buffer_update=cfg.buffer_update)]
 
