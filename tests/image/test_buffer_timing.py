@@ -171,7 +171,7 @@ def test_methods_table_and_report_name_the_buffer_update(params, tmp_path):
     assert buffer_update_md(pd.DataFrame({"type": ["replay"]}, index=["replay"]), ["replay"]) == []
 
 
-def test_report_names_the_timing_and_changes_nothing_else(grid, tmp_path):
+def test_report_names_the_timing_and_changes_nothing_else(grid, tmp_path):  # noqa: F811 (fixture)
     """The report built from the evaluated tables has the buffer-update line under "How to
     cite"; built from a methods table without the column, it is the same text minus that line."""
     import shutil
