@@ -39,7 +39,7 @@ def test_repo_params_are_valid(raw):
 
 def test_typo_in_method_hyperparameter_names_key_and_allowed(raw):
     raw["methods"]["replay"]["mem_sise"] = raw["methods"]["replay"].pop("mem_size")
-    _fails(raw, "params.yaml", "methods.replay.mem_sise", "unknown key", "allowed keys: batch_size_mem, mem_size")
+    _fails(raw, "params.yaml", "methods.replay.mem_sise", "unknown key", "allowed keys: batch_size_mem, buffer_update, mem_size")
 
 
 def test_typo_in_benchmark_section(raw):

@@ -98,7 +98,8 @@ def test_papers_streams_follow_the_protocols(params):
     assert (params.benchmark("smnist_full").train.epochs, params.benchmark("smnist_full").train.batch_size) == (1, 10)
     mems = {m: getattr(params.method(m).config, "mem_size", None) for m in papers.methods}
     assert {mems[m] for m in mems if mems[m]} == {500, 2000}
-    assert params.method("derpp_500").config_dict() == {"mem_size": 500, "batch_size_mem": 32, "alpha": 0.2, "beta": 0.5}
+    assert params.method("derpp_500").config_dict() == {"mem_size": 500, "batch_size_mem": 32, "buffer_update": "online",
+                                                      "alpha": 0.2, "beta": 0.5}
 
 
 def test_switching_to_papers_keeps_everything_else(tmp_path):
