@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from clsuite.core.errors import ParamsError
 from clsuite.core.names import Name, Seed
-from clsuite.core.validation import DEVICE_SPEC, Strict, check_names, format_validation_error
+from clsuite.core.validation import DEVICE_SPEC, Strict, check_names, format_validation_error, no_duplicates
 from clsuite.data.variants.config import CorruptionsConfig, LongTailConfig, OODConfig, VariantsConfig
 
 Scenario = Literal["class_il", "task_il", "domain_il"]
@@ -99,10 +99,7 @@ class GridConfig(Strict):
     @field_validator("benchmarks", "methods", "seeds")
     @classmethod
     def _unique(cls, v: list) -> list:
-        dupes = sorted({str(x) for x in v if v.count(x) > 1})
-        if dupes:
-            raise ValueError(f"duplicate entries: {', '.join(dupes)}")
-        return v
+        return no_duplicates(v)
 
 
 class RunConfig(GridConfig):

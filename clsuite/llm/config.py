@@ -4,30 +4,20 @@
 declares each task sequence with its model and training protocol (so a train stage depends
 only on its own sequence's and method's params); ``llm.methods`` holds each method's
 hyperparameters, validated by the config class its registered type declares
-(:mod:`clsuite.llm.methods`). This module imports only pydantic (params load fast).
+(:mod:`clsuite.llm.methods`). This module imports only pydantic and clsuite.core (params load fast).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from clsuite.core.names import Name, Seed, validate_name
+from clsuite.core.validation import Strict, no_duplicates
 
 
-class LStrict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _unique(v: list) -> list:
-    dupes = sorted({str(x) for x in v if v.count(x) > 1})
-    if dupes:
-        raise ValueError(f"duplicate entries: {', '.join(dupes)}")
-    return v
-
-
-class LLMGrid(LStrict):
+class LLMGrid(Strict):
     """The LLM runs ``dvc repro`` trains: one ``llm_train`` stage per sequence × method × seed."""
 
     sequences: list[Name] = Field(min_length=1)
@@ -37,10 +27,10 @@ class LLMGrid(LStrict):
     @field_validator("sequences", "methods", "seeds")
     @classmethod
     def _no_dupes(cls, v: list) -> list:
-        return _unique(v)
+        return no_duplicates(v)
 
 
-class LLMModelConfig(LStrict):
+class LLMModelConfig(Strict):
     """The language model and how it is adapted.
 
     ``source``: ``smollm2_gguf`` (SmolLM2-135M-Instruct Q4_1 from the PyPI package
@@ -64,7 +54,7 @@ class LLMModelConfig(LStrict):
     tiny_layers: int = Field(2, ge=1)
 
 
-class LLMTrainConfig(LStrict):
+class LLMTrainConfig(Strict):
     """Training and generation protocol of a sequence (per task: ``epochs`` passes)."""
 
     epochs: int = Field(1, ge=1)
@@ -81,7 +71,7 @@ class LLMTrainConfig(LStrict):
     processes: int = Field(1, ge=1)
 
 
-class HeldoutConfig(LStrict):
+class HeldoutConfig(Strict):
     """A task never trained on, scored after every task (general-knowledge retention)."""
 
     source: str
@@ -99,7 +89,7 @@ class HeldoutConfig(LStrict):
         return data
 
 
-class BackgroundConfig(LStrict):
+class BackgroundConfig(Strict):
     """General text that is never trained on nor evaluated: the background corpus of the methods
     that need one (sparse memory finetuning's TF-IDF document frequencies; Lin et al. 2025 use
     pretraining-like text). ``n`` train-side examples of the text source ``source`` (with
@@ -125,7 +115,7 @@ def corpus_of(source: str, options: dict[str, Any] | None = None) -> str:
     return source.removeprefix("rg_")
 
 
-class SequenceConfig(LStrict):
+class SequenceConfig(Strict):
     """A task sequence: ``tasks`` are text-source names or ``{source, name?, train?, test?, options?}``
     (clsuite.data.text.sequence.TaskSpec), ``train``/``test`` the per-task limits."""
 
@@ -180,7 +170,7 @@ class SequenceConfig(LStrict):
         return bg
 
 
-class LLMParams(LStrict):
+class LLMParams(Strict):
     grid: LLMGrid
     # keys become folder names (data/llm_runs/<sequence>/<method>/...): clsuite.core.names.Name
     sequences: dict[Name, SequenceConfig] = Field(min_length=1)
