@@ -24,7 +24,7 @@ import pandas as pd
 
 from clsuite.image.config import ImageParams
 from clsuite.core.errors import DataError, RunFolderError
-from clsuite.core.headline import HEADLINE_DECIMALS, percent, write_headline  # noqa: F401 (re-exported)
+from clsuite.core.headline import headline_cell, write_headline
 from clsuite.core.io import write_text
 from clsuite.core import matrix as acc
 from clsuite.image.metrics import per_experience as pe
@@ -154,7 +154,7 @@ def evaluate_grid(params: ImageParams, runs_root: Path = RUNS_ROOT, out_dir: Pat
         write_table(df, out_dir / f"{name}.parquet", schema)
         write_text(out_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.6g"))
         out[name] = df
-    write_headline(headline_metrics(params, summary), headline_dir)
+    write_headline(headline_metrics(params, summary, failed_df), headline_dir)
     return out
 
 
@@ -187,33 +187,30 @@ def grid_tables(params: ImageParams) -> dict[str, tuple[pd.DataFrame, object]]:
             "methods": (methods, METHODS)}
 
 
-#: the headline metrics (``summary`` names)
-HEADLINE_METRICS = ("last_acc", "forgetting")
-
-
 def headline_protocol(scenario: str) -> str:
     """The protocol a benchmark is read in: its own (task-IL for task-IL streams), class-IL
     otherwise (in domain-IL every experience holds all classes, so task-IL equals class-IL)."""
     return "task_il" if scenario == "task_il" else "class_il"
 
 
-def headline_metrics(params: ImageParams, summary: pd.DataFrame) -> dict[str, dict[str, dict[str, float | int | None]]]:
-    """{benchmark: {method: {last_acc, last_acc_ci95, forgetting, forgetting_ci95, n_seeds}}}
-    for every cell of the grid, in percent (the report's units) rounded to
-    :data:`HEADLINE_DECIMALS`; a CI is None for one seed, every value None (n_seeds 0) where
-    no seed finished. The full tables (all metrics, std, both protocols) are in ``reports/data``."""
+def headline_metrics(params: ImageParams, summary: pd.DataFrame,
+                     failed: pd.DataFrame) -> dict[str, dict[str, dict[str, float | int | None]]]:
+    """{benchmark: {method: headline cell}} for every cell of the grid
+    (:func:`clsuite.core.headline.headline_cell`: ``acc`` = ``last_acc`` and ``forget`` =
+    ``forgetting`` in the benchmark's protocol, their CI half-widths, ``seeds``, ``failed``).
+    The full tables (all metrics, std, both protocols) are in ``reports/data``."""
     out: dict = {}
     for benchmark in params.run.benchmarks:
         protocol = headline_protocol(params.benchmark(benchmark).scenario)
         rows = summary[(summary["benchmark"] == benchmark) & (summary["protocol"] == protocol)]
         for method in params.run.methods:
-            cell: dict[str, float | int | None] = {}
+            values: dict[str, tuple[float, float]] = {}
             n_seeds = 0
-            for metric in HEADLINE_METRICS:
+            for metric in ("last_acc", "forgetting"):
                 hit = rows[(rows["method"] == method) & (rows["metric"] == metric)]
-                mean, ci = (hit["mean"].iat[0], hit["ci95"].iat[0]) if len(hit) else (np.nan, np.nan)
-                cell[metric], cell[f"{metric}_ci95"] = percent(mean), percent(ci)
+                values[metric] = (hit["mean"].iat[0], hit["ci95"].iat[0]) if len(hit) else (np.nan, np.nan)
                 n_seeds = max(n_seeds, int(hit["n_seeds"].iat[0]) if len(hit) else 0)
-            cell["n_seeds"] = n_seeds
-            out.setdefault(benchmark, {})[method] = cell
+            n_failed = int(((failed["benchmark"] == benchmark) & (failed["method"] == method)).sum())
+            out.setdefault(benchmark, {})[method] = headline_cell(*values["last_acc"], *values["forgetting"],
+                                                                  seeds=n_seeds, failed=n_failed)
     return out

@@ -23,7 +23,7 @@ from clsuite.image.schemas import (
     ACCURACY_MATRIX, BENCHMARKS, EXPERIENCES, FAILED_RUNS, METHODS, STAGE_ACCURACY, STAGE_METRICS, SUMMARY,
 )
 from clsuite.report import failed_runs_md, tables, to_html
-from clsuite.report.format import NOT_REPORTED, fmt_interval, number
+from clsuite.report.format import NOT_REPORTED, mean_std, number
 from clsuite.report.citations import bibtex
 from clsuite.report.provenance import provenance
 from clsuite.report.safe import local_target, md_code, md_fence, md_text
@@ -189,7 +189,7 @@ def llm_reports_md(sequences: tuple[str, ...], out: Path, headline_dir: Path = L
     if not sequences:
         return []
     md = ["## LLM track", "", "One report per sequence of `llm.grid` (docs/llm.md); final score = mean over the "
-          "trained tasks of the score after the last task, in percent, with its 95% CI.", ""]
+          "trained tasks of the score after the last task, in percent, ± the half-width of its 95% CI.", ""]
     for seq in sequences:
         url = f"llm/{quote(seq)}/index.md"
         folder = out / "llm" / seq
@@ -198,24 +198,16 @@ def llm_reports_md(sequences: tuple[str, ...], out: Path, headline_dir: Path = L
             continue
         line = f"- [{md_code(seq)}]({url})"
         cells = read_llm_headline(headline_dir / seq)
-        done = {m: c for m, c in cells.items() if c.get("n_seeds")}
+        done = {m: c for m, c in cells.items() if c.get("seeds")}
         if done:
-            best = max(done, key=lambda m: done[m]["final_score"])  # first in name order on a tie
+            best = max(done, key=lambda m: done[m]["acc"])  # first in name order on a tie
             c = done[best]
-            line += (f": {len(done)} method(s) with a finished run, {max(c['n_seeds'] for c in done.values())} "
+            line += (f": {len(done)} method(s) with a finished run, {max(c['seeds'] for c in done.values())} "
                      f"seed(s); highest final score {md_code(best)} "
-                     f"{md_text(fmt_interval(*(_fraction(c.get(k)) for k in FINAL_SCORE_KEYS)))}; "
-                     f"{sum(int(c.get('failed_runs') or 0) for c in cells.values())} failed run(s)")
+                     f"{md_text(mean_std(c['acc'], c.get('acc_ci95'), scale=1.0))}; "
+                     f"{sum(int(c.get('failed') or 0) for c in cells.values())} failed run(s)")
         md.append(line)
     return md + [""]
-
-
-#: the final score and its 95 % CI in an LLM headline file (percent; clsuite.llm.evaluate.headline)
-FINAL_SCORE_KEYS = ("final_score", "final_score_ci95_low", "final_score_ci95_high")
-
-
-def _fraction(percent: float | None) -> float:
-    return float("nan") if percent is None else percent / 100
 
 
 def read_llm_headline(folder: Path) -> dict[str, dict]:
@@ -227,8 +219,8 @@ def read_llm_headline(folder: Path) -> dict[str, dict]:
             cell = json.loads(path.read_text())
         except (ValueError, OSError) as exc:
             raise DataError(f"{path}: not valid JSON ({exc}); rerun `dvc repro llm_evaluate` to rewrite it") from None
-        if not isinstance(cell, dict) or not isinstance(cell.get("final_score", None), (int, float, type(None))):
-            raise DataError(f"{path}: not an LLM headline (a JSON object with final_score, n_seeds, ...); rerun "
+        if not isinstance(cell, dict) or not isinstance(cell.get("acc", None), (int, float, type(None))):
+            raise DataError(f"{path}: not an LLM headline (a JSON object with acc, seeds, ...); rerun "
                             "`dvc repro llm_evaluate` to rewrite it")
         cells[path.stem] = cell
     return cells

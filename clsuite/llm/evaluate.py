@@ -23,7 +23,7 @@ import pandas as pd
 
 from clsuite.core.aggregate import score_interval
 from clsuite.core.errors import DataError
-from clsuite.core.headline import percent, write_headline
+from clsuite.core.headline import half_width, headline_cell, write_headline
 from clsuite.core.io import write_json, write_text
 from clsuite.core.runs import failed_run_row, failed_runs_table, read_status
 from clsuite.llm.config import LLMParams
@@ -34,10 +34,11 @@ from clsuite.core.parquet import read_table, write_table
 
 
 def headline(methods: list[str], ci: pd.DataFrame, su: pd.DataFrame, failed: pd.DataFrame) -> dict[str, dict]:
-    """{method: {final_score, final_score_ci95_low, final_score_ci95_high, avg_forgetting,
-    avg_forgetting_ci95, n_seeds, failed_runs}} for every method of the grid, in percent rounded
-    as the image headline (:mod:`clsuite.core.headline`); values None (n_seeds 0) for a method
-    without a finished run."""
+    """{method: headline cell} for every method of the grid
+    (:func:`clsuite.core.headline.headline_cell`, the image track's keys): ``acc`` = the final
+    score, ``acc_ci95`` = the larger side of its 95 % CI (bootstrap over test examples for one
+    seed, Student t over seeds for several; the exact bounds are in ``score_ci``), ``forget`` =
+    average forgetting; every number None (seeds 0) for a method without a finished run."""
     final = ci[ci["task"] == MEAN_TASK]
     out = {}
     for m in methods:
@@ -45,10 +46,8 @@ def headline(methods: list[str], ci: pd.DataFrame, su: pd.DataFrame, failed: pd.
         score, low, high = score_interval(runs["value"], runs["ci_low"], runs["ci_high"])
         fg = su[(su["method"] == m) & (su["metric"] == "avg_forgetting")] if len(su) else su
         mean, half = (float(fg["mean"].iat[0]), float(fg["ci95"].iat[0])) if len(fg) else (np.nan, np.nan)
-        out[m] = {"final_score": percent(score), "final_score_ci95_low": percent(low),
-                  "final_score_ci95_high": percent(high), "avg_forgetting": percent(mean),
-                  "avg_forgetting_ci95": percent(half), "n_seeds": int(runs["seed"].nunique()),
-                  "failed_runs": int((failed["method"] == m).sum())}
+        out[m] = headline_cell(score, half_width(score, low, high), mean, half,
+                               seeds=int(runs["seed"].nunique()), failed=int((failed["method"] == m).sum()))
     return out
 
 

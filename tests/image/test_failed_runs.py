@@ -149,16 +149,17 @@ def test_headline_metrics_one_small_file_per_cell_in_percent(grid):
     folder = data.parents[1] / "metrics" / "smnist_smoke"
     assert sorted(p.name for p in folder.iterdir()) == ["finetune.json", "nan_loss.json", "replay.json"]
     cells = {p.stem: json.loads(p.read_text()) for p in folder.iterdir()}
-    keys = {"last_acc", "last_acc_ci95", "forgetting", "forgetting_ci95", "n_seeds"}
+    keys = {"acc", "acc_ci95", "forget", "forget_ci95", "seeds", "failed"}
     assert all(set(cell) == keys for cell in cells.values())
     s = tables["summary"].set_index(["method", "protocol", "metric"])
-    for metric in ("last_acc", "forgetting"):
-        assert cells["finetune"][metric] == round(100 * s.loc[("finetune", "class_il", metric), "mean"], 2)
-        assert cells["finetune"][f"{metric}_ci95"] == round(100 * s.loc[("finetune", "class_il", metric), "ci95"], 2)
-        assert cells["replay"][metric] == round(100 * s.loc[("replay", "class_il", metric), "mean"], 2)
-    assert cells["finetune"]["n_seeds"] == 2 and cells["finetune"]["last_acc_ci95"] is not None
-    assert cells["replay"]["n_seeds"] == 1 and cells["replay"]["last_acc_ci95"] is None  # one seed: no CI
-    assert cells["nan_loss"] == {**dict.fromkeys(keys), "n_seeds": 0}
+    for key, metric in (("acc", "last_acc"), ("forget", "forgetting")):
+        assert cells["finetune"][key] == round(100 * s.loc[("finetune", "class_il", metric), "mean"], 2)
+        assert cells["finetune"][f"{key}_ci95"] == round(100 * s.loc[("finetune", "class_il", metric), "ci95"], 2)
+        assert cells["replay"][key] == round(100 * s.loc[("replay", "class_il", metric), "mean"], 2)
+    assert cells["finetune"]["seeds"] == 2 and cells["finetune"]["acc_ci95"] is not None
+    assert cells["replay"]["seeds"] == 1 and cells["replay"]["acc_ci95"] is None  # one seed: no CI
+    assert cells["replay"]["failed"] == 1 and cells["finetune"]["failed"] == 0  # replay's seed 1 did not finish
+    assert cells["nan_loss"] == {**dict.fromkeys(keys), "seeds": 0, "failed": 2}
 
 
 def test_report_shows_failed_runs_as_failed(grid):

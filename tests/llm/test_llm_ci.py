@@ -130,16 +130,18 @@ def test_top_report_links_each_llm_report_with_a_summary(tmp_path):
                                  "stopped_in": "b", "iteration": 0, "reason": "non-finite loss"}], LLM_FAILED_RUNS)
     ci = score_cis(recs)
     cells = headline(["x", "y", "z"], ci, pd.DataFrame(), failed)  # what llm_evaluate writes
-    assert cells["z"]["n_seeds"] == 0 and cells["z"]["final_score"] is None and cells["z"]["failed_runs"] == 1
+    assert cells["z"] == {"acc": None, "acc_ci95": None, "forget": None, "forget_ci95": None, "seeds": 0, "failed": 1}
+    # acc = the LLM report's final score of x; acc_ci95 = the larger side of its 95 % CI (both in percent)
+    row = ci[(ci.task == MEAN_TASK) & (ci.method == "x")].iloc[0]
+    assert cells["x"]["acc"] == round(100 * row["value"], 2)
+    assert cells["x"]["acc_ci95"] == round(100 * max(row["value"] - row["ci_low"], row["ci_high"] - row["value"]), 2)
     write_headline(cells, tmp_path / "metrics" / "llm_smoke")
     (out / "llm" / "llm_smoke").mkdir(parents=True)
     (out / "llm" / "llm_smoke" / "index.md").write_text("# LLM track: llm_smoke\n")
     md = "\n".join(llm_reports_md(tuple(params.llm.grid.sequences), out, tmp_path / "metrics"))
     line = next(x for x in md.splitlines() if "llm_smoke" in x)
     assert line.startswith("- [`llm_smoke`](llm/llm_smoke/index.md): 2 method(s)")
-    # the same cell as the LLM report's (score_ci_cell on the score_ci rows of the best method)
-    assert f"highest final score `x` {ci_cell(ci[(ci.task == MEAN_TASK) & (ci.method == 'x')])};" in line
-    assert "highest final score `x` 75.0 [" in line and "1 failed run(s)" in line
+    assert f"highest final score `x` 75.0 ± {cells['x']['acc_ci95']:.1f};" in line and "1 failed run(s)" in line
     assert "`reasoning3`: no report yet; build it with `dvc repro llm_report@reasoning3`" in md
     assert '<a href="llm/llm_smoke/index.md">' in render_html(md, out)  # inside reports/: kept
     probe = "import clsuite.image.report, sys; print(sorted(m for m in sys.modules if m.startswith('clsuite.llm')))"

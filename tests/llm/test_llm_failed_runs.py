@@ -87,15 +87,15 @@ def test_diverged_run_exits_0_and_is_listed_by_evaluate_and_report(project, caps
 
     # the headline files of `dvc metrics show` (one per grid method), and the top report's line from them
     head = {m: json.loads((project / "reports/metrics/llm" / SEQ / f"{m}.json").read_text()) for m in ("none", "nan_loss")}
-    assert head["nan_loss"] == {"final_score": None, "final_score_ci95_low": None, "final_score_ci95_high": None,
-                                "avg_forgetting": None, "avg_forgetting_ci95": None, "n_seeds": 0, "failed_runs": 1}
-    assert head["none"]["n_seeds"] == 1 and head["none"]["failed_runs"] == 0
-    assert head["none"]["final_score_ci95_low"] <= head["none"]["final_score"] <= head["none"]["final_score_ci95_high"]
+    assert head["nan_loss"] == {"acc": None, "acc_ci95": None, "forget": None, "forget_ci95": None, "seeds": 0,
+                                "failed": 1}
+    assert head["none"]["seeds"] == 1 and head["none"]["failed"] == 0
+    assert head["none"]["acc_ci95"] >= 0
     from clsuite.image.report import llm_reports_md
 
     line = "\n".join(llm_reports_md((SEQ,), project / "reports"))
-    assert f"1 method(s) with a finished run, 1 seed(s); highest final score `none` {head['none']['final_score']:.1f} [" \
-        in line and "1 failed run(s)" in line
+    assert (f"1 method(s) with a finished run, 1 seed(s); highest final score `none` {head['none']['acc']:.1f} ± "
+            f"{head['none']['acc_ci95']:.1f}; 1 failed run(s)") in line
 
     # the other run's metrics are those of a grid without the failed run
     alone = LLMParams.model_validate({**yaml.safe_load(Path("params.yaml").read_text())["llm"],
