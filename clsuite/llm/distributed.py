@@ -22,6 +22,7 @@ in which case the process just joins. Backend ``nccl`` on CUDA (device ``cuda:<l
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+
+from clsuite.core.errors import ClsuiteError, RunFailed
 
 
 @dataclass(frozen=True)
@@ -123,11 +126,9 @@ def _spawned(rank: int, world: int, fn: Callable[..., Any], args: tuple, kwargs:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     try:
         fn(*args, **kwargs)
-    except BaseException as exc:  # hand the exception itself to the launcher (spawn keeps only its text)
-        import pickle
-
+    except BaseException as exc:  # hand the exception's type and fields to the launcher (spawn keeps only its text)
         try:
-            (Path(errors) / f"rank{rank}.pkl").write_bytes(pickle.dumps(exc))
+            (Path(errors) / f"rank{rank}.json").write_text(json.dumps(_exception_fields(exc), default=str))
         except Exception:
             pass
         raise
@@ -136,13 +137,41 @@ def _spawned(rank: int, world: int, fn: Callable[..., Any], args: tuple, kwargs:
             dist.destroy_process_group()
 
 
+def _exception_fields(exc: BaseException) -> dict[str, Any]:
+    """The JSON-able fields of a worker's exception: type name, message, RunFailed's status."""
+    return {"type": type(exc).__name__, "message": str(exc), "status": getattr(exc, "status", None)}
+
+
+def _clsuite_errors() -> dict[str, type[ClsuiteError]]:
+    """Every clsuite error class by name (the types a worker's exception is rebuilt as)."""
+    found, todo = {}, [ClsuiteError]
+    while todo:
+        cls = todo.pop()
+        found[cls.__name__] = cls
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def _rebuild_exception(fields: dict[str, Any]) -> ClsuiteError | None:
+    """A worker's clsuite error from :func:`_exception_fields`; None for any other type (the
+    launcher then raises torch's ProcessRaisedException with the worker's traceback text). Only
+    the allowlisted clsuite error classes are constructed, with a message and a status mapping."""
+    cls = _clsuite_errors().get(str(fields.get("type")))
+    if cls is None:
+        return None
+    message, status = str(fields.get("message", "")), fields.get("status")
+    if issubclass(cls, RunFailed):
+        return cls(message, **(status if isinstance(status, dict) else {}))
+    return cls(message)
+
+
 def launch(world: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """Run ``fn(*args, **kwargs)`` in ``world`` spawned processes on loopback (torchrun env vars
     set for each: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1, a free MASTER_PORT);
     ``fn`` must be a picklable top-level function that calls :func:`init_group`. The first
-    failing worker's exception is re-raised here (its own type when it pickles, e.g.
-    ``ParamsError``; else ``torch.multiprocessing.ProcessRaisedException``)."""
-    import pickle
+    failing worker's exception is re-raised here with its own type when it is a clsuite error
+    (e.g. ``ParamsError``, ``TrainingDiverged`` with its status); else
+    ``torch.multiprocessing.ProcessRaisedException``."""
     import tempfile
 
     import torch.multiprocessing as mp
@@ -150,16 +179,18 @@ def launch(world: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Non
     saved = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT")}
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     try:
-        # the workers' pickled exceptions go to a private folder of this process (mkdtemp: mode 0700, removed
-        # after), never to a run folder, so only this user's own worker processes can have written them
+        # the workers' exceptions go, as JSON (type name, message, status; nothing that can execute code when
+        # read), to a private folder of this process (mkdtemp: mode 0700, removed after), never to a run folder
         with tempfile.TemporaryDirectory(prefix="clsuite-ddp-") as errors:
             try:
                 mp.spawn(_spawned, args=(world, fn, args, kwargs, errors), nprocs=world, join=True)
             except mp.ProcessRaisedException as failed:
-                path = Path(errors) / f"rank{failed.error_index}.pkl"
+                path = Path(errors) / f"rank{failed.error_index}.json"
                 try:
-                    original = pickle.loads(path.read_bytes())
+                    original = _rebuild_exception(json.loads(path.read_text()))
                 except Exception:
+                    raise failed from None
+                if original is None:
                     raise failed from None
                 raise original from failed
     finally:

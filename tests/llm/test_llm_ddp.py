@@ -303,3 +303,16 @@ def test_a_workers_exception_reaches_the_launcher_with_its_type():
     with pytest.raises(TrainingDiverged, match="rank 1") as info:
         launch(2, _fail_on_rank_1)
     assert info.value.status == {"iteration": 3}
+
+
+def test_a_workers_error_file_is_data_only():
+    """The launcher rebuilds only clsuite's own error classes from a worker's JSON error file:
+    any other type name (a builtin, a dotted path) is not looked up or constructed."""
+    from clsuite.core.errors import ParamsError, TrainingDiverged
+    from clsuite.llm.distributed import _exception_fields, _rebuild_exception
+
+    diverged = _rebuild_exception(_exception_fields(TrainingDiverged("nan", iteration=3)))
+    assert type(diverged) is TrainingDiverged and diverged.status == {"iteration": 3} and str(diverged) == "nan"
+    assert type(_rebuild_exception({"type": "ParamsError", "message": "bad"})) is ParamsError
+    for name in ("ValueError", "os.system", "subprocess.Popen", "__import__", None):
+        assert _rebuild_exception({"type": name, "message": "rm -rf /"}) is None
