@@ -18,9 +18,11 @@ from clsuite.core.io import write_text
 from clsuite.core.paths import LLM_HEADLINE_DIR, REPORTS, TABLES_DIR
 from clsuite.core.parquet import read_table
 from clsuite.image import figures
+from clsuite.image.ranking import Unseparated, unseparated_neighbours
 from clsuite.image.report_sections import Grid, extended_sections, metric_citations, read_extended_tables
 from clsuite.image.schemas import (
-    ACCURACY_MATRIX, BENCHMARKS, EXPERIENCES, FAILED_RUNS, METHODS, STAGE_ACCURACY, STAGE_METRICS, SUMMARY,
+    ACCURACY_MATRIX, BENCHMARKS, COMPARISONS, EXPERIENCES, FAILED_RUNS, METHODS, STAGE_ACCURACY, STAGE_METRICS,
+    SUMMARY,
 )
 from clsuite.report import failed_runs_md, tables, to_html
 from clsuite.report.format import NOT_REPORTED, mean_std, number
@@ -84,6 +86,20 @@ def buffer_update_md(methods: pd.DataFrame, order: list[str]) -> list[str]:
     return [f"Replay buffer updates: {'; '.join(parts)}.", ""] if parts else []
 
 
+def ranking_md(pairs: list[Unseparated]) -> list[str]:
+    """A warning under a results table naming the neighbours in its last-accuracy ranking that
+    the seeds do not separate (:mod:`clsuite.image.ranking`); nothing when every step is separated."""
+    if not pairs:
+        return []
+    parts = [f"{md_code(p.higher)} vs {md_code(p.lower)} "
+             + (f"(Δ {mean_std(p.mean_diff, p.ci95_diff)} pts, 95% CI half-width, {p.n_pairs} paired seeds)"
+                if p.n_pairs >= 2 and p.ci95_diff == p.ci95_diff else f"({p.n_pairs} paired seed(s): no interval)")
+             for p in pairs]
+    return [f"**Ranking not established** (last accuracy): the paired 95% CI of the difference includes 0 for "
+            f"{'; '.join(parts)}. These methods are not separated by these seeds; add seeds (`run.seeds`) "
+            "before ranking them.", ""]
+
+
 def build_report(data_dir: Path = TABLES_DIR, out: Path = REPORTS, llm_sequences: tuple[str, ...] = (),
                  llm_headline_dir: Path = LLM_HEADLINE_DIR) -> Path:
     """Write the project report under ``out`` from the tables in ``data_dir`` (the grid, its
@@ -99,6 +115,7 @@ def build_report(data_dir: Path = TABLES_DIR, out: Path = REPORTS, llm_sequences
     exps = read_table(data_dir / "experiences.parquet", EXPERIENCES)
     stage_metrics = read_table(data_dir / "stage_metrics.parquet", STAGE_METRICS)
     failed = read_table(data_dir / "failed_runs.parquet", FAILED_RUNS)
+    comparisons = read_table(data_dir / "comparisons.parquet", COMPARISONS)
     # figures show the methods with at least one finished run on that benchmark
     done = {b: [m for m in run.methods if ((mat["benchmark"] == b) & (mat["method"] == m)).any()]
             for b in run.benchmarks}
@@ -125,7 +142,9 @@ def build_report(data_dir: Path = TABLES_DIR, out: Path = REPORTS, llm_sequences
             same = protocol == "task_il" and benchmarks.loc[b, "scenario"] == "domain_il"
             note = ["Domain-IL: every experience holds all classes, so task-IL predictions equal class-IL "
                     "ones and this table repeats the one above.", ""] if same else []
-            md += [f"### {md_text(b)}: {protocol.replace('_', '-')}", "", *note, table_md, "",
+            note_after = [] if same else ranking_md(
+                unseparated_neighbours(summary, comparisons, b, protocol, run.methods))
+            md += [f"### {md_text(b)}: {protocol.replace('_', '-')}", "", *note, table_md, "", *note_after,
                    f"LaTeX: [`tables/{stem}.tex`](tables/{stem}.tex) · CSV: [`tables/{stem}.csv`](tables/{stem}.csv)", ""]
     md += failed_runs_md(failed, len(run.benchmarks) * len(run.methods) * len(run.seeds), out)
     md += ["Metric definitions:", "", DEFINITIONS, "", "## Accuracy over stages", ""]
