@@ -22,8 +22,8 @@ from clsuite.data.variants.config import CorruptionsConfig, LongTailConfig, OODC
 Scenario = Literal["class_il", "task_il", "domain_il"]
 
 __all__ = ["BenchmarkConfig", "CorruptionsConfig", "DomainConfig", "GridConfig", "ImageParams", "LongTailConfig",
-           "MethodEntry", "MetricsConfig", "ModelSpec", "OODConfig", "RunConfig", "Scenario", "TrainConfig",
-           "VariantsConfig"]
+           "METHOD_TRAIN_KEYS", "MethodEntry", "MethodTrainSettings", "MetricsConfig", "ModelSpec", "OODConfig",
+           "RunConfig", "Scenario", "TrainConfig", "TrainOverride", "VariantsConfig"]
 
 
 class TrainConfig(Strict):
@@ -36,6 +36,53 @@ class TrainConfig(Strict):
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+
+
+class TrainOverride(Strict):
+    """A method's own values for some of a benchmark's :class:`TrainConfig` keys (unset: the
+    benchmark's value). A method's buffer minibatch stays its own key (``batch_size_mem``)."""
+
+    lr: float | None = Field(None, gt=0)
+    momentum: float | None = Field(None, ge=0, lt=1)
+    weight_decay: float | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+
+    def values(self) -> dict[str, Any]:
+        """The keys this override sets, with their values."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+#: the keys of ``methods.<m>`` that hold training settings, not the method's own hyperparameters
+METHOD_TRAIN_KEYS = ("train", "train_by_benchmark")
+
+
+class MethodTrainSettings(Strict):
+    """``methods.<m>.train`` (every benchmark) and ``methods.<m>.train_by_benchmark.<b>`` (one
+    benchmark, wins over ``train``): the method's training settings over the benchmark's."""
+
+    train: TrainOverride = TrainOverride()
+    train_by_benchmark: dict[Name, TrainOverride] = {}
+
+    @classmethod
+    def of(cls, name: str, raw: dict[str, Any] | None) -> "MethodTrainSettings":
+        """The training settings in the params mapping ``raw`` of method ``name`` (ParamsError
+        naming the key path when they are malformed)."""
+        picked = {k: v for k, v in (raw or {}).items() if k in METHOD_TRAIN_KEYS}
+        try:
+            return cls.model_validate(picked, strict=True)
+        except ValidationError as exc:
+            raise ParamsError(format_validation_error(exc, f"methods.{name}", cls)) from None
+
+    def resolve(self, benchmark: str, base: TrainConfig) -> TrainConfig:
+        """``base`` (the benchmark's settings) with ``train`` and then ``train_by_benchmark[benchmark]`` on top."""
+        update = {**self.train.values(), **self.train_by_benchmark.get(benchmark, TrainOverride()).values()}
+        return base.model_copy(update=update) if update else base
+
+    def level(self, benchmark: str, key: str) -> str:
+        """Where the effective value of ``key`` comes from: ``benchmark``, ``method`` or ``method_benchmark``."""
+        if key in self.train_by_benchmark.get(benchmark, TrainOverride()).values():
+            return "method_benchmark"
+        return "method" if key in self.train.values() else "benchmark"
 
 
 class ModelSpec(Strict):
@@ -142,6 +189,7 @@ class MethodEntry(BaseModel):
     name: str
     type: str
     config: BaseModel
+    train: MethodTrainSettings = MethodTrainSettings()
 
     def config_dict(self) -> dict[str, Any]:
         return self.config.model_dump(mode="json")
@@ -167,6 +215,13 @@ class ImageParams(Strict):
                 f"metrics.reference_method: {self.metrics.reference_method!r} not defined under methods; "
                 f"defined: {', '.join(sorted(self.methods))}"
             )
+        for name, raw in self.methods.items():  # methods.<m>.train / train_by_benchmark
+            try:
+                settings = MethodTrainSettings.of(name, raw if isinstance(raw, dict) else None)
+            except ParamsError as exc:
+                raise ValueError(str(exc)) from None
+            check_names(f"methods.{name}.train_by_benchmark", list(settings.train_by_benchmark), self.benchmarks,
+                        "benchmarks")
         return self
 
     # -- resolved views -------------------------------------------------------------
@@ -177,6 +232,9 @@ class ImageParams(Strict):
         if name not in self.methods:
             raise ParamsError(f"methods.{name}: not defined; defined methods: {', '.join(sorted(self.methods))}")
         raw = dict(self.methods[name] or {})
+        train = MethodTrainSettings.of(name, raw)
+        for key in METHOD_TRAIN_KEYS:
+            raw.pop(key, None)
         mtype = raw.pop("type", name)
         if not isinstance(mtype, str) or mtype not in METHODS:
             raise ParamsError(f"methods.{name}.type: {METHODS.unknown(mtype)} (see `clsuite list methods`)")
@@ -185,7 +243,18 @@ class ImageParams(Strict):
             cfg = spec.config_cls.model_validate(raw, strict=True)
         except ValidationError as exc:
             raise ParamsError(format_validation_error(exc, f"methods.{name}", spec.config_cls)) from None
-        return MethodEntry(name=name, type=mtype, config=cfg)
+        return MethodEntry(name=name, type=mtype, config=cfg, train=train)
+
+    def train_config(self, benchmark: str, method: str) -> TrainConfig:
+        """The effective training settings of ``method`` on ``benchmark``: the benchmark's ``train:``
+        with ``methods.<method>.train`` and then ``methods.<method>.train_by_benchmark.<benchmark>``
+        on top. The one place they are resolved: the trainer, the run's checkpoint fingerprint and
+        the ``settings`` table of evaluate all use it."""
+        if method not in self.methods:
+            raise ParamsError(f"methods.{method}: not defined; defined methods: {', '.join(sorted(self.methods))}")
+        raw = self.methods[method]
+        settings = MethodTrainSettings.of(method, raw if isinstance(raw, dict) else None)
+        return settings.resolve(benchmark, self.benchmark(benchmark).train)
 
     def benchmark(self, name: str) -> BenchmarkConfig:
         if name not in self.benchmarks:

@@ -1,9 +1,10 @@
 """evaluate: prediction records of every run in the grid → metric tables.
 
 Writes (each under its pandera schema) to ``reports/data/``: accuracy_matrix,
-stage_accuracy, run_metrics, summary, experiences, failed_runs; grid, benchmarks and methods
+stage_accuracy, run_metrics, summary, experiences, failed_runs; grid, benchmarks, methods and settings
 (everything the report says about the grid: order, descriptions, training settings, method
-types, citation keys, so that the report reads nothing but this folder); the extended tables of
+types, citation keys, each run's effective settings with their published source
+(:mod:`clsuite.image.settings`), so that the report reads nothing but this folder); the extended tables of
 :mod:`clsuite.image.grid_metrics` (robustness, long tail, OOD, compute, memory, feature
 space, comparisons; Parquet, plus CSV copies), and the headline metrics
 ``reports/metrics/image/<benchmark>/<method>.json`` (last accuracy, forgetting, their 95% CIs over
@@ -35,9 +36,10 @@ from clsuite.image.records import (
     EXPERIENCES_FILE, RunKey, check_finished_files, check_identity, check_experiences_recorded, read_records, rerun_fix,
 )
 from clsuite.image.schemas import (
-    ACCURACY_MATRIX, BENCHMARKS, CLASS_ACCURACY, EXPERIENCES, FAILED_RUNS, GRID, METHODS, RUN_METRICS,
+    ACCURACY_MATRIX, BENCHMARKS, CLASS_ACCURACY, EXPERIENCES, FAILED_RUNS, GRID, METHODS, RUN_METRICS, SETTINGS,
     STAGE_ACCURACY, STAGE_METRICS, SUMMARY,
 )
+from clsuite.image.settings import PROVENANCE_FILE, load_provenance, settings_table
 from clsuite.core.parquet import read_table, write_table
 from clsuite.core.paths import HEADLINE_DIR, PREPARED_ROOT, RUNS_ROOT, TABLES_DIR, run_dir_for
 
@@ -104,8 +106,10 @@ def read_finished_run(run_dir: Path, key: RunKey, status: RunStatus | None, n_ex
 
 
 def evaluate_grid(params: ImageParams, runs_root: Path = RUNS_ROOT, out_dir: Path = TABLES_DIR,
-                  headline_dir: Path = HEADLINE_DIR, prepared_root: Path = PREPARED_ROOT) -> dict[str, pd.DataFrame]:
-    """Compute every table for the runs of ``params.run`` and write them."""
+                  headline_dir: Path = HEADLINE_DIR, prepared_root: Path = PREPARED_ROOT,
+                  provenance_file: Path = PROVENANCE_FILE) -> dict[str, pd.DataFrame]:
+    """Compute every table for the runs of ``params.run`` and write them (the ``settings`` table
+    with the sources recorded in ``provenance_file``)."""
     run = params.run
     extended = GridMetrics(params, prepared_root)
     parts: dict[str, list[pd.DataFrame]] = {}
@@ -148,6 +152,7 @@ def evaluate_grid(params: ImageParams, runs_root: Path = RUNS_ROOT, out_dir: Pat
     tables.update(extended.finish(tables))
     tables["failed_runs"] = (failed_df, FAILED_RUNS)
     tables.update(grid_tables(params))
+    tables["settings"] = (settings_table(params, load_provenance(provenance_file)), SETTINGS)
     out = {}
     for name, (df, schema) in tables.items():
         df = df[list(schema.columns)].reset_index(drop=True)  # column order as in the schema

@@ -81,8 +81,8 @@ class DivergenceGuard(SupervisedPlugin):
                 step = self._checked + int((~flags).nonzero()[0, 0])
                 raise TrainingDiverged(
                     f"{self.run_id}: the training loss of method {self.method!r} is not finite at experience {k + 1}, "
-                    f"iteration {step + 1}; lower benchmarks.{self.benchmark}.train.lr or the regularisation "
-                    f"strength in methods.{self.method}",
+                    f"iteration {step + 1}; lower benchmarks.{self.benchmark}.train.lr (or "
+                    f"methods.{self.method}.train.lr) or the regularisation strength in methods.{self.method}",
                     method=self.method, experience=k, iteration=step,
                 )
         self._checked = self._seen

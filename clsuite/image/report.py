@@ -19,7 +19,9 @@ from clsuite.core.paths import LLM_HEADLINE_DIR, REPORTS, TABLES_DIR
 from clsuite.core.parquet import read_table
 from clsuite.image import figures
 from clsuite.image.ranking import Unseparated, unseparated_neighbours
-from clsuite.image.report_sections import Grid, extended_sections, metric_citations, read_extended_tables
+from clsuite.image.report_sections import (
+    Grid, extended_sections, metric_citations, read_extended_tables, settings_section,
+)
 from clsuite.image.schemas import (
     ACCURACY_MATRIX, BENCHMARKS, COMPARISONS, EXPERIENCES, FAILED_RUNS, METHODS, STAGE_ACCURACY, STAGE_METRICS,
     SUMMARY,
@@ -132,7 +134,8 @@ def build_report(data_dir: Path = TABLES_DIR, out: Path = REPORTS, llm_sequences
         md.append(f"- {md_code(b)}: {md_text(cfg.description or cfg.source)} (scenario {md_text(cfg.scenario)}, "
                   f"{cfg.n_experiences} experiences, model {md_code(cfg.model)}, {cfg.epochs} epoch(s), "
                   f"batch {cfg.batch_size}, {md_text(cfg.optimizer)} lr {float(cfg.lr)})")
-    md += ["", *llm_reports_md(llm_sequences, out, llm_headline_dir), "## Results", ""]
+    md += ["", *settings_section(run, data_dir, out)]
+    md += [*llm_reports_md(llm_sequences, out, llm_headline_dir), "## Results", ""]
     for b in run.benchmarks:
         for protocol in ("class_il", "task_il"):
             df = tables.results_table(summary, b, protocol, run.methods, MAIN_METRICS)

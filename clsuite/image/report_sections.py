@@ -25,7 +25,7 @@ from clsuite.report.metric_info import header, metric_info
 from clsuite.report.safe import md_code, md_text
 from clsuite.image.schemas import (
     COMPARISONS, COMPUTE, CONFUSION, CORRUPTION_ACCURACY, EXTRA_SUMMARY, FEATURE_SPECTRUM, GRID, LONG_TAIL_ACCURACY,
-    MEMORY_CURVE, OOD_DETECTION, OOD_HISTOGRAM, ROBUSTNESS, TSNE,
+    MEMORY_CURVE, OOD_DETECTION, OOD_HISTOGRAM, ROBUSTNESS, SETTINGS, TSNE,
 )
 from clsuite.core.parquet import read_table
 
@@ -364,4 +364,54 @@ def extended_sections(grid: Grid, data: dict[str, pd.DataFrame], out: Path) -> l
         md += section(s)
     for name, df in plot_data(data).items():
         write_text(out / "plots" / name, tb.to_csv(df))
+    return md
+
+
+#: how the report names where a value is set (``settings.set_at``)
+SET_AT_NAMES = {"benchmark": "benchmark", "method": "method", "method_benchmark": "method on this benchmark"}
+#: the mark of a flagged value (a value used outside what it was published for, or without a source)
+FLAG_MARK = "⚑"
+
+
+def settings_section(grid: Grid, data_dir: Path, out: Path) -> list[str]:
+    """The "Settings and provenance" section from ``settings.parquet`` (evaluate's
+    :func:`clsuite.image.settings.settings_table`): per benchmark, the effective training settings
+    and method hyperparameters of each method with their source, rows that agree on every column
+    shared by the methods they hold; a flagged value is marked :data:`FLAG_MARK` with its reason."""
+    path = data_dir / "settings.parquet"
+    md = ["## Settings and provenance", ""]
+    if not path.exists():
+        return md + [f"No settings table in {md_code(data_dir.as_posix())}; rerun {md_code('dvc repro evaluate')}.", ""]
+    df = read_table(path, SETTINGS)
+    n_flag = int((df["flag"] != "").sum())
+    md += ["The effective settings of every run (the benchmark's `train:` with `methods.<m>.train` and "
+           "`methods.<m>.train_by_benchmark.<b>` on top; the method's hyperparameters) and where each value "
+           "was published (`clsuite/catalogue/settings_provenance.yaml`). "
+           f"{FLAG_MARK} marks a value used on a dataset or buffer size other than the one it was published for, "
+           f"or without a published source ({n_flag} of {len(df)} values); such numbers are not the published "
+           "protocol's. Full table: `reports/data/settings.csv`.", ""]
+    order = {m: i for i, m in enumerate(grid.methods)}
+    cols = ["key", "value", "set_at", "source", "published_for", "published_buffer", "flag", "note"]
+    for b in grid.benchmarks:
+        part = df[df["benchmark"] == b]
+        if part.empty:
+            continue
+        part = part.assign(published_buffer=part["published_buffer"].map(lambda v: "" if pd.isna(v) else str(int(v))))
+        rows = []
+        for values, g in part.groupby(cols, sort=False, dropna=False):
+            methods = sorted(set(g["method"]), key=order.get)
+            rec = dict(zip(cols, values))
+            published = ", ".join(x for x in [rec["published_for"], rec["published_buffer"] and
+                                              f"buffer {rec['published_buffer']}"] if x)
+            rows.append({"Methods": ", ".join(methods), "Setting": rec["key"], "Value": rec["value"],
+                         "Set at": SET_AT_NAMES[rec["set_at"]], "Source": rec["source"] or "-",
+                         "Published for": published or "-",
+                         "Flag": f"{FLAG_MARK} {rec['flag']}" if rec["flag"] else "",
+                         "Note": rec["note"], "_first": min(order.get(m, 0) for m in methods)})
+        table = pd.DataFrame(rows).sort_values(["_first"], kind="stable").drop(columns="_first")
+        stem = f"settings_{b}"
+        md += [f"### {md_text(b)}", "",
+               tb.write_table(table, out / "tables" / stem, f"Settings and provenance on {b}", f"tab:settings-{b}"),
+               "", f"LaTeX: [`tables/{stem}.tex`](tables/{stem}.tex) · CSV: [`tables/{stem}.csv`](tables/{stem}.csv)",
+               ""]
     return md

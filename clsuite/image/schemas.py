@@ -521,3 +521,23 @@ METHODS = pa.DataFrameSchema(
     },
     strict=True, ordered=True, unique=["method"], name="methods",
 )
+
+#: one row per (benchmark, method, setting) of the grid: the effective training settings and method
+#: hyperparameters of its runs and where each value was published (clsuite.image.settings)
+SETTINGS = pa.DataFrameSchema(
+    {
+        "benchmark": Column(str),
+        "method": Column(str),
+        "key": Column(str),  # train.<k> (the effective training setting) or a method hyperparameter
+        "value": Column(str),  # strings as they are, other values as JSON
+        # where params set it: the benchmark's train:, methods.<m>.train, methods.<m>.train_by_benchmark.<b>
+        # (method hyperparameters: method)
+        "set_at": Column(str, Check.isin(["benchmark", "method", "method_benchmark"])),
+        "source": Column(str),  # "" when clsuite/catalogue/settings_provenance.yaml records none for this value
+        "published_for": Column(str),  # the dataset(s) it was published for, comma-separated ("" none)
+        "published_buffer": Column("Int64", Check.ge(1), nullable=True, coerce=True),
+        "flag": Column(str),  # "" or why the value deserves a second look (borrowed, untuned, no source)
+        "note": Column(str),
+    },
+    strict=True, ordered=True, unique=["benchmark", "method", "key"], name="settings",
+)

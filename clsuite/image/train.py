@@ -110,7 +110,8 @@ def _guard_finite(recs: pd.DataFrame, run_dir: Path, key: RunKey, k: int, method
         return
     exc = TrainingDiverged(
         f"{key.run_id}: the model's outputs are not finite after experience {k + 1}; lower "
-        f"benchmarks.{key.benchmark}.train.lr or the regularisation strength in methods.{method}",
+        f"benchmarks.{key.benchmark}.train.lr (or methods.{method}.train.lr) or the regularisation strength in "
+        f"methods.{method}",
         method=method, experience=k, iteration=None,
     )
     write_failure(run_dir, key.run_id, exc, k)
@@ -145,8 +146,9 @@ def _train_run(
     evaluator: EvaluationPlugin | None, on_experience: Callable[[SupervisedTemplate, Any, int], None] | None,
 ) -> Path:
     """:func:`train_run`'s body, run while the run folder's lock is held."""
-    bench = params.benchmark(benchmark)
     entry = params.method(method)
+    # the benchmark as this method trains on it: its train: with the method's overrides on top
+    bench = params.benchmark(benchmark).model_copy(update={"train": params.train_config(benchmark, method)})
     spec = METHODS.get(entry.type)
     run_dir = run_dir_for(runs_root, benchmark, method, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +164,8 @@ def _train_run(
     log.info("run %s (clsuite %s) on %s", key.run_id, __version__, device)
     log.info("benchmark %s: %s", benchmark, bench.model_dump_json())
     log.info("method %s (%s): %s", method, entry.type, json.dumps(entry.config_dict(), sort_keys=True))
+    if bench.train != params.benchmark(benchmark).train:
+        log.info("training settings of methods.%s: %s", method, bench.train.model_dump_json())
 
     if params.run.threads is not None:
         torch.set_num_threads(params.run.threads)
@@ -211,7 +215,7 @@ def _train_run(
                                                         model, *plugins), IMAGE_LIBRARIES)
     log.info("code %s: %d clsuite files, packages %s, libraries %s", short_hash(code), code["files"],
              json.dumps(code["packages"], sort_keys=True), json.dumps(code["libraries"], sort_keys=True))
-    fp = checkpoint.fingerprint(
+    fp = checkpoint.fingerprint(  # bench.train is the effective one: a changed method setting starts over
         benchmark=bench.model_dump(mode="json"), method_type=entry.type, method=entry.config_dict(), seed=seed,
         deterministic=params.run.deterministic, device=device.type, data=manifest.sha256,
         amp=params.run.amp, channels_last=params.run.channels_last, threads=torch.get_num_threads(),
