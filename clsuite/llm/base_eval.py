@@ -69,7 +69,12 @@ def read_base(path: Path, ident: dict[str, Any]) -> pd.DataFrame | None:
 
 
 def write_base(path: Path, records: pd.DataFrame) -> None:
-    """Store stage -1 ``records`` at ``path`` (atomic; the run columns are kept, and replaced on read)."""
+    """Store stage -1 ``records`` at ``path`` (atomic; the run columns are kept, and replaced on read).
+    A folder that cannot be written only costs the sharing (logged); the run goes on."""
     from clsuite.core.parquet import write_table
 
-    write_table(records, path, LLM_RECORDS)
+    try:
+        write_table(records, path, LLM_RECORDS)
+    except OSError as exc:
+        log.warning("cannot write the shared base evaluation %s (%s): later runs evaluate the base model again",
+                    path, exc)
