@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from clsuite.core.errors import ParamsError
-from clsuite.core.paths import LLM_HEADLINE_DIR, LLM_REPORTS, LLM_RUNS, PREPARED_TEXT, under
+from clsuite.core.paths import LLM_BASE, LLM_HEADLINE_DIR, LLM_REPORTS, LLM_RUNS, PREPARED_TEXT, under
 
 
 def _llm(args: argparse.Namespace):
@@ -42,7 +42,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     run_dir = run_dir_of(LLM_RUNS, args.sequence, args.method, args.seed)
     out = train_or_record(lambda: train_llm_run(params.llm, args.sequence, args.method, args.seed,
                                                 under(PREPARED_TEXT, args.sequence), run_dir,
-                                                threads=params.run.threads, device=params.run.device),
+                                                threads=params.run.threads, device=params.run.device,
+                                                base_cache=under(LLM_BASE, args.sequence)),
                           run_dir, "llm-train")
     if out is not None:
         print(f"trained {out}")

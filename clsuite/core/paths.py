@@ -19,6 +19,8 @@ LLM_HEADLINE_DIR = Path("reports/metrics/llm")
 # the LLM track
 PREPARED_TEXT = Path("data/prepared_text")
 LLM_RUNS = Path("data/llm_runs")
+#: the untrained model's evaluation, shared by the runs of a sequence (clsuite.llm.base_eval; not a DVC output)
+LLM_BASE = Path("data/llm_base")
 LLM_REPORTS = REPORTS / "llm"
 
 

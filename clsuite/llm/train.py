@@ -29,6 +29,7 @@ from clsuite.core.checkpoint import fingerprint, rng_state, set_rng_state
 from clsuite.core.code_fingerprint import LLM_LIBRARIES, code_fingerprint, modules_of, short_hash
 from clsuite.data.text.sequence import TaskData, read_sequence
 from clsuite.core.io import remove_stale_temps
+from clsuite.llm.base_eval import base_key, base_path, read_base, write_base
 from clsuite.llm.config import LLMParams, SequenceConfig
 from clsuite.llm.distributed import SINGLE, DistInfo, agree, env_info, init_group, launch, worker_device
 from clsuite.llm.encode import encode_table
@@ -88,8 +89,13 @@ def _digest(prepared: Path) -> str:
 
 
 def train_llm_run(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path, run_dir: Path, *,
-                  threads: int | None = 1, device: str = "cpu", progress: bool = True) -> Path:
+                  threads: int | None = 1, device: str = "cpu", progress: bool = True,
+                  base_cache: Path | None = None) -> Path:
     """Train ``method`` on ``sequence`` (prepared folder) with ``seed``; write ``run_dir``.
+
+    ``base_cache`` (``data/llm_base/<sequence>`` from ``clsuite llm-train``): where the untrained
+    model's evaluation is shared between the runs (:mod:`clsuite.llm.base_eval`); None: every run
+    evaluates it. Data-parallel runs always evaluate it themselves.
 
     ``protocol.processes`` > 1: spawn that many data-parallel workers (this call returns when
     all finished); under torchrun (``WORLD_SIZE`` set) this process is one of them and joins.
@@ -101,6 +107,7 @@ def train_llm_run(llm: LLMParams, sequence: str, method: str, seed: int, prepare
     joined = info is not None and info.world > 1  # started by torchrun (or a spawned worker): join
     if joined and not info.is_main:
         return _train(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, info)
+    base_cache = base_cache if world == 1 else None
     resolve(method, llm.methods.get(method))  # config errors here, before a run folder (or N workers) exists
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir, f"{sequence}/{method}/seed{seed}", command="clsuite llm-train"):
@@ -109,7 +116,8 @@ def train_llm_run(llm: LLMParams, sequence: str, method: str, seed: int, prepare
         if world > 1:
             launch(world, _spawned_run, llm, sequence, method, seed, prepared, run_dir, threads, device, progress)
             return run_dir
-        return _train(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, SINGLE)
+        return _train(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, SINGLE,
+                      base_cache)
 
 
 def _spawned_run(*args: Any) -> None:
@@ -131,12 +139,13 @@ def _device_of(device: str, info: DistInfo) -> torch.device:
 
 
 def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path, run_dir: Path,
-           threads: int | None, device: str, progress: bool, info: DistInfo) -> Path:
+           threads: int | None, device: str, progress: bool, info: DistInfo, base_cache: Path | None = None) -> Path:
     """:func:`_run_tasks`; a failure is a :class:`RunFailed` (the original exception as its cause) and,
     once the run wrote ``running``, its status.json says ``failed`` (or ``diverged``) with the reason
     (:func:`clsuite.core.runs.write_failure`, as in the image track): no status is left ``running``."""
     try:
-        return _run_tasks(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, info)
+        return _run_tasks(llm, sequence, method, seed, prepared, run_dir, threads, device, progress, info,
+                          base_cache)
     except Exception as exc:
         from clsuite.core.errors import ClsuiteError, RunFailed
 
@@ -160,7 +169,8 @@ def _train(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path
 
 
 def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: Path, run_dir: Path,
-               threads: int | None, device: str, progress: bool, info: DistInfo) -> Path:
+               threads: int | None, device: str, progress: bool, info: DistInfo,
+               base_cache: Path | None = None) -> Path:
     cfg: SequenceConfig = llm.sequences[sequence]
     spec, mcfg = resolve(method, llm.methods.get(method))
     if threads is not None:
@@ -183,8 +193,10 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
              json.dumps(code["packages"], sort_keys=True), json.dumps(code["libraries"], sort_keys=True))
     # processes = 1 keeps the fingerprint of runs made before the key existed; with N > 1 it must
     # be the same on every rank (cuda:<local_rank> differs), so only the device type enters
-    fp = fingerprint(format=FORMAT, sequence=cfg.model_dump(mode="json", exclude={"protocol": {"processes"}}),
-                     method=llm.methods.get(method), seed=seed, data=_digest(prepared),
+    seq_cfg = cfg.model_dump(mode="json", exclude={"protocol": {"processes"}})
+    data_digest = _digest(prepared)
+    fp = fingerprint(format=FORMAT, sequence=seq_cfg,
+                     method=llm.methods.get(method), seed=seed, data=data_digest,
                      device=str(dev) if info.world == 1 else dev.type, threads=threads, code=code,
                      **({"processes": info.world} if info.world > 1 else {}))
     if main:
@@ -233,9 +245,23 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
     if held is not None:
         eval_exps.append(TextExperience(-1, held.task, [], held.test))
     ident = {"run_id": run_id, "sequence": sequence, "method": method, "seed": seed}
+    base_file = None
+    if base_cache is not None:  # the untrained model's evaluation, shared by the runs (clsuite.llm.base_eval)
+        changes_model = spec.prepare_model is not None or not spec.uses_adapter
+        key = base_key(seq_cfg, data=data_digest, device=str(dev), threads=threads,
+                       code=code if changes_model else code_fingerprint("clsuite.llm.train", (), LLM_LIBRARIES),
+                       seed=seed if cfg.model.source == "tiny_random" else None,
+                       method={"type": spec.name, "config": mcfg.model_dump(mode="json")} if changes_model else None)
+        base_file = base_path(base_cache, key)
 
     def evaluate(stage: int) -> float:
         start = time.perf_counter()
+        if stage == -1 and base_cache is not None and main:
+            shared = read_base(base_file, ident)
+            if shared is not None:
+                write_table(shared, records_path(run_dir, stage), LLM_RECORDS)
+                log.info("stage -1 records from the shared base evaluation %s", base_file)
+                return time.perf_counter() - start
         rows: list[dict] = []
 
         def one_batch(strat, exp, idx):
@@ -248,8 +274,10 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
         if not main:
             return time.perf_counter() - start
         df = pd.DataFrame(rows, columns=list(LLM_RECORDS.columns))
-        write_table(df.astype({"seed": "int64", "stage": "int64", "task_index": "int64", "n_new_tokens": "int64"}),
-                    records_path(run_dir, stage), LLM_RECORDS)
+        df = df.astype({"seed": "int64", "stage": "int64", "task_index": "int64", "n_new_tokens": "int64"})
+        write_table(df, records_path(run_dir, stage), LLM_RECORDS)
+        if stage == -1 and base_cache is not None:
+            write_base(base_file, df)
         summary = df.groupby("task", sort=False)["score"].mean().round(3).to_dict()
         log.info("stage %d scores: %s", stage, summary)
         return time.perf_counter() - start
