@@ -1,0 +1,236 @@
+"""Parity of clsuite's methods with Avalanche 0.6.0's own strategies (issue #18, item 5).
+
+For each method both libraries implement, Avalanche's strategy and clsuite's (``train_run``,
+as ``dvc repro`` runs it) train the same stream with the same initial weights, data order
+and hyperparameters, over paired seeds; reported per method: the mean paired difference of
+final average accuracy (clsuite − Avalanche, points) with its 95 % Student-t CI and a TOST
+equivalence test at ±2 points (``clsuite.core.aggregate``).
+
+Same stream: smnist (5 experiences × 2 digits, class-IL) as ``make_avalanche_benchmark``
+builds it for clsuite's trainer. Same weights: the Avalanche model is built as ``train_run``
+builds its own (``seed_everything(seed)`` then ``build_model``) and every run checks that
+both models give identical logits on the test set before training (clsuite's
+``train_exp_-1`` records). Same data order: clsuite's trainer draws each epoch's shuffle
+from the global RNG exactly as Avalanche's shuffling DataLoader does, and both start from
+the same RNG state, so Naive, EWC and LwF see identical minibatches (Naive ends with
+bit-identical weights). Replay and iCaRL cannot share the order after the first
+experience: Avalanche's ReplayDataLoader and ReservoirSamplingBuffer draw from the global
+RNG, clsuite's buffer from its own generator; iCaRL's exemplar set enlarges the dataset.
+
+Same hyperparameters (smnist's: MLP 784-100-100-10, SGD lr 0.1, batch 10, 1 epoch), with
+each variant matched explicitly (see VARIANTS and docs/parity.md):
+- naive: clsuite ``finetune`` vs ``Naive``;
+- replay: clsuite ``replay`` with ``buffer_update: end_of_experience`` (reservoir, 200, 10 replayed
+  per step) vs ``Naive`` + ``ReplayPlugin(storage_policy=ReservoirSamplingBuffer(200))``;
+- ewc: λ 10, ``mode: separate``, ``fisher: batch_mean`` (Avalanche's Fisher scale) vs ``EWC``;
+- lwf: clsuite α 1, T 2 (loss α·T²·KL) vs ``LwF(alpha=4, temperature=2)`` (α·KL): same loss;
+- icarl: memory 200 (fixed total) vs ``ICaRL(memory_size=200, fixed_memory=True)`` with the
+  clsuite MLP's backbone as feature extractor and its head as classifier.
+
+    python benchmarks/bench_parity_avalanche.py [--seeds 10] [--methods naive,replay,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import common
+import numpy as np
+import torch
+
+from clsuite.core import matrix
+from clsuite.core.aggregate import mean_std_ci, paired_test, tost_paired
+from clsuite.core.runtime import seed_everything
+from clsuite.image.records import read_records
+from clsuite.image.streams import load_prepared, make_avalanche_benchmark, to_float
+from clsuite.image.train import _silent_evaluator, make_optimizer, train_run
+from clsuite.models import build_model
+
+BENCHMARK = "smnist"
+BOUND = 2.0  # TOST equivalence margin, accuracy points
+
+#: method -> (clsuite methods entry, Avalanche strategy description). The clsuite entries set
+#: every option whose default differs from Avalanche's to Avalanche's value.
+VARIANTS: dict[str, dict] = {
+    "naive": {"clsuite": {"type": "finetune"}, "avalanche": "Naive"},
+    "replay": {"clsuite": {"type": "replay", "mem_size": 200, "batch_size_mem": 10,
+                           "buffer_update": "end_of_experience"},
+               "avalanche": "Naive + ReplayPlugin(mem_size=200, batch_size=10, batch_size_mem=10, "
+                            "storage_policy=ReservoirSamplingBuffer(max_size=200))"},
+    "ewc": {"clsuite": {"type": "ewc", "ewc_lambda": 10.0, "mode": "separate", "fisher": "batch_mean"},
+            "avalanche": "EWC(ewc_lambda=10, mode='separate')"},
+    "lwf": {"clsuite": {"type": "lwf", "alpha": 1.0, "temperature": 2.0},
+            "avalanche": "LwF(alpha=4.0, temperature=2.0)  # = clsuite alpha * T^2 (Avalanche has no T^2)"},
+    "icarl": {"clsuite": {"type": "icarl", "mem_size": 200},
+              "avalanche": "ICaRL(feature_extractor=backbone, classifier=head, memory_size=200, "
+                           "fixed_memory=True, buffer_transform=None)"},
+}
+
+
+def parity_params(params, methods: dict[str, dict]):
+    """``params`` with method entries ``parity_<name>`` for the clsuite side."""
+    entries = {**params.methods, **{f"parity_{m}": dict(cfg) for m, cfg in methods.items()}}
+    return params.model_copy(update={"methods": entries})
+
+
+def final_average_accuracy(pred: np.ndarray, y: np.ndarray, rows: list[np.ndarray]) -> float:
+    """Mean over experiences of the accuracy on each experience's test rows, in points."""
+    return 100.0 * float(np.mean([(pred[r] == y[r]).mean() for r in rows]))
+
+
+def clsuite_side(params, method: str, seed: int, prepared_root: Path, runs_root: Path) -> dict:
+    """``train_run`` of ``parity_<method>``: final average accuracy (points), initial and final logits."""
+    run_dir = train_run(params, BENCHMARK, f"parity_{method}", seed, prepared_root, runs_root)
+    recs = read_records(run_dir)
+    A = matrix.to_matrix(matrix.accuracy_table(recs, "class_il"))
+    clean = recs[(recs["eval_set"] == "clean") & (recs["train_exp"] == -1)].sort_values("sample_id")
+    init_logits = clean.filter(like="logit_").to_numpy()
+    return {"accuracy": 100.0 * float(A[-1].mean()), "init_logits": init_logits, "run_dir": run_dir}
+
+
+def _avalanche_strategy(method: str, model: torch.nn.Module, train, cfg: dict):
+    from avalanche.training import EWC, ICaRL, LwF, Naive
+    from avalanche.training.plugins import ReplayPlugin
+    from avalanche.training.storage_policy import ReservoirSamplingBuffer
+
+    kw = dict(optimizer=make_optimizer(model, train), train_mb_size=train.batch_size, train_epochs=train.epochs,
+              eval_mb_size=train.eval_batch_size, device="cpu", evaluator=_silent_evaluator())
+    ce = torch.nn.CrossEntropyLoss()
+    if method == "naive":
+        return Naive(model=model, criterion=ce, **kw)
+    if method == "replay":
+        plugin = ReplayPlugin(mem_size=cfg["mem_size"], batch_size=train.batch_size,
+                              batch_size_mem=cfg["batch_size_mem"],
+                              storage_policy=ReservoirSamplingBuffer(max_size=cfg["mem_size"]))
+        return Naive(model=model, criterion=ce, plugins=[plugin], **kw)
+    if method == "ewc":
+        return EWC(model=model, criterion=ce, ewc_lambda=cfg["ewc_lambda"], mode=cfg["mode"], **kw)
+    if method == "lwf":
+        return LwF(model=model, criterion=ce, alpha=cfg["alpha"] * cfg["temperature"] ** 2,
+                   temperature=cfg["temperature"], **kw)
+    if method == "icarl":
+        return ICaRL(feature_extractor=model.backbone, classifier=model.head, memory_size=cfg["mem_size"],
+                     buffer_transform=None, fixed_memory=True, **kw)
+    raise ValueError(f"no Avalanche strategy for {method!r}; known: {', '.join(VARIANTS)}")
+
+
+def avalanche_side(params, method: str, seed: int, prepared_root: Path, cfg: dict) -> dict:
+    """Avalanche's own strategy from the same seed, data and initial weights as ``train_run``."""
+    bench = params.benchmark(BENCHMARK)
+    # the same calls in the same order as train_run: the same weights and global-RNG state
+    seed_everything(seed, params.run.deterministic)
+    prepared = load_prepared(prepared_root / BENCHMARK, verify=False)
+    stream = make_avalanche_benchmark(prepared, bench.scenario)
+    m = prepared.manifest
+    model = build_model(bench.model.name, bench.model.kwargs(), m.input_shape, m.n_classes)
+    if method == "icarl":
+        # Avalanche's ICaRL reads the class order of an nc_benchmark, which tensors_benchmark's
+        # scenario lacks: give it the stream's own (the same classes in the same order)
+        stream.n_classes_per_exp = [len(c) for c in m.experiences]
+        stream.classes_order = [c for classes in m.experiences for c in classes]
+    test_x = to_float(prepared.test.x)
+    with torch.no_grad():
+        model.eval()
+        init_logits = model(test_x).numpy()
+        model.train()
+    strategy = _avalanche_strategy(method, model, bench.train, cfg)
+    for experience in stream.train_stream:
+        strategy.train(experience, num_workers=0)
+    with torch.no_grad():
+        strategy.model.eval()
+        pred = strategy.model(test_x).argmax(1).numpy()
+    acc = final_average_accuracy(pred, prepared.test.y, prepared.experience_rows("test"))
+    return {"accuracy": acc, "init_logits": init_logits, "weights": model.state_dict()}
+
+
+def compare(clsuite_acc: list[float], avalanche_acc: list[float], bound: float = BOUND) -> dict:
+    """Paired statistics of clsuite − Avalanche (points): mean, 95 % t-CI, t/Wilcoxon p, TOST at ±bound."""
+    d = np.asarray(clsuite_acc) - np.asarray(avalanche_acc)
+    mean, std, half = mean_std_ci(d)
+    p_t, p_w = paired_test(d)
+    tost = tost_paired(d, bound)
+    return {"n_pairs": len(d), "mean_diff": mean, "std_diff": std, "ci95": [mean - half, mean + half],
+            "p_ttest": p_t, "p_wilcoxon": p_w, "tost_bound": bound, "tost_p": tost["p"],
+            "equivalent": tost["equivalent"], "clsuite_mean": float(np.mean(clsuite_acc)),
+            "avalanche_mean": float(np.mean(avalanche_acc))}
+
+
+@contextlib.contextmanager
+def _quiet():
+    logger = logging.getLogger("clsuite.run")
+    old, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = old
+
+
+def run_parity(methods: list[str], seeds: list[int], workdir: Path, params=None, bound: float = BOUND,
+               variants: dict[str, dict] | None = None, log: Callable[[str], None] = print) -> dict:
+    """Both sides of every method over ``seeds``; per method the per-seed accuracies and :func:`compare`."""
+    params = params or common.smnist_params()
+    variants = variants or {m: VARIANTS[m]["clsuite"] for m in methods}
+    pp = parity_params(params, variants)
+    prepared = common.prepare_smnist(workdir, params)
+    out: dict[str, dict] = {}
+    with _quiet():
+        for method in methods:
+            cfg = variants[method]
+            rows = []
+            for seed in seeds:
+                t0 = time.perf_counter()
+                c = clsuite_side(pp, method, seed, prepared, workdir / "runs")
+                a = avalanche_side(pp, method, seed, prepared, cfg)
+                same_init = bool(np.allclose(c["init_logits"], a["init_logits"], rtol=0, atol=1e-5))
+                if not same_init:
+                    raise RuntimeError(f"{method} seed {seed}: clsuite and Avalanche start from different weights")
+                final = torch.load(c["run_dir"] / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+                same_final = (final.keys() == a["weights"].keys()
+                              and all(torch.equal(final[k], a["weights"][k]) for k in final))
+                rows.append({"seed": seed, "clsuite": round(c["accuracy"], 4), "avalanche": round(a["accuracy"], 4),
+                             "same_initial_weights": same_init, "identical_final_weights": bool(same_final)})
+                log(f"  {method} seed {seed}: clsuite {c['accuracy']:.2f}  avalanche {a['accuracy']:.2f}  "
+                    f"identical final weights {bool(same_final)}  ({time.perf_counter() - t0:.1f}s)")
+            stats = compare([r["clsuite"] for r in rows], [r["avalanche"] for r in rows], bound)
+            out[method] = {"clsuite_config": cfg, "avalanche": VARIANTS[method]["avalanche"], "seeds": rows, **stats}
+            log(f"{method}: clsuite - avalanche = {stats['mean_diff']:+.2f} points, 95% CI "
+                f"[{stats['ci95'][0]:+.2f}, {stats['ci95'][1]:+.2f}], TOST ±{bound} p = {stats['tost_p']:.3g} "
+                f"-> {'equivalent' if stats['equivalent'] else 'NOT equivalent'}")
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=10, help="paired seeds 0 … n-1")
+    ap.add_argument("--methods", default=",".join(VARIANTS))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+    common.pin_threads(args.threads)
+    methods = [m for m in args.methods.split(",") if m]
+    before = common.machine()
+    t0 = time.perf_counter()
+    with common.workdir() as tmp:
+        per_method = run_parity(methods, list(range(args.seeds)), tmp)
+    result = {
+        "benchmark": "parity_avalanche",
+        "what": "clsuite (train_run) vs Avalanche 0.6.0's own strategies on smnist (5 x 2 digits, class-IL), same "
+                "initial weights, same data order where the method allows, same hyperparameters; final average "
+                "accuracy in points, paired over seeds; difference = clsuite - Avalanche; TOST at +-2 points",
+        "seeds": list(range(args.seeds)), "tost_bound_points": BOUND,
+        "machine_before": before, "machine_after": common.machine(),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "methods": per_method,
+    }
+    if not args.no_write:
+        print("wrote", common.write_result("parity_avalanche", result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
