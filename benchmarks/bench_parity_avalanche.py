@@ -72,6 +72,73 @@ VARIANTS: dict[str, dict] = {
 }
 
 
+@contextlib.contextmanager
+def _icarl_loss_all_units(scaled_only: bool = False):
+    """clsuite's iCaRL loss over all output units, as Avalanche's ICaRLLossPlugin (BCE over all
+    K sigmoid outputs, unseen classes with target 0, mean over N x K) instead of the seen ones.
+    ``scaled_only``: keep clsuite's seen-class loss but scale it by |seen| / K, i.e. Avalanche's
+    normalisation without its unseen-class targets (separates the two)."""
+    import torch.nn.functional as F
+
+    from clsuite.methods.icarl import ICaRLPlugin
+
+    original = ICaRLPlugin.before_backward
+
+    def before_backward(self, strategy, **kwargs):
+        out = strategy.mb_output
+        if scaled_only:
+            original(self, strategy, **kwargs)
+            strategy.loss = strategy.loss * (len(self.seen_classes) / out.shape[1])
+            return
+        target = F.one_hot(strategy.mb_y, out.shape[1]).float()
+        if self.old_net is not None and self.old_classes:
+            with torch.no_grad():
+                target[:, self.old_classes] = torch.sigmoid(self.old_net(strategy.mb_x)[:, self.old_classes])
+        strategy.loss = F.binary_cross_entropy_with_logits(out, target)
+
+    ICaRLPlugin.before_backward = before_backward
+    try:
+        yield
+    finally:
+        ICaRLPlugin.before_backward = original
+
+
+class _TorchWithoutFlip:
+    """``torch`` as Avalanche's icarl module sees it, but ``flip`` returns its input."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def flip(x, dims):
+        return x
+
+
+@contextlib.contextmanager
+def _avalanche_icarl_no_flip():
+    """Avalanche's iCaRL class means without the horizontally flipped exemplars it averages in
+    for 4-d inputs (``_ICaRLPlugin.compute_class_means``), as clsuite computes them."""
+    import avalanche.training.supervised.icarl as av_icarl
+
+    original, av_icarl.torch = av_icarl.torch, _TorchWithoutFlip()
+    try:
+        yield
+    finally:
+        av_icarl.torch = original
+
+
+#: measurements of a difference: name -> (method, what is changed, clsuite-side patch, Avalanche-side patch)
+ABLATIONS: dict[str, tuple[str, str, Callable | None, Callable | None]] = {
+    "icarl_loss_all_units": ("icarl", "clsuite's iCaRL BCE over all 10 output units (Avalanche's loss)",
+                             _icarl_loss_all_units, None),
+    "icarl_loss_scaled": ("icarl", "clsuite's iCaRL seen-class BCE scaled by |seen| / 10 (Avalanche's "
+                          "normalisation, no unseen-class targets)", lambda: _icarl_loss_all_units(True), None),
+    "icarl_no_flip": ("icarl", "Avalanche's class means without flipped exemplars (clsuite's means)",
+                      None, _avalanche_icarl_no_flip),
+    "icarl_both": ("icarl", "both of the above", _icarl_loss_all_units, _avalanche_icarl_no_flip),
+}
+
+
 def parity_params(params, methods: dict[str, dict]):
     """``params`` with method entries ``parity_<name>`` for the clsuite side."""
     entries = {**params.methods, **{f"parity_{m}": dict(cfg) for m, cfg in methods.items()}}
@@ -83,9 +150,10 @@ def final_average_accuracy(pred: np.ndarray, y: np.ndarray, rows: list[np.ndarra
     return 100.0 * float(np.mean([(pred[r] == y[r]).mean() for r in rows]))
 
 
-def clsuite_side(params, method: str, seed: int, prepared_root: Path, runs_root: Path) -> dict:
-    """``train_run`` of ``parity_<method>``: final average accuracy (points), initial and final logits."""
-    run_dir = train_run(params, BENCHMARK, f"parity_{method}", seed, prepared_root, runs_root)
+def clsuite_side(params, method: str, seed: int, prepared_root: Path, runs_root: Path,
+                 benchmark: str = BENCHMARK) -> dict:
+    """``train_run`` of ``parity_<method>``: final average accuracy (points), initial logits, run folder."""
+    run_dir = train_run(params, benchmark, f"parity_{method}", seed, prepared_root, runs_root)
     recs = read_records(run_dir)
     A = matrix.to_matrix(matrix.accuracy_table(recs, "class_il"))
     clean = recs[(recs["eval_set"] == "clean") & (recs["train_exp"] == -1)].sort_values("sample_id")
@@ -119,12 +187,13 @@ def _avalanche_strategy(method: str, model: torch.nn.Module, train, cfg: dict):
     raise ValueError(f"no Avalanche strategy for {method!r}; known: {', '.join(VARIANTS)}")
 
 
-def avalanche_side(params, method: str, seed: int, prepared_root: Path, cfg: dict) -> dict:
+def avalanche_side(params, method: str, seed: int, prepared_root: Path, cfg: dict,
+                   benchmark: str = BENCHMARK) -> dict:
     """Avalanche's own strategy from the same seed, data and initial weights as ``train_run``."""
-    bench = params.benchmark(BENCHMARK)
+    bench = params.benchmark(benchmark)
     # the same calls in the same order as train_run: the same weights and global-RNG state
     seed_everything(seed, params.run.deterministic)
-    prepared = load_prepared(prepared_root / BENCHMARK, verify=False)
+    prepared = load_prepared(prepared_root / benchmark, verify=False)
     stream = make_avalanche_benchmark(prepared, bench.scenario)
     m = prepared.manifest
     model = build_model(bench.model.name, bench.model.kwargs(), m.input_shape, m.n_classes)
@@ -170,22 +239,26 @@ def _quiet():
         logger.disabled = old
 
 
-def run_parity(methods: list[str], seeds: list[int], workdir: Path, params=None, bound: float = BOUND,
-               variants: dict[str, dict] | None = None, log: Callable[[str], None] = print) -> dict:
-    """Both sides of every method over ``seeds``; per method the per-seed accuracies and :func:`compare`."""
-    params = params or common.smnist_params()
-    variants = variants or {m: VARIANTS[m]["clsuite"] for m in methods}
-    pp = parity_params(params, variants)
-    prepared = common.prepare_smnist(workdir, params)
+def run_parity(methods: list[str], seeds: list[int], prepared: Path, workdir: Path, params,
+               benchmark: str = BENCHMARK, bound: float = BOUND, log: Callable[[str], None] = print) -> dict:
+    """Both sides of every method (a VARIANTS key, or an ABLATIONS key: its method with one
+    difference removed) over ``seeds`` on ``benchmark`` prepared under ``prepared``; per method
+    the per-seed accuracies and :func:`compare`. Run folders go under ``workdir``."""
+    base = {m: ABLATIONS[m][0] if m in ABLATIONS else m for m in methods}
+    pp = parity_params(params, {b: VARIANTS[b]["clsuite"] for b in set(base.values())})
     out: dict[str, dict] = {}
     with _quiet():
-        for method in methods:
-            cfg = variants[method]
+        for name in methods:
+            method = base[name]
+            cfg = VARIANTS[method]["clsuite"]
+            _, change, c_patch, a_patch = ABLATIONS.get(name, (method, None, None, None))
             rows = []
             for seed in seeds:
                 t0 = time.perf_counter()
-                c = clsuite_side(pp, method, seed, prepared, workdir / "runs")
-                a = avalanche_side(pp, method, seed, prepared, cfg)
+                with c_patch() if c_patch else contextlib.nullcontext():
+                    c = clsuite_side(pp, method, seed, prepared, workdir / "runs" / name, benchmark)
+                with a_patch() if a_patch else contextlib.nullcontext():
+                    a = avalanche_side(pp, method, seed, prepared, cfg, benchmark)
                 same_init = bool(np.allclose(c["init_logits"], a["init_logits"], rtol=0, atol=1e-5))
                 if not same_init:
                     raise RuntimeError(f"{method} seed {seed}: clsuite and Avalanche start from different weights")
@@ -194,11 +267,12 @@ def run_parity(methods: list[str], seeds: list[int], workdir: Path, params=None,
                               and all(torch.equal(final[k], a["weights"][k]) for k in final))
                 rows.append({"seed": seed, "clsuite": round(c["accuracy"], 4), "avalanche": round(a["accuracy"], 4),
                              "same_initial_weights": same_init, "identical_final_weights": bool(same_final)})
-                log(f"  {method} seed {seed}: clsuite {c['accuracy']:.2f}  avalanche {a['accuracy']:.2f}  "
+                log(f"  {name} seed {seed}: clsuite {c['accuracy']:.2f}  avalanche {a['accuracy']:.2f}  "
                     f"identical final weights {bool(same_final)}  ({time.perf_counter() - t0:.1f}s)")
             stats = compare([r["clsuite"] for r in rows], [r["avalanche"] for r in rows], bound)
-            out[method] = {"clsuite_config": cfg, "avalanche": VARIANTS[method]["avalanche"], "seeds": rows, **stats}
-            log(f"{method}: clsuite - avalanche = {stats['mean_diff']:+.2f} points, 95% CI "
+            out[name] = {"clsuite_config": cfg, "avalanche": VARIANTS[method]["avalanche"],
+                         **({"changed": change} if change else {}), "seeds": rows, **stats}
+            log(f"{name}: clsuite - avalanche = {stats['mean_diff']:+.2f} points, 95% CI "
                 f"[{stats['ci95'][0]:+.2f}, {stats['ci95'][1]:+.2f}], TOST ±{bound} p = {stats['tost_p']:.3g} "
                 f"-> {'equivalent' if stats['equivalent'] else 'NOT equivalent'}")
     return out
@@ -207,7 +281,9 @@ def run_parity(methods: list[str], seeds: list[int], workdir: Path, params=None,
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10, help="paired seeds 0 … n-1")
-    ap.add_argument("--methods", default=",".join(VARIANTS))
+    ap.add_argument("--methods", default=",".join(VARIANTS),
+                    help=f"of {', '.join(VARIANTS)}; or ablations {', '.join(ABLATIONS)}")
+    ap.add_argument("--out", default="parity_avalanche", help="benchmarks/results/<out>.json")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
@@ -216,7 +292,8 @@ def main(argv=None) -> dict:
     before = common.machine()
     t0 = time.perf_counter()
     with common.workdir() as tmp:
-        per_method = run_parity(methods, list(range(args.seeds)), tmp)
+        params = common.smnist_params()
+        per_method = run_parity(methods, list(range(args.seeds)), common.prepare_smnist(tmp, params), tmp, params)
     result = {
         "benchmark": "parity_avalanche",
         "what": "clsuite (train_run) vs Avalanche 0.6.0's own strategies on smnist (5 x 2 digits, class-IL), same "
@@ -228,7 +305,7 @@ def main(argv=None) -> dict:
         "methods": per_method,
     }
     if not args.no_write:
-        print("wrote", common.write_result("parity_avalanche", result))
+        print("wrote", common.write_result(args.out, result))
     return result
 
 
