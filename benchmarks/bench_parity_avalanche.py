@@ -278,6 +278,18 @@ def run_parity(methods: list[str], seeds: list[int], prepared: Path, workdir: Pa
     return out
 
 
+def markdown_table(per_method: dict) -> str:
+    """The docs/parity.md table of :func:`run_parity`'s result."""
+    lines = ["| method | seeds | clsuite | Avalanche | clsuite − Avalanche (95 % CI) | TOST ±2 p | equivalent |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in per_method.items():
+        lo, hi = r["ci95"]
+        ci = f"{r['mean_diff']:+.2f} [{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else f"{r['mean_diff']:+.2f}"
+        lines.append(f"| {name} | {r['n_pairs']} | {r['clsuite_mean']:.2f} | {r['avalanche_mean']:.2f} | {ci} | "
+                     f"{r['tost_p']:.3g} | {'yes' if r['equivalent'] else '**no**'} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10, help="paired seeds 0 … n-1")
@@ -304,6 +316,7 @@ def main(argv=None) -> dict:
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "methods": per_method,
     }
+    print(markdown_table(per_method))
     if not args.no_write:
         print("wrote", common.write_result(args.out, result))
     return result
