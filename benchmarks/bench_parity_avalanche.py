@@ -103,6 +103,32 @@ def _icarl_loss_all_units(scaled_only: bool = False):
         ICaRLPlugin.before_backward = original
 
 
+@contextlib.contextmanager
+def _replay_cyclic_draws():
+    """clsuite's replay draws its buffer batches as Avalanche's ReplayDataLoader does: walking
+    through a shuffled pass of the buffer, reshuffled when the pass ends (every stored sample is
+    replayed equally often), instead of an independent uniform draw per step. Restarts whenever
+    the buffer changed (under ``end_of_experience``: once per experience, as Avalanche's loader)."""
+    from clsuite.methods.replay import ReservoirBuffer
+
+    original = ReservoirBuffer.sample_rows
+
+    def sample_rows(self, n):
+        state = getattr(self, "_cyclic", None)
+        if state is None or state["n_seen"] != self.n_seen:
+            state = self._cyclic = {"n_seen": self.n_seen, "order": torch.empty(0, dtype=torch.long)}
+        if len(state["order"]) < n:  # a pass ends: the next one is a fresh shuffle (pass size | n here)
+            state["order"] = torch.cat([state["order"], torch.randperm(len(self), generator=self.generator)])
+        rows, state["order"] = state["order"][:n], state["order"][n:]
+        return rows
+
+    ReservoirBuffer.sample_rows = sample_rows
+    try:
+        yield
+    finally:
+        ReservoirBuffer.sample_rows = original
+
+
 class _TorchWithoutFlip:
     """``torch`` as Avalanche's icarl module sees it, but ``flip`` returns its input."""
 
@@ -129,6 +155,9 @@ def _avalanche_icarl_no_flip():
 
 #: measurements of a difference: name -> (method, what is changed, clsuite-side patch, Avalanche-side patch)
 ABLATIONS: dict[str, tuple[str, str, Callable | None, Callable | None]] = {
+    "replay_cyclic_draws": ("replay", "clsuite's replay batches drawn in shuffled passes over the buffer "
+                            "(Avalanche's ReplayDataLoader) instead of independently per step",
+                            _replay_cyclic_draws, None),
     "icarl_loss_all_units": ("icarl", "clsuite's iCaRL BCE over all 10 output units (Avalanche's loss)",
                              _icarl_loss_all_units, None),
     "icarl_loss_scaled": ("icarl", "clsuite's iCaRL seen-class BCE scaled by |seen| / 10 (Avalanche's "
