@@ -27,7 +27,10 @@ each variant matched explicitly (see VARIANTS and docs/parity.md):
 - icarl: memory 200 (fixed total) vs ``ICaRL(memory_size=200, fixed_memory=True)`` with the
   clsuite MLP's backbone as feature extractor and its head as classifier.
 
-    python benchmarks/bench_parity_avalanche.py [--seeds 10] [--methods naive,replay,...]
+Where a method is not equivalent, ABLATIONS removes one measured difference at a time (a
+context manager patching one side for that run only); docs/parity.md has the results.
+
+    python benchmarks/bench_parity_avalanche.py [--seeds 10] [--methods naive,replay,...] [--out NAME]
 """
 
 from __future__ import annotations

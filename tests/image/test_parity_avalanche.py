@@ -47,7 +47,6 @@ def test_replay_close_to_avalanche(parity, params, data_roots, tmp_path):
     _close(parity, params, data_roots, tmp_path, "replay")
 
 
-@pytest.mark.slow
 def test_icarl_close_to_avalanche_without_the_measured_differences(parity, params, data_roots, tmp_path):
     """iCaRL with the two differences docs/parity.md measured removed (loss over all units,
     class means without flipped exemplars)."""
