@@ -1,5 +1,6 @@
 """Aggregation over seeds: mean, sample standard deviation and a Student-t 95% CI; paired
-comparisons between methods over the same seeds (paired t-test and exact Wilcoxon)."""
+comparisons between methods over the same seeds (paired t-test and exact Wilcoxon) and a paired
+TOST equivalence test."""
 
 from __future__ import annotations
 
@@ -58,6 +59,36 @@ def paired_test(diffs: np.ndarray) -> tuple[float, float]:
     if len(nonzero):
         p_w = min(float(stats.wilcoxon(nonzero, method="exact").pvalue), 1.0)
     return p_t, p_w
+
+
+def tost_paired(diffs: np.ndarray, bound: float, alpha: float = 0.05) -> dict[str, float | bool]:
+    """Paired TOST equivalence test (Schuirmann 1987) of per-seed differences d at ±``bound``:
+    two one-sided Student-t tests, H0₁: mean(d) ≤ −bound and H0₂: mean(d) ≥ +bound, each on
+    n − 1 degrees of freedom. p = max(p₁, p₂); equivalent when p < ``alpha`` (the same as the
+    (1 − 2α) t-interval lying inside ±bound).
+
+    With zero variance (all d equal) the test degenerates: p = 0 inside the bound, 1 outside;
+    with n < 2 it is undefined (p NaN, not equivalent).
+    """
+    if bound <= 0:
+        raise ValueError(f"the equivalence bound must be > 0, not {bound}")
+    d = np.asarray(diffs, dtype=float)
+    n = len(d)
+    out: dict[str, float | bool] = {"n": n, "bound": float(bound), "mean": float(d.mean()) if n else float("nan"),
+                                     "p_lower": float("nan"), "p_upper": float("nan"), "p": float("nan"),
+                                     "equivalent": False}
+    if n < 2:
+        return out
+    se = float(d.std(ddof=1)) / np.sqrt(n)
+    mean = float(d.mean())
+    if se <= 1e-12 * max(np.abs(d).max(), 1.0):
+        p_lo = p_hi = 0.0 if abs(mean) < bound else 1.0
+    else:
+        p_lo = float(stats.t.sf((mean + bound) / se, n - 1))   # H0: mean <= -bound
+        p_hi = float(stats.t.cdf((mean - bound) / se, n - 1))  # H0: mean >= +bound
+    p = max(p_lo, p_hi)
+    out.update(p_lower=p_lo, p_upper=p_hi, p=p, equivalent=bool(p < alpha))
+    return out
 
 
 def paired_comparisons(run_metrics: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
