@@ -62,6 +62,11 @@ def _valid_tables() -> dict[str, tuple[pa.DataFrameSchema, pd.DataFrame]]:
             "optimizer": ["sgd"], "lr": [0.1], "citation": ["lecun1998mnist"]})),
         "methods": (schemas.METHODS, pd.DataFrame({"method": ["m", "x"], "type": ["replay", "finetune"],
                                                    "description": ["ER", "no CL"], "citation": ["chaudhry2019er", ""]})),
+        "settings": (schemas.SETTINGS, pd.DataFrame({
+            "benchmark": ["b", "b"], "method": ["m", "m"], "key": ["train.lr", "alpha"], "value": ["0.1", "0.3"],
+            "set_at": ["benchmark", "method"], "source": ["untuned default", "Mammoth best_args seq-cifar10"],
+            "published_for": ["", "seq-cifar10"], "published_buffer": pd.array([None, 200], dtype="Int64"),
+            "flag": ["untuned", "published for seq-cifar10"], "note": ["", ""]})),
     }
     for name, schema in (("accuracy_matrix", schemas.ACCURACY_MATRIX), ("stage_accuracy", schemas.STAGE_ACCURACY),
                          ("run_metrics", schemas.RUN_METRICS), ("stage_metrics", schemas.STAGE_METRICS),
