@@ -9,7 +9,7 @@ from pathlib import Path
 from clsuite.config import PARAMS_FILE, BenchmarkConfig, load_params
 from clsuite.core.errors import ClsuiteError
 from clsuite.core.names import check_name, check_seed
-from clsuite.core.paths import PREPARED_ROOT, RAW_ROOT, TABLES_DIR
+from clsuite.core.paths import CORRUPTION_CACHE, PREPARED_ROOT, RAW_ROOT, TABLES_DIR
 
 #: arguments (of any subcommand, the LLM ones too) that become folder names: checked in
 #: :func:`main` before anything touches disk
@@ -86,7 +86,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         log.setLevel(logging.INFO)
     params = load_params(args.params, check_components=False)
     manifest = prepare_benchmark(args.benchmark, params.benchmark(args.benchmark), RAW_ROOT, PREPARED_ROOT,
-                                 force=args.force)
+                                 force=args.force, corruption_cache=CORRUPTION_CACHE)
     print(f"prepared {args.benchmark}: {manifest.counts['train']} train / {manifest.counts['test']} test, "
           f"{len(manifest.experiences)} experiences {manifest.experiences}")
 
