@@ -18,9 +18,13 @@ blocks back. An entry whose file does not match its recorded sha256 (a truncated
 edited file) or does not have the expected shape is logged, deleted and recomputed.
 The cache only memoises: a prepared folder is byte-identical with and without it.
 
-:func:`corrupt_blocks` computes the missing blocks in ``workers`` processes (chunks of
-images, ``spawn`` start method): per-image seeding makes the bytes independent of how
-the images are split between processes.
+:func:`corrupt_blocks` computes the missing blocks in ``workers`` processes: chunks of
+:data:`CHUNK` images, dealt round-robin to fresh interpreters (``python -m
+clsuite.data.variants.corruption_cache``) that exchange plain ``.npy`` files through a
+temporary folder. (Not :mod:`multiprocessing`: its ``spawn`` re-runs the calling script's
+unguarded top-level code in every worker, and ``fork`` copies a process whose libraries
+may already run threads.) Per-image seeding makes the bytes independent of how the
+images are split between processes.
 """
 
 from __future__ import annotations
@@ -28,16 +32,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import subprocess
+import sys
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from clsuite.core.code_fingerprint import code_fingerprint
-from clsuite.core.io import atomic_path, sha256_file, write_text
+from clsuite.core.errors import DataError, ParamsError
+from clsuite.core.io import atomic_path, sha256_file, write_json, write_text
 from clsuite.data.variants.corruptions import corrupt_images
 
 log = logging.getLogger(__name__)
@@ -120,16 +126,49 @@ def default_workers() -> int:
         except ValueError:
             n = 0
         if n < 1:
-            from clsuite.core.errors import ParamsError
-
             raise ParamsError(f"environment variable {WORKERS_ENV}={env!r}: give a positive number of processes")
         return n
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _corrupt_chunk(task: tuple[np.ndarray, np.ndarray, str, int, int, int | None]) -> np.ndarray:
-    images, rows, name, severity, seed, work_size = task
-    return corrupt_images(images, rows, name, severity, seed=seed, work_size=work_size)
+Task = tuple[int, int]  # (index into the blocks, first image of the chunk)
+
+
+def _run_tasks(folder: Path, worker: int, workers: int) -> None:
+    """Worker ``worker`` of ``workers``: compute its share of ``folder/spec.json``'s tasks."""
+    import json as _json
+
+    spec = _json.loads((folder / "spec.json").read_text())
+    clean = np.load(folder / "clean.npy", allow_pickle=False)
+    rows = np.load(folder / "rows.npy", allow_pickle=False)
+    for t, (b, lo) in enumerate(spec["tasks"]):
+        if t % workers == worker:
+            name, severity = spec["blocks"][b]
+            part = corrupt_images(clean[lo:lo + spec["chunk"]], rows[lo:lo + spec["chunk"]], name, severity,
+                                  seed=spec["seed"], work_size=spec["work_size"])
+            np.save(folder / f"part_{t}.npy", part, allow_pickle=False)
+
+
+def _in_processes(clean: np.ndarray, rows: np.ndarray, blocks: list[Block], tasks: list[Task], seed: int,
+                  work_size: int | None, workers: int) -> list[np.ndarray]:
+    """The results of ``tasks`` computed by ``workers`` fresh interpreters (see the module docstring)."""
+    package_root = str(Path(__file__).resolve().parents[3])  # this checkout's clsuite first
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    with tempfile.TemporaryDirectory(prefix="clsuite-corrupt-") as tmp:
+        folder = Path(tmp)
+        np.save(folder / "clean.npy", np.ascontiguousarray(clean), allow_pickle=False)
+        np.save(folder / "rows.npy", np.ascontiguousarray(rows, dtype=np.int64), allow_pickle=False)
+        write_json(folder / "spec.json", {"blocks": [list(b) for b in blocks], "tasks": [list(t) for t in tasks],
+                                          "seed": seed, "work_size": work_size, "chunk": CHUNK})
+        procs = [subprocess.Popen([sys.executable, "-m", __name__, tmp, str(w), str(workers)], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for w in range(workers)]
+        errors = [p.communicate()[1].decode(errors="replace") for p in procs]
+        failed = [(p.returncode, e) for p, e in zip(procs, errors) if p.returncode != 0]
+        if failed:
+            rc, err = failed[0]
+            raise DataError(f"corrupting test images in {workers} processes failed (exit status {rc}): "
+                            f"{err.strip()[-2000:]}\nrerun with {WORKERS_ENV}=1 to corrupt them in one process")
+        return [np.load(folder / f"part_{t}.npy", allow_pickle=False) for t in range(len(tasks))]
 
 
 def corrupt_blocks(clean: np.ndarray, rows: np.ndarray, blocks: list[Block], *, seed: int, work_size: int | None,
@@ -149,15 +188,18 @@ def corrupt_blocks(clean: np.ndarray, rows: np.ndarray, blocks: list[Block], *, 
     workers = min(default_workers() if workers is None else workers, len(tasks))
     if len(todo) * len(clean) < MIN_PARALLEL_IMAGES and workers > 1:
         workers = 1
-    args = [(clean[lo:lo + CHUNK], rows[lo:lo + CHUNK], *blocks[i], seed, work_size) for i, lo in tasks]
     if workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = list(pool.map(_corrupt_chunk, args))
+        parts = _in_processes(clean, rows, blocks, tasks, seed, work_size, workers)
     else:
-        parts = [_corrupt_chunk(a) for a in args]
+        parts = [corrupt_images(clean[lo:lo + CHUNK], rows[lo:lo + CHUNK], *blocks[i], seed=seed, work_size=work_size)
+                 for i, lo in tasks]
     for i in todo:
         out[i] = np.concatenate([p for (j, _), p in zip(tasks, parts) if j == i]) if len(clean) else \
             np.empty_like(clean)
         if cache is not None:
             cache.put(keys[i], out[i])
     return out  # type: ignore[return-value]
+
+
+if __name__ == "__main__":  # a worker of _in_processes: <folder> <worker> <workers>
+    _run_tasks(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
