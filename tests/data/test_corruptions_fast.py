@@ -103,7 +103,6 @@ def test_second_benchmark_of_a_source_reuses_the_blocks(raw_root, tmp_path, monk
 
 def test_damaged_cache_entry_is_detected_and_rebuilt(tmp_path, caplog):
     clean = (np.random.default_rng(0).random((3, 1, 28, 28)) * 255).astype(np.uint8)
-    rows = np.array([5, 1, 9])
     cfg = CorruptionsConfig(names=["gaussian_noise", "pixelate"], severities=[2], seed=1)
     y = np.zeros(3, dtype=np.int64)
     want, _ = corrupted_test_set(clean, y, cfg, "w", workers=1)
