@@ -11,7 +11,7 @@ import pytest
 
 import clsuite.data.variants.corruption_cache as cc
 import clsuite.data.variants.corruptions as corruptions
-from clsuite.core.errors import ParamsError
+from clsuite.core.errors import DataError, ParamsError
 from clsuite.core.io import sha256_file
 from clsuite.data.sources import SOURCES
 from clsuite.data.variants.build import corrupted_test_set
@@ -139,3 +139,12 @@ def test_workers_env_must_be_positive(monkeypatch):
         cc.default_workers()
     monkeypatch.setenv(cc.WORKERS_ENV, "3")
     assert cc.default_workers() == 3
+
+
+def test_failed_worker_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(cc.sys, "executable", "/bin/false")  # every worker exits with status 1
+    monkeypatch.setattr(cc, "MIN_PARALLEL_IMAGES", 0)
+    clean = np.zeros((4, 1, 8, 8), dtype=np.uint8)
+    with pytest.raises(DataError, match="exit status 1") as err:
+        cc.corrupt_blocks(clean, np.arange(4), [("contrast", 1), ("fog", 2)], seed=0, work_size=None, workers=2)
+    assert f"{cc.WORKERS_ENV}=1" in str(err.value)

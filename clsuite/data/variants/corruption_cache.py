@@ -177,7 +177,7 @@ def corrupt_blocks(clean: np.ndarray, rows: np.ndarray, blocks: list[Block], *, 
     read from ``cache`` where present, the others computed in ``workers`` processes
     (None: :func:`default_workers`) and stored in ``cache``."""
     out: list[np.ndarray | None] = [None] * len(blocks)
-    keys = [block_key(clean, rows, name, s, seed, work_size) for name, s in blocks] if cache else []
+    keys = [block_key(clean, rows, name, s, seed, work_size) for name, s in blocks] if cache is not None else []
     if cache is not None:
         for i, key in enumerate(keys):
             out[i] = cache.get(key, clean.shape)
