@@ -9,7 +9,7 @@ from pathlib import Path
 from clsuite.config import PARAMS_FILE, BenchmarkConfig, load_params
 from clsuite.core.errors import ClsuiteError
 from clsuite.core.names import check_name, check_seed
-from clsuite.core.paths import PREPARED_ROOT, RAW_ROOT, TABLES_DIR
+from clsuite.core.paths import CORRUPTION_CACHE, PREPARED_ROOT, RAW_ROOT, TABLES_DIR
 
 #: arguments (of any subcommand, the LLM ones too) that become folder names: checked in
 #: :func:`main` before anything touches disk
@@ -77,16 +77,18 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     (logged as "up to date"; ``--force`` rebuilds)."""
     import logging
 
+    from clsuite.data.variants.corruption_cache import log as cache_log
     from clsuite.image.prepare import log, prepare_benchmark
 
-    if not log.handlers:  # say whether the folder was kept or why it is rebuilt
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("clsuite prepare: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
+    for logger in (log, cache_log):  # whether the folder was kept or why it is rebuilt; cache reuse
+        if not logger.handlers:
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter("clsuite prepare: %(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
     params = load_params(args.params, check_components=False)
     manifest = prepare_benchmark(args.benchmark, params.benchmark(args.benchmark), RAW_ROOT, PREPARED_ROOT,
-                                 force=args.force)
+                                 force=args.force, corruption_cache=CORRUPTION_CACHE)
     print(f"prepared {args.benchmark}: {manifest.counts['train']} train / {manifest.counts['test']} test, "
           f"{len(manifest.experiences)} experiences {manifest.experiences}")
 

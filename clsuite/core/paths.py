@@ -9,6 +9,8 @@ from clsuite.core.names import check_seed
 
 RAW_ROOT = Path("data/raw")
 PREPARED_ROOT = Path("data/prepared")
+#: corrupted test blocks shared by the prepare stages (clsuite/data/variants/corruption_cache.py; not a DVC out)
+CORRUPTION_CACHE = Path("data/cache/corruptions")
 RUNS_ROOT = Path("data/runs")
 REPORTS = Path("reports")
 TABLES_DIR = REPORTS / "data"

@@ -13,8 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
-from torchvision.transforms.functional import InterpolationMode, rotate
 
 from clsuite.core.errors import ParamsError
 
@@ -39,6 +37,9 @@ def apply_domain(x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
         perm = np.random.default_rng(spec["seed"]).permutation(h * w)
         return np.ascontiguousarray(x.reshape(n, c, h * w)[:, :, perm].reshape(n, c, h, w))
     if spec["kind"] == "rotate":
+        import torch  # imported here: prepare (domain_specs) then starts without torch/torchvision (~3 s)
+        from torchvision.transforms.functional import InterpolationMode, rotate
+
         out = rotate(torch.from_numpy(np.ascontiguousarray(x)), spec["degrees"], InterpolationMode.NEAREST, fill=0.0)
         return out.numpy()
     raise ParamsError(f"unknown domain transform {spec['kind']!r} in the manifest; rerun `clsuite prepare`")

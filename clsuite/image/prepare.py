@@ -216,7 +216,8 @@ def reuse_check(folder: Path, name: str, cfg: BenchmarkConfig, code: dict[str, A
 
 
 def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root: Path, *,
-                      stream: bool | None = None, chunk_bytes: int = CHUNK_BYTES, force: bool = False) -> Manifest:
+                      stream: bool | None = None, chunk_bytes: int = CHUNK_BYTES, force: bool = False,
+                      corruption_cache: Path | None = None, workers: int | None = None) -> Manifest:
     """Write ``out_root/<name>/`` atomically (built in a temp folder, then swapped in), unless
     it exists and was built from the same inputs (:func:`reuse_check`): then nothing is
     rewritten ("up to date" in the log). ``force``: rebuild anyway.
@@ -224,6 +225,11 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
     ``stream``: None (default) streams the images of sources that offer ``load_lazy``
     (ImageNet-100, CORe50): decoded and written ``chunk_bytes`` at a time, never all in
     memory; False loads every image first; True requires streaming. Both give the same bytes.
+
+    ``corruption_cache``: folder of the corrupted-block cache shared by all benchmarks
+    (:mod:`clsuite.data.variants.corruption_cache`; None: no cache); ``workers``: processes that
+    corrupt test images (None: ``$CLSUITE_PREPARE_WORKERS`` or the usable CPUs). Neither
+    changes a byte of the folder.
     """
     sources = input_sources(name, cfg)
     source = sources[0]
@@ -258,7 +264,8 @@ def prepare_benchmark(name: str, cfg: BenchmarkConfig, raw_root: Path, out_root:
         extra, variants_info = build_variants(
             variants, where, source=cfg.source, images=data.images, test_rows=test_idx,
             test_y=classes.labels(data.labels[test_idx]), held_rows=held_idx, classes=classes, long_tail=long_tail,
-            raw_root=raw_root, class_names=data.class_names, meta=data.meta, out_dir=tmp)
+            raw_root=raw_root, class_names=data.class_names, meta=data.meta, out_dir=tmp,
+            corruption_cache=corruption_cache, workers=workers)
         sha = {}
         for split, rows in zip(SPLITS, (train_idx, test_idx)):
             write_rows(tmp / f"{split}_x.npy", data.images, rows, chunk_bytes)

@@ -15,7 +15,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from clsuite.data.variants.config import CorruptionsConfig, OODConfig, VariantsConfig
-from clsuite.data.variants.corruptions import LIBRARY, check_corruption, corrupt_images, how_applied
+from clsuite.data.variants.corruption_cache import BlockCache, corrupt_blocks
+from clsuite.data.variants.corruptions import LIBRARY, check_corruption, how_applied
 from clsuite.data.variants.long_tail import LongTailInfo
 from clsuite.data.variants.ood import ClassMap, OODInfo, choose, conversion_note, convert_images
 from clsuite.core.errors import ParamsError
@@ -57,19 +58,25 @@ def rows_per_class(y: np.ndarray, max_per_class: int | None, seed: int) -> np.nd
     return np.sort(np.concatenate(keep)).astype(np.int64) if keep else np.zeros(0, dtype=np.int64)
 
 
-def corrupted_test_set(test_x: np.ndarray, test_y: np.ndarray, cfg: CorruptionsConfig, where: str
+def corrupted_test_set(test_x: np.ndarray, test_y: np.ndarray, cfg: CorruptionsConfig, where: str, *,
+                       cache: Path | None = None, workers: int | None = None
                        ) -> tuple[dict[str, np.ndarray], CorruptionsInfo]:
     """``c_x`` uint8 (M, C, H, W), ``c_y``/``c_src``/``c_severity`` int64 (M,), ``c_corruption``
-    str (M,); blocks in the order names × severities, each over the same clean rows ``c_src``."""
+    str (M,); blocks in the order names × severities, each over the same clean rows ``c_src``.
+
+    ``cache``: folder of the shared corrupted-block cache (None: none); ``workers``: processes
+    (:func:`clsuite.data.variants.corruption_cache.corrupt_blocks`). Neither changes the bytes."""
     shape = tuple(int(s) for s in test_x.shape[1:])
     for name in cfg.names:
         check_corruption(name, shape[0], f"{where}.names")
     rows = rows_per_class(test_y, cfg.max_per_class, cfg.seed)
     clean = np.asarray(test_x[rows])
-    xs, corr, sev = [], [], []
+    blocks = [(name, s) for name in cfg.names for s in cfg.severities]
+    xs = corrupt_blocks(clean, rows, blocks, seed=cfg.seed, work_size=cfg.work_size,
+                        cache=None if cache is None else BlockCache(cache), workers=workers)
+    corr, sev = [], []
     for name in cfg.names:
         for s in cfg.severities:
-            xs.append(corrupt_images(clean, rows, name, s, seed=cfg.seed, work_size=cfg.work_size))
             corr.append(np.full(len(rows), name))
             sev.append(np.full(len(rows), s, dtype=np.int64))
     n_blocks = len(cfg.names) * len(cfg.severities)
@@ -138,6 +145,7 @@ def build_variants(
     cfg: VariantsConfig, where: str, *, source: str, images: np.ndarray, test_rows: np.ndarray,
     test_y: np.ndarray, held_rows: np.ndarray, classes: ClassMap, long_tail: LongTailInfo | None, raw_root: Path,
     class_names: list[str] | None = None, meta: dict[str, np.ndarray] | None = None, out_dir: Path | None = None,
+    corruption_cache: Path | None = None, workers: int | None = None,
 ) -> tuple[dict[str, np.ndarray | Path], VariantsInfo]:
     """All variant arrays of a benchmark and its manifest entry.
 
@@ -145,7 +153,8 @@ def build_variants(
     rows in it; ``test_y``: their benchmark labels; ``held_rows``: test rows of held-out
     classes. For official corrupted copies (``corruptions.source``): ``class_names`` and
     ``meta`` of the source (``meta["file"]``), and ``out_dir``, where ``c_x.npy`` is then
-    written directly (its value in the result is that path).
+    written directly (its value in the result is that path). ``corruption_cache``, ``workers``:
+    as ``cache``, ``workers`` of :func:`corrupted_test_set`.
     """
     arrays: dict[str, np.ndarray | Path] = {}
     corruptions = ood = None
@@ -162,7 +171,8 @@ def build_variants(
             shape=shape, out_dir=out_dir)
         arrays.update(c_arrays)
     elif cfg.corruptions is not None:
-        c_arrays, corruptions = corrupted_test_set(images[test_rows], test_y, cfg.corruptions, f"{where}.corruptions")
+        c_arrays, corruptions = corrupted_test_set(images[test_rows], test_y, cfg.corruptions, f"{where}.corruptions",
+                                                  cache=corruption_cache, workers=workers)
         arrays.update(c_arrays)
     if cfg.ood is not None:
         if cfg.ood.source is not None:
