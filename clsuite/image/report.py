@@ -134,7 +134,8 @@ def build_report(data_dir: Path = TABLES_DIR, out: Path = REPORTS, llm_sequences
         md.append(f"- {md_code(b)}: {md_text(cfg.description or cfg.source)} (scenario {md_text(cfg.scenario)}, "
                   f"{cfg.n_experiences} experiences, model {md_code(cfg.model)}, {cfg.epochs} epoch(s), "
                   f"batch {cfg.batch_size}, {md_text(cfg.optimizer)} lr {float(cfg.lr)})")
-    md += ["", *settings_section(run, data_dir, out)]
+    md += ["", "Each method's effective training settings and hyperparameters, with where each value was "
+           "published, are in *Settings and provenance* near the end.", ""]
     md += [*llm_reports_md(llm_sequences, out, llm_headline_dir), "## Results", ""]
     for b in run.benchmarks:
         for protocol in ("class_il", "task_il"):
@@ -185,6 +186,7 @@ def build_report(data_dir: Path = TABLES_DIR, out: Path = REPORTS, llm_sequences
            tables.to_markdown(_compute_table(exps, run.methods)), ""]
     extended = read_extended_tables(data_dir)
     md += extended_sections(run, extended, out)  # robustness, OOD, long tail, memory, compute, features
+    md += settings_section(run, data_dir, out)
     prov = provenance(run.params_sha256)
     md += ["## Provenance", "", *md_fence("\n".join([
         f"git revision     {prov['git_revision']}",
