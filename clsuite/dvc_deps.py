@@ -1,28 +1,39 @@
 """Each DVC stage's code dependencies, derived from what its command imports.
 
-``python -m clsuite.dvc_deps`` prints, per stage of ``dvc.yaml``, the clsuite files and
-folders it needs and those ``dvc.yaml`` does not cover; ``--check`` exits 1 when any is
-missing; ``--write`` rewrites the ``clsuite/...`` entries of each stage's ``deps:`` list
-(other deps and comments stay). A stage runs ``stages/<x>.py`` → ``clsuite.cli.main`` → one
-``cmd_*`` function; its code is the static import closure of that function
-(:func:`clsuite.core.code_fingerprint.module_closure`, lazy imports and the built-ins of every
-registry it can query included). A folder is listed when most modules under it are needed.
+A stage runs ``stages/<x>.py`` → ``clsuite.cli.main`` → one ``cmd_*`` function; its code is
+the static import closure of that function (:func:`clsuite.core.code_fingerprint.module_closure`,
+lazy imports and the built-ins of every registry it can query included).
+
+The ``code`` stage (``stages/code.py``, which depends on the whole ``clsuite/`` folder) writes
+``data/code/<stage>.json``: that closure with the sha256 of every file, rewritten only when it
+changed. Every other stage depends on its own list, not on the files: a code change reruns
+exactly the stages that can run the changed file (editing the report no longer reruns the 60
+train stages), and ``dvc.lock`` stays short — DVC parses the whole lock file several times
+per stage it runs, which with ~20 code entries per train stage (200 KB) cost ~1.3 s a stage.
+
+``python -m clsuite.dvc_deps`` prints, per stage of ``dvc.yaml``, the clsuite files it needs
+and those its deps do not cover; ``--check`` exits 1 when any is missing; ``--write`` replaces
+the ``clsuite/...`` code entries of each stage's ``deps:`` by its ``data/code/<stage>.json``
+(other deps and comments stay).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
 
 from clsuite.core.code_fingerprint import ROOT, closure_files
+from clsuite.core.io import sha256_file, write_text
 
 REPO = ROOT.parent
 MAIN = "clsuite.cli:main"  # every stage script calls it (it imports clsuite.cli_llm too)
 
 #: stage name in dvc.yaml → what its script runs (``module:function`` or a module)
 STAGES: dict[str, list[str]] = {
+    "code": ["clsuite.dvc_deps"],  # stages/code.py, without the command line; depends on clsuite/ itself
     "plugins": ["clsuite.core.code_fingerprint"],  # stages/plugins.py, without the command line
     "fetch": [MAIN, "clsuite.cli:cmd_fetch"],
     "prepare": [MAIN, "clsuite.cli:cmd_prepare"],
@@ -36,9 +47,40 @@ STAGES: dict[str, list[str]] = {
 }
 
 
+#: where the ``code`` stage writes each stage's list, as dvc.yaml names it
+CODE_LISTS = "data/code"
+#: the stage that writes the lists (its own dep is the clsuite/ folder)
+CODE_STAGE = "code"
+
+
 def needed_files(stage: str) -> list[Path]:
     """The clsuite source files that stage ``stage``'s command can execute."""
     return closure_files(STAGES[stage], registries=True)
+
+
+def code_list_dep(stage: str) -> str:
+    """The dvc.yaml dep naming stage ``stage``'s code list."""
+    return f"{CODE_LISTS}/{stage}.json"
+
+
+def code_list(stage: str) -> str:
+    """JSON text of stage ``stage``'s code: every file of its closure (repo-relative) with its sha256."""
+    files = {f.relative_to(REPO).as_posix(): sha256_file(f) for f in needed_files(stage)}
+    return json.dumps({"stage": stage, "files": files}, indent=1, sort_keys=True) + "\n"
+
+
+def write_code_lists(folder: Path) -> list[str]:
+    """Write ``<folder>/<stage>.json`` for every stage but ``code``, each only when its text
+    changed (an unchanged file keeps its hash, so DVC reruns nothing); the stages rewritten."""
+    changed = []
+    for stage in STAGES:
+        if stage == CODE_STAGE:
+            continue
+        path, text = folder / f"{stage}.json", code_list(stage)
+        if not path.is_file() or path.read_text() != text:
+            write_text(path, text)
+            changed.append(stage)
+    return changed
 
 
 def _all_modules(folder: Path) -> set[Path]:
@@ -73,15 +115,21 @@ def covered(file: Path, deps: list[str]) -> bool:
 
 
 def missing(dvc_yaml: Path) -> dict[str, list[str]]:
-    """Per stage: the needed clsuite files no dep of ``dvc_yaml`` covers."""
+    """Per stage: the needed clsuite files no dep of ``dvc_yaml`` covers (a stage that depends on
+    its code list is covered by construction: the list holds exactly :func:`needed_files`)."""
     decl = declared(dvc_yaml)
-    return {stage: [f.relative_to(REPO).as_posix() for f in needed_files(stage) if not covered(f, decl.get(stage, []))]
-            for stage in STAGES}
+    out = {}
+    for stage in STAGES:
+        deps = decl.get(stage, [])
+        out[stage] = [] if code_list_dep(stage) in deps else [
+            f.relative_to(REPO).as_posix() for f in needed_files(stage) if not covered(f, deps)]
+    return out
 
 
 def write(dvc_yaml: Path) -> None:
-    """Replace each stage's ``- clsuite/...`` code deps (``.py`` files, folders) by the derived list, in
-    place of the first one; other clsuite/ files (clsuite/catalogue/*.yaml) are kept."""
+    """Replace each stage's ``- clsuite/...`` code deps (``.py`` files, folders) and its code list by
+    ``- data/code/<stage>.json``, in place of the first one (the ``code`` stage keeps ``- clsuite``);
+    other clsuite/ files (clsuite/catalogue/*.yaml) are kept."""
     lines = dvc_yaml.read_text().splitlines(keepends=True)
     out: list[str] = []
     stage = None
@@ -95,10 +143,10 @@ def write(dvc_yaml: Path) -> None:
         elif in_deps and re.match(r"^\s+[a-z_]+:", line):  # params:, outs:, ...
             in_deps = False
         # generated entries only (modules and folders); data files such as the catalogue stay
-        item = re.match(r"^(\s+)- clsuite/(?:\S*\.py|[^.\s]*)\s*$", line)
-        if in_deps and item and stage in STAGES:
+        item = re.match(rf"^(\s+)- (?:clsuite/(?:\S*\.py|[^.\s]*)|{CODE_LISTS}/\w+\.json)\s*$", line)
+        if in_deps and item and stage in STAGES and stage != CODE_STAGE:
             if not done:
-                out += [f"{item.group(1)}- {d}\n" for d in collapse(needed_files(stage))]
+                out.append(f"{item.group(1)}- {code_list_dep(stage)}\n")
                 done = True
             continue
         out.append(line)
@@ -116,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         write(args.dvc_yaml)
     gaps = missing(args.dvc_yaml)
     for stage in STAGES:
-        print(f"{stage}: {', '.join(collapse(needed_files(stage)))}")
+        print(f"{stage}: {', '.join(collapse(needed_files(stage)))}")  # what its code list covers
         if gaps[stage]:
             print(f"  not covered by {args.dvc_yaml}: {', '.join(gaps[stage])}")
     if args.check and any(gaps.values()):

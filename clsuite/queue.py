@@ -67,14 +67,14 @@ def queue_runs(params: Params, runs: list[tuple[str, str, int]], dvc: str = "dvc
 
     The experiment's workspace gets the workspace's dvc.lock (copied when git does not
     track it), so DVC checks out the prepared data from the cache there instead of
-    fetching and preparing again, and the plugins stage's ``data/method_packages.json``
-    (an uncached dep of every train stage, refreshed here first).
+    fetching and preparing again, the code stage's lists ``data/code/`` and the plugins
+    stage's ``data/method_packages.json`` (uncached deps of every train stage, refreshed here first).
     """
-    _dvc("repro", "plugins", dvc=dvc)
+    _dvc("repro", "code", "plugins", dvc=dvc)
     for b in sorted({b for b, _, _ in runs}):
         _dvc("repro", f"prepare@{b}", dvc=dvc)  # fetch + prepare in the workspace, once
     copy = ["-C", "dvc.lock"] if Path("dvc.lock").exists() and _untracked("dvc.lock") else []
-    copy += ["-C", "data/method_packages.json"]
+    copy += ["-C", "data/code", "-C", "data/method_packages.json"]
     names = []
     for b, m, s in runs:
         name = f"{b}-{m}-{s}"

@@ -5,8 +5,9 @@ from pathlib import Path
 
 # This checkout's clsuite first (also in DVC's temporary experiment workspaces, where an
 # installed clsuite would point at another copy of the code).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from clsuite.cli import main  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from clsuite.core.warm import run_stage  # noqa: E402  (standard library only)
 
 if __name__ == "__main__":
-    sys.exit(main(["report", *sys.argv[1:]]))
+    run_stage(["report", *sys.argv[1:]], ROOT, warm=False)

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from clsuite.dvc_deps import REPO, STAGES, covered, declared, missing
+from clsuite.dvc_deps import (CODE_STAGE, REPO, STAGES, code_list, code_list_dep, covered, declared, missing,
+                               needed_files, write_code_lists)
 
 DVC_YAML = REPO / "dvc.yaml"
 
 #: what each stage's command imports and queries (registries load their built-ins on first use)
 RUNTIME = {
+    "code": "import clsuite.dvc_deps",
     "plugins": "import clsuite.core.code_fingerprint",
     "fetch": "import clsuite.data.variants.official; from clsuite.data.sources import SOURCES; SOURCES.names()",
     "prepare": "import clsuite.image.prepare; from clsuite.data.sources import SOURCES; SOURCES.names()",
@@ -32,8 +34,8 @@ RUNTIME = {
     "llm_report": "import clsuite.llm.report",
 }
 
-#: stages whose entry point is not the clsuite command line (stages/plugins.py imports one module)
-NOT_CLI = {"plugins"}
+#: stages whose entry point is not the clsuite command line (stages/{code,plugins}.py import one module)
+NOT_CLI = {"code": "dvc_deps.py", "plugins": "code_fingerprint.py"}
 
 PROBE = """
 import json, sys
@@ -76,7 +78,27 @@ def loaded() -> dict[str, list[Path]]:
 def test_deps_cover_the_modules_a_stage_loads(stage, loaded):
     deps = declared(DVC_YAML)[stage]
     files = [f for f in loaded[stage] if REPO in f.parents]
-    entry = "code_fingerprint.py" if stage in NOT_CLI else "cli.py"
-    assert any(f.name == entry for f in files)  # the probe ran the stage's imports
-    gaps = [f.relative_to(REPO).as_posix() for f in files if not covered(f, deps)]
+    assert any(f.name == NOT_CLI.get(stage, "cli.py") for f in files)  # the probe ran the stage's imports
+    listed = set(needed_files(stage)) if code_list_dep(stage) in deps else set()  # what its code list holds
+    gaps = [f.relative_to(REPO).as_posix() for f in files if f not in listed and not covered(f, deps)]
     assert not gaps, f"stage {stage}: dvc.yaml deps miss {gaps}"
+
+
+def test_every_stage_but_code_depends_on_its_code_list():
+    decl = declared(DVC_YAML)
+    assert "clsuite" in decl[CODE_STAGE]  # the code stage sees every source file
+    for stage in STAGES:
+        if stage != CODE_STAGE:
+            assert code_list_dep(stage) in decl[stage], stage
+            assert not [d for d in decl[stage] if d.startswith("clsuite/") and d.endswith(".py")], stage
+
+
+def test_code_lists_are_rewritten_only_when_they_change(tmp_path):
+    assert sorted(write_code_lists(tmp_path)) == sorted(s for s in STAGES if s != CODE_STAGE)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    assert write_code_lists(tmp_path) == []  # unchanged code: no file touched, so DVC reruns nothing
+    assert mtimes == {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    listed = json.loads((tmp_path / "train.json").read_text())["files"]
+    assert set(listed) == {f.relative_to(REPO).as_posix() for f in needed_files("train")}
+    assert "clsuite/image/train.py" in listed and "clsuite/image/report.py" not in listed  # precise, not folders
+    assert "clsuite/image/report.py" in json.loads(code_list("report"))["files"]

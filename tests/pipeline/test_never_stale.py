@@ -83,3 +83,10 @@ def test_editing_a_method_retrains_its_runs_and_only_those(tmp_path):
     assert after["finetune"] == before["finetune"]  # not retrained: same bytes, never rewritten
     status = json.loads((runs / "replay" / "seed0" / "status.json").read_text())
     assert status["state"] == "finished" and len(status["code"]) == 16
+
+    # code that training does not run (the report) reruns the report, not the train stages:
+    # each stage depends on the list of files its command imports (data/code/<stage>.json)
+    report_py = project / "clsuite" / "image" / "report.py"
+    report_py.write_text(report_py.read_text() + "\n# an edit\n")
+    ran = _ran(_run([dvc, "repro"], project))
+    assert "code" in ran and "report" in ran and not [s for s in ran if s.startswith(("train@", "evaluate"))], ran
