@@ -134,6 +134,12 @@ class GridMetrics:
                                         "eval_exp": labels.loc[sid, "eval_exp"].to_numpy(),
                                         "x": emb[:, 0], "y": emb[:, 1]}), keys)
 
+    def merge(self, parts: dict[str, list[pd.DataFrame]], values: list[dict]) -> None:
+        """Append the tables and values another instance collected (one run, in a worker)."""
+        for name, frames in parts.items():
+            self.parts[name].extend(frames)
+        self.values.extend(values)
+
     def long_tail_partition(self, benchmark: str) -> dict[str, list[int]] | None:
         """many/medium/few partition from the prepared manifest, or None without a long-tail variant."""
         if benchmark not in self._partitions:

@@ -114,3 +114,16 @@ def test_every_extended_table_is_written_with_a_csv_copy(grid):
                  "extra_run_metrics", "extra_summary", "comparisons"):
         assert (root / "data" / f"{name}.parquet").exists() and (root / "data" / f"{name}.csv").exists(), name
         assert len(pd.read_parquet(root / "data" / f"{name}.parquet")), name
+
+
+def test_tables_are_byte_identical_with_one_or_several_workers(grid, tmp_path, monkeypatch):
+    """evaluate_runs in worker processes joins the rows in grid order: the same bytes as in-process."""
+    params, runs, prepared, root, _ = grid
+    digests = {}
+    for workers in ("1", "3"):
+        monkeypatch.setenv("CLSUITE_EVAL_WORKERS", workers)
+        out = tmp_path / f"w{workers}"
+        evaluate_grid(params, runs, out / "data", out / "metrics", prepared)
+        digests[workers] = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert digests["1"].keys() == digests["3"].keys() and len(digests["1"]) > 20
+    assert [k for k in digests["1"] if digests["1"][k] != digests["3"][k]] == []
