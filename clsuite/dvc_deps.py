@@ -81,7 +81,8 @@ def missing(dvc_yaml: Path) -> dict[str, list[str]]:
 
 def write(dvc_yaml: Path) -> None:
     """Replace each stage's ``- clsuite/...`` code deps (``.py`` files, folders) by the derived list, in
-    place of the first one; other clsuite/ files (clsuite/catalogue/*.yaml) are kept."""
+    place of the first one; other clsuite/ files and everything under clsuite/catalogue/ (its
+    *.yaml, the search records of clsuite/catalogue/tuned/) are kept."""
     lines = dvc_yaml.read_text().splitlines(keepends=True)
     out: list[str] = []
     stage = None
@@ -95,7 +96,7 @@ def write(dvc_yaml: Path) -> None:
         elif in_deps and re.match(r"^\s+[a-z_]+:", line):  # params:, outs:, ...
             in_deps = False
         # generated entries only (modules and folders); data files such as the catalogue stay
-        item = re.match(r"^(\s+)- clsuite/(?:\S*\.py|[^.\s]*)\s*$", line)
+        item = re.match(r"^(\s+)- clsuite/(?!catalogue/)(?:\S*\.py|[^.\s]*)\s*$", line)
         if in_deps and item and stage in STAGES:
             if not done:
                 out += [f"{item.group(1)}- {d}\n" for d in collapse(needed_files(stage))]
