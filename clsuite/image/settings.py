@@ -7,7 +7,9 @@ dataset(s) and buffer size it was published for, or ``untuned default``. :func:`
 joins it with the effective settings of each (benchmark, method)
 (:meth:`clsuite.image.config.ImageParams.train_config` and the method's config) and flags a value
 used on a dataset or buffer size other than the one it was published for, or without a published
-source. The evaluate stage writes the result to ``reports/data/settings``; the report renders it.
+source. A value that a ``clsuite tune`` search chose for the method and benchmark (the records of
+``clsuite/catalogue/tuned/``, :func:`tuned_entries`) is cited as tuned while params hold it. The
+evaluate stage writes the result to ``reports/data/settings``; the report renders it.
 """
 
 from __future__ import annotations
