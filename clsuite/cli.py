@@ -193,8 +193,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
     from clsuite.profiles import apply_settings
 
     params = load_params(args.params)
-    tuning = load_tuning(Path(args.tuning) if args.tuning else TUNING_FILE)
-    record = search(params.image(), args.benchmark, args.method, tuning)
+    tuning_path = Path(args.tuning) if args.tuning else TUNING_FILE
+    record = search(params.image(), args.benchmark, args.method, load_tuning(tuning_path), tuning_path=tuning_path)
     path = write_search(record, args.benchmark, args.method, Path(args.out) if args.out else TUNED_DIR)
     print(f"{args.benchmark}/{args.method}: chosen {record.chosen} (validation accuracy "
           f"{100 * record.chosen_score:.2f}, {record.budget_note}, {len(record.budget.seeds)} seeds); "

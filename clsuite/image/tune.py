@@ -284,16 +284,18 @@ def validation_score(params: ImageParams, benchmark: str, method: str, seed: int
 
 
 def search(params: ImageParams, benchmark: str, method: str, tuning: TuningFile,
-           prepared_root: Path = PREPARED_ROOT, log: Callable[[str], None] = print) -> SearchRecord:
-    """Run the declared search of ``method`` on ``benchmark`` and return its record."""
+           prepared_root: Path = PREPARED_ROOT, log: Callable[[str], None] = print,
+           tuning_path: Path = TUNING_FILE) -> SearchRecord:
+    """Run the declared search of ``method`` on ``benchmark`` and return its record
+    (``tuning_path``: where ``tuning`` was read, for messages)."""
     from clsuite.image.train import build_run
 
     t0 = time.perf_counter()
     entry = params.method(method)
     bench = params.benchmark(benchmark)
     if entry.type not in tuning.grids:
-        raise ParamsError(f"{TUNING_FILE.name}: grids: no grid for method type {entry.type!r} (methods.{method}); "
-                          f"declared: {', '.join(sorted(tuning.grids))}")
+        raise ParamsError(f"{tuning_path}: grids.{entry.type}: no grid for method type {entry.type!r} "
+                          f"(methods.{method}); declare one there; declared: {', '.join(sorted(tuning.grids))}")
     grid = tuning.grids[entry.type]
     configs, size = grid_configs(grid, tuning.budget)
     n = tuning.budget.configs

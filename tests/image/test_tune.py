@@ -149,6 +149,11 @@ def test_the_search_record_round_trips_and_keeps_the_other_methods(replay_search
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically, no temp file left
 
 
+def test_a_method_without_a_declared_grid_fails_naming_the_grid_file(params, data_roots, tiny_tuning, tmp_path):
+    with pytest.raises(ParamsError, match=r"tuning.yaml: grids.der: no grid for method type 'der'"):
+        search(params.image(), "smnist_smoke", "der", tiny_tuning, data_roots[1], tuning_path=tmp_path / "tuning.yaml")
+
+
 def test_with_settings_sets_train_keys_per_benchmark_and_method_keys(params):
     p = with_settings(params.image(), "der", "smnist", {"train.lr": 0.2, "alpha": 1.0})
     assert p.train_config("smnist", "der").lr == 0.2 and p.train_config("fmnist", "der").lr == 0.05
