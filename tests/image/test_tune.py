@@ -210,3 +210,18 @@ def test_the_settings_table_cites_a_tuned_value_only_while_params_hold_it(replay
     raw["methods"]["der"]["alpha"] = 0.3  # not the tuned value: its published source (and flag) stay
     rows = settings_table(parse_params(raw).image(), table).set_index("key")
     assert rows.loc["alpha", "source"].startswith("Mammoth") and "seq-cifar10" in rows.loc["alpha", "flag"]
+
+
+def test_the_shipped_search_records_load_and_chose_their_best_configuration(params):
+    from clsuite.image.tune import load_all_tuned
+
+    records = load_all_tuned()
+    assert records, "clsuite/catalogue/tuned/ holds the committed search records"
+    for tuned in records:
+        assert tuned.benchmark in params.benchmarks
+        for method, rec in tuned.methods.items():
+            assert method in params.methods and rec.method_type == params.image().method(method).type
+            ok = [t for t in rec.trials if t.mean is not None]
+            assert rec.chosen == max(ok, key=lambda t: t.mean).config and rec.chosen_score == max(t.mean for t in ok)
+            assert all(len(t.scores) == len(rec.budget.seeds) for t in rec.trials)
+            assert len(rec.trials) == min(rec.grid_size, rec.budget.configs)
