@@ -32,10 +32,13 @@ of training on the embedded streams.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
+import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -226,18 +229,34 @@ def load_all_tuned(folder: Path = TUNED_DIR) -> list[TunedFile]:
     return [load_tuned(p) for p in sorted(folder.glob("*.yaml"))] if folder.is_dir() else []
 
 
+@contextlib.contextmanager
+def records_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the records folder (``flock`` on the folder itself, no lock
+    file), waiting for another ``clsuite tune`` that is writing its record."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def write_search(record: SearchRecord, benchmark: str, method: str, folder: Path = TUNED_DIR) -> Path:
     """Put ``record`` as ``methods.<method>`` of ``tuned/<benchmark>.yaml`` (the other methods'
-    records kept), written atomically."""
+    records kept), written atomically; searches of several methods that finish together each
+    keep their record (:func:`records_lock`)."""
     import yaml
 
     path = tuned_path(benchmark, folder)
-    methods = dict(load_tuned(path).methods) if path.exists() else {}
-    methods[method] = record
-    data = TunedFile(benchmark=benchmark, methods=dict(sorted(methods.items()))).model_dump(mode="json")
-    header = ("# Search records of `clsuite tune` (clsuite/image/tune.py; docs/settings.md, \"Tuning protocol\"):\n"
-              "# written by the tool, do not edit. The settings table cites them for values params hold.\n")
-    write_text(path, header + yaml.safe_dump(data, sort_keys=False, width=120, allow_unicode=True, default_flow_style=None))
+    with records_lock(folder):
+        methods = dict(load_tuned(path).methods) if path.exists() else {}
+        methods[method] = record
+        data = TunedFile(benchmark=benchmark, methods=dict(sorted(methods.items()))).model_dump(mode="json")
+        header = ("# Search records of `clsuite tune` (clsuite/image/tune.py; docs/settings.md, \"Tuning protocol\"):\n"
+                  "# written by the tool, do not edit. The settings table cites them for values params hold.\n")
+        write_text(path, header + yaml.safe_dump(data, sort_keys=False, width=120, allow_unicode=True,
+                                                 default_flow_style=None))
     return path
 
 

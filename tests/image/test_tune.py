@@ -149,6 +149,21 @@ def test_the_search_record_round_trips_and_keeps_the_other_methods(replay_search
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically, no temp file left
 
 
+def test_a_record_written_while_another_search_writes_waits_for_it(replay_search, tmp_path):
+    import threading
+
+    from clsuite.image.tune import records_lock
+
+    with records_lock(tmp_path):  # another `clsuite tune` in the middle of its write
+        writer = threading.Thread(target=write_search, args=(replay_search, "smnist_smoke", "der", tmp_path))
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive() and not (tmp_path / "smnist_smoke.yaml").exists()
+        write_search(replay_search, "smnist_smoke", "replay", tmp_path / "other")  # other folders do not wait
+    writer.join(10)
+    assert not writer.is_alive() and sorted(load_tuned(tmp_path / "smnist_smoke.yaml").methods) == ["der"]
+
+
 def test_a_method_without_a_declared_grid_fails_naming_the_grid_file(params, data_roots, tiny_tuning, tmp_path):
     with pytest.raises(ParamsError, match=r"tuning.yaml: grids.der: no grid for method type 'der'"):
         search(params.image(), "smnist_smoke", "der", tiny_tuning, data_roots[1], tuning_path=tmp_path / "tuning.yaml")
