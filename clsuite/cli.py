@@ -185,6 +185,25 @@ def cmd_profile(args: argparse.Namespace) -> None:
     print(f"{args.params}: run grid set to profile {args.name!r}")
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    """Search the declared grid of ``--method`` on a validation split of ``--benchmark``'s
+    training data (clsuite/image/tune.py), write the search record and, with ``--apply``, the
+    chosen values into params."""
+    from clsuite.image.tune import TUNED_DIR, TUNING_FILE, load_tuning, search, write_search
+    from clsuite.profiles import apply_settings
+
+    params = load_params(args.params)
+    tuning_path = Path(args.tuning) if args.tuning else TUNING_FILE
+    record = search(params.image(), args.benchmark, args.method, load_tuning(tuning_path), tuning_path=tuning_path)
+    path = write_search(record, args.benchmark, args.method, Path(args.out) if args.out else TUNED_DIR)
+    print(f"{args.benchmark}/{args.method}: chosen {record.chosen} (validation accuracy "
+          f"{100 * record.chosen_score:.2f}, {record.budget_note}, {len(record.budget.seeds)} seeds); "
+          f"search record in {path}")
+    if args.apply:
+        keys = apply_settings(Path(args.params), args.method, args.benchmark, record.chosen)
+        print(f"{args.params}: set {', '.join(keys)}")
+
+
 def cmd_queue(args: argparse.Namespace) -> None:
     from clsuite.queue import run_queue
 
@@ -220,6 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--collect-only", action="store_true",
                     help="only adopt runs of experiments that already finished (after an interrupted wait)")
     sp.set_defaults(fn=cmd_queue)
+    sp = sub.add_parser("tune", help="search a method's declared grid on a validation split of a benchmark's "
+                                     "training data (never its test split)")
+    sp.add_argument("--benchmark", required=True)
+    sp.add_argument("--method", required=True)
+    sp.add_argument("--apply", action="store_true",
+                    help="write the chosen values into params (methods.<m>.train_by_benchmark.<b> and method keys)")
+    sp.add_argument("--tuning", default=None, help="grid file (default: clsuite/catalogue/tuning.yaml)")
+    sp.add_argument("--out", default=None, help="folder of the search records (default: clsuite/catalogue/tuned)")
+    sp.set_defaults(fn=cmd_tune)
     sp = sub.add_parser("profile", help="copy a profile's grid into run: in params.yaml")
     sp.add_argument("name")
     sp.set_defaults(fn=cmd_profile)

@@ -129,7 +129,8 @@ def missing(dvc_yaml: Path) -> dict[str, list[str]]:
 def write(dvc_yaml: Path) -> None:
     """Replace each stage's ``- clsuite/...`` code deps (``.py`` files, folders) and its code list by
     ``- data/code/<stage>.json``, in place of the first one (the ``code`` stage keeps ``- clsuite``);
-    other clsuite/ files (clsuite/catalogue/*.yaml) are kept."""
+    other clsuite/ files and everything under clsuite/catalogue/ (its *.yaml, the search records
+    of clsuite/catalogue/tuned/) are kept."""
     lines = dvc_yaml.read_text().splitlines(keepends=True)
     out: list[str] = []
     stage = None
@@ -143,7 +144,7 @@ def write(dvc_yaml: Path) -> None:
         elif in_deps and re.match(r"^\s+[a-z_]+:", line):  # params:, outs:, ...
             in_deps = False
         # generated entries only (modules and folders); data files such as the catalogue stay
-        item = re.match(rf"^(\s+)- (?:clsuite/(?:\S*\.py|[^.\s]*)|{CODE_LISTS}/\w+\.json)\s*$", line)
+        item = re.match(rf"^(\s+)- (?:clsuite/(?!catalogue/)(?:\S*\.py|[^.\s]*)|{CODE_LISTS}/\w+\.json)\s*$", line)
         if in_deps and item and stage in STAGES and stage != CODE_STAGE:
             if not done:
                 out.append(f"{item.group(1)}- {code_list_dep(stage)}\n")

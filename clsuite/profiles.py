@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError as RuamelError
 
 from clsuite.config import ProfileConfig, compose_params, format_validation_error, parse_params
@@ -77,3 +77,59 @@ def use_profile(path: Path, name: str) -> None:
     text = buf.getvalue()
     parse_params(parse_yaml(text, str(path)), source=str(path))  # never write an invalid file
     write_text(path, text)
+
+
+def _fit_style(entry: CommentedMap, line_start: int, width: int = 80) -> None:
+    """params.yaml's convention for ``methods.<m>`` after an edit: a mapping holding a mapping
+    is in block style, the innermost (``train_by_benchmark.<b>``) inline; a flat entry stays
+    inline while its line fits in ``width`` columns (``line_start``: the columns before ``{``)."""
+    nested = [v for v in entry.values() if isinstance(v, CommentedMap)]
+    if nested:
+        entry.fa.set_block_style()
+        for tbb in nested:
+            tbb.fa.set_block_style()
+            for own in tbb.values():
+                if isinstance(own, CommentedMap):
+                    own.fa.set_flow_style()
+    elif entry.fa.flow_style() and line_start + len("{" + ", ".join(f"{k}: {v}" for k, v in entry.items()) + "}") > width:
+        entry.fa.set_block_style()
+
+
+def apply_settings(path: Path, method: str, benchmark: str, values: dict[str, Any]) -> list[str]:
+    """Write ``values`` (``train.<k>`` keys and method hyperparameters, e.g. a search's chosen
+    configuration) into ``methods.<method>`` of ``path``: ``train.<k>`` as
+    ``train_by_benchmark.<benchmark>.<k>``, the others as the method's own keys. The rest of the
+    file (comments, order, other keys) stays as it was; a mapping stays inline while it fits in
+    80 columns. The result is validated before it replaces the file. Returns the key paths set."""
+    path = Path(path)
+    raw = load_yaml(path)
+    if not isinstance(raw, dict) or not isinstance(raw.get("methods"), dict) or method not in raw["methods"]:
+        raise ParamsError(f"{path}: methods.{method}: not defined; add the method before applying tuned settings")
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    set_keys = []
+    try:
+        doc = yaml.load(path.read_text(encoding="utf-8"))
+        entry = doc["methods"][method]
+        if entry is None:
+            entry = doc["methods"][method] = CommentedMap()
+        for key, value in values.items():
+            if key.startswith("train."):
+                tbb = entry.setdefault("train_by_benchmark", CommentedMap())
+                own = tbb.setdefault(benchmark, CommentedMap())
+                own[key.removeprefix("train.")] = value
+                set_keys.append(f"methods.{method}.train_by_benchmark.{benchmark}.{key.removeprefix('train.')}")
+            else:
+                entry[key] = value
+                set_keys.append(f"methods.{method}.{key}")
+        _fit_style(entry, 2 + len(method) + 2)
+        buf = io.StringIO()
+        yaml.dump(doc, buf)
+    except (RuamelError, OSError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ParamsError(f"{path}: cannot write methods.{method}: the round-trip YAML editor failed "
+                          f"({' '.join(str(exc).split())}); set the values by hand") from None
+    text = buf.getvalue()
+    parse_params(parse_yaml(text, str(path)), source=str(path))  # never write an invalid file
+    write_text(path, text)
+    return set_keys

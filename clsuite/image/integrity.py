@@ -66,10 +66,13 @@ def check_manifest(m: Manifest, path: Path, *, format_version: int, arrays: list
         raise DataError(f"{path}: " + "; ".join(problems) + f"; {_fix(path.parent)}")
 
 
-def check_arrays(m: Manifest, folder: Path) -> None:
-    """Raise DataError unless every array file the manifest of ``folder`` lists exists and
-    has its recorded sha256 (a changed or truncated file names itself and the fix)."""
+def check_arrays(m: Manifest, folder: Path, prefixes: tuple[str, ...] | None = None) -> None:
+    """Raise DataError unless every array file the manifest of ``folder`` lists (only those whose
+    name starts with one of ``prefixes``, when given) exists and has its recorded sha256 (a
+    changed or truncated file names itself and the fix)."""
     for fname, expected in sorted(m.sha256.items()):
+        if prefixes is not None and not fname.startswith(prefixes):
+            continue
         path = folder / fname
         if not path.is_file():
             raise DataError(f"{path}: missing; {_fix(folder)}")

@@ -386,7 +386,8 @@ def settings_section(grid: Grid, data_dir: Path, out: Path) -> list[str]:
     n_flag = int((df["flag"] != "").sum())
     md += ["The effective settings of every run (the benchmark's `train:` with `methods.<m>.train` and "
            "`methods.<m>.train_by_benchmark.<b>` on top; the method's hyperparameters) and where each value "
-           "was published (`clsuite/catalogue/settings_provenance.yaml`). "
+           "was published (`clsuite/catalogue/settings_provenance.yaml`) or tuned (`clsuite tune`, "
+           "`clsuite/catalogue/tuned/`). "
            f"{FLAG_MARK} marks a value used on a dataset or buffer size other than the one it was published for, "
            f"or without a published source ({n_flag} of {len(df)} values); such numbers are not the published "
            "protocol's. Full table: `reports/data/settings.csv`.", ""]

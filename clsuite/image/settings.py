@@ -7,7 +7,9 @@ dataset(s) and buffer size it was published for, or ``untuned default``. :func:`
 joins it with the effective settings of each (benchmark, method)
 (:meth:`clsuite.image.config.ImageParams.train_config` and the method's config) and flags a value
 used on a dataset or buffer size other than the one it was published for, or without a published
-source. The evaluate stage writes the result to ``reports/data/settings``; the report renders it.
+source. A value that a ``clsuite tune`` search chose for the method and benchmark (the records of
+``clsuite/catalogue/tuned/``, :func:`tuned_entries`) is cited as tuned while params hold it. The
+evaluate stage writes the result to ``reports/data/settings``; the report renders it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from clsuite.core.names import Name
 from clsuite.core.validation import Strict, format_validation_error
 from clsuite.core.yaml_safe import load_yaml
 from clsuite.image.config import ImageParams
+from clsuite.image.tune import TUNED_DIR, TUNED_SOURCE, load_all_tuned
 
 PROVENANCE_FILE = Path(__file__).resolve().parents[1] / "catalogue" / "settings_provenance.yaml"
 
@@ -31,6 +34,9 @@ PROVENANCE_FILE = Path(__file__).resolve().parents[1] / "catalogue" / "settings_
 UNTUNED = "untuned default"
 #: the training settings shown per run (eval_batch_size does not change training)
 TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay")
+#: the source of a value chosen by ``clsuite tune`` (:mod:`clsuite.image.tune`); the source text goes on
+#: with how it was tuned
+TUNED = TUNED_SOURCE
 #: where an effective value is set (``set_at`` of the settings table)
 LEVELS = ("benchmark", "method", "method_benchmark")
 
@@ -53,9 +59,11 @@ class ProvenanceEntry(Strict):
 
     @model_validator(mode="after")
     def _source_and_dataset(self) -> "ProvenanceEntry":
+        if self.source.startswith(TUNED) and not (self.methods and self.benchmarks):
+            raise ValueError(f"{self.key}: a tuned value names the methods and benchmarks it was tuned for")
         if self.source == UNTUNED and (self.datasets or self.buffer is not None):
             raise ValueError(f"{self.key}: an {UNTUNED!r} has no datasets or buffer it was published for")
-        if self.source != UNTUNED and not self.datasets:
+        if self.source != UNTUNED and not self.source.startswith(TUNED) and not self.datasets:
             raise ValueError(f"{self.key}: name the datasets the value was published for (source {self.source!r}), "
                              f"or give source {UNTUNED!r}")
         if not self.key.startswith("train.") and not self.methods:
@@ -83,25 +91,50 @@ class ProvenanceTable(Strict):
                     seen.add((e.key, m, b))
         return self
 
-    def lookup(self, key: str, method: str | None, benchmark: str) -> ProvenanceEntry | None:
-        """The most specific entry for ``key`` of ``method`` (None: the benchmark's own setting) on ``benchmark``."""
+    def lookup(self, key: str, method: str | None, benchmark: str, value: Any = None) -> ProvenanceEntry | None:
+        """The most specific entry for ``key`` of ``method`` (None: the benchmark's own setting) on
+        ``benchmark``. A tuned entry counts only for the ``value`` it chose (a search whose choice
+        params do not hold leaves the value's other sources in place)."""
         scopes = ([(method, benchmark), (method, None)] if method is not None else []) + \
             ([(None, benchmark), (None, None)] if key.startswith("train.") and method is None else [])
         for m, b in scopes:
             for e in self.settings:
                 if e.key == key and (e.methods == [] if m is None else m in e.methods) \
-                        and (e.benchmarks == [] if b is None else b in e.benchmarks):
+                        and (e.benchmarks == [] if b is None else b in e.benchmarks) \
+                        and not (e.source.startswith(TUNED) and not _same(e.value, value)):
                     return e
         return None
 
 
-def load_provenance(path: Path = PROVENANCE_FILE) -> ProvenanceTable:
-    """The validated provenance table; ParamsError naming the file and key path on any problem."""
+def load_provenance(path: Path = PROVENANCE_FILE, tuned_dir: Path | None = TUNED_DIR) -> ProvenanceTable:
+    """The validated provenance table; ParamsError naming the file and key path on any problem.
+    The values chosen by the search records of ``tuned_dir`` (:func:`tuned_entries`) come first,
+    so that a value params hold and a search chose is cited as tuned."""
     try:
-        return ProvenanceTable.model_validate(load_yaml(path), strict=True)
+        table = ProvenanceTable.model_validate(load_yaml(path), strict=True)
     except ValidationError as exc:
         raise ParamsError(f"{path}: invalid settings provenance\n"
                           + format_validation_error(exc, "", ProvenanceTable)) from None
+    tuned = tuned_entries(tuned_dir) if tuned_dir is not None else []
+    return table.model_copy(update={"settings": [*tuned, *table.settings]}) if tuned else table
+
+
+def tuned_entries(folder: Path = TUNED_DIR) -> list[ProvenanceEntry]:
+    """One entry per value chosen by a search record of ``folder`` (``tuned/<benchmark>.yaml``):
+    scoped to the method and benchmark searched, source "clsuite tune: tuned on a N % validation
+    split ..., grid of C configs x S seeds", the buffer size it was tuned with, and a note naming
+    the record."""
+    entries = []
+    for tuned in load_all_tuned(folder):
+        for method, rec in tuned.methods.items():
+            buffer = rec.fixed.get("mem_size") if isinstance(rec.fixed.get("mem_size"), int) else None
+            for key, value in rec.chosen.items():
+                entries.append(ProvenanceEntry(
+                    key=key, value=value, methods=[method], benchmarks=[tuned.benchmark],
+                    source=rec.provenance(tuned.benchmark), datasets=[tuned.benchmark], buffer=buffer,
+                    note=f"search record: clsuite/catalogue/tuned/{tuned.benchmark}.yaml "
+                         f"(validation accuracy {100 * rec.chosen_score:.1f} %)"))
+    return entries
 
 
 def _text(value: Any) -> str:
@@ -126,6 +159,9 @@ def flag(entry: ProvenanceEntry | None, value: Any, dataset: str | None, benchma
         return f"no recorded source for this value (recorded: {_text(entry.value)} from {entry.source})"
     if entry.source == UNTUNED:
         return "untuned default, no published source"
+    if entry.source.startswith(TUNED) and benchmark in entry.benchmarks:
+        return "" if entry.buffer is None or buffer is None or entry.buffer == buffer else \
+            f"tuned with buffer {entry.buffer}, used with buffer {buffer}"
     reasons = []
     if dataset not in entry.datasets:
         used = f"{benchmark} ({dataset})" if dataset else f"{benchmark}, a stream without a published protocol"
@@ -149,7 +185,7 @@ def settings_table(params: ImageParams, table: ProvenanceTable) -> pd.DataFrame:
             items = [(f"train.{k}", getattr(train, k), entry.train.level(b, k)) for k in TRAIN_KEYS]
             items += [(k, v, "method") for k, v in cfg.items()]
             for key, value, level in items:
-                found = table.lookup(key, m if level != "benchmark" else None, b)
+                found = table.lookup(key, m if level != "benchmark" else None, b, value)
                 ok = found is not None and _same(found.value, value)
                 rows.append({
                     "benchmark": b, "method": m, "key": key, "value": _text(value), "set_at": level,

@@ -67,13 +67,18 @@ class PreparedBenchmark:
         return apply_domain(x, self.manifest.domains[k]) if self.manifest.domains else x
 
 
-def load_prepared(folder: Path, verify: bool = True) -> PreparedBenchmark:
-    """Read a prepared folder; with ``verify`` every array's sha256 is checked first."""
+def load_prepared(folder: Path, verify: bool = True, *, train_only: bool = False) -> PreparedBenchmark:
+    """Read a prepared folder; with ``verify`` every array's sha256 is checked first.
+
+    ``train_only``: read (and verify) the training arrays alone; the test split is empty and
+    there are no evaluation sets, so no test or variant file is ever opened (``clsuite tune``
+    searches on a validation split of the training rows, :mod:`clsuite.image.tune`)."""
     manifest = read_manifest(folder)
+    splits_read = ("train",) if train_only else SPLITS
     if verify:
-        check_arrays(manifest, folder)
+        check_arrays(manifest, folder, tuple(f"{s}_" for s in splits_read) if train_only else None)
     splits = {}
-    for split in SPLITS:
+    for split in splits_read:
         arrays = {}
         for key in ("x", "y"):
             arrays[key] = load_npy(folder / f"{split}_{key}.npy", folder)
@@ -88,6 +93,9 @@ def load_prepared(folder: Path, verify: bool = True) -> PreparedBenchmark:
             raise DataError(f"{folder}/{split}_x.npy: {len(x)} samples, but manifest.json counts {manifest.counts[split]}; "
                             f"rerun `clsuite prepare --benchmark {folder.name}`")
         splits[split] = Split(np.asarray(x), np.asarray(y))
+    if train_only:
+        empty = Split(np.zeros((0, *manifest.input_shape), np.uint8), np.zeros(0, np.int64))
+        return PreparedBenchmark(manifest, splits["train"], empty)
     bench = PreparedBenchmark(manifest, splits["train"], splits["test"])
     return replace(bench, eval_sets=load_eval_sets(folder, manifest, bench.test.y, bench.test_experience_of_rows()))
 

@@ -17,6 +17,7 @@ import json
 import shutil
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,9 +32,9 @@ from clsuite import __version__
 from clsuite.core import checkpoint
 from clsuite.image import guard
 from clsuite.core.code_fingerprint import IMAGE_LIBRARIES, code_fingerprint, modules_of, short_hash
-from clsuite.image.config import ImageParams, TrainConfig
+from clsuite.image.config import BenchmarkConfig, ImageParams, TrainConfig
 from clsuite.image.integrity import check_matches_params
-from clsuite.image.streams import load_prepared, make_avalanche_benchmark, to_float
+from clsuite.image.streams import PreparedBenchmark, load_prepared, make_avalanche_benchmark, to_float
 from clsuite.core.errors import ParamsError, TrainingDiverged
 from clsuite.image.trainer import ClsuiteTemplate, prepared_train_arrays
 from clsuite.core.io import remove_stale_temps
@@ -118,6 +119,60 @@ def _guard_finite(recs: pd.DataFrame, run_dir: Path, key: RunKey, k: int, method
     raise exc
 
 
+@dataclass
+class RunSetup:
+    """What one run trains with: the benchmark with the method's effective training settings
+    (``bench.train``), the Avalanche stream, the model, the plugins and the strategy."""
+
+    bench: BenchmarkConfig
+    stream: Any
+    model: torch.nn.Module
+    plugins: list
+    strategy: ClsuiteTemplate
+
+
+def build_run(
+    params: ImageParams, benchmark: str, method: str, seed: int, prepared: PreparedBenchmark,
+    device: torch.device, run_id: str, *, evaluator: EvaluationPlugin | None = None,
+) -> RunSetup:
+    """The stream, model, plugins and strategy of ``method`` on ``prepared`` (its ``train``
+    rows are trained on, its ``test`` rows are the stream's test side): the one construction
+    that :func:`train_run` and ``clsuite tune`` (:mod:`clsuite.image.tune`) share. The caller
+    seeds the RNGs first (:func:`clsuite.core.runtime.seed_everything`): the model's
+    initialisation draws from them."""
+    entry = params.method(method)
+    bench = params.benchmark(benchmark).model_copy(update={"train": params.train_config(benchmark, method)})
+    spec = METHODS.get(entry.type)
+    stream = make_avalanche_benchmark(prepared, bench.scenario)
+    manifest = prepared.manifest
+    if bench.scenario not in spec.scenarios:
+        raise ParamsError(
+            f"methods.{method}: method type {entry.type!r} does not apply to the {bench.scenario} scenario of "
+            f"benchmarks.{benchmark} (it supports {', '.join(spec.scenarios)}); remove it from run.methods "
+            f"for this benchmark"
+        )
+    ctx = MethodContext(seed, manifest.n_classes, manifest.experiences, manifest.input_shape, device, bench.scenario)
+    model = build_model(bench.model.name, bench.model.kwargs(), manifest.input_shape, manifest.n_classes)
+    if spec.wrap_model is not None:
+        model = spec.wrap_model(model, entry.config, ctx)
+    model = model.to(device)
+    plugins = [*spec.build(entry.config, ctx), ProgressPlugin(prepared.n_experiences),
+               guard.DivergenceGuard(run_id, benchmark, method, manifest.n_classes)]
+    strategy = ClsuiteTemplate(
+        model=model,
+        optimizer=make_optimizer(model, bench.train),
+        criterion=torch.nn.CrossEntropyLoss(),
+        train_mb_size=bench.train.batch_size,
+        train_epochs=bench.train.epochs,
+        eval_mb_size=bench.train.eval_batch_size,
+        device=device,
+        plugins=plugins,
+        evaluator=evaluator if evaluator is not None else _silent_evaluator(),
+        train_arrays=prepared_train_arrays(prepared), amp=params.run.amp, channels_last=params.run.channels_last,
+    )
+    return RunSetup(bench, stream, model, plugins, strategy)
+
+
 def train_run(
     params: ImageParams, benchmark: str, method: str, seed: int,
     prepared_root: Path = PREPARED_ROOT, runs_root: Path = RUNS_ROOT, *,
@@ -174,33 +229,9 @@ def _train_run(
     prepared_dir = under(prepared_root, benchmark)
     prepared = load_prepared(prepared_dir)
     check_matches_params(prepared.manifest, bench, prepared_dir, benchmark)
-    stream = make_avalanche_benchmark(prepared, bench.scenario)
+    setup = build_run(params, benchmark, method, seed, prepared, device, key.run_id, evaluator=evaluator)
+    stream, model, plugins, strategy = setup.stream, setup.model, setup.plugins, setup.strategy
     manifest = prepared.manifest
-    if bench.scenario not in spec.scenarios:
-        raise ParamsError(
-            f"methods.{method}: method type {entry.type!r} does not apply to the {bench.scenario} scenario of "
-            f"benchmarks.{benchmark} (it supports {', '.join(spec.scenarios)}); remove it from run.methods "
-            f"for this benchmark"
-        )
-    ctx = MethodContext(seed, manifest.n_classes, manifest.experiences, manifest.input_shape, device, bench.scenario)
-    model = build_model(bench.model.name, bench.model.kwargs(), manifest.input_shape, manifest.n_classes)
-    if spec.wrap_model is not None:
-        model = spec.wrap_model(model, entry.config, ctx)
-    model = model.to(device)
-    plugins = [*spec.build(entry.config, ctx), ProgressPlugin(prepared.n_experiences),
-               guard.DivergenceGuard(key.run_id, benchmark, method, manifest.n_classes)]
-    strategy = ClsuiteTemplate(
-        model=model,
-        optimizer=make_optimizer(model, bench.train),
-        criterion=torch.nn.CrossEntropyLoss(),
-        train_mb_size=bench.train.batch_size,
-        train_epochs=bench.train.epochs,
-        eval_mb_size=bench.train.eval_batch_size,
-        device=device,
-        plugins=plugins,
-        evaluator=evaluator if evaluator is not None else _silent_evaluator(),
-        train_arrays=prepared_train_arrays(prepared), amp=params.run.amp, channels_last=params.run.channels_last,
-    )
     with guard.failure_status(run_dir, key.run_id, method, 0):
         guard.check_output_width(model, to_float(prepared.test.x[:2]).to(device), manifest.n_classes,
                                  bench.model.name, benchmark, method)

@@ -123,13 +123,14 @@ def test_dvc_params_exist_in_params_yaml_and_stages_depend_on_the_catalogue():
     for stage in ("llm_prepare", "llm_train", "llm_report"):
         assert "clsuite/catalogue/llm_sequences.yaml" in bodies[stage]["deps"], stage
     assert "clsuite/catalogue/settings_provenance.yaml" in bodies["evaluate"]["deps"]  # reports/data/settings
+    assert "clsuite/catalogue/tuned" in bodies["evaluate"]["deps"]  # tuned values cite the search records
 
 
 def test_dvc_deps_write_keeps_the_catalogue_deps(tmp_path):
     path = tmp_path / "dvc.yaml"
     shutil.copy(REPO / "dvc.yaml", path)
     write(path)
-    assert path.read_text().count("- clsuite/catalogue/") == (REPO / "dvc.yaml").read_text().count("- clsuite/catalogue/") == 7
+    assert path.read_text().count("- clsuite/catalogue/") == (REPO / "dvc.yaml").read_text().count("- clsuite/catalogue/") == 8
 
 
 @pytest.mark.slow
