@@ -94,18 +94,70 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """A run that failed in training (diverged, or a component failed) is a result, not a pipeline
+    """Train one run (``--seed``) or every seed of ``run.seeds`` (the train stage: one stage per
+    benchmark x method), ``--jobs`` at a time in forked processes (:mod:`clsuite.core.parallel`).
+
+    A run that failed in training (diverged, or a component failed) is a result, not a pipeline
     error: recorded in its status.json, it exits 0 (:func:`clsuite.core.runs.train_or_record`), so that
     `dvc repro` goes on and the report lists it under "Failed runs"."""
+    from clsuite.core.parallel import run_tasks
+
+    params = load_params(args.params)
+    seeds = [args.seed] if args.seed is not None else list(params.run.seeds)
+    if len(seeds) == 1:
+        _train_one(params, args.benchmark, args.method, seeds[0])
+        return
+    jobs = train_jobs(params, len(seeds), args.jobs)
+    print(f"training {args.benchmark}/{args.method}, seeds {seeds}: {jobs} at a time")
+    tasks = [(f"{args.benchmark}/{args.method}/seed{s}", lambda s=s: _seed_task(params, args.benchmark, args.method, s))
+             for s in seeds]
+    failed = [s for s, rc in zip(seeds, run_tasks(tasks, jobs)) if rc != 0]
+    if failed:
+        raise ClsuiteError(f"train {args.benchmark}/{args.method}: seed(s) {', '.join(map(str, failed))} stopped with "
+                           f"an error (above); the finished seeds are kept, a rerun resumes the others")
+
+
+def _seed_task(params, benchmark: str, method: str, seed: int) -> int:
+    """One seed of a group: its errors are reported as :func:`main` reports them, as exit status 2."""
+    try:
+        return _train_one(params, benchmark, method, seed)
+    except ClsuiteError as exc:
+        print(f"clsuite train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _train_one(params, benchmark: str, method: str, seed: int) -> int:
     from clsuite.image import train
     from clsuite.core.paths import RUNS_ROOT, run_dir_for
     from clsuite.core.runs import train_or_record
 
-    params = load_params(args.params)
-    run_dir = train_or_record(lambda: train.train_run(params.image(), args.benchmark, args.method, args.seed),
-                              run_dir_for(RUNS_ROOT, args.benchmark, args.method, args.seed), "train")
+    run_dir = train_or_record(lambda: train.train_run(params.image(), benchmark, method, seed),
+                              run_dir_for(RUNS_ROOT, benchmark, method, seed), "train")
     if run_dir is not None:
         print(f"records written to {run_dir}")
+    return 0
+
+
+def train_jobs(params, n_seeds: int, requested: int | None) -> int:
+    """Runs at once: ``--jobs``, else ``CLSUITE_TRAIN_JOBS``, else on CPU the usable CPUs divided by
+    ``run.threads`` (each run has its own threads), capped at the number of seeds. On a machine
+    that may have CUDA (a CUDA build of torch and ``run.device`` not ``cpu``) one at a time, since
+    asking the driver how many GPUs there are before forking would break CUDA in the children;
+    ``--jobs N`` there runs N at once, each claiming a free GPU."""
+    import os
+
+    from clsuite.core.parallel import usable_cpus
+
+    if requested is None and os.environ.get("CLSUITE_TRAIN_JOBS"):
+        requested = int(os.environ["CLSUITE_TRAIN_JOBS"])
+    if requested is None:
+        import torch
+
+        if params.run.device != "cpu" and torch.version.cuda is not None:
+            requested = 1
+        else:
+            requested = max(1, usable_cpus() // max(1, params.run.threads or usable_cpus()))
+    return max(1, min(n_seeds, requested))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -210,7 +262,7 @@ def cmd_queue(args: argparse.Namespace) -> None:
     failed = run_queue(load_params(args.params, check_components=False), args.jobs, threads=args.threads,
                        collect_only=args.collect_only)
     if failed:
-        raise ClsuiteError(f"{failed} queued run(s) failed")
+        raise ClsuiteError(f"{failed} queued train stage(s) failed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,10 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--benchmark", required=True)
     sp.add_argument("--force", action="store_true", help="rebuild even when the folder is up to date")
     sp.set_defaults(fn=cmd_prepare)
-    sp = sub.add_parser("train", help="train one run and write its prediction records")
+    sp = sub.add_parser("train", help="train one run, or every seed of run.seeds, and write their prediction records")
     sp.add_argument("--benchmark", required=True)
     sp.add_argument("--method", required=True)
-    sp.add_argument("--seed", type=int, required=True)
+    sp.add_argument("--seed", type=int, help="one seed (default: every seed of run.seeds)")
+    sp.add_argument("--jobs", type=int, help="seeds trained at once (default: CLSUITE_TRAIN_JOBS, else the usable "
+                                             "CPUs / run.threads on CPU, 1 where CUDA may be used)")
     sp.set_defaults(fn=cmd_train)
     sub.add_parser("evaluate", help="metric tables from the records of every run").set_defaults(fn=cmd_evaluate)
     sub.add_parser("report", help="figures, tables and index.md/html under reports/").set_defaults(fn=cmd_report)

@@ -3,10 +3,11 @@
 ``clsuite queue --jobs N`` (docs/performance.md):
 
 1. brings ``fetch``/``prepare`` up to date in the workspace (``dvc repro prepare``);
-2. queues one experiment per train stage that is not up to date:
-   ``dvc exp run --queue -f -s -n <benchmark>-<method>-<seed> -C dvc.lock
-   train@<benchmark>-<method>-<seed>`` (only that stage, in its own temporary copy of
-   the workspace, where DVC checks out the prepared data from the cache);
+2. queues one experiment per train stage (benchmark x method, all seeds) that is not up to
+   date: ``dvc exp run --queue -f -s -n <benchmark>-<method> -C dvc.lock
+   train@<benchmark>-<method>`` (only that stage, in its own temporary copy of the
+   workspace, where DVC checks out the prepared data from the cache); inside it the seeds
+   run one at a time (``CLSUITE_TRAIN_JOBS=1``: the queue's workers are the parallelism);
 3. ``dvc queue start --jobs N`` and waits for the queued experiments;
 4. adopts the results: copies each run folder from its experiment (``DVCFileSystem`` at
    the experiment's commit; the files come from the shared DVC cache) and records them
@@ -30,19 +31,20 @@ from pathlib import Path
 
 from clsuite.config import Params
 from clsuite.core.errors import ClsuiteError
-from clsuite.core.paths import RUNS_ROOT, run_dir_for
+from clsuite.core.paths import RUNS_ROOT, under
 
 DONE = ("Success", "Failed")
 
 
-def stage_name(benchmark: str, method: str, seed: int) -> str:
-    """The name dvc.yaml's train matrix gives a run's stage."""
-    return f"train@{benchmark}-{method}-{seed}"
+def stage_name(benchmark: str, method: str) -> str:
+    """The name dvc.yaml's train matrix gives the stage of a benchmark x method (all its seeds)."""
+    return f"train@{benchmark}-{method}"
 
 
-def grid(params: Params) -> list[tuple[str, str, int]]:
+def grid(params: Params) -> list[tuple[str, str]]:
+    """The train stages of the grid, as (benchmark, method)."""
     r = params.run
-    return [(b, m, s) for b in r.benchmarks for m in r.methods for s in r.seeds]
+    return [(b, m) for b in r.benchmarks for m in r.methods]
 
 
 def _dvc(*args: str, dvc: str = "dvc", capture: bool = True, env: dict | None = None) -> str:
@@ -52,8 +54,8 @@ def _dvc(*args: str, dvc: str = "dvc", capture: bool = True, env: dict | None = 
     return out.stdout or ""
 
 
-def stale_runs(params: Params, dvc: str = "dvc") -> list[tuple[str, str, int]]:
-    """Runs of the grid whose train stage ``dvc status`` reports as changed."""
+def stale_runs(params: Params, dvc: str = "dvc") -> list[tuple[str, str]]:
+    """The (benchmark, method) stages of the grid that ``dvc status`` reports as changed."""
     changed = set(json.loads(_dvc("status", "--json", dvc=dvc) or "{}"))
     return [run for run in grid(params) if stage_name(*run) in changed]
 
@@ -62,8 +64,8 @@ def _untracked(path: str) -> bool:
     return subprocess.run(["git", "ls-files", "--error-unmatch", path], capture_output=True).returncode != 0
 
 
-def queue_runs(params: Params, runs: list[tuple[str, str, int]], dvc: str = "dvc") -> list[str]:
-    """Queue one single-stage experiment per run; returns the experiment names.
+def queue_runs(params: Params, runs: list[tuple[str, str]], dvc: str = "dvc") -> list[str]:
+    """Queue one single-stage experiment per train stage; returns the experiment names.
 
     The experiment's workspace gets the workspace's dvc.lock (copied when git does not
     track it), so DVC checks out the prepared data from the cache there instead of
@@ -71,14 +73,14 @@ def queue_runs(params: Params, runs: list[tuple[str, str, int]], dvc: str = "dvc
     stage's ``data/method_packages.json`` (uncached deps of every train stage, refreshed here first).
     """
     _dvc("repro", "code", "plugins", dvc=dvc)
-    for b in sorted({b for b, _, _ in runs}):
+    for b in sorted({b for b, _ in runs}):
         _dvc("repro", f"prepare@{b}", dvc=dvc)  # fetch + prepare in the workspace, once
     copy = ["-C", "dvc.lock"] if Path("dvc.lock").exists() and _untracked("dvc.lock") else []
     copy += ["-C", "data/code", "-C", "data/method_packages.json"]
     names = []
-    for b, m, s in runs:
-        name = f"{b}-{m}-{s}"
-        _dvc("exp", "run", "--queue", "-f", "-s", "-n", name, *copy, stage_name(b, m, s), dvc=dvc)
+    for b, m in runs:
+        name = f"{b}-{m}"
+        _dvc("exp", "run", "--queue", "-f", "-s", "-n", name, *copy, stage_name(b, m), dvc=dvc)
         names.append(name)
     return names
 
@@ -90,7 +92,7 @@ def start(jobs: int, threads: int | None = None, dvc: str = "dvc") -> None:
     number of intra-op threads in the last bits, so runs queued with ``threads`` equal
     ``OMP_NUM_THREADS=<threads> dvc repro``, not a default ``dvc repro``.
     """
-    env = dict(os.environ)
+    env = {**os.environ, "CLSUITE_TRAIN_JOBS": "1"}  # the workers run in parallel, the seeds inside one do not
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     subprocess.run([dvc, "queue", "start", "--jobs", str(jobs)], env=env, check=True,
@@ -133,23 +135,24 @@ def _experiment_revs(repo: Path) -> dict[str, str]:
     return revs
 
 
-def collect(runs: list[tuple[str, str, int]], repo: Path = Path("."), dvc: str = "dvc") -> list[str]:
-    """Copy the finished experiments' run folders into the workspace and `dvc commit` their stages."""
+def collect(runs: list[tuple[str, str]], repo: Path = Path("."), dvc: str = "dvc") -> list[str]:
+    """Copy the finished experiments' run folders (every seed of a benchmark x method) into the
+    workspace and `dvc commit` their stages."""
     from dvc.api import DVCFileSystem
 
     revs = _experiment_revs(repo)
     adopted = []
-    for b, m, s in runs:
-        sha = revs.get(f"{b}-{m}-{s}")
+    for b, m in runs:
+        sha = revs.get(f"{b}-{m}")
         if sha is None:
             continue
-        run_dir = run_dir_for(RUNS_ROOT, b, m, s)
+        run_dir = under(RUNS_ROOT, b, m)
         dest = repo / run_dir
         if dest.exists():
             shutil.rmtree(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         DVCFileSystem(str(repo), rev=sha).get(run_dir.as_posix(), str(dest), recursive=True)
-        adopted.append(stage_name(b, m, s))
+        adopted.append(stage_name(b, m))
     if adopted:
         _dvc("commit", "-f", *adopted, dvc=dvc)
     return adopted
@@ -165,12 +168,12 @@ def run_queue(params: Params, jobs: int, *, threads: int | None = None, collect_
     failed: list[str] = []
     if not collect_only:
         names = queue_runs(params, runs, dvc)
-        log(f"queue: {len(names)} run(s) queued; starting {jobs} worker(s)")
+        log(f"queue: {len(names)} train stage(s) queued; starting {jobs} worker(s)")
         start(jobs, threads, dvc)
         status = wait(names, dvc=dvc, log=log)
         failed = [n for n, v in status.items() if v != "Success"]
-    adopted = collect([r for r in runs if f"{r[0]}-{r[1]}-{r[2]}" not in failed], dvc=dvc)
-    log(f"queue: {len(adopted)} run(s) adopted into the workspace (dvc commit); now `dvc repro` runs evaluate and report")
+    adopted = collect([r for r in runs if f"{r[0]}-{r[1]}" not in failed], dvc=dvc)
+    log(f"queue: {len(adopted)} train stage(s) adopted into the workspace (dvc commit); now `dvc repro` runs evaluate and report")
     for n in failed:
         log(f"queue: {n} failed; see `dvc queue logs {n}`")
     return len(failed)

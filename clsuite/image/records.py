@@ -177,7 +177,7 @@ EXPERIENCES_FILE = "experiences.parquet"
 def rerun_fix(key: RunKey) -> str:
     """How to rebuild one run's folder: ``clsuite train`` starts over when its files are missing or foreign."""
     return (f"rerun `clsuite train --benchmark {key.benchmark} --method {key.method} --seed {key.seed}` (it starts "
-            f"the run over) or `dvc repro -f -s train@{key.benchmark}-{key.method}-{key.seed}`, or delete the run "
+            f"the run over) or `dvc repro -f -s train@{key.benchmark}-{key.method}` (its other seeds resume), or delete the run "
             f"folder and rerun `dvc repro`")
 
 

@@ -40,7 +40,7 @@ def project(tmp_path) -> Path:
 def test_queued_runs_give_the_records_of_dvc_repro(project):
     t0 = time.perf_counter()
     log = _run([sys.executable, "-m", "clsuite.cli", "queue", "--jobs", "2"], project)
-    assert "2 run(s) queued" in log and "2 run(s) adopted" in log, log
+    assert "2 train stage(s) queued" in log and "2 train stage(s) adopted" in log, log
     stale = json.loads(_run([str(BIN / "dvc"), "status", "--json"], project))
     # the train stages are up to date (the LLM track's llm_* stages are not queued: dvc repro runs them)
     # (plugins is always_changed: it refreshes data/method_packages.json on every repro)
@@ -49,7 +49,7 @@ def test_queued_runs_give_the_records_of_dvc_repro(project):
     t1 = time.perf_counter()
 
     shutil.rmtree(project / "data" / "runs")
-    stages = [f"train@{b}-{m}-{s}" for b, m, s in RUNS]
+    stages = [f"train@{b}-{m}" for b, m, _ in RUNS]
     log = _run([str(BIN / "dvc"), "repro", *stages], project)
     assert all(f"Running stage '{s}'" in log for s in stages), log  # trained again, from scratch
     for (b, m, s), recs in queued.items():

@@ -1,0 +1,124 @@
+"""Run independent tasks (the seeds of one benchmark x method) in forked processes, ``jobs``
+at a time, relaying each task's stdout and stderr line by line with a ``[label]`` prefix.
+
+Why fork and not :mod:`multiprocessing`/:mod:`concurrent.futures`: a task is "train one
+run and write its folder", which returns nothing but an exit status, and forking the
+process that has already imported the training code costs milliseconds, where a spawned
+worker pays the imports again (about 9 s with Avalanche). The parent only imports and
+parses params before it forks (no torch computation, no CUDA), so each child starts
+from the state a fresh process would have; a run's records do not depend on whether it ran
+alone or beside others (tests/image/test_train_seeds.py compares the bytes).
+
+Where ``os.fork`` does not exist (Windows), or for one job, the tasks run one after the
+other in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import sys
+import traceback
+from typing import Callable
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def run_tasks(tasks: list[tuple[str, Callable[[], int]]], jobs: int) -> list[int]:
+    """Exit status of every ``(label, task)``, in order; ``task()`` returns an exit status
+    (an exception is printed and counts as 1)."""
+    if jobs <= 1 or len(tasks) <= 1 or not hasattr(os, "fork"):
+        return [_call(task) for _, task in tasks]
+    return _forked(tasks, jobs)
+
+
+def _call(task: Callable[[], int]) -> int:
+    try:
+        return int(task() or 0)
+    except KeyboardInterrupt:
+        raise
+    except Exception:  # noqa: BLE001 - the task's failure is its exit status, as for a process
+        traceback.print_exc()
+        return 1
+
+
+def _stdio_on_fds() -> None:
+    """sys.stdout/stderr writing to fds 1/2 (whatever objects they were: a test's capture, say),
+    so that everything the task prints goes through the pipe. Logging handlers made before the
+    fork keep their old stream objects; a run makes its own logger."""
+    import io
+
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="backslashreplace")
+
+
+def _forked(tasks: list[tuple[str, Callable[[], int]]], jobs: int) -> list[int]:
+    status: list[int | None] = [None] * len(tasks)
+    pending = list(range(len(tasks)))
+    running: dict[int, tuple[int, int, bytes]] = {}  # pid -> (task index, read fd, partial line)
+    sel = selectors.DefaultSelector()
+    out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
+
+    def emit(i: int, data: bytes) -> None:
+        line = f"[{tasks[i][0]}] ".encode() + data
+        if out is not None:
+            out.write(line)
+            out.flush()
+        else:
+            sys.stdout.write(line.decode(errors="replace"))
+
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                i = pending.pop(0)
+                r, w = os.pipe()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                pid = os.fork()
+                if pid == 0:  # child: its output goes to the pipe; never returns
+                    os.close(r)
+                    os.dup2(w, 1)
+                    os.dup2(w, 2)
+                    os.close(w)
+                    _stdio_on_fds()
+                    rc = 1
+                    try:
+                        rc = _call(tasks[i][1])
+                    finally:
+                        sys.stdout.flush()
+                        sys.stderr.flush()
+                        os._exit(rc)
+                os.close(w)
+                running[pid] = (i, r, b"")
+                sel.register(r, selectors.EVENT_READ, pid)
+            for key, _ in sel.select():
+                pid = key.data
+                i, r, partial = running[pid]
+                chunk = os.read(r, 65536)
+                if chunk:
+                    *lines, rest = (partial + chunk).split(b"\n")
+                    for line in lines:
+                        emit(i, line + b"\n")
+                    running[pid] = (i, r, rest)
+                    continue
+                if partial:
+                    emit(i, partial + b"\n")
+                sel.unregister(r)
+                os.close(r)
+                _, st = os.waitpid(pid, 0)
+                rc = os.waitstatus_to_exitcode(st)
+                status[i] = 128 - rc if rc < 0 else rc
+                del running[pid]
+    finally:
+        for pid in running:  # interrupted: stop the children (their runs resume from checkpoints)
+            try:
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        sel.close()
+    return [int(s) for s in status]  # type: ignore[arg-type]
