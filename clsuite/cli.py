@@ -139,21 +139,19 @@ def _train_one(params, benchmark: str, method: str, seed: int) -> int:
 
 
 def train_jobs(params, n_seeds: int, requested: int | None) -> int:
-    """Runs at once: ``--jobs``, else ``CLSUITE_TRAIN_JOBS``, else on CPU the usable CPUs divided by
-    ``run.threads`` (each run has its own threads), capped at the number of seeds. On a machine
-    that may have CUDA (a CUDA build of torch and ``run.device`` not ``cpu``) one at a time, since
-    asking the driver how many GPUs there are before forking would break CUDA in the children;
-    ``--jobs N`` there runs N at once, each claiming a free GPU."""
+    """Runs at once: ``--jobs``, else ``CLSUITE_TRAIN_JOBS``, else the usable CPUs divided by
+    ``run.threads`` (each run has its own threads), capped at the number of seeds; one at a time
+    where a run may use a GPU (:func:`clsuite.core.parallel.gpu_possible`: asking the CUDA driver
+    how many GPUs there are before forking would break CUDA in the children); ``--jobs N``
+    there runs N at once, each claiming a free GPU."""
     import os
 
-    from clsuite.core.parallel import usable_cpus
+    from clsuite.core.parallel import gpu_possible, usable_cpus
 
     if requested is None and os.environ.get("CLSUITE_TRAIN_JOBS"):
         requested = int(os.environ["CLSUITE_TRAIN_JOBS"])
     if requested is None:
-        import torch
-
-        if params.run.device != "cpu" and torch.version.cuda is not None:
+        if params.run.device != "cpu" and gpu_possible():
             requested = 1
         else:
             requested = max(1, usable_cpus() // max(1, params.run.threads or usable_cpus()))

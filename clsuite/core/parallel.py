@@ -28,6 +28,19 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def gpu_possible() -> bool:
+    """Whether a CUDA GPU may be visible, decided without asking the CUDA driver (which must not
+    be initialised before a fork): a CUDA build of torch, NVIDIA device nodes (``/dev/nvidia*``,
+    present on Linux hosts and in containers with GPUs) and ``CUDA_VISIBLE_DEVICES`` not empty."""
+    import glob
+
+    import torch
+
+    if torch.version.cuda is None or os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return sys.platform != "linux" or bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
 def run_tasks(tasks: list[tuple[str, Callable[[], int]]], jobs: int) -> list[int]:
     """Exit status of every ``(label, task)``, in order; ``task()`` returns an exit status
     (an exception is printed and counts as 1)."""

@@ -67,14 +67,32 @@ def test_jobs_default_to_cpus_per_thread_and_never_exceed_seeds(monkeypatch):
     params = load_params(REPO / "params.yaml")
     monkeypatch.delenv("CLSUITE_TRAIN_JOBS", raising=False)
     monkeypatch.setattr("clsuite.core.parallel.usable_cpus", lambda: 8)
-    import torch
-
-    monkeypatch.setattr(torch.version, "cuda", None)
-    assert train_jobs(params, 5, None) == 5 // 1 if params.run.threads == 1 else True
-    assert train_jobs(params, 3, None) == 3
-    assert train_jobs(params, 5, 2) == 2
+    monkeypatch.setattr("clsuite.core.parallel.gpu_possible", lambda: False)
+    threads = params.run.threads or 8
+    assert train_jobs(params, 5, None) == min(5, 8 // threads)
+    assert train_jobs(params, 3, None) == min(3, 8 // threads)
+    assert train_jobs(params, 5, 2) == 2 and train_jobs(params, 5, 9) == 5
     monkeypatch.setenv("CLSUITE_TRAIN_JOBS", "1")
     assert train_jobs(params, 5, None) == 1
     monkeypatch.delenv("CLSUITE_TRAIN_JOBS")
-    monkeypatch.setattr(torch.version, "cuda", "12.4")  # a CUDA build may see a GPU: one at a time
-    assert train_jobs(params, 5, None) == (1 if params.run.device != "cpu" else 5)
+    monkeypatch.setattr("clsuite.core.parallel.gpu_possible", lambda: True)  # one at a time where a GPU may be
+    assert train_jobs(params, 5, None) == (1 if params.run.device != "cpu" else min(5, 8 // threads))
+
+
+def test_gpu_possible_without_touching_cuda(monkeypatch):
+    import torch
+
+    from clsuite.core import parallel
+
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert not parallel.gpu_possible()  # a CPU build of torch
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert not parallel.gpu_possible()  # GPUs hidden
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(parallel.sys, "platform", "linux")
+    monkeypatch.setattr("glob.glob", lambda pattern: ["/dev/nvidia0"])
+    assert parallel.gpu_possible()
+    monkeypatch.setattr("glob.glob", lambda pattern: [])
+    assert not parallel.gpu_possible()  # a CUDA build on a machine without NVIDIA devices (this one)
+    assert not torch.cuda.is_initialized()
