@@ -146,13 +146,25 @@ def run_in_process(argv: list[str], entry: str = ENTRY) -> int:
 
 def run_stage(argv: list[str], root: Path, warm: bool = True) -> None:
     """Run the ``clsuite`` command ``argv`` for a stage entry point and exit with its status:
-    in a warm server's fork when ``warm`` and :func:`enabled`, otherwise in this process."""
+    in a warm server's fork when ``warm`` and :func:`enabled`, otherwise in this process.
+
+    The process leaves without interpreter teardown only when a stage script is what it was
+    started with (``sys.orig_argv``); run from elsewhere (``runpy`` in a test) it raises
+    ``SystemExit`` as before."""
     rc = None
     if warm and enabled():
         rc = run_warm(argv, root)
     if rc is None:
         rc = run_in_process(argv)
-    _exit_now(rc)
+    if _started_as_stage(root):
+        _exit_now(rc)
+    sys.exit(rc)
+
+
+def _started_as_stage(root: Path) -> bool:
+    """Whether this interpreter was started with a script of ``<root>/stages``."""
+    stages = (root / "stages").resolve()
+    return any(a.endswith(".py") and Path(a).resolve().parent == stages for a in getattr(sys, "orig_argv", [])[1:])
 
 
 def run_warm(argv: list[str], root: Path, entry: str = ENTRY) -> int | None:

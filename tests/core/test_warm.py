@@ -137,3 +137,17 @@ def test_train_records_identical_warm_and_cold(tmp_path, monkeypatch):
         os.rename(run_dir, run_dir.with_name(f"cold{flag}"))
     assert digests[0] == digests[1] and len(digests[0]) >= 3
     assert any(" child " in log.read_text() for log in Path(os.environ["CLSUITE_WARM_DIR"]).glob("*.log"))
+
+
+def test_fast_exit_only_when_started_as_a_stage_script(monkeypatch, tmp_path):
+    """`os._exit` (no teardown) only in a process started with stages/<x>.py; from runpy in a
+    test (or any other caller) run_stage raises SystemExit, which the caller can catch."""
+    (tmp_path / "stages").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-X", "importtime", "stages/train.py", "--seed", "0"])
+    assert warm._started_as_stage(tmp_path)
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-m", "pytest", "tests/core/test_warm.py"])
+    assert not warm._started_as_stage(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        warm.run_stage(["--help"], tmp_path, warm=False)
+    assert info.value.code == 0
