@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--export", type=Path, help="copy dvc.lock and reports/metrics of the finished clone here")
     ap.add_argument("--label", default="", help="a note stored with the result (e.g. 'idle machine')")
     ap.add_argument("--out", type=Path, default=RESULTS / "repro.json")
+    ap.add_argument("--target", action="append", default=[],
+                    help="reproduce only this stage and what it needs (repeatable; default: the whole pipeline)")
     args = ap.parse_args(argv)
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="clsuite-repro-"))
@@ -77,12 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     llm_cache = Path(os.environ.get("CLSUITE_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME")
                                                                   or Path.home() / ".cache") / "clsuite") / "llm"
-    result: dict = {"commit": commit, "label": args.label, "workdir": str(work), "cpu_count": os.cpu_count(),
+    result: dict = {"commit": commit, "label": args.label, "targets": args.target, "workdir": str(work),
+                    "cpu_count": os.cpu_count(),
                     "loadavg_before": [round(v, 2) for v in os.getloadavg()],
                     "llm_model_cache_present": llm_cache.is_dir() and any(llm_cache.iterdir())}
     log_path = work / "bench_repro.log"
     with log_path.open("w") as log:
-        code, total, events = timed(["dvc", "repro"], work, env, log)
+        code, total, events = timed(["dvc", "repro", *args.target], work, env, log)
         result["repro"] = {"exit_code": code, "seconds": round(total, 1)}
         stages = stage_times(events, total)
         kinds: dict[str, list[float]] = defaultdict(list)
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                              for k, v in kinds.items()}
         result["stages"] = stages
         if code == 0:
-            noop_code, noop, _ = timed(["dvc", "repro"], work, env, log)
+            noop_code, noop, _ = timed(["dvc", "repro", *args.target], work, env, log)
             status_code, status, _ = timed(["dvc", "status"], work, env, log)
             result["noop_repro"] = {"exit_code": noop_code, "seconds": round(noop, 2)}
             result["status"] = {"exit_code": status_code, "seconds": round(status, 2)}
