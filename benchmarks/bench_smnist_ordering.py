@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from clsuite.config import load_params
     from clsuite.core.aggregate import mean_std_ci, paired_test
-    from clsuite.data.sources import SOURCES
+    from clsuite.cli import benchmark_sources
     from clsuite.image.prepare import prepare_benchmark
     from clsuite.image.train import train_run
     from clsuite.image.tune import load_tuned, tuned_path, with_settings
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (prepared / benchmark / "manifest.json").exists():
             prepared = Path(tmp) / "prepared"
             bench = params.benchmark(benchmark)
-            SOURCES.get(bench.source).fetch(Path(tmp) / "raw" / bench.source)
+            for source in benchmark_sources(benchmark, bench):  # its own and its variants' (the OOD set)
+                source.fetch(Path(tmp) / "raw" / source.name)
             prepare_benchmark(benchmark, bench, Path(tmp) / "raw", prepared)
         for label in ("tuned", "params"):
             acc: dict[str, list[float]] = {}
