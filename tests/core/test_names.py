@@ -15,6 +15,8 @@ HISTORICAL = {
     "stage_accuracy_figure",  # writes figures/stage_accuracy_<benchmark>
     "stage_metrics_figure",  # plots the stage_metrics table
     "stage_name",  # the DVC stage name of a run (clsuite.queue)
+    "run_stage",  # runs a DVC stage's command (clsuite.core.warm, called by stages/*.py)
+    "_started_as_stage",  # whether a stages/*.py script started the process (clsuite.core.warm)
 }
 
 
