@@ -9,8 +9,9 @@ parses params before it forks (no torch computation, no CUDA), so each child sta
 from the state a fresh process would have; a run's records do not depend on whether it ran
 alone or beside others (tests/image/test_train_seeds.py compares the bytes).
 
-Where ``os.fork`` does not exist (Windows), or for one job, the tasks run one after the
-other in this process.
+Off Linux (Windows has no fork; on macOS forking a process that loaded torch and the
+Objective-C runtime is unsafe), or for one job, the tasks run one after the other in this
+process.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def gpu_possible() -> bool:
 def run_tasks(tasks: list[tuple[str, Callable[[], int]]], jobs: int) -> list[int]:
     """Exit status of every ``(label, task)``, in order; ``task()`` returns an exit status
     (an exception is printed and counts as 1)."""
-    if jobs <= 1 or len(tasks) <= 1 or not hasattr(os, "fork"):
+    if jobs <= 1 or len(tasks) <= 1 or sys.platform != "linux":
         return [_call(task) for _, task in tasks]
     return _forked(tasks, jobs)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from clsuite.cli import main, train_jobs
 from clsuite.config import load_params
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="parallel seeds need os.fork")
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="parallel seeds fork (Linux only)")
 
 
 @pytest.fixture
