@@ -60,14 +60,23 @@ def _call(task: Callable[[], int]) -> int:
         return 1
 
 
-def _stdio_on_fds() -> None:
-    """sys.stdout/stderr writing to fds 1/2 (whatever objects they were: a test's capture, say),
-    so that everything the task prints goes through the pipe. Logging handlers made before the
-    fork keep their old stream objects; a run makes its own logger."""
+def stdio_on_fds(*, stdout_line_buffered: bool = True, stdin: bool = False) -> None:
+    """sys.stdout/stderr (and sys.stdin) anew on fds 1/2 (0), after those fds were replaced in a
+    fork: whatever objects they were before (the server's, a test's capture), what the command
+    prints goes where the new fds point. Logging handlers made before keep their old streams;
+    a run makes its own logger."""
     import io
 
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=stdout_line_buffered)
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="backslashreplace")
+    if stdin:
+        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+
+
+def exit_status(wait_status: int) -> int:
+    """A child's exit status from ``os.waitpid``, as a shell gives it: 128 + N when killed by signal N."""
+    rc = os.waitstatus_to_exitcode(wait_status)
+    return 128 - rc if rc < 0 else rc
 
 
 def _forked(tasks: list[tuple[str, Callable[[], int]]], jobs: int) -> list[int]:
@@ -98,7 +107,7 @@ def _forked(tasks: list[tuple[str, Callable[[], int]]], jobs: int) -> list[int]:
                     os.dup2(w, 1)
                     os.dup2(w, 2)
                     os.close(w)
-                    _stdio_on_fds()
+                    stdio_on_fds()
                     rc = 1
                     try:
                         rc = _call(tasks[i][1])
@@ -123,9 +132,7 @@ def _forked(tasks: list[tuple[str, Callable[[], int]]], jobs: int) -> list[int]:
                     emit(i, partial + b"\n")
                 sel.unregister(r)
                 os.close(r)
-                _, st = os.waitpid(pid, 0)
-                rc = os.waitstatus_to_exitcode(st)
-                status[i] = 128 - rc if rc < 0 else rc
+                status[i] = exit_status(os.waitpid(pid, 0)[1])
                 del running[pid]
     finally:
         for pid in running:  # interrupted: stop the children (their runs resume from checkpoints)

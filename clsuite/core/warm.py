@@ -54,6 +54,8 @@ import time
 import traceback
 from pathlib import Path
 
+from clsuite.core.parallel import exit_status, stdio_on_fds  # standard library only at import
+
 #: the function a stage runs, and the only other one a request may name (a diagnostic)
 ENTRY = "clsuite.cli:main"
 ENTRIES = (ENTRY, "clsuite.core.warm:probe")
@@ -350,12 +352,7 @@ def _child(req: dict, fds: dict[int, int], inherited: list) -> None:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        import io
-
-        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=os.isatty(1))
-        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True,
-                                      errors="backslashreplace")
-        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+        stdio_on_fds(stdout_line_buffered=os.isatty(1), stdin=True)  # as a fresh process has them
         os.chdir(req["cwd"])
         os.environ.clear()
         os.environ.update(req["env"])
@@ -503,9 +500,7 @@ class _Server:
 
     def reap(self, pid: int) -> None:
         info = self.children.pop(pid)
-        _, status = os.waitpid(pid, 0)
-        rc = os.waitstatus_to_exitcode(status)
-        rc = 128 - rc if rc < 0 else rc  # killed by signal N: the shell's 128 + N
+        rc = exit_status(os.waitpid(pid, 0)[1])
         self.sel.unregister(info["pidfd"])
         os.close(info["pidfd"])
         if info["killed_at"] is None:

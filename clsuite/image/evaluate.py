@@ -155,9 +155,10 @@ def _evaluate_run_job(job: tuple) -> RunResult:
 
 def eval_workers(n_runs: int) -> int:
     """Worker processes for ``n_runs`` runs: ``CLSUITE_EVAL_WORKERS``, else the usable CPUs (≤ 8)."""
+    from clsuite.core.parallel import usable_cpus
+
     env = os.environ.get("CLSUITE_EVAL_WORKERS")
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(n_runs, int(env) if env else min(cpus, 8)))
+    return max(1, min(n_runs, int(env) if env else min(usable_cpus(), 8)))
 
 
 def evaluate_runs(params: ImageParams, runs_root: Path, prepared_root: Path) -> list[RunResult]:

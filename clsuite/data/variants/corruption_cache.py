@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from clsuite.core.code_fingerprint import code_fingerprint
+from clsuite.core.parallel import usable_cpus
 from clsuite.core.errors import DataError, ParamsError
 from clsuite.core.io import atomic_path, sha256_file, write_json, write_text
 from clsuite.data.variants.corruptions import corrupt_images
@@ -128,7 +129,7 @@ def default_workers() -> int:
         if n < 1:
             raise ParamsError(f"environment variable {WORKERS_ENV}={env!r}: give a positive number of processes")
         return n
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return usable_cpus()
 
 
 Task = tuple[int, int]  # (index into the blocks, first image of the chunk)
