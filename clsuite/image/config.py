@@ -21,21 +21,118 @@ from clsuite.data.variants.config import CorruptionsConfig, LongTailConfig, OODC
 
 Scenario = Literal["class_il", "task_il", "domain_il"]
 
-__all__ = ["BenchmarkConfig", "CorruptionsConfig", "DomainConfig", "GridConfig", "ImageParams", "LongTailConfig",
+__all__ = ["AugmentConfig", "BenchmarkConfig", "CorruptionsConfig", "NormalizeConfig", "RandomCropConfig",
+           "RandomResizedCropConfig", "ScheduleConfig", "DomainConfig", "GridConfig", "ImageParams", "LongTailConfig",
            "METHOD_TRAIN_KEYS", "MethodEntry", "MethodTrainSettings", "MetricsConfig", "ModelSpec", "OODConfig",
            "RunConfig", "Scenario", "TrainConfig", "TrainOverride", "VariantsConfig"]
 
 
+class ScheduleConfig(Strict):
+    """The learning rate over the epochs of one experience, as a factor of ``lr``
+    (:func:`clsuite.image.schedule.lr_factor`); it starts again at every experience, as
+    Mammoth and PyCIL rebuild their scheduler per task. ``milestones`` are epoch counts (the
+    factor is multiplied by ``gamma`` once ``milestones[i]`` epochs are done, as
+    ``torch.optim.lr_scheduler.MultiStepLR``); ``milestones_first`` replaces them for the first
+    experience (PyCIL's ``init_milestones``). ``cosine`` anneals to ``min_factor`` over the
+    epochs after warm-up (``CosineAnnealingLR``). ``warmup_epochs`` ramp the factor linearly from
+    ``warmup_start`` to 1 (one value per epoch)."""
+
+    kind: Literal["constant", "multistep", "cosine"] = "constant"
+    milestones: list[int] = []
+    milestones_first: list[int] | None = None
+    gamma: float = Field(0.1, gt=0, le=1)
+    min_factor: float = Field(0.0, ge=0, le=1)
+    warmup_epochs: int = Field(0, ge=0)
+    warmup_start: float = Field(0.1, gt=0, le=1)
+
+    @field_validator("milestones", "milestones_first")
+    @classmethod
+    def _increasing(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (any(m < 1 for m in v) or list(v) != sorted(set(v))):
+            raise ValueError("milestones must be strictly increasing epoch counts >= 1, e.g. [35, 45]")
+        return v
+
+    @model_validator(mode="after")
+    def _milestones_iff_multistep(self) -> "ScheduleConfig":
+        if self.kind != "multistep" and (self.milestones or self.milestones_first):
+            raise ValueError(f"milestones are used by kind: multistep only (this schedule is {self.kind})")
+        if self.kind == "multistep" and not self.milestones:
+            raise ValueError("kind: multistep needs milestones, e.g. [35, 45]")
+        return self
+
+
+class RandomCropConfig(Strict):
+    """Zero-pad by ``padding`` pixels, then crop back to the input size at a random offset
+    (torchvision ``RandomCrop(size, padding)``, the CIFAR recipe of DER/Mammoth and PyCIL)."""
+
+    padding: int = Field(4, ge=1)
+
+
+class RandomResizedCropConfig(Strict):
+    """A random area ``scale`` and aspect ``ratio`` box, resized back to the input size
+    (torchvision ``RandomResizedCrop``, the ImageNet recipe; bilinear, antialiased)."""
+
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "RandomResizedCropConfig":
+        if not (0 < self.scale[0] <= self.scale[1] <= 1) or not (0 < self.ratio[0] <= self.ratio[1]):
+            raise ValueError("scale must be 0 < min <= max <= 1 and ratio 0 < min <= max")
+        return self
+
+
+class AugmentConfig(Strict):
+    """Training-time augmentation of the stream's samples (:mod:`clsuite.image.augment`); the
+    random draws of a sample depend only on (seed, experience, epoch, sample row), never on
+    the batch it is in, the loader's workers or other random draws."""
+
+    random_crop: RandomCropConfig | None = None
+    random_resized_crop: RandomResizedCropConfig | None = None
+    hflip: bool = False
+
+    @model_validator(mode="after")
+    def _one_crop(self) -> "AugmentConfig":
+        if self.random_crop is not None and self.random_resized_crop is not None:
+            raise ValueError("use one of random_crop and random_resized_crop")
+        return self
+
+
+class NormalizeConfig(Strict):
+    """Per-channel ``(x - mean) / std`` of the [0, 1] inputs, in training and evaluation (the
+    dataset's statistics, e.g. ImageNet's)."""
+
+    mean: list[float] = Field(min_length=1)
+    std: list[float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _same_length(self) -> "NormalizeConfig":
+        if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
+            raise ValueError("mean and std need one value per channel, std > 0")
+        return self
+
+
 class TrainConfig(Strict):
-    """Optimisation protocol of a benchmark (per-dataset, as in Mammoth's best args)."""
+    """Optimisation protocol of a benchmark (per-dataset, as in Mammoth's best args).
+
+    ``epochs_first``: epochs of the first experience (default ``epochs``; PyCIL's
+    ``init_epoch``, BrainCL's 200 then 70)."""
 
     epochs: int = Field(1, ge=1)
+    epochs_first: int | None = Field(None, ge=1)
     batch_size: int = Field(10, ge=1)
     eval_batch_size: int = Field(1000, ge=1)
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    schedule: ScheduleConfig | None = None
+    augment: AugmentConfig | None = None
+    normalize: NormalizeConfig | None = None
+
+    def epochs_of(self, experience: int) -> int:
+        """Training epochs of experience ``experience`` (0-based)."""
+        return self.epochs_first if experience == 0 and self.epochs_first is not None else self.epochs
 
 
 class TrainOverride(Strict):
@@ -46,10 +143,13 @@ class TrainOverride(Strict):
     momentum: float | None = Field(None, ge=0, lt=1)
     weight_decay: float | None = Field(None, ge=0)
     batch_size: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    epochs_first: int | None = Field(None, ge=1)
+    schedule: ScheduleConfig | None = None
 
     def values(self) -> dict[str, Any]:
         """The keys this override sets, with their values."""
-        return {k: v for k, v in self.model_dump().items() if v is not None}
+        return {k: v for k in type(self).model_fields if (v := getattr(self, k)) is not None}
 
 
 #: the keys of ``methods.<m>`` that hold training settings, not the method's own hyperparameters
@@ -162,6 +262,16 @@ class RunConfig(GridConfig):
     # CPU the last bits of results depend on the thread count, so a fixed number makes
     # records identical across machines (and lets parallel CPU runs share the cores).
     threads: int | None = Field(None, ge=1)
+    # how training batches are read (records never depend on these; docs/performance.md): an
+    # experience whose float32 images fit in ``in_memory_mb`` is converted once and batches are
+    # gathered from it (fastest for small streams); a larger one is streamed from the
+    # memory-mapped uint8 arrays by a DataLoader with ``loader_workers`` processes, per batch
+    loader_workers: int = Field(2, ge=0)
+    in_memory_mb: int = Field(1024, ge=0)
+    # epoch-level checkpoints inside long experiences (0 = off): every N epochs and/or after
+    # at least M minutes since the last one; a killed run resumes from the last one
+    checkpoint_every_epochs: int = Field(0, ge=0)
+    checkpoint_every_minutes: float = Field(0.0, ge=0)
 
     @field_validator("device")
     @classmethod

@@ -105,12 +105,36 @@ def to_float(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(x, dtype=np.uint8, copy=True)).float().div_(255.0)
 
 
+class PreparedRows(torch.utils.data.Dataset):
+    """Rows ``rows`` of one prepared split as a map-style dataset of (float32 (C, H, W) in
+    [0, 1], int label): each item is converted when it is read, from the memory-mapped
+    uint8 array (through the experience's domain transform), so an Avalanche stream over
+    ImageNet-100 at 224 px holds no images in memory. Items equal the rows of
+    :func:`to_float` of the whole experience."""
+
+    def __init__(self, prepared: PreparedBenchmark, split: str, k: int, rows: np.ndarray) -> None:
+        self.prepared, self.split, self.k, self.rows = prepared, split, k, rows
+        self.targets = torch.from_numpy((prepared.train if split == "train" else prepared.test).y[rows]).long()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        """(image, label): the label an int, as Avalanche's tensor datasets give it."""
+        x = self.prepared.experience_inputs(self.split, self.k, self.rows[[i]])
+        return to_float(x)[0], int(self.targets[i])
+
+
 def make_avalanche_benchmark(prepared: PreparedBenchmark, scenario: str):
     """An Avalanche benchmark with one experience per class group (or domain), rows in prepared order.
 
     class_il and domain_il: task label 0 everywhere; task_il: task label = experience index.
+    The experiences' datasets read their rows lazily (:class:`PreparedRows`).
     """
-    from avalanche.benchmarks import tensors_benchmark
+    from avalanche.benchmarks.scenarios.deprecated.generic_benchmark_creation import (
+        create_multi_dataset_generic_benchmark,
+    )
+    from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_classification_dataset
 
     if scenario not in ("class_il", "task_il", "domain_il"):
         raise ParamsError(f"scenario {scenario!r}: use class_il, task_il or domain_il")
@@ -119,12 +143,12 @@ def make_avalanche_benchmark(prepared: PreparedBenchmark, scenario: str):
             f"prepared benchmark {prepared.manifest.benchmark!r} was made for scenario {prepared.manifest.scenario}, "
             f"not {scenario}; rerun `clsuite prepare --benchmark {prepared.manifest.benchmark}`"
         )
+    task_labels = list(range(prepared.n_experiences)) if scenario == "task_il" else [0] * prepared.n_experiences
     streams = {}
     for split in SPLITS:
-        data = prepared.train if split == "train" else prepared.test
-        streams[split] = [
-            (to_float(prepared.experience_inputs(split, k, rows)), torch.from_numpy(data.y[rows]).long())
-            for k, rows in enumerate(prepared.experience_rows(split))
-        ]
-    task_labels = list(range(prepared.n_experiences)) if scenario == "task_il" else [0] * prepared.n_experiences
-    return tensors_benchmark(train_tensors=streams["train"], test_tensors=streams["test"], task_labels=task_labels)
+        streams[split] = []
+        for k, rows in enumerate(prepared.experience_rows(split)):
+            data = PreparedRows(prepared, split, k, rows)
+            streams[split].append(_make_taskaware_classification_dataset(
+                data, targets=data.targets, task_labels=task_labels[k]))
+    return create_multi_dataset_generic_benchmark([], [], other_streams_datasets=streams)

@@ -31,6 +31,8 @@ from tqdm.auto import tqdm
 from clsuite import __version__
 from clsuite.core import checkpoint
 from clsuite.image import guard
+from clsuite.image.augment import BatchAugment, attach_normalization
+from clsuite.image.schedule import EpochSchedule
 from clsuite.core.code_fingerprint import IMAGE_LIBRARIES, code_fingerprint, modules_of, short_hash
 from clsuite.image.config import BenchmarkConfig, ImageParams, TrainConfig
 from clsuite.image.integrity import check_matches_params
@@ -119,6 +121,50 @@ def _guard_finite(recs: pd.DataFrame, run_dir: Path, key: RunKey, k: int, method
     raise exc
 
 
+#: the state inside an experience (``run.checkpoint_every_epochs`` / ``_minutes``)
+EPOCH_CHECKPOINT = "checkpoint_epoch.pt"
+
+
+def epoch_checkpoints(strategy: ClsuiteTemplate, run: Any, path: Path, fp: str, k: int, plugins: list,
+                      log: Any) -> None:
+    """Arm ``strategy`` for experience ``k``: resume from the epoch checkpoint at ``path`` when it
+    is one of experience ``k`` written for this run's fingerprint, and save one after every
+    ``run.checkpoint_every_epochs`` epochs or ``run.checkpoint_every_minutes`` minutes (not after
+    the last epoch: the experience's checkpoint follows). Resuming gives the records of an
+    uninterrupted run: the checkpoint holds model, optimizer, plugins, clock and RNG states, and
+    is restored after Avalanche's per-experience setup (tests/image/test_epoch_resume.py)."""
+    state, refused = checkpoint.load(path, fp)
+    if refused is not None:
+        log.warning("epoch checkpoint %s refused: %s; experience %d starts at its first epoch", path.name, refused, k + 1)
+    if state is not None and state["extra"].get("experience") == k:
+        def resume() -> int:
+            checkpoint.restore(state, model=strategy.model, optimizer=strategy.optimizer, plugins=plugins,
+                               clock=strategy.clock)
+            done = int(state["extra"]["epochs_done"])
+            log.info("resuming experience %d after epoch %d/%d", k + 1, done, strategy.train_epochs)
+            return done
+        strategy.resume_epochs = resume
+    elif state is not None or refused is not None:
+        checkpoint.remove(path)
+    every_epochs, every_s = run.checkpoint_every_epochs, 60.0 * run.checkpoint_every_minutes
+    if not every_epochs and not every_s:
+        strategy.on_epoch_end = None
+        return
+    last = [time.monotonic()]
+
+    def on_epoch_end() -> None:
+        done = strategy.clock.train_exp_epochs
+        if done >= strategy.train_epochs:
+            return
+        if (every_epochs and done % every_epochs == 0) or (every_s and time.monotonic() - last[0] >= every_s):
+            checkpoint.save(path, fp=fp, finished_exp=k - 1, model=strategy.model, optimizer=strategy.optimizer,
+                            plugins=plugins, clock=strategy.clock, extra={"experience": k, "epochs_done": done})
+            last[0] = time.monotonic()
+            log.info("epoch checkpoint: experience %d, %d/%d epochs", k + 1, done, strategy.train_epochs)
+
+    strategy.on_epoch_end = on_epoch_end
+
+
 @dataclass
 class RunSetup:
     """What one run trains with: the benchmark with the method's effective training settings
@@ -152,12 +198,15 @@ def build_run(
             f"for this benchmark"
         )
     ctx = MethodContext(seed, manifest.n_classes, manifest.experiences, manifest.input_shape, device, bench.scenario)
-    model = build_model(bench.model.name, bench.model.kwargs(), manifest.input_shape, manifest.n_classes)
+    model = attach_normalization(build_model(bench.model.name, bench.model.kwargs(), manifest.input_shape,
+                                             manifest.n_classes), bench.train.normalize)
     if spec.wrap_model is not None:
         model = spec.wrap_model(model, entry.config, ctx)
     model = model.to(device)
     plugins = [*spec.build(entry.config, ctx), ProgressPlugin(prepared.n_experiences),
                guard.DivergenceGuard(run_id, benchmark, method, manifest.n_classes)]
+    if bench.train.schedule is not None:
+        plugins.insert(0, EpochSchedule(bench.train))  # first: the method's hooks see this epoch's rate
     strategy = ClsuiteTemplate(
         model=model,
         optimizer=make_optimizer(model, bench.train),
@@ -169,7 +218,10 @@ def build_run(
         plugins=plugins,
         evaluator=evaluator if evaluator is not None else _silent_evaluator(),
         train_arrays=prepared_train_arrays(prepared), amp=params.run.amp, channels_last=params.run.channels_last,
+        augment=BatchAugment(bench.train.augment, seed) if bench.train.augment is not None else None,
+        in_memory_bytes=params.run.in_memory_mb * 2**20, loader_workers=params.run.loader_workers,
     )
+    strategy.epochs_of = bench.train.epochs_of
     return RunSetup(bench, stream, model, plugins, strategy)
 
 
@@ -278,9 +330,12 @@ def _train_run(
         write_records(records_after_experience(model, prepared, key, -1, bench.train.eval_batch_size, device), run_dir, -1)
         log.info("initial evaluation written (%.2fs)", time.perf_counter() - t0)
 
+    epoch_ckpt = run_dir / EPOCH_CHECKPOINT
     for k in range(start, prepared.n_experiences):
         experience = stream.train_stream[k]
         reset_peak_gpu(device)
+        if resumable:
+            epoch_checkpoints(strategy, params.run, epoch_ckpt, fp, k, plugins, log)
         t0 = time.perf_counter()
         with guard.failure_status(run_dir, key.run_id, method, k, strategy):
             strategy.train(experience, num_workers=0)
@@ -292,7 +347,7 @@ def _train_run(
         _guard_finite(recs, run_dir, key, k, method)
         write_records(recs, run_dir, k)
         eval_s = time.perf_counter() - t1
-        n = len(experience.dataset) * bench.train.epochs
+        n = len(experience.dataset) * bench.train.epochs_of(k)
         clean = recs[recs["eval_set"] == "clean"]
         acc_now = float((clean["y_pred"] == clean["y_true"])[clean["eval_exp"] <= k].mean())
         log.info("experience %d/%d: train %.2fs (%d samples), eval %.2fs, accuracy on seen classes %.4f",
@@ -314,6 +369,7 @@ def _train_run(
             with guard.failure_status(run_dir, key.run_id, method, k):  # a plugin state that is not plain data
                 checkpoint.save(ckpt_path, fp=fp, finished_exp=k, model=model, optimizer=strategy.optimizer,
                                 plugins=plugins, clock=strategy.clock, extra={"rows": rows})
+        checkpoint.remove(epoch_ckpt)  # covered by the experience's checkpoint (or the run restarts anyway)
         write_status(run_dir, key.run_id, "running", k + 1, "experiences", **note)
         if on_experience is not None:
             on_experience(strategy, stream, k)

@@ -20,6 +20,17 @@ fixed seed are bit-for-bit those of the stock template; tests/image/test_fastpat
   with a GradScaler whose gradients are unscaled before plugins see them);
   ``run.channels_last`` for models with 2-D convolutions.
 
+- **Bounded memory.** An experience whose float32 images fit in ``run.in_memory_mb`` is
+  converted once (the fastest path for small streams); a larger one is streamed: a
+  ``DataLoader`` with ``run.loader_workers`` processes gathers each batch of uint8 rows from
+  the memory-mapped prepared arrays (pinned on CUDA) and the batch is converted on the
+  device. Same index batches, same values: the records do not depend on the path.
+- **Augmentation** (``train.augment``) of each stream batch, keyed per sample
+  (:mod:`clsuite.image.augment`); per-experience epoch counts are set by ``train_run``.
+- **Epoch-level resume**: ``on_epoch_end`` is called after every epoch (``train_run`` saves
+  epoch checkpoints there) and ``resume_epochs`` restores one at the start of the
+  experience, after Avalanche's per-experience setup, and skips the epochs it covers.
+
 ``CLSUITE_FAST_PATH=0`` in the environment turns the first two off (stock Avalanche
 loop), e.g. to check that a new plugin behaves the same on both.
 """
@@ -28,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -38,8 +50,9 @@ from avalanche.models.utils import is_multi_task_module
 from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 from avalanche.training.templates.base_sgd import PeriodicEval
-from torch.utils.data import BatchSampler, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
+from clsuite.image.augment import POSITION_KEY_OFFSET, BatchAugment
 from clsuite.image.streams import PreparedBenchmark, to_float
 
 log = logging.getLogger("clsuite.run")
@@ -49,7 +62,31 @@ HOT_EVENTS = ("before_training_iteration", "before_forward", "after_forward", "b
 _NOOPS = {e: {getattr(c, e) for c in (BasePlugin, BaseSGDPlugin, SupervisedPlugin) if hasattr(c, e)}
           for e in (*HOT_EVENTS, "before_train_dataset_adaptation", "after_train_dataset_adaptation")}
 
-TrainArrays = Callable[[object], "tuple[np.ndarray, np.ndarray] | None"]
+@dataclass(frozen=True)
+class ExperienceRows:
+    """The training rows of experience ``k``: ``rows`` int64 (N,) of the prepared train split
+    (in the order ``make_avalanche_benchmark`` put them in the experience's dataset) and their
+    labels ``y``; the uint8 images are read on demand from the (memory-mapped) arrays."""
+
+    prepared: PreparedBenchmark
+    k: int
+    rows: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def inputs(self, positions: np.ndarray | None = None) -> np.ndarray:
+        """uint8 (n, C, H, W) of the rows at ``positions`` (default: all), through the domain transform."""
+        rows = self.rows if positions is None else self.rows[positions]
+        return self.prepared.experience_inputs("train", self.k, rows)
+
+    @property
+    def float_bytes(self) -> int:
+        return 4 * len(self.rows) * int(np.prod(self.prepared.manifest.input_shape))
+
+
+TrainArrays = Callable[[object], "ExperienceRows | None"]
 
 
 def fast_path_enabled() -> bool:
@@ -57,15 +94,14 @@ def fast_path_enabled() -> bool:
 
 
 def prepared_train_arrays(prepared: PreparedBenchmark) -> TrainArrays:
-    """experience -> (uint8 images, int64 labels) of its training rows, in the order in
-    which ``make_avalanche_benchmark`` put them into the experience's dataset."""
+    """experience -> its :class:`ExperienceRows` (None for a dataset that is not one experience's)."""
     rows = prepared.experience_rows("train")
 
-    def arrays(experience) -> tuple[np.ndarray, np.ndarray] | None:
+    def arrays(experience) -> ExperienceRows | None:
         k = getattr(experience, "current_experience", None)
         if k is None or not 0 <= k < len(rows):
             return None
-        return prepared.experience_inputs("train", k, rows[k]), prepared.train.y[rows[k]]
+        return ExperienceRows(prepared, k, rows[k], prepared.train.y[rows[k]])
 
     return arrays
 
@@ -150,6 +186,49 @@ class ExperienceTensors:
         return (list(b) for b in zip(xs, ys, ts))
 
 
+class _BatchRows(Dataset):
+    """Map-style dataset whose item ``b`` is batch ``b``: (uint8 images, positions) of the rows
+    at ``batches[b]``, read from the memory-mapped arrays (in a loader worker or in-process)."""
+
+    def __init__(self, source: ExperienceRows, batches: list[torch.Tensor]) -> None:
+        self.source, self.batches = source, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.batches[b]
+        return torch.from_numpy(np.ascontiguousarray(self.source.inputs(idx.numpy()))), idx
+
+
+class StreamedRows:
+    """An experience too large to convert at once: each batch is read as uint8 by a
+    ``DataLoader`` (``workers`` processes, pinned memory on CUDA) and converted to float on
+    the device, exactly as :func:`clsuite.image.streams.to_float` does. The loader draws its
+    own seed from a private generator, so the global RNG sees the draws of the in-memory path."""
+
+    def __init__(self, source: ExperienceRows, task: int, device: torch.device, workers: int,
+                 channels_last: bool = False) -> None:
+        self.source, self.device, self.workers, self.channels_last = source, device, workers, channels_last
+        self.y = torch.from_numpy(np.asarray(source.y, dtype=np.int64))
+        self.task = task
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def batches(self, batches: list[torch.Tensor]) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+        cuda = self.device.type == "cuda"
+        loader = DataLoader(_BatchRows(self.source, batches), batch_size=None, shuffle=False,
+                            num_workers=self.workers, pin_memory=cuda, generator=torch.Generator(),
+                            prefetch_factor=4 if self.workers else None)
+        for x_u8, idx in loader:
+            x = x_u8.to(self.device, non_blocking=True).float().div_(255.0)
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = self.y.index_select(0, idx).to(self.device, non_blocking=True)
+            yield [x, y, torch.full((len(idx),), self.task, dtype=torch.long, device=self.device)], idx
+
+
 def index_batches(batch_sampler) -> Iterable[torch.Tensor]:
     """The batches of ``batch_sampler`` as int64 tensors, with the same draws from the global RNG.
 
@@ -170,10 +249,12 @@ def index_batches(batch_sampler) -> Iterable[torch.Tensor]:
 
 class TensorBatches:
     """Iterates like Avalanche's train loader ``loader`` (same index batches, same draws
-    from the global RNG) but gathers each batch from ``data`` in one indexing op."""
+    from the global RNG) but gathers each batch from ``data`` in one indexing op (or streams
+    it, :class:`StreamedRows`); ``augment(x, positions)`` is applied to every batch."""
 
-    def __init__(self, loader: MultiDatasetDataLoader, data: ExperienceTensors) -> None:
-        self.loader, self.data = loader, data
+    def __init__(self, loader: MultiDatasetDataLoader, data: "ExperienceTensors | StreamedRows",
+                 augment: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.loader, self.data, self.augment = loader, data, augment
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -188,12 +269,25 @@ class TensorBatches:
         # (_BaseDataLoaderIter.__init__), before the sampler draws its own seed: same draw here.
         torch.empty((), dtype=torch.int64).random_(generator=L.loader_kwargs.get("generator")).item()
         batches = index_batches(batch_sampler)
+        augment = self.augment
+        if isinstance(self.data, StreamedRows):
+            for batch, idx in self.data.batches(list(batches)):
+                if augment is not None:
+                    batch[0] = augment(batch[0], idx)
+                yield batch
+            return
         if isinstance(batches, list) and self.data.device.type != "cuda":
-            yield from self.data.epoch(batches)
+            for batch, idx in zip(self.data.epoch(batches), batches):
+                if augment is not None:
+                    batch[0] = augment(batch[0], idx)
+                yield batch
             return
         batch = self.data.batch
         for idx in batches:
-            yield batch(idx)
+            b = batch(idx)
+            if augment is not None:
+                b[0] = augment(b[0], idx)
+            yield b
 
 
 # -- the template ----------------------------------------------------------------------------------
@@ -223,10 +317,20 @@ class ClsuiteTemplate(SupervisedTemplate):
     """
 
     def __init__(self, *, train_arrays: TrainArrays | None = None, amp: str = "off",
-                 channels_last: bool = False, fast: bool | None = None, **kwargs) -> None:
+                 channels_last: bool = False, fast: bool | None = None, augment: BatchAugment | None = None,
+                 in_memory_bytes: int = 1 << 30, loader_workers: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.fast = fast_path_enabled() if fast is None else fast
         self.train_arrays = train_arrays
+        self.augment = augment
+        self.in_memory_bytes, self.loader_workers = in_memory_bytes, loader_workers
+        # epoch-level resume (set by train_run): called after every epoch, and once at the start
+        # of an experience to restore a saved epoch state (returns the epochs it covers)
+        self.on_epoch_end: Callable[[], None] | None = None
+        self.resume_epochs: Callable[[], int] | None = None
+        self._epoch_position = 0  # samples seen this epoch on Avalanche's loader (augmentation keys)
+        # epochs of experience k (train.epochs_first / epochs); None: train_epochs throughout
+        self.epochs_of: Callable[[int], int] | None = None
         self.amp_dtype, scaler = resolve_amp(amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if scaler else None
         self.channels_last = use_channels_last(channels_last, self.device, self.model)
@@ -256,19 +360,40 @@ class ClsuiteTemplate(SupervisedTemplate):
                     if _active_hook(p, e) is not None]
         if adapters:
             return None, f"{type(adapters[0]).__name__} adapts the training set"
-        arrays = self.train_arrays(self.experience)
+        source = self.train_arrays(self.experience)
         tasks = data.targets_task_labels
-        if arrays is None or len(arrays[1]) != len(data) or len(tasks.uniques) != 1:
+        if source is None or len(source) != len(data) or len(tasks.uniques) != 1:
             return None, "training set is not the experience's rows"
         (task,) = tasks.uniques
-        x_u8, y = arrays
         # cheap guard against a stream built in another order: first and last rows agree
-        for i in {0, len(y) - 1} if len(y) else ():
+        for i in {0, len(source) - 1} if len(source) else ():
             xi, yi = data[i][0], data[i][1]
-            if int(yi) != int(y[i]) or not torch.equal(xi, to_float(x_u8[i : i + 1])[0]):
+            if int(yi) != int(source.y[i]) or not torch.equal(xi, to_float(source.inputs(np.array([i])))[0]):
                 return None, f"row {i} differs from the experience's dataset"
-        tensors = ExperienceTensors(x_u8, y, int(task), self.device, self.channels_last)
-        return TensorBatches(loader, tensors), ""
+        size = source.float_bytes if self.device.type != "cuda" else source.float_bytes // 4
+        if size <= self.in_memory_bytes:
+            data_ = ExperienceTensors(source.inputs(), source.y, int(task), self.device, self.channels_last)
+        else:
+            log.info("experience %d: %.0f MB of images, streamed from the prepared arrays (%d loader workers)",
+                     source.k, size / 2**20, self.loader_workers)
+            data_ = StreamedRows(source, int(task), self.device, self.loader_workers, self.channels_last)
+        augment = None
+        if self.augment is not None:
+            rows = torch.from_numpy(source.rows)
+
+            def augment(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+                return self.augment(x, rows.index_select(0, idx).numpy(), *self._epoch_key())
+
+        return TensorBatches(loader, data_, augment), ""
+
+    def _epoch_key(self) -> tuple[int, int]:
+        """(experience, epoch within it) of the running epoch: the augmentation's key."""
+        return self.clock.train_exp_counter, self.clock.train_exp_epochs
+
+    def _before_training_exp(self, **kwargs):
+        if self.epochs_of is not None:  # before the plugins' hooks: they may read train_epochs
+            self.train_epochs = self.epochs_of(self.clock.train_exp_counter)
+        super()._before_training_exp(**kwargs)
 
     # -- hot loop -----------------------------------------------------------------------------
     def _before_training_epoch(self, **kwargs):
@@ -283,6 +408,22 @@ class ClsuiteTemplate(SupervisedTemplate):
     def _after_training_epoch(self, **kwargs):
         super()._after_training_epoch(**kwargs)
         self._hooks, self.fast_batches = None, False
+
+    def _train_exp(self, experience, eval_streams=None, **kwargs):
+        """Avalanche 0.6.0's ``BaseSGDTemplate._train_exp`` (clsuite never evaluates during
+        training, so ``eval_streams`` are unused), plus epoch-level resume and ``on_epoch_end``."""
+        start = self.resume_epochs() if self.resume_epochs is not None else 0
+        self.resume_epochs = None
+        for _ in range(start, self.train_epochs):
+            self._epoch_position = 0
+            self._before_training_epoch(**kwargs)
+            if self._stop_training:  # early stopping
+                self._stop_training = False
+                break
+            self.training_epoch(**kwargs)
+            self._after_training_epoch(**kwargs)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end()
 
     def training_epoch(self, **kwargs):
         """Avalanche 0.6.0's ``SGDUpdate.training_epoch``, step for step, with each plugin
@@ -354,6 +495,11 @@ class ClsuiteTemplate(SupervisedTemplate):
         if self.fast_batches:
             return  # ExperienceTensors.batch gives a list of tensors already on self.device
         super()._unpack_minibatch()
+        if self.augment is not None and self.is_training:  # Avalanche's loader: keys by position in the epoch
+            n = len(self.mbatch[0])
+            keys = POSITION_KEY_OFFSET + self._epoch_position + np.arange(n, dtype=np.int64)
+            self._epoch_position += n
+            self.mbatch[0] = self.augment(self.mbatch[0], keys, *self._epoch_key())
 
     def forward(self):
         if self.amp_dtype is not None and self.model.training:  # CUDA only (None on CPU)

@@ -67,7 +67,7 @@ TUNED_DIR = CATALOGUE / "tuned"
 #: the source the settings table names for a value a search chose
 TUNED_SOURCE = "clsuite tune"
 #: the training settings a grid may search (``train.<k>``)
-TRAIN_KEYS = tuple(TrainOverride.model_fields)
+TRAIN_KEYS = tuple(k for k in TrainOverride.model_fields if k != "schedule")  # scalar settings only
 
 Scalar = bool | int | float | str | None
 
