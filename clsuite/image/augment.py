@@ -34,7 +34,8 @@ from clsuite.image.config import AugmentConfig, NormalizeConfig
 
 #: added to in-epoch positions, so that position keys never equal row keys
 POSITION_KEY_OFFSET = 1 << 40
-_DRAWS = 23  # per sample: [0] flip, [1:3] crop offsets (top, left), [3:23] resized-crop tries (area, aspect)
+_DRAWS = 24  # per sample: [0] flip, [1:3] crop offsets (top, left), [3:23] resized-crop tries (area, aspect),
+# [23] brightness factor
 _M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -102,6 +103,11 @@ class BatchAugment:
         if self.cfg.hflip:
             flip = torch.from_numpy(u[:, 0] < 0.5).to(x.device)
             x = torch.where(flip[:, None, None, None], TF.horizontal_flip(x), x)
+        if self.cfg.brightness:  # ColorJitter(brightness=b): x * f, f ~ U[max(0, 1 - b), 1 + b], clamped to [0, 1]
+            b = self.cfg.brightness
+            lo = max(0.0, 1.0 - b)
+            f = torch.from_numpy(lo + (1.0 + b - lo) * u[:, 23]).to(x.device, x.dtype)
+            x = (x * f[:, None, None, None]).clamp_(0.0, 1.0)
         return x
 
 

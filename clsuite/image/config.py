@@ -90,6 +90,9 @@ class AugmentConfig(Strict):
     random_crop: RandomCropConfig | None = None
     random_resized_crop: RandomResizedCropConfig | None = None
     hflip: bool = False
+    # ColorJitter(brightness=b) as PyCIL's CIFAR/ImageNet recipes (b = 63/255): pixels times a
+    # factor drawn uniformly from [max(0, 1 - b), 1 + b], then clamped to [0, 1]
+    brightness: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _one_crop(self) -> "AugmentConfig":

@@ -25,7 +25,7 @@ from clsuite.core.errors import ParamsError
 from clsuite.core.names import Name
 from clsuite.core.validation import Strict, format_validation_error
 from clsuite.core.yaml_safe import load_yaml
-from clsuite.image.config import ImageParams
+from clsuite.image.config import AugmentConfig, ImageParams, NormalizeConfig, ScheduleConfig
 from clsuite.image.tune import TUNED_DIR, TUNED_SOURCE, load_all_tuned
 
 PROVENANCE_FILE = Path(__file__).resolve().parents[1] / "catalogue" / "settings_provenance.yaml"
@@ -34,6 +34,12 @@ PROVENANCE_FILE = Path(__file__).resolve().parents[1] / "catalogue" / "settings_
 UNTUNED = "untuned default"
 #: the training settings shown per run (eval_batch_size does not change training)
 TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay")
+#: settings shown only where a benchmark or method sets them (absent = not used): the recipe's
+#: first-experience epochs, LR schedule, augmentation and input normalisation
+RECIPE_KEYS = ("epochs_first", "schedule", "augment", "normalize")
+#: the config class of each structured recipe setting: values are compared (and shown) as its
+#: JSON without defaults, so a provenance entry may write them as briefly as params do
+_RECIPE_CLASSES = {"schedule": ScheduleConfig, "augment": AugmentConfig, "normalize": NormalizeConfig}
 #: the source of a value chosen by ``clsuite tune`` (:mod:`clsuite.image.tune`); the source text goes on
 #: with how it was tuned
 TUNED = TUNED_SOURCE
@@ -49,13 +55,21 @@ class ProvenanceEntry(Strict):
     the catalogue's ``defaults``)."""
 
     key: str = Field(min_length=1)
-    value: Scalar | list[Scalar]
+    value: Scalar | list[Scalar] | dict[str, Any]
     methods: list[Name] = []
     benchmarks: list[Name] = []
     source: str = Field(min_length=1)  # a paper or public config, or "untuned default"
     datasets: list[str] = []  # the dataset(s) the value was published for
     buffer: int | None = Field(None, ge=1)  # the buffer size it was published for
     note: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_value(cls, data: Any) -> Any:
+        """A structured setting's value, validated by its config class (defaults filled in)."""
+        if isinstance(data, dict) and (rc := _RECIPE_CLASSES.get(str(data.get("key", "")).removeprefix("train."))):
+            return {**data, "value": _brief(rc.model_validate(data.get("value")))}
+        return data
 
     @model_validator(mode="after")
     def _source_and_dataset(self) -> "ProvenanceEntry":
@@ -68,8 +82,10 @@ class ProvenanceEntry(Strict):
                              f"or give source {UNTUNED!r}")
         if not self.key.startswith("train.") and not self.methods:
             raise ValueError(f"{self.key}: a method hyperparameter needs methods: [...]")
-        if self.key.startswith("train.") and self.key.removeprefix("train.") not in TRAIN_KEYS:
-            raise ValueError(f"{self.key}: unknown training setting; one of {', '.join('train.' + k for k in TRAIN_KEYS)}")
+        if self.key.startswith("train.") and self.key.removeprefix("train.") not in TRAIN_KEYS + RECIPE_KEYS:
+            raise ValueError(f"{self.key}: unknown training setting; one of "
+                             f"{', '.join('train.' + k for k in TRAIN_KEYS + RECIPE_KEYS)}")
+
         return self
 
 
@@ -137,6 +153,11 @@ def tuned_entries(folder: Path = TUNED_DIR) -> list[ProvenanceEntry]:
     return entries
 
 
+def _brief(value: Any) -> Any:
+    """A structured setting (schedule, augment, normalize) as JSON data, unset parts left out."""
+    return value.model_dump(mode="json", exclude_none=True) if hasattr(value, "model_dump") else value
+
+
 def _text(value: Any) -> str:
     """A value as the report shows it: strings as they are, everything else as JSON."""
     return value if isinstance(value, str) else json.dumps(value)
@@ -183,6 +204,8 @@ def settings_table(params: ImageParams, table: ProvenanceTable) -> pd.DataFrame:
             cfg = entry.config_dict()
             buffer = cfg.get("mem_size") if isinstance(cfg.get("mem_size"), int) else None
             items = [(f"train.{k}", getattr(train, k), entry.train.level(b, k)) for k in TRAIN_KEYS]
+            items += [(f"train.{k}", _brief(v), entry.train.level(b, k)) for k in RECIPE_KEYS
+                      if (v := getattr(train, k)) is not None]
             items += [(k, v, "method") for k, v in cfg.items()]
             for key, value, level in items:
                 found = table.lookup(key, m if level != "benchmark" else None, b, value)

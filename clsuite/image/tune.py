@@ -67,7 +67,8 @@ TUNED_DIR = CATALOGUE / "tuned"
 #: the source the settings table names for a value a search chose
 TUNED_SOURCE = "clsuite tune"
 #: the training settings a grid may search (``train.<k>``)
-TRAIN_KEYS = tuple(k for k in TrainOverride.model_fields if k != "schedule")  # scalar settings only
+#: (epochs are not searched: every configuration gets the same training budget)
+TRAIN_KEYS = tuple(k for k in TrainOverride.model_fields if k not in ("schedule", "epochs", "epochs_first"))
 
 Scalar = bool | int | float | str | None
 

@@ -22,7 +22,7 @@ from clsuite.models import build_model
 def test_draws_depend_on_the_key_not_on_the_batch():
     keys = np.array([5, 17, 3, 1 << 40])
     a = uniforms(0, 1, 2, keys)
-    assert a.shape == (4, 23) and ((a >= 0) & (a < 1)).all()
+    assert a.shape == (4, 24) and ((a >= 0) & (a < 1)).all()
     assert np.array_equal(uniforms(0, 1, 2, keys[[2, 0]]), a[[2, 0]])  # same key, same draws, any batch
     for other in (uniforms(1, 1, 2, keys), uniforms(0, 2, 2, keys), uniforms(0, 1, 3, keys)):
         assert not np.allclose(other, a)  # seed, experience and epoch all change them
@@ -96,3 +96,14 @@ def test_augmented_runs_are_reproducible_and_differ_from_plain(params, data_root
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     plain = read_records(train_run(params, "smnist_smoke", "replay", 0, prepared, tmp_path / "plain"))
     assert not np.array_equal(a.filter(like="logit_").to_numpy(), plain.filter(like="logit_").to_numpy())
+
+
+def test_brightness_is_colorjitter_brightness_by_hand():
+    b = 63 / 255
+    x = torch.rand(5, 3, 4, 4)
+    keys = np.arange(5)
+    out = BatchAugment(AugmentConfig(brightness=b), seed=1)(x, keys, 0, 2)
+    f = (1 - b) + 2 * b * uniforms(1, 0, 2, keys)[:, 23]  # U[1 - b, 1 + b]
+    expected = np.clip(x.numpy() * f[:, None, None, None].astype(np.float32), 0, 1)
+    assert np.allclose(out.numpy(), expected, atol=1e-7)
+    assert (out <= 1).all() and (out >= 0).all()
