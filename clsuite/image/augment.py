@@ -12,9 +12,11 @@ the parameters are drawn as torchvision draws them (same distributions and retry
 The sample key is the row of the prepared training split on the trainer's fast path (the
 stream's own data) and the position in the epoch (offset by 2**40) on Avalanche's loader,
 used when a plugin adapts the training set: both deterministic, but a method on the two
-paths sees different draws. Samples a replay plugin appends to the batch are not augmented
-again: they were stored as augmented when first seen (Mammoth re-augments buffer samples;
-docs/performance.md "Full-scale training").
+paths sees different draws. Replay buffers store the un-augmented rows
+(``strategy.mb_x_plain``, Mammoth's ``not_aug_inputs``) and augment what they replay
+(``strategy.augment_replay``, keyed by the replayed sample's position in the epoch), as
+Mammoth does; clsuite's replay methods use both through
+:func:`clsuite.methods.replay.stored_inputs` / :func:`~clsuite.methods.replay.replayed_inputs`.
 
 Normalisation ``(x - mean) / std`` is a forward pre-hook on the model's backbone
 (:func:`attach_normalization`), so training, evaluation, feature metrics and every copy a
@@ -34,6 +36,8 @@ from clsuite.image.config import AugmentConfig, NormalizeConfig
 
 #: added to in-epoch positions, so that position keys never equal row keys
 POSITION_KEY_OFFSET = 1 << 40
+#: added to the in-epoch count of replayed samples (:meth:`ClsuiteTemplate.augment_replay`)
+REPLAY_KEY_OFFSET = 1 << 41
 _DRAWS = 24  # per sample: [0] flip, [1:3] crop offsets (top, left), [3:23] resized-crop tries (area, aspect),
 # [23] brightness factor
 _M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)

@@ -52,7 +52,7 @@ from avalanche.training.templates import SupervisedTemplate
 from avalanche.training.templates.base_sgd import PeriodicEval
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
-from clsuite.image.augment import POSITION_KEY_OFFSET, BatchAugment
+from clsuite.image.augment import POSITION_KEY_OFFSET, REPLAY_KEY_OFFSET, BatchAugment
 from clsuite.image.streams import PreparedBenchmark, to_float
 
 log = logging.getLogger("clsuite.run")
@@ -329,6 +329,9 @@ class ClsuiteTemplate(SupervisedTemplate):
         self.on_epoch_end: Callable[[], None] | None = None
         self.resume_epochs: Callable[[], int] | None = None
         self._epoch_position = 0  # samples seen this epoch on Avalanche's loader (augmentation keys)
+        self._replayed = 0  # samples augmented by augment_replay this epoch (their keys)
+        # the stream batch before augmentation (None without augmentation): what buffers store
+        self.mb_x_plain: torch.Tensor | None = None
         # epochs of experience k (train.epochs_first / epochs); None: train_epochs throughout
         self.epochs_of: Callable[[int], int] | None = None
         self.amp_dtype, scaler = resolve_amp(amp, self.device)
@@ -382,6 +385,7 @@ class ClsuiteTemplate(SupervisedTemplate):
             rows = torch.from_numpy(source.rows)
 
             def augment(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+                self.mb_x_plain = x
                 return self.augment(x, rows.index_select(0, idx).numpy(), *self._epoch_key())
 
         return TensorBatches(loader, data_, augment), ""
@@ -389,6 +393,16 @@ class ClsuiteTemplate(SupervisedTemplate):
     def _epoch_key(self) -> tuple[int, int]:
         """(experience, epoch within it) of the running epoch: the augmentation's key."""
         return self.clock.train_exp_counter, self.clock.train_exp_epochs
+
+    def augment_replay(self, x: torch.Tensor) -> torch.Tensor:
+        """Replayed rows ``x`` (N, C, H, W) through ``train.augment`` (unchanged without it), each
+        keyed by its position among this epoch's replayed rows: Mammoth augments buffer samples
+        when it replays them."""
+        if self.augment is None:
+            return x
+        keys = REPLAY_KEY_OFFSET + self._replayed + np.arange(len(x), dtype=np.int64)
+        self._replayed += len(x)
+        return self.augment(x, keys, *self._epoch_key())
 
     def _before_training_exp(self, **kwargs):
         if self.epochs_of is not None:  # before the plugins' hooks: they may read train_epochs
@@ -415,7 +429,7 @@ class ClsuiteTemplate(SupervisedTemplate):
         start = self.resume_epochs() if self.resume_epochs is not None else 0
         self.resume_epochs = None
         for _ in range(start, self.train_epochs):
-            self._epoch_position = 0
+            self._epoch_position = self._replayed = 0
             self._before_training_epoch(**kwargs)
             if self._stop_training:  # early stopping
                 self._stop_training = False
@@ -499,6 +513,7 @@ class ClsuiteTemplate(SupervisedTemplate):
             n = len(self.mbatch[0])
             keys = POSITION_KEY_OFFSET + self._epoch_position + np.arange(n, dtype=np.int64)
             self._epoch_position += n
+            self.mb_x_plain = self.mbatch[0]
             self.mbatch[0] = self.augment(self.mbatch[0], keys, *self._epoch_key())
 
     def forward(self):

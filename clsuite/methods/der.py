@@ -21,7 +21,7 @@ from avalanche.training.plugins import SupervisedPlugin
 from pydantic import Field
 
 from clsuite.methods import MethodContext, register_method
-from clsuite.methods.replay import BufferConfig, BufferStateMixin, BufferUpdate
+from clsuite.methods.replay import BufferConfig, BufferStateMixin, BufferUpdate, replayed_inputs, stored_inputs
 from clsuite.methods.sam import sam_gradients
 
 
@@ -45,11 +45,11 @@ class DERPlugin(BufferStateMixin, SupervisedPlugin):
             return
         dev = strategy.device
         idx = self.buffer.sample_rows(self.batch_size_mem)
-        x1, z1 = self.buffer.x[idx].to(dev), self.buffer.field("logits")[idx].to(dev)
+        x1, z1 = replayed_inputs(strategy, self.buffer.x[idx].to(dev)), self.buffer.field("logits")[idx].to(dev)
         x2 = y2 = None
         if self.beta > 0:
             idx = self.buffer.sample_rows(self.batch_size_mem)
-            x2, y2 = self.buffer.x[idx].to(dev), self.buffer.y[idx].to(dev)
+            x2, y2 = replayed_inputs(strategy, self.buffer.x[idx].to(dev)), self.buffer.y[idx].to(dev)
         self._memory = (x1, z1, x2, y2)
         strategy.loss = strategy.loss + self.buffer_loss(strategy.model)
 
@@ -67,8 +67,9 @@ class DERPlugin(BufferStateMixin, SupervisedPlugin):
         return loss if self._memory is None else loss + self.buffer_loss(strategy.model)
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
-        # online: mb_output was computed before this step's update, as in the original code
-        self.offer(strategy, strategy.mb_x, strategy.mb_y, strategy.mb_task_id)
+        # online: mb_output was computed before this step's update, as in the original code;
+        # the buffer keeps the un-augmented inputs with the logits of the augmented ones (Mammoth)
+        self.offer(strategy, stored_inputs(strategy, strategy.mb_x), strategy.mb_y, strategy.mb_task_id)
 
 
 

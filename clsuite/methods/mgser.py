@@ -26,7 +26,7 @@ from avalanche.training.plugins import SupervisedPlugin
 from pydantic import Field
 
 from clsuite.methods import MethodContext, register_method
-from clsuite.methods.replay import BufferConfig, BufferStateMixin, BufferUpdate
+from clsuite.methods.replay import BufferConfig, BufferStateMixin, BufferUpdate, replayed_inputs, stored_inputs
 from clsuite.methods.sam import grads_of, sam_gradients, set_grads, trainable
 
 
@@ -65,7 +65,7 @@ class MGSERSAMPlugin(BufferStateMixin, SupervisedPlugin):
             return
         idx = self.buffer.sample_rows(self.batch_size_mem)
         dev = strategy.device
-        self._memory = (self.buffer.x[idx].to(dev), self.buffer.y[idx].to(dev),
+        self._memory = (replayed_inputs(strategy, self.buffer.x[idx].to(dev)), self.buffer.y[idx].to(dev),
                         self.buffer.field("logits")[idx].to(dev))
         strategy.loss = strategy.loss + self.soft_memory_loss(strategy.model)
 
@@ -87,7 +87,7 @@ class MGSERSAMPlugin(BufferStateMixin, SupervisedPlugin):
             set_grads(params, [a + self.gamma * b for a, b in zip(g_sam, g_mem)])
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
-        self.offer(strategy, strategy.mb_x, strategy.mb_y, strategy.mb_task_id)
+        self.offer(strategy, stored_inputs(strategy, strategy.mb_x), strategy.mb_y, strategy.mb_task_id)
 
 
 

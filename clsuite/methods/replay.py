@@ -162,6 +162,20 @@ class ReservoirBuffer:
         self.generator.set_state(state["generator"])
 
 
+def stored_inputs(strategy, x: torch.Tensor) -> torch.Tensor:
+    """The rows a buffer keeps for the stream batch ``x``: its inputs before the trainer's
+    augmentation when there is one (``strategy.mb_x_plain``, Mammoth's ``not_aug_inputs``), else ``x``."""
+    plain = getattr(strategy, "mb_x_plain", None)
+    return plain if plain is not None and plain.shape == x.shape else x
+
+
+def replayed_inputs(strategy, x: torch.Tensor) -> torch.Tensor:
+    """Buffer rows ``x`` as they are replayed: through the trainer's augmentation when it has one
+    (``strategy.augment_replay``), as Mammoth augments the buffer samples it replays."""
+    augment = getattr(strategy, "augment_replay", None)
+    return augment(x) if augment is not None else x
+
+
 BufferUpdate = Literal["online", "end_of_experience"]
 
 
@@ -241,12 +255,13 @@ class ReservoirReplayPlugin(BufferStateMixin, SupervisedPlugin):
 
     def before_forward(self, strategy, **kwargs) -> None:
         x, y, t = strategy.mbatch[0], strategy.mbatch[1], strategy.mbatch[-1]
-        self._incoming = (x, y, t)
+        self._incoming = (stored_inputs(strategy, x), y, t)
         if len(self.buffer) == 0:
             return
         bx, by, bt = self.buffer.sample(self.batch_size_mem)
         if bx.device != x.device:  # the buffer follows the data's device at its next add()
             bx, by, bt = (b.to(x.device, non_blocking=True) for b in (bx, by, bt))
+        bx = replayed_inputs(strategy, bx)
         strategy.mbatch = [torch.cat([x, bx]), torch.cat([y, by]), torch.cat([t, bt])]
 
     def after_training_iteration(self, strategy, **kwargs) -> None:

@@ -107,3 +107,28 @@ def test_brightness_is_colorjitter_brightness_by_hand():
     expected = np.clip(x.numpy() * f[:, None, None, None].astype(np.float32), 0, 1)
     assert np.allclose(out.numpy(), expected, atol=1e-7)
     assert (out <= 1).all() and (out >= 0).all()
+
+
+@pytest.mark.parametrize("method", ["replay", "der"])
+def test_buffers_keep_the_unaugmented_rows_and_replay_them_augmented(params, data_roots, tmp_path, method, monkeypatch):
+    """As Mammoth: a buffer stores the stream's inputs before augmentation (not_aug_inputs) and
+    what it replays goes through the augmentation."""
+    from clsuite.image.streams import load_prepared, to_float
+    from clsuite.image.trainer import ClsuiteTemplate
+
+    _, prepared_root = data_roots
+    bench = params.benchmark("smnist_smoke")
+    train = TrainConfig.model_validate({**bench.train.model_dump(), "augment": {"random_crop": {"padding": 3}}})
+    p = params.model_copy(update={"benchmarks": {**params.benchmarks,
+                                                 "smnist_smoke": bench.model_copy(update={"train": train})}})
+    replayed = []
+    real = ClsuiteTemplate.augment_replay
+    monkeypatch.setattr(ClsuiteTemplate, "augment_replay",
+                        lambda self, x: replayed.append((x, out := real(self, x))) or out)
+    buffers = []
+    train_run(p, "smnist_smoke", method, 0, prepared_root, tmp_path,
+              on_experience=lambda s, stream, k: buffers.append([pl.buffer for pl in s.plugins if hasattr(pl, "buffer")][0]))
+    rows = {tuple(r.flatten().tolist()) for r in to_float(load_prepared(prepared_root / "smnist_smoke").train.x)}
+    stored = buffers[-1].x[: len(buffers[-1])]
+    assert len(stored) and all(tuple(r.flatten().tolist()) in rows for r in stored)  # plain training rows
+    assert replayed and any(not torch.equal(a, b) for a, b in replayed)  # replayed rows were augmented
