@@ -220,10 +220,10 @@ def _slurm(*argv: str) -> str:
     return out.stdout
 
 
-def submit(runs: list[Run], opts: SlurmOptions, root: Path, params_file: str) -> list[str]:
+def submit(runs: list[Run], opts: SlurmOptions, root: Path, params_file: str, python: str | None = None) -> list[str]:
     """Write the array's script under data/queue/slurm/ and ``sbatch`` it; the job id of each run."""
     script = root / SCRIPTS / f"submit-{time.strftime('%Y%m%d-%H%M%S')}-{time.monotonic_ns() % 10**6}.sh"
-    write_text(script, batch_script(runs, opts, root, params_file=params_file))
+    write_text(script, batch_script(runs, opts, root, python=python, params_file=params_file))
     job = _slurm("sbatch", "--parsable", str(script)).strip().split(";")[0]
     if not job.isdigit():
         raise SlurmError(f"sbatch answered {job!r}, not a job id")
@@ -276,6 +276,7 @@ def scancel(jobs: list[str]) -> None:
 
 def new_state(runs: list[Run], opts: SlurmOptions, params_file: str) -> dict:
     return {"options": {k: getattr(opts, k) for k in opts.__dataclass_fields__}, "params": params_file,
+            "python": sys.executable,  # resubmissions run the interpreter of the first submission
             "runs": {r.key: {"stage": r.stage, "args": list(r.args), "run_dir": r.run_dir, "llm": r.llm,
                              "state": "pending", "job": None, "attempts": 0, "log": None, "ended": []}
                      for r in runs}}
@@ -331,7 +332,7 @@ def refresh(state: dict, root: Path, states: dict[str, tuple[str, str]]) -> list
 def submit_pending(state: dict, keys: list[str], opts: SlurmOptions, root: Path) -> None:
     if not keys:
         return
-    jobs = submit([_run_of(state["runs"][k], k) for k in keys], opts, root, state["params"])
+    jobs = submit([_run_of(state["runs"][k], k) for k in keys], opts, root, state["params"], state.get("python"))
     for k, job in zip(keys, jobs):
         e = state["runs"][k]
         e.update(job=job, attempts=e["attempts"] + 1, state="pending", log=f"{e['run_dir']}/slurm-{job}.out")

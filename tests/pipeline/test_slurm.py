@@ -153,6 +153,39 @@ def cluster(tmp_path_factory):
             os.environ["SLURM_CONF"] = old
 
 
+def test_the_state_machine_on_the_real_cluster(cluster, tmp_path):
+    """Fast (no training; a stand-in interpreter): two array tasks; one is scancel'd while it
+    runs, resubmitted and then finishes; both logs land in the run folders."""
+    fake = tmp_path / "py"
+    fake.write_text("#!/bin/sh\necho ARGS \"$@\"\n"
+                    "if mkdir hold 2>/dev/null; then echo started > started; sleep 120; fi\n")  # the first task only
+    fake.chmod(0o755)
+    runs = [slurm.image_run("b", "m", 0), slurm.image_run("b", "m", 1)]
+    state = slurm.new_state(runs, slurm.SlurmOptions(poll=0.3), "params.yaml")
+    state["python"] = str(fake)
+    slurm.submit_pending(state, list(state["runs"]), slurm.SlurmOptions(), tmp_path)
+    t0 = time.monotonic()
+    while not (tmp_path / "started").exists():
+        assert time.monotonic() - t0 < 60, "no task started"
+        time.sleep(0.1)
+    # the task that took the hold is the one without an exit status (once the other one has ended)
+    while sum((tmp_path / slurm.SCRIPTS / f"{e['job']}.rc").exists() for e in state["runs"].values()) < 1:
+        assert time.monotonic() - t0 < 60, "no task ended"
+        time.sleep(0.1)
+    held = next(k for k, e in state["runs"].items() if not (tmp_path / slurm.SCRIPTS / f"{e['job']}.rc").exists())
+    first = state["runs"][held]["job"]
+    subprocess.run(["scancel", first], check=True)
+    lines = []
+    assert slurm.wait(state, slurm.SlurmOptions(poll=0.3), tmp_path, lines.append)
+    assert slurm.summary(state)["done"] == 2, state
+    entry = state["runs"][held]
+    assert entry["attempts"] == 2 and entry["ended"][0]["job"] == first and "CANCELLED" in entry["ended"][0]["why"]
+    assert any(f"job {first} ended (CANCELLED" in x and "resubmitted" in x for x in lines), lines
+    for e in state["runs"].values():
+        assert f"ARGS -m clsuite.cli --params params.yaml {' '.join(e['args'])}" in (tmp_path / e["log"]).read_text()
+    assert json.loads((tmp_path / slurm.STATE_FILE).read_text())["runs"][held]["state"] == "done"
+
+
 def _project(tmp_path: Path, methods: list[str], epochs: int | None = None) -> Path:
     from ruamel.yaml import YAML
 
@@ -269,7 +302,7 @@ def test_cancel_scancels_the_jobs_and_adopts_nothing(cluster, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert out.returncode == 0 and "2 SLURM job(s) scancel'd" in out.stdout, out.stdout + out.stderr
-    assert proc.returncode == 2 and "queue cancelled" in log and "adopted" not in log, log
+    assert proc.returncode == 2 and "queue cancelled" in log and "stage(s) adopted" not in log, log
     assert "queue: 2 cancelled" in _queue(root, "--status").stdout
     jobs = [e["job"] for e in json.loads((root / slurm.STATE_FILE).read_text())["runs"].values()]
     states = slurm.job_states()
