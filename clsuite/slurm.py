@@ -54,7 +54,7 @@ from clsuite.core.errors import ClsuiteError, ParamsError
 from clsuite.core.io import write_json, write_text
 from clsuite.core.names import check_name, check_seed
 from clsuite.core.paths import LLM_RUNS, RUNS_ROOT, under
-from clsuite.queue import _dvc, adopt, grid, prepare_workspace, stage_name
+from clsuite.queue import _dvc, adopt, prepare_workspace, stage_name, stale_runs
 
 STATE_FILE = Path("data/queue/slurm.json")
 CANCEL_FILE = Path("data/queue/slurm.cancel")
@@ -131,16 +131,15 @@ def llm_run(sequence: str, method: str, seed: int) -> Run:
 
 def stale(params: Params, llm: bool = False, dvc: str = "dvc") -> tuple[list[Run], list[str]]:
     """The runs of the stale train stages (``dvc status``) and the prepare stages they need."""
+    if not llm:
+        runs = [image_run(b, m, s) for b, m in stale_runs(params, dvc) for s in params.run.seeds]
+        return runs, [f"prepare@{b}" for b in sorted({r.args[2] for r in runs})]
+    if params.llm is None:
+        raise ParamsError("--llm: params have no `llm:` section, so there is no LLM grid to queue")
     changed = set(json.loads(_dvc("status", "--json", dvc=dvc) or "{}"))
-    if llm:
-        if params.llm is None:
-            raise ParamsError("--llm: params have no `llm:` section, so there is no LLM grid to queue")
-        g = params.llm.grid
-        runs = [llm_run(q, m, s) for q in g.sequences for m in g.methods for s in g.seeds]
-        runs = [r for r in runs if r.stage in changed]
-        return runs, [f"llm_prepare@{q}" for q in sorted({r.args[2] for r in runs})]
-    runs = [image_run(b, m, s) for b, m in grid(params) if stage_name(b, m) in changed for s in params.run.seeds]
-    return runs, [f"prepare@{b}" for b in sorted({r.args[2] for r in runs})]
+    g = params.llm.grid
+    runs = [r for r in (llm_run(q, m, s) for q in g.sequences for m in g.methods for s in g.seeds) if r.stage in changed]
+    return runs, [f"llm_prepare@{q}" for q in sorted({r.args[2] for r in runs})]
 
 
 # ---- the batch script -------------------------------------------------------------------

@@ -309,3 +309,25 @@ def test_cancel_scancels_the_jobs_and_adopts_nothing(cluster, tmp_path):
     assert all(states[j][0].startswith("CANCELLED") for j in jobs), states
     stale = json.loads(_run([str(BIN / "dvc"), "status", "--json"], root))
     assert set(STAGES) <= set(stale), stale
+
+
+def test_stale_runs_come_from_dvc_status(monkeypatch):
+    """One run per seed of each stale train stage (image) or per stale llm_train stage (--llm)."""
+    import clsuite.queue as queue
+    from clsuite.config import load_params
+
+    from fakes.dvc_project import REPO
+
+    params = load_params(REPO / "params.yaml", check_components=False)
+    b, m = params.run.benchmarks[0], params.run.methods[-1]
+    g = params.llm.grid
+    llm_stage = f"llm_train@{g.sequences[0]}-{g.methods[0]}-{g.seeds[0]}"
+    status = json.dumps({f"train@{b}-{m}": [], llm_stage: [], "evaluate": []})
+    monkeypatch.setattr(queue, "_dvc", lambda *a, dvc="dvc", **k: status)
+    monkeypatch.setattr(slurm, "_dvc", lambda *a, dvc="dvc", **k: status)
+    runs, prepares = slurm.stale(params)
+    assert [r.key for r in runs] == [f"{b}/{m}/seed{s}" for s in params.run.seeds] and prepares == [f"prepare@{b}"]
+    assert {r.stage for r in runs} == {f"train@{b}-{m}"}
+    runs, prepares = slurm.stale(params, llm=True)
+    assert [r.stage for r in runs] == [llm_stage] and prepares == [f"llm_prepare@{g.sequences[0]}"]
+    assert runs[0].args == ("llm-train", "--sequence", g.sequences[0], "--method", g.methods[0], "--seed", str(g.seeds[0]))
