@@ -61,6 +61,7 @@ CANCEL_FILE = Path("data/queue/slurm.cancel")
 SCRIPTS = Path("data/queue/slurm")
 MAX_ATTEMPTS = 2  # a run is submitted at most twice: once, and once more after a failed attempt
 RDZV_PORT = 29500
+NO_TASK = "4294967294"  # scontrol's ArrayTaskId of an array's record that stands for all its tasks
 #: scontrol JobState values of a task that has not finished yet
 WAITING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED",
            "STOPPED", "SIGNALING", "STAGE_OUT"}
@@ -242,17 +243,19 @@ def _task_ids(spec: str) -> list[str]:
 
 
 def job_states() -> dict[str, tuple[str, str]]:
-    """{"<job>_<task>" or "<job>": (JobState, ExitCode)} of every job slurmctld still knows."""
+    """{"<job>_<task>" or "<job>": (JobState, ExitCode)} of every job slurmctld still knows
+    ("<job>" for an array: the state of its tasks that have no record of their own)."""
     states = {}
     for line in _slurm("scontrol", "show", "job", "--oneliner").splitlines():
         f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
         if "JobId" not in f:
             continue
         value = (f.get("JobState", "UNKNOWN"), f.get("ExitCode", ""))
-        if f.get("ArrayJobId") and f.get("ArrayTaskId") not in (None, "N/A"):
-            for t in _task_ids(f["ArrayTaskId"]):
+        tasks = _task_ids(f.get("ArrayTaskId", ""))
+        if f.get("ArrayJobId") and tasks and f["ArrayTaskId"] != NO_TASK:
+            for t in tasks:
                 states[f"{f['ArrayJobId']}_{t}"] = value
-        else:
+        else:  # a plain job, or an array's record without task ids (a pending array cancelled as a whole)
             states[f["JobId"]] = value
     return states
 
@@ -297,7 +300,7 @@ def attempt_outcome(job: str, states: dict[str, tuple[str, str]], rc: int | None
     decides, else its scontrol state; a task slurmctld forgot without an exit status ended."""
     if rc is not None:
         return ("done", "exit 0") if rc == 0 else ("ended", f"exit status {rc}")
-    state, code = states.get(job, ("", ""))
+    state, code = states.get(job) or states.get(job.split("_")[0], ("", ""))
     state = state.split("+")[0]  # e.g. CANCELLED+ by 0
     if state in WAITING:
         return "pending", state

@@ -131,6 +131,7 @@ def test_state_machine_resubmits_once_then_fails(tmp_path, monkeypatch):
     assert adopted == ["train@b-n"]  # b/m lost a seed: not adopted
     assert any("b/m/seed1 failed 2 times" in x and "log: data/runs/b/m/seed1/slurm-4_0.out" in x for x in lines)
     assert slurm.attempt_outcome("9_0", {}, None) == ("ended", "gone from slurmctld without an exit status")
+    assert slurm.attempt_outcome("9_1", {"9": ("CANCELLED", "0:0")}, None) == ("ended", "CANCELLED")  # whole array
 
 
 # ---- on a real single-node cluster ------------------------------------------------------
@@ -184,6 +185,31 @@ def test_the_state_machine_on_the_real_cluster(cluster, tmp_path):
     for e in state["runs"].values():
         assert f"ARGS -m clsuite.cli --params params.yaml {' '.join(e['args'])}" in (tmp_path / e["log"]).read_text()
     assert json.loads((tmp_path / slurm.STATE_FILE).read_text())["runs"][held]["state"] == "done"
+
+
+def test_ctrl_c_while_waiting_scancels_the_jobs(cluster, tmp_path, monkeypatch):
+    fake = tmp_path / "py"
+    fake.write_text("#!/bin/sh\nsleep 120\n")
+    fake.chmod(0o755)
+    state = slurm.new_state([slurm.image_run("b", "m", 0), slurm.image_run("b", "n", 0)], slurm.SlurmOptions(),
+                            "params.yaml")
+    state["python"] = str(fake)
+    slurm.submit_pending(state, list(state["runs"]), slurm.SlurmOptions(), tmp_path)
+    jobs = [e["job"] for e in state["runs"].values()]
+
+    def interrupt(_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(slurm.time, "sleep", interrupt)
+    lines = []
+    assert slurm.wait(state, slurm.SlurmOptions(), tmp_path, lines.append) is False
+    assert "queue: interrupted: 2 job(s) scancel'd, nothing adopted" in lines
+    assert slurm.summary(state)["cancelled"] == 2
+    monkeypatch.undo()
+    t0 = time.monotonic()
+    while not all(slurm.attempt_outcome(j, slurm.job_states(), None) == ("ended", "CANCELLED") for j in jobs):
+        assert time.monotonic() - t0 < 30, (jobs, subprocess.run(["scontrol", "show", "job", "-o"], capture_output=True, text=True).stdout)
+        time.sleep(0.2)
 
 
 def _project(tmp_path: Path, methods: list[str], epochs: int | None = None) -> Path:
