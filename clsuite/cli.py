@@ -255,12 +255,34 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 
 def cmd_queue(args: argparse.Namespace) -> None:
+    if args.executor == "slurm" or args.status or args.cancel:
+        return _queue_slurm(args)
     from clsuite.queue import run_queue
 
     failed = run_queue(load_params(args.params, check_components=False), args.jobs, threads=args.threads,
                        collect_only=args.collect_only)
     if failed:
         raise ClsuiteError(f"{failed} queued train stage(s) failed")
+
+
+def _queue_slurm(args: argparse.Namespace) -> None:
+    """``clsuite queue --executor slurm`` and ``--status`` / ``--cancel`` (clsuite/slurm.py)."""
+    from clsuite import slurm
+
+    if args.status:
+        print("\n".join(slurm.status_lines()))
+        return
+    if args.cancel:
+        jobs = slurm.request_cancel()
+        print(f"queue: {len(jobs)} SLURM job(s) scancel'd; nothing adopted" if jobs else "queue: no SLURM job to cancel")
+        return
+    opts = slurm.SlurmOptions(partition=args.partition, gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+                              time=args.time, array_parallelism=args.array_parallelism, nodes=args.nodes,
+                              poll=args.poll)
+    failed = slurm.run_slurm(load_params(args.params, check_components=False), opts, params_file=args.params,
+                             llm=args.llm, attach=args.collect_only)
+    if failed:
+        raise ClsuiteError(f"{failed} run(s) failed twice on SLURM (above: their logs); their stages were not adopted")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,7 +311,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, default=None,
                     help="OMP_NUM_THREADS of each run when params run.threads is null (run.threads, when set, wins)")
     sp.add_argument("--collect-only", action="store_true",
-                    help="only adopt runs of experiments that already finished (after an interrupted wait)")
+                    help="only adopt runs of experiments that already finished (after an interrupted wait); "
+                         "slurm: wait for the jobs of data/queue/slurm.json and adopt them")
+    sp.add_argument("--executor", choices=["dvc", "slurm"], default="dvc",
+                    help="dvc: DVC's experiment queue on this host; slurm: one SLURM job-array task per run "
+                         "(docs/cluster.md)")
+    sp.add_argument("--status", action="store_true", help="slurm: pending/running/done/failed per run")
+    sp.add_argument("--cancel", action="store_true", help="slurm: scancel the queue's jobs; nothing is adopted")
+    sp.add_argument("--partition", default=None, help="slurm: partition of the jobs")
+    sp.add_argument("--gpus-per-run", type=int, default=0, help="slurm: GPUs per run (--gres=gpu:N; default 0)")
+    sp.add_argument("--cpus-per-run", type=int, default=None,
+                    help="slurm: CPUs per run (--cpus-per-task; also OMP_NUM_THREADS, unless params run.threads)")
+    sp.add_argument("--time", default=None, help="slurm: time limit per run (e.g. 2:00:00); a run that times out "
+                                                 "is resubmitted once and resumes from its checkpoint")
+    sp.add_argument("--array-parallelism", type=int, default=None, help="slurm: runs at once (array %%N)")
+    sp.add_argument("--llm", action="store_true", help="slurm: the LLM grid's stale llm_train runs instead")
+    sp.add_argument("--nodes", type=int, default=1,
+                    help="slurm --llm: nodes per run (srun + torchrun, c10d rendezvous; --gpus-per-run per node)")
+    sp.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
     sp.set_defaults(fn=cmd_queue)
     sp = sub.add_parser("tune", help="search a method's declared grid on a validation split of a benchmark's "
                                      "training data (never its test split)")

@@ -64,6 +64,22 @@ def _untracked(path: str) -> bool:
     return subprocess.run(["git", "ls-files", "--error-unmatch", path], capture_output=True).returncode != 0
 
 
+def prepare_workspace(prepare_stages: list[str], dvc: str = "dvc") -> None:
+    """Bring ``code``, ``plugins`` (uncached deps of every train stage) and the given prepare
+    stages (fetch + prepare, once) up to date in the workspace, before any run is started."""
+    _dvc("repro", "code", "plugins", dvc=dvc)
+    for stage in prepare_stages:
+        _dvc("repro", stage, dvc=dvc)
+
+
+def adopt(stages: list[str], dvc: str = "dvc") -> list[str]:
+    """Record run folders trained outside ``dvc repro`` as the outputs of their stages
+    (``dvc commit -f``): the one adoption step of every executor (DVC queue, SLURM)."""
+    if stages:
+        _dvc("commit", "-f", *stages, dvc=dvc)
+    return stages
+
+
 def queue_runs(params: Params, runs: list[tuple[str, str]], dvc: str = "dvc") -> list[str]:
     """Queue one single-stage experiment per train stage; returns the experiment names.
 
@@ -72,9 +88,7 @@ def queue_runs(params: Params, runs: list[tuple[str, str]], dvc: str = "dvc") ->
     fetching and preparing again, the code stage's lists ``data/code/`` and the plugins
     stage's ``data/method_packages.json`` (uncached deps of every train stage, refreshed here first).
     """
-    _dvc("repro", "code", "plugins", dvc=dvc)
-    for b in sorted({b for b, _ in runs}):
-        _dvc("repro", f"prepare@{b}", dvc=dvc)  # fetch + prepare in the workspace, once
+    prepare_workspace([f"prepare@{b}" for b in sorted({b for b, _ in runs})], dvc)
     copy = ["-C", "dvc.lock"] if Path("dvc.lock").exists() and _untracked("dvc.lock") else []
     copy += ["-C", "data/code", "-C", "data/method_packages.json"]
     names = []
@@ -153,9 +167,7 @@ def collect(runs: list[tuple[str, str]], repo: Path = Path("."), dvc: str = "dvc
         dest.parent.mkdir(parents=True, exist_ok=True)
         DVCFileSystem(str(repo), rev=sha).get(run_dir.as_posix(), str(dest), recursive=True)
         adopted.append(stage_name(b, m))
-    if adopted:
-        _dvc("commit", "-f", *adopted, dvc=dvc)
-    return adopted
+    return adopt(adopted, dvc)
 
 
 def run_queue(params: Params, jobs: int, *, threads: int | None = None, collect_only: bool = False,
