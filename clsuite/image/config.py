@@ -270,7 +270,7 @@ class RunConfig(GridConfig):
     # gathered from it (fastest for small streams); a larger one is streamed from the
     # memory-mapped uint8 arrays by a DataLoader with ``loader_workers`` processes, per batch
     loader_workers: int = Field(2, ge=0)
-    in_memory_mb: int = Field(1024, ge=0)
+    in_memory_mb: int = Field(256, ge=0)
     # epoch-level checkpoints inside long experiences (0 = off): every N epochs and/or after
     # at least M minutes since the last one; a killed run resumes from the last one
     checkpoint_every_epochs: int = Field(0, ge=0)
