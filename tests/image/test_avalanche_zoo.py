@@ -1,0 +1,160 @@
+"""Avalanche's zoo (clsuite/methods/avalanche): every table entry is registered, runs on each
+scenario it declares, reports its memory, and resumes exactly (or, declared non-resumable,
+restarts). Parametrized over the table, so a new entry is tested without a new test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from clsuite.core.errors import ParamsError
+from clsuite.image.config import BenchmarkConfig
+from clsuite.image.prepare import prepare_benchmark
+from clsuite.image.records import read_records
+from clsuite.image.train import train_run
+from clsuite.core import checkpoint
+from clsuite.methods import METHODS, MethodContext
+from clsuite.methods.avalanche.zoo import ZOO
+from clsuite.models import build_model, count_parameters
+from clsuite.report.citations import ENTRIES
+
+from fakes.train import Crash, crash_after
+
+BENCH = {"class_il": "smnist_smoke", "task_il": "smnist_smoke", "domain_il": "pm_smoke"}
+
+
+def _plugin(entry):
+    ctx = MethodContext(seed=0, n_classes=10, experiences=[[2 * k, 2 * k + 1] for k in range(5)],
+                        input_shape=(1, 28, 28))
+    return entry.build(entry.config(), ctx)
+
+
+RESUMABLE = [e for e in ZOO if checkpoint.is_checkpointable(_plugin(e))]
+NOT_RESUMABLE = [e for e in ZOO if e not in RESUMABLE]
+
+
+def _name(entry) -> str:
+    return f"avalanche.{entry.name}"
+
+
+@pytest.fixture(scope="module")
+def zoo(params, data_roots, tmp_path_factory):
+    """(params with every zoo method and a task-IL/domain-IL variant per scenario, prepared root):
+    smnist_smoke prepared as in conftest, plus a tiny P-MNIST-style domain-IL stream."""
+    raw, prepared = data_roots
+    pm = BenchmarkConfig.model_validate({**params.benchmark("pmnist").model_dump(), "subsample_per_class": 20,
+                                         "test_fraction": 0.25})
+    root = tmp_path_factory.mktemp("zoo_prepared")
+    shutil.copytree(prepared / "smnist_smoke", root / "smnist_smoke")
+    prepare_benchmark("pm_smoke", pm, raw, root)
+    methods = {**params.methods, **{_name(e): {} for e in ZOO}}
+    base = params.model_copy(update={"methods": methods,
+                                     "benchmarks": {**params.benchmarks, "pm_smoke": pm}})
+    return base, root
+
+
+def _params(base, scenario: str):
+    if scenario != "task_il":
+        return base
+    bench = base.benchmark("smnist_smoke").model_copy(update={"scenario": "task_il"})
+    return base.model_copy(update={"benchmarks": {**base.benchmarks, "smnist_smoke": bench}})
+
+
+def _memory(run_dir) -> list:
+    return pd.read_parquet(run_dir / "experiences.parquet")["extra_memory_bytes"].tolist()
+
+
+def test_table_is_registered_with_citations_and_strict_configs():
+    assert len(ZOO) >= 16
+    for e in ZOO:
+        spec = METHODS.get(_name(e))
+        assert spec.citation in ENTRIES, (e.name, spec.citation)
+        assert spec.scenarios == e.scenarios and set(e.scenarios) <= set(BENCH)
+        with pytest.raises(Exception, match="typo"):
+            e.config.model_validate({"typo": 1}, strict=True)
+
+
+def test_type_name_with_options_in_params(zoo):
+    base, _ = zoo
+    p = base.model_copy(update={"methods": {**base.methods, "agem": {"type": "avalanche.agem", "patterns_per_exp": 64},
+                                            "bad": {"type": "avalanche.agem", "patterns_per_exp": "64"}}})
+    entry = p.method("agem")
+    assert entry.type == "avalanche.agem" and entry.config.patterns_per_exp == 64
+    with pytest.raises(ParamsError, match=r"methods\.bad\.patterns_per_exp"):
+        p.method("bad")
+
+
+CASES = [pytest.param(e, s, id=f"{e.name}-{s}", marks=[] if s == e.scenarios[0] else [pytest.mark.slow])
+         for e in ZOO for s in e.scenarios]
+
+
+@pytest.mark.parametrize("entry,scenario", CASES)
+def test_runs_on_each_declared_scenario_and_reports_memory(zoo, tmp_path, entry, scenario):
+    base, prepared = zoo
+    run_dir = train_run(_params(base, scenario), BENCH[scenario], _name(entry), 0, prepared, tmp_path)
+    assert sorted(read_records(run_dir)["train_exp"].unique()) == [-1, 0, 1, 2, 3, 4]
+    memory = _memory(run_dir)
+    assert all(m is not None and m == m and m > 0 for m in memory[1:]), memory  # reported, never "not reported"
+
+
+def test_undeclared_scenario_fails_at_once(zoo, tmp_path):
+    base, prepared = zoo
+    with pytest.raises(ParamsError, match=r"avalanche\.lfl.*class_il.*supports domain_il"):
+        train_run(base, "smnist_smoke", "avalanche.lfl", 0, prepared, tmp_path)
+    assert not list((tmp_path / "smnist_smoke" / "avalanche.lfl" / "seed0").glob("records/*"))
+
+
+def test_memory_is_counted_the_memo_way(zoo, tmp_path):
+    """Exemplars as uint8 pixels, parameter tables and model copies at 4 bytes a value."""
+    base, prepared = zoo
+    p = base.model_copy(update={"methods": {**base.methods, "avalanche.agem": {"patterns_per_exp": 20},
+                                            "avalanche.gss_greedy": {"mem_size": 50}}})
+    model_values = 784 * 100 + 100 + 100 * 100 + 100 + 100 * 10 + 10  # mlp 784-100-100-10
+    pixels = 28 * 28
+    expected = {
+        "avalanche.agem": [20 * pixels * (k + 1) for k in range(5)],  # 20 exemplars per experience
+        "avalanche.gss_greedy": [50 * pixels] * 5,  # its preallocated buffer
+        "avalanche.ewc": [2 * 4 * model_values * (k + 1) for k in range(5)],  # old params + Fisher per experience
+        "avalanche.si": [2 * 4 * model_values] * 5,
+        "avalanche.lwf": [4 * model_values] * 5,  # the old model
+        "avalanche.cwr_star": [100 * 4 * 2 * (k + 1) for k in range(5)],  # one head row per seen class
+    }
+    for method, want in expected.items():
+        run_dir = train_run(p, "smnist_smoke", method, 0, prepared, tmp_path)
+        assert _memory(run_dir) == want, method
+    assert count_parameters(build_model("mlp", {"hidden_sizes": [100, 100]}, (1, 28, 28), 10)) == model_values
+
+
+@pytest.mark.parametrize("entry", RESUMABLE, ids=lambda e: e.name)
+def test_resume_gives_identical_records(zoo, tmp_path, entry):
+    base, prepared = zoo
+    scenario = entry.scenarios[0]
+    p, bench, method = _params(base, scenario), BENCH[scenario], _name(entry)
+    ref = read_records(train_run(p, bench, method, 0, prepared, tmp_path / "ref"))
+    with pytest.raises(Crash):
+        train_run(p, bench, method, 0, prepared, tmp_path / "cut", on_experience=crash_after(1))
+    run_dir = train_run(p, bench, method, 0, prepared, tmp_path / "cut")
+    assert "resuming from checkpoint after experience 2/5" in (run_dir / "log.txt").read_text()
+    pd.testing.assert_frame_equal(read_records(run_dir), ref, check_exact=True)
+
+
+@pytest.mark.parametrize("entry", NOT_RESUMABLE, ids=lambda e: e.name)
+def test_declared_non_resumable_restarts_with_the_reason_logged(zoo, tmp_path, entry):
+    base, prepared = zoo
+    scenario = entry.scenarios[0]
+    p, bench, method = _params(base, scenario), BENCH[scenario], _name(entry)
+    ref = read_records(train_run(p, bench, method, 0, prepared, tmp_path / "ref"))
+    with pytest.raises(Crash):
+        train_run(p, bench, method, 0, prepared, tmp_path / "cut", on_experience=crash_after(1))
+    cut = tmp_path / "cut" / bench / method / "seed0"
+    assert not (cut / "checkpoint.pt").exists()
+    plugin = _plugin(entry)
+    reason = f"{type(plugin).__name__}: {plugin.not_resumable}"
+    assert reason in (cut / "log.txt").read_text()
+    assert reason in json.loads((cut / "status.json").read_text())["checkpoint"]
+    run_dir = train_run(p, bench, method, 0, prepared, tmp_path / "cut")
+    assert "resuming" not in (run_dir / "log.txt").read_text()
+    pd.testing.assert_frame_equal(read_records(run_dir), ref, check_exact=True)
