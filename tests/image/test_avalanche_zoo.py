@@ -158,3 +158,13 @@ def test_declared_non_resumable_restarts_with_the_reason_logged(zoo, tmp_path, e
     run_dir = train_run(p, bench, method, 0, prepared, tmp_path / "cut")
     assert "resuming" not in (run_dir / "log.txt").read_text()
     pd.testing.assert_frame_equal(read_records(run_dir), ref, check_exact=True)
+
+
+def test_list_methods_shows_scenarios_and_citation(capsys):
+    from clsuite.cli import main
+
+    assert main(["list", "methods"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    for e in ZOO:
+        line = lines[_name(e)]
+        assert f"scenarios={','.join(e.scenarios)}" in line and f"citation={e.citation}" in line, line
