@@ -128,7 +128,13 @@ def test_memory_is_counted_the_memo_way(zoo, tmp_path):
     assert count_parameters(build_model("mlp", {"hidden_sizes": [100, 100]}, (1, 28, 28), 10)) == model_values
 
 
-@pytest.mark.parametrize("entry", RESUMABLE, ids=lambda e: e.name)
+# one of each kind of state in the quick run (own tensors, ParamData tables, a model copy, storage
+# buffers with a dataset adaptation, a rebuilt loader, tables on the plugin); all with -m slow
+QUICK_RESUME = {"agem", "ewc", "lwf", "gdumb", "mir", "cwr_star"}
+
+
+@pytest.mark.parametrize("entry", [pytest.param(e, id=e.name, marks=[] if e.name in QUICK_RESUME else [pytest.mark.slow])
+                                   for e in RESUMABLE])
 def test_resume_gives_identical_records(zoo, tmp_path, entry):
     base, prepared = zoo
     scenario = entry.scenarios[0]
@@ -168,3 +174,18 @@ def test_list_methods_shows_scenarios_and_citation(capsys):
     for e in ZOO:
         line = lines[_name(e)]
         assert f"scenarios={','.join(e.scenarios)}" in line and f"citation={e.citation}" in line, line
+
+
+@pytest.mark.parametrize("entry", [pytest.param(e, id=e.name, marks=[] if e.name == "agem" else [pytest.mark.slow])
+                                   for e in ZOO])
+def test_fast_path_gives_the_stock_loop_records(zoo, tmp_path, monkeypatch, entry):
+    """The trainer's fast path calls every hook the plugin overrides (A-GEM: before_training_iteration,
+    after_backward), so its records equal the stock Avalanche loop's."""
+    base, prepared = zoo
+    scenario = entry.scenarios[0]
+    p, bench, method = _params(base, scenario), BENCH[scenario], _name(entry)
+    monkeypatch.setenv("CLSUITE_FAST_PATH", "0")
+    stock = read_records(train_run(p, bench, method, 0, prepared, tmp_path / "stock"))
+    monkeypatch.setenv("CLSUITE_FAST_PATH", "1")
+    fast = read_records(train_run(p, bench, method, 0, prepared, tmp_path / "fast"))
+    pd.testing.assert_frame_equal(fast, stock, check_exact=True)

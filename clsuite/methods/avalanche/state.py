@@ -210,6 +210,19 @@ def memory_bytes(value: Any, kind: str) -> int:
 # -- the mixins ------------------------------------------------------------------------------
 
 
+def _params_to(value: Any, device: torch.device, depth: int = 0) -> None:
+    """Move every ``ParamData`` held in ``value`` (containers included) to ``device``, in place."""
+    if isinstance(value, ParamData):
+        if value.data.device != device:
+            value.data, value.device = value.data.to(device), device
+    elif isinstance(value, dict) and depth < 4:
+        for v in value.values():
+            _params_to(v, device, depth + 1)
+    elif isinstance(value, (list, tuple)) and depth < 4:
+        for v in value:
+            _params_to(v, device, depth + 1)
+
+
 def _get(obj: Any, path: str) -> Any:
     for part in path.split("."):
         obj = getattr(obj, part)
@@ -232,11 +245,15 @@ class ZooMemory:
         return int(sum(memory_bytes(_get(self, path), kind) for path, kind in self.zoo_state.items()))
 
     def rebuild_models(self, strategy) -> None:
-        """Networks restored from a checkpoint, rebuilt from the strategy's model."""
+        """Networks restored from a checkpoint, rebuilt from the strategy's model; restored
+        parameter tables (``ParamData``, loaded on the CPU) moved to the model's device."""
+        device = next(strategy.model.parameters()).device
         for path in self.zoo_state:
             value = _get(self, path)
             if isinstance(value, PendingModel):
                 _set(self, path, value.build(strategy.model))
+            else:
+                _params_to(value, device)
 
     def before_training(self, strategy, *args, **kwargs):
         """:meth:`rebuild_models`, then the plugin's own hook."""

@@ -18,7 +18,7 @@ from typing import Callable, Literal
 from pydantic import Field
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
-from clsuite.methods.avalanche import plugins as P
+import clsuite.methods.avalanche.plugins as P
 
 ALL = ("class_il", "task_il", "domain_il")
 
