@@ -189,3 +189,15 @@ def test_fast_path_gives_the_stock_loop_records(zoo, tmp_path, monkeypatch, entr
     monkeypatch.setenv("CLSUITE_FAST_PATH", "1")
     fast = read_records(train_run(p, bench, method, 0, prepared, tmp_path / "fast"))
     pd.testing.assert_frame_equal(fast, stock, check_exact=True)
+
+
+def test_config_rules_fail_when_params_load(zoo):
+    """A combination Avalanche would reject with a bare assert in the middle of building fails as a
+    ParamsError naming the key."""
+    base, _ = zoo
+    p = base.model_copy(update={"methods": {**base.methods, "e": {"type": "avalanche.ewc", "mode": "online"},
+                                            "r": {"type": "avalanche.rwalk", "ewc_alpha": 1.5}}})
+    with pytest.raises(ParamsError, match=r"online.*needs decay_factor"):
+        p.method("e")
+    with pytest.raises(ParamsError, match=r"methods\.r\.ewc_alpha"):
+        p.method("r")

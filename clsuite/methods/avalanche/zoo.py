@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
 import clsuite.methods.avalanche.plugins as P
@@ -51,6 +51,12 @@ class EWCConfig(MethodConfig):
     mode: Literal["separate", "online"] = "separate"
     decay_factor: float | None = Field(None, ge=0, le=1, description="online mode: Fisher decay")
     keep_importance_data: bool = False
+
+    @model_validator(mode="after")
+    def _online_needs_decay(self) -> "EWCConfig":
+        if self.mode == "online" and self.decay_factor is None:
+            raise ValueError("mode 'online' needs decay_factor in [0, 1] (e.g. 1.0)")
+        return self
 
 
 class SIConfig(MethodConfig):
