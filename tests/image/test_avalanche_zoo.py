@@ -201,3 +201,48 @@ def test_config_rules_fail_when_params_load(zoo):
         p.method("e")
     with pytest.raises(ParamsError, match=r"methods\.r\.ewc_alpha"):
         p.method("r")
+
+
+def test_state_round_trip_is_plain_data(tmp_path):
+    """Every kind of wrapped state survives torch.save / torch.load(weights_only=True) and comes back
+    as the same Avalanche objects (a defaultdict stays one, a storage buffer keeps its samples)."""
+    import collections
+
+    import numpy as np
+    import torch
+    from avalanche.benchmarks import tensors_benchmark
+    from avalanche.training.storage_policy import ClassBalancedBuffer
+    from avalanche.training.utils import ParamData
+
+    from clsuite.methods.avalanche.state import PendingModel, from_plain, memory_bytes, to_plain
+
+    x = torch.rand(12, 1, 2, 2)
+    y = torch.tensor([0, 1, 2] * 4)
+    exp = tensors_benchmark(train_tensors=[(x, y)], test_tensors=[(x, y)], task_labels=[0]).train_stream[0]
+    buf = ClassBalancedBuffer(max_size=6)
+    buf.update_from_dataset(exp.dataset)
+    live = {
+        "params": collections.defaultdict(dict, {0: {"w": ParamData("w", init_tensor=torch.arange(3.0))}}),
+        "buffer": buf,
+        "model": torch.nn.Linear(2, 3),
+        "table": {1: np.ones(2, dtype=np.float32)},
+        "classes": {2, 1},
+        "gen": torch.Generator().manual_seed(3),
+    }
+    torch.save({k: to_plain(v) for k, v in live.items()}, tmp_path / "s.pt")
+    plain = torch.load(tmp_path / "s.pt", weights_only=True)
+    target = collections.defaultdict(dict)
+    back = {k: from_plain(v, target if k == "params" else None) for k, v in plain.items()}
+    assert back["params"] is target and torch.equal(back["params"][0]["w"].data, torch.arange(3.0))
+    restored = back["buffer"]
+    assert restored.seen_classes == {0, 1, 2} and len(restored.buffer) == len(buf.buffer) == 6
+    for i in range(6):
+        a, b = restored.buffer[i], buf.buffer[i]
+        assert torch.equal(a[0], b[0]) and int(a[1]) == int(b[1]) and int(a[2]) == int(b[2])
+    assert isinstance(back["model"], PendingModel)
+    rebuilt = back["model"].build(torch.nn.Linear(2, 3))
+    assert torch.equal(rebuilt.weight, live["model"].weight)
+    assert back["table"][1].dtype == np.float32 and back["classes"] == {1, 2}
+    assert torch.equal(back["gen"].get_state(), live["gen"].get_state())
+    assert memory_bytes(buf, "buffer") == 6 * 4  # 6 exemplars of 2x2 pixels, one byte each
+    assert memory_bytes(live["params"], "params") == 3 * 4 and memory_bytes(live["model"], "model") == 9 * 4
