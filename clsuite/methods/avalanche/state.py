@@ -126,7 +126,15 @@ class PendingModel:
 
 
 def from_plain(value: Any, current: Any = None) -> Any:
-    """The inverse of :func:`to_plain`; a dict restored over ``current`` keeps its type (defaultdict)."""
+    """The inverse of :func:`to_plain`; a dict restored over ``current`` keeps its type (defaultdict),
+    a tensor restored over a tensor of the same shape and dtype is copied into it (whatever aliases
+    it, e.g. a replay dataset built from the buffer's rows, sees the restored values, as it would
+    have seen the updates in an uninterrupted run)."""
+    if isinstance(value, torch.Tensor):
+        if isinstance(current, torch.Tensor) and current.shape == value.shape and current.dtype == value.dtype:
+            with torch.no_grad():
+                return current.copy_(value)
+        return value
     if isinstance(value, list):
         return [from_plain(v) for v in value]
     if not isinstance(value, dict) or TAG not in value:
@@ -259,6 +267,14 @@ class ZooMemory:
         """:meth:`rebuild_models`, then the plugin's own hook."""
         self.rebuild_models(strategy)
         parent = getattr(super(), "before_training", None)
+        if parent is not None:
+            return parent(strategy, *args, **kwargs)
+
+    def before_training_epoch(self, strategy, *args, **kwargs):
+        """:meth:`rebuild_models` again: an epoch checkpoint is restored after the experience's
+        setup (``before_training``), just before the next epoch starts."""
+        self.rebuild_models(strategy)
+        parent = getattr(super(), "before_training_epoch", None)
         if parent is not None:
             return parent(strategy, *args, **kwargs)
 
