@@ -191,7 +191,9 @@ def cmd_list(args: argparse.Namespace) -> None:
         for name in METHODS:
             spec = METHODS.get(name)
             fields = ", ".join(f"{k}={v.default!r}" for k, v in spec.config_cls.model_fields.items())
-            print(f"{name:12s} {spec.description}  [{fields}]  ({METHODS.origin(name)})")
+            cite = spec.citation if not spec.citation.lstrip().startswith("@") else "(BibTeX entry)"
+            print(f"{name:12s} {spec.description}  [{fields}]  scenarios={','.join(spec.scenarios)}  "
+                  f"citation={cite or '-'}  ({METHODS.origin(name)})")
         _print_broken(METHODS)
     elif args.what == "benchmarks":
         params = load_params(args.params)

@@ -73,6 +73,13 @@ def is_checkpointable(plugin: object) -> bool:
     )
 
 
+def not_checkpointable(plugins: Sequence[object]) -> list[str]:
+    """``"Plugin: why"`` for each plugin that cannot be checkpointed: its declared
+    ``not_resumable`` reason, or that it has no state_dict/load_state_dict."""
+    return [f"{type(p).__name__}: {getattr(p, 'not_resumable', None) or 'no state_dict/load_state_dict'}"
+            for p in plugins if not is_checkpointable(p)]
+
+
 _UNCOPYABLE = object()  # a stateless plugin whose attributes cannot be copied: never proven stateless
 _MAX_DEPTH = 32
 

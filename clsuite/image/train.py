@@ -289,7 +289,8 @@ def _train_run(
                                  bench.model.name, benchmark, method)
     resumable = all(checkpoint.is_checkpointable(p) for p in plugins)
     if not resumable:
-        log.warning("a plugin has no state_dict: this run cannot resume after an interruption")
+        why = "; ".join(checkpoint.not_checkpointable(plugins))
+        log.warning("not resumable (%s): no checkpoint is kept, an interrupted run restarts from scratch", why)
     # what a resumed run rebuilds of each `stateless` plugin; checked at every checkpoint
     snapshots = checkpoint.stateless_snapshots(plugins)
     # the code that trains this run (clsuite's training path, the method's and model's modules or
@@ -310,6 +311,8 @@ def _train_run(
         state, refused = None, "the records of the experiences it covers are missing"
     # a refused checkpoint is never trusted: the run starts over from scratch (the safe choice)
     note = {} if refused is None else {"checkpoint": f"refused: {refused}; the run starts over"}
+    if not resumable:
+        note = {"checkpoint": f"none kept: not resumable ({why})"}
     if refused is not None:
         log.warning("checkpoint %s refused: %s; the run starts over from scratch", ckpt_path.name, refused)
     if state is not None:

@@ -2,3 +2,4 @@
 
 from clsuite.methods import der, der_expandable, ewc, finetune, icarl, joint, lwf, mgser, replay  # noqa: F401
 from clsuite.methods.braincl import method as braincl  # noqa: F401,E402
+from clsuite.methods import avalanche  # noqa: F401,E402  (the avalanche.<name> zoo)

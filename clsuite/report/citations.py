@@ -254,6 +254,10 @@ ENTRIES["ciaramita2003supersense"] = """@inproceedings{ciaramita2003supersense,
   pages     = {168--175}, year = {2003},
 }"""
 
+from clsuite.report.citations_zoo import ZOO_ENTRIES  # noqa: E402  (Avalanche's wrapped methods)
+
+ENTRIES.update(ZOO_ENTRIES)
+
 # Always cited: the framework, the metric definitions used in every report.
 ALWAYS = ("lomonaco2021avalanche", "chaudhry2018riemannian", "lopezpaz2017gem", "buzzega2020der")
 

@@ -1,0 +1,187 @@
+"""The table of Avalanche's methods that clsuite names ``avalanche.<name>``, and their registration.
+
+Each entry: the wrapped plugin (:mod:`.plugins`), a config written per plugin (strict, unknown
+keys fail), the scenarios it supports, its citation and a builder. The configs are written by
+hand rather than generated from the plugins' ``__init__`` signatures: Avalanche annotates few
+parameters (``lambda_e``, ``alpha`` are untyped, ``mem_size`` has no bound), mixes
+hyperparameters with objects (``storage_policy``, ``model``, ``device``) and spells the same
+setting differently per plugin, so a generated config would accept nonsense that only fails
+in the middle of training. A new entry in :data:`ZOO` is registered and picked up by
+tests/image/test_avalanche_zoo.py automatically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+from pydantic import Field, model_validator
+
+from clsuite.methods import MethodConfig, MethodContext, register_method
+import clsuite.methods.avalanche.plugins as P
+
+ALL = ("class_il", "task_il", "domain_il")
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One wrapped method: ``avalanche.<name>``."""
+
+    name: str
+    config: type[MethodConfig]
+    build: Callable[[MethodConfig, MethodContext], object]  # -> the plugin
+    description: str
+    citation: str
+    scenarios: tuple[str, ...] = ALL
+    memory: str = ""  # what extra_memory_bytes counts (docs/methods.md)
+
+
+class AGEMConfig(MethodConfig):
+    patterns_per_exp: int = Field(256, ge=1, description="exemplars kept per experience")
+    sample_size: int = Field(256, ge=1, description="memory samples per reference gradient")
+
+
+class GEMConfig(MethodConfig):
+    patterns_per_exp: int = Field(256, ge=1, description="exemplars kept per experience")
+    memory_strength: float = Field(0.5, ge=0, description="offset of the QP constraint (gamma)")
+
+
+class EWCConfig(MethodConfig):
+    ewc_lambda: float = Field(10.0, ge=0, description="penalty weight")
+    mode: Literal["separate", "online"] = "separate"
+    decay_factor: float | None = Field(None, ge=0, le=1, description="online mode: Fisher decay")
+    keep_importance_data: bool = False
+
+    @model_validator(mode="after")
+    def _online_needs_decay(self) -> "EWCConfig":
+        if self.mode == "online" and self.decay_factor is None:
+            raise ValueError("mode 'online' needs decay_factor in [0, 1] (e.g. 1.0)")
+        return self
+
+
+class SIConfig(MethodConfig):
+    si_lambda: float = Field(0.1, ge=0, description="penalty weight (c in the paper)")
+    eps: float = Field(1e-7, gt=0, description="damping (xi in the paper)")
+
+
+class MASConfig(MethodConfig):
+    lambda_reg: float = Field(1.0, ge=0, description="penalty weight")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the previous importance in its update")
+
+
+class RWalkConfig(MethodConfig):
+    ewc_lambda: float = Field(0.1, ge=0, description="penalty weight")
+    ewc_alpha: float = Field(0.9, ge=0, le=1, description="moving-average factor of the Fisher (EWC++)")
+    delta_t: int = Field(10, ge=1, description="iterations between score updates")
+
+
+class LwFConfig(MethodConfig):
+    alpha: float = Field(1.0, ge=0, description="weight of the distillation term")
+    temperature: float = Field(2.0, gt=0, description="softmax temperature")
+
+
+class LFLConfig(MethodConfig):
+    lambda_e: float = Field(1.0, ge=0, description="weight of the feature (Euclidean) loss")
+
+
+class FeatureDistillationConfig(MethodConfig):
+    alpha: float = Field(1.0, ge=0, description="weight of the feature distillation term")
+    mode: Literal["cosine", "mse"] = "cosine"
+
+
+class FromScratchConfig(MethodConfig):
+    reset_optimizer: bool = Field(True, description="also reset the optimizer state before each experience")
+
+
+class GDumbConfig(MethodConfig):
+    mem_size: int = Field(200, ge=1, description="class-balanced buffer capacity")
+
+
+class ReplayConfig(MethodConfig):
+    mem_size: int = Field(200, ge=1, description="experience-balanced buffer capacity")
+    batch_size: int | None = Field(None, ge=1, description="current-data samples per step (None: train batch size)")
+    batch_size_mem: int | None = Field(None, ge=1, description="buffer samples per step (None: batch_size)")
+    task_balanced_dataloader: bool = False
+
+
+class MIRConfig(MethodConfig):
+    mem_size: int = Field(200, ge=1, description="class-balanced buffer capacity")
+    subsample: int = Field(50, ge=1, description="candidates scored per step")
+    batch_size_mem: int = Field(10, ge=1, description="most interfered samples replayed per step")
+
+
+class RARConfig(MethodConfig):
+    mem_size: int = Field(200, ge=1, description="reservoir buffer capacity")
+    batch_size_mem: int = Field(10, ge=1, description="buffer samples per step")
+    opt_lr: float = Field(0.1, gt=0)
+    use_adversarial_replay: bool = True
+    beta_coef: float = Field(0.4, ge=0, description="weight of the buffer loss")
+    decay_factor_fgsm: float = Field(1.0, ge=0)
+    epsilon_fgsm: float = Field(0.0314, ge=0)
+    iter_fgsm: int = Field(2, ge=1)
+
+
+class GSSConfig(MethodConfig):
+    mem_size: int = Field(200, ge=1, description="buffer capacity")
+    mem_strength: int = Field(5, ge=1, description="memory gradients compared per sample")
+
+
+class CWRStarConfig(MethodConfig):
+    cwr_layer_name: str | None = Field(None, description="the consolidated layer (None: the last linear layer)")
+    freeze_remaining_model: bool = Field(True, description="train only that layer after the first experience")
+
+
+ZOO: tuple[ZooEntry, ...] = (
+    ZooEntry("agem", AGEMConfig, lambda c, x: P.AGEM(c.patterns_per_exp, c.sample_size, x.seed),
+             "averaged gradient episodic memory (gradient projection)", "chaudhry2019agem", memory="exemplars"),
+    ZooEntry("gem", GEMConfig, lambda c, x: P.GEM(c.patterns_per_exp, c.memory_strength),
+             "gradient episodic memory (QP gradient projection)", "lopezpaz2017gem", memory="exemplars"),
+    ZooEntry("ewc", EWCConfig, lambda c, x: P.EWC(c.ewc_lambda, c.mode, c.decay_factor, c.keep_importance_data),
+             "Avalanche's EWC plugin as is", "kirkpatrick2017ewc", memory="parameters x k"),
+    ZooEntry("si", SIConfig, lambda c, x: P.SI(c.si_lambda, c.eps),
+             "synaptic intelligence (path-integral importance penalty)", "zenke2017si", memory="parameters x 2"),
+    ZooEntry("mas", MASConfig, lambda c, x: P.MAS(c.lambda_reg, c.alpha),
+             "memory aware synapses (output-sensitivity importance penalty)", "aljundi2018mas",
+             memory="parameters x 2"),
+    ZooEntry("rwalk", RWalkConfig, lambda c, x: P.RWalk(c.ewc_lambda, c.ewc_alpha, c.delta_t),
+             "Riemannian walk (EWC++ and path-integral scores)", "chaudhry2018riemannian", memory="parameters x 4"),
+    ZooEntry("lwf", LwFConfig, lambda c, x: P.LwF(c.alpha, c.temperature),
+             "Avalanche's learning without forgetting plugin", "li2017lwf", memory="model copy"),
+    ZooEntry("lfl", LFLConfig, lambda c, x: P.LFL(c.lambda_e),
+             "less-forgetful learning (feature distance to the old model, frozen head)", "jung2016lfl",
+             scenarios=("domain_il",), memory="model copy"),
+    ZooEntry("feature_distillation", FeatureDistillationConfig, lambda c, x: P.FeatureDistillation(c.alpha, c.mode),
+             "distillation of the old model's penultimate features", "hou2019ucir", memory="model copy"),
+    ZooEntry("from_scratch", FromScratchConfig, lambda c, x: P.FromScratch(c.reset_optimizer),
+             "retrain from the initial weights at every experience (reference)", "lomonaco2021avalanche",
+             memory="parameters x 1"),
+    ZooEntry("gdumb", GDumbConfig, lambda c, x: P.GDumb(c.mem_size),
+             "greedy class-balanced sampler, model retrained from scratch on the buffer", "prabhu2020gdumb",
+             memory="exemplars"),
+    ZooEntry("replay", ReplayConfig,
+             lambda c, x: P.Replay(c.mem_size, c.batch_size, c.batch_size_mem, c.task_balanced_dataloader),
+             "Avalanche's replay (experience-balanced buffer, end-of-experience update)", "chaudhry2019er",
+             memory="exemplars"),
+    ZooEntry("mir", MIRConfig, lambda c, x: P.MIR(c.batch_size_mem, c.mem_size, c.subsample),
+             "maximally interfered retrieval", "aljundi2019mir", memory="exemplars"),
+    ZooEntry("rar", RARConfig,
+             lambda c, x: P.RAR(c.batch_size_mem, c.mem_size, c.opt_lr, None, c.use_adversarial_replay, c.beta_coef,
+                                c.decay_factor_fgsm, c.epsilon_fgsm, c.iter_fgsm),
+             "repeated augmented rehearsal (adversarially perturbed replay)", "zhang2022rar", memory="exemplars"),
+    ZooEntry("gss_greedy", GSSConfig, lambda c, x: P.GSSGreedy(c.mem_size, c.mem_strength, list(x.input_shape)),
+             "gradient-based sample selection (greedy)", "aljundi2019gss", memory="exemplars"),
+    ZooEntry("cwr_star", CWRStarConfig, lambda c, x: P.CWRStar(c.cwr_layer_name, c.freeze_remaining_model),
+             "CWR*: per-class consolidated head rows", "maltoni2019cwr", memory="head rows"),
+)
+
+
+def _register(entry: ZooEntry) -> None:
+    def build(cfg: MethodConfig, ctx: MethodContext) -> list:
+        return [entry.build(cfg, ctx)]
+
+    register_method(f"avalanche.{entry.name}", entry.config, entry.description, citation=entry.citation,
+                    scenarios=entry.scenarios)(build)
+
+
+for _entry in ZOO:
+    _register(_entry)
