@@ -277,7 +277,8 @@ def final_features(model: torch.nn.Module, prepared: PreparedBenchmark, batch_si
     if not callable(getattr(model, "features", None)):
         return None
     rows = np.arange(len(prepared.test.y), dtype=np.int64)
-    x = prepared.experience_inputs("test", prepared.n_experiences - 1, rows)
+    # the memory-mapped split itself when there is no domain transform (no copy of the whole split)
+    x = prepared.experience_inputs("test", prepared.n_experiences - 1, rows) if prepared.manifest.domains else prepared.test.x
     return predict_features(model, x, batch_size, device), rows
 
 

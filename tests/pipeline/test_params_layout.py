@@ -53,7 +53,9 @@ def test_benchmark_defaults_and_named_class_order():
     assert doc["benchmarks"]["fmnist"]["train"] == {"lr": 0.05}  # only what differs is stated
     params = load_params(REPO / "params.yaml", check_components=False)
     assert params.benchmark("fmnist").train.model_dump() == {**doc["defaults"]["train"], "lr": 0.05,
-                                                              "momentum": 0.0, "weight_decay": 0.0}
+                                                              "momentum": 0.0, "weight_decay": 0.0,
+                                                              "epochs_first": None, "schedule": None,
+                                                              "augment": None, "normalize": None}
     order = doc["class_orders"]["pycil_1993"]
     assert sorted(order) == list(range(100))
     assert all(params.benchmark(b).class_order == order for b in ("cifar100_b0", "imagenet100", "imagenet100_lt"))
