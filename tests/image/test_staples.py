@@ -1,4 +1,4 @@
-"""The Mammoth/PyCIL staples built in (issue #21): ER-ACE, X-DER, GDumb, WA.
+"""The Mammoth/PyCIL staples built in (issue #21): ER-ACE, X-DER, GDumb, WA, LUCIR.
 
 Each loss/update is checked against a value written out by hand (plain Python/numpy on
 tiny tensors, not the code under test); each method resumes after an interruption with
@@ -20,13 +20,14 @@ from clsuite.image.train import train_run
 from clsuite.methods import METHODS
 from clsuite.methods.er_ace import ERACEPlugin, ace_mask
 from clsuite.methods.gdumb import GDumbPlugin, GreedyClassBalancedMemory
+from clsuite.methods.lucir import CosineLinear, LUCIRPlugin, margin_ranking
 from clsuite.methods.wa import WAPlugin, kd_loss, weight_align
 from clsuite.methods.x_der import XDERPlugin, update_logits
 
 from fakes.train import Crash, crash_after
 
 CPU = torch.device("cpu")
-STAPLES = ["er_ace", "x_der", "gdumb", "wa"]
+STAPLES = ["er_ace", "x_der", "gdumb", "wa", "lucir"]
 
 
 def ce(row: list[float], label: int) -> float:
@@ -142,7 +143,7 @@ def test_x_der_loss_and_future_past_update_against_hand_computation():
     x = torch.tensor([[0.5, -1.0], [2.0, 0.3], [-0.7, 0.1]])
     y = torch.tensor([2, 3, 2])
     out = model(x)
-    loss = float(p.loss(model, out, y))
+    loss = float(p.loss(model, out, y).detach())
 
     z, b = rows(out), rows(model(p.x))
     stream = sum(ce(r[2:4], int(c) - 2) for r, c in zip(z, y)) / 3
@@ -258,7 +259,7 @@ def test_wa_loss_against_hand_computation():
     plugin = WAPlugin(mem_size=4, kd_weight=2.0, temperature=2.0, device=CPU)
     plugin.old_net, plugin.old_classes, plugin.new_classes = old_net, [0, 1], [2]
     x, y = torch.tensor([[0.5, -1.0], [2.0, 0.3], [-0.7, 0.1]]), torch.tensor([2, 0, 1])
-    loss = float(plugin.loss(model(x), y, x))
+    loss = float(plugin.loss(model(x), y, x).detach())
     z, zo = rows(model(x)), rows(old_net(x))
     ce_part = sum(ce(r[:3], int(c)) for r, c in zip(z, y)) / 3
     kd = 0.0
@@ -280,6 +281,71 @@ def test_wa_aligns_only_after_the_first_experience():
     norms = model.weight.detach().norm(dim=1)
     assert float(norms[2:].mean()) == pytest.approx(float(norms[:2].mean()), rel=1e-6)
     assert torch.equal(model.weight[:2], before[:2])
+
+
+# -- LUCIR --------------------------------------------------------------------------------------
+
+def cos(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+
+def test_lucir_cosine_classifier_by_hand():
+    head = CosineLinear(2, 3)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]))
+        head.sigma.fill_(4.0)
+    out = head(torch.tensor([[3.0, 4.0]]))
+    assert out[0].tolist() == pytest.approx([4 * 0.6, 4 * 0.8, 4 * 7 / (5 * math.sqrt(2))])
+    assert head.last_input is not None
+    head.eval()
+    head(torch.tensor([[3.0, 4.0]]))
+    assert head.last_input is None
+
+
+def test_lucir_margin_ranking_by_hand():
+    c = torch.tensor([[0.9, 0.1, 0.5, 0.7], [0.2, 0.3, 0.1, 0.0], [0.1, 0.2, 0.9, 0.3]])
+    y = torch.tensor([0, 1, 2])  # rows 0, 1 are of old classes {0, 1}; new classes {2, 3}; K = 2
+    got = float(margin_ranking(c, y, [0, 1], [2, 3], k=2, margin=0.5))
+    pairs = [(0.9, 0.7), (0.9, 0.5), (0.3, 0.1), (0.3, 0.0)]
+    assert got == pytest.approx(sum(max(0.0, 0.5 - g + n) for g, n in pairs) / 4)
+    assert float(margin_ranking(c[2:], y[2:], [0, 1], [2, 3], k=2, margin=0.5)) == 0.0
+
+
+def test_lucir_loss_against_hand_computation():
+    """Old classes {0, 1}, new {2}; λ = 5·sqrt(2/1); CE on σ·cos over the 3 seen classes."""
+    torch.manual_seed(0)
+    feat, old_feat = nn.Linear(2, 3), nn.Linear(2, 3)
+    model = SimpleNamespace(head=CosineLinear(3, 4))
+    old_net = SimpleNamespace(features=old_feat)
+    plugin = LUCIRPlugin(mem_size=4, lambda_base=5.0, lambda_mr=1.0, k_mr=2, mr_margin=0.5, imprint_weights=True,
+                         device=CPU)
+    plugin.old_net, plugin.old_classes, plugin.new_classes = old_net, [0, 1], [2]
+    x, y = torch.tensor([[0.5, -1.0], [2.0, 0.3], [-0.7, 0.1]]), torch.tensor([2, 0, 1])
+    f = feat(x)
+    logits = model.head(f)
+    loss = float(plugin.loss(logits, model.head.cosine(f), f, y, x).detach())
+    z, w, sigma = rows(logits), rows(model.head.weight), float(model.head.sigma)
+    fs, fo = rows(f), rows(old_feat(x))
+    ce_part = sum(ce(r[:3], int(c)) for r, c in zip(z, y)) / 3
+    less_forget = 5 * math.sqrt(2) * sum(1 - cos(a, b) for a, b in zip(fs, fo)) / 3
+    cs = [[cos(fr, wc) for wc in w] for fr in fs]
+    assert z[0][1] == pytest.approx(sigma * cs[0][1], rel=1e-5)
+    mr = sum(max(0.0, 0.5 - cs[i][int(y[i])] + cs[i][2]) for i in (1, 2)) / 2  # K = min(2, 1 new class)
+    assert loss == pytest.approx(ce_part + less_forget + mr, rel=1e-5)
+
+
+def test_lucir_imprints_new_class_weights_by_hand():
+    plugin = LUCIRPlugin(mem_size=4, lambda_base=5.0, lambda_mr=1.0, k_mr=2, mr_margin=0.5, imprint_weights=True,
+                         device=CPU)
+    plugin.old_classes = [0]
+    model = SimpleNamespace(head=CosineLinear(2, 2))
+    with torch.no_grad():
+        model.head.weight.copy_(torch.tensor([[0.0, 3.0], [9.0, 9.0]]))
+    feats, y = torch.tensor([[2.0, 0.0], [0.0, 5.0], [7.0, 7.0]]), torch.tensor([1, 1, 0])
+    plugin.imprint(model, feats, y, [1])
+    # class 1: normalised features (1, 0), (0, 1): mean (.5, .5), normalised (1/√2, 1/√2), × old norm 3
+    assert model.head.weight[1].tolist() == pytest.approx([3 / math.sqrt(2), 3 / math.sqrt(2)])
+    assert model.head.weight[0].tolist() == [0.0, 3.0]
 
 
 # -- runs: smoke + resume ------------------------------------------------------------------------
