@@ -50,25 +50,34 @@ CITATION = """@inproceedings{hou2019lucir,
 
 
 class CosineLinear(nn.Module):
-    """σ · cos(x, w_c) for every class c; ``weight`` (K, D), ``sigma`` (1,).
+    """σ · cos(x, w_c) for every class c; ``weight`` (K·P, D), ``sigma`` (1,).
 
-    In training mode the last input is kept in ``last_input`` (the features of the step,
-    with their graph) for the method's feature losses; the plugin clears it after each step.
+    With P = ``n_proxies`` > 1 it is PODNet's local similarity classifier (LSC, PyCIL
+    ``CosineLinear`` + ``reduce_proxies``): class c has P proxies (rows c·P … c·P+P−1) and its
+    score is Σ_p softmax_p(cos_p)·cos_p. With ``keep_input``, in training mode the last input
+    is kept in ``last_input`` (the features of the step, with their graph) for LUCIR's feature
+    losses; the plugin clears it after each step.
     """
 
-    def __init__(self, in_features: int, out_features: int) -> None:
+    def __init__(self, in_features: int, out_features: int, n_proxies: int = 1, keep_input: bool = True) -> None:
         super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.keep_input = keep_input
+        self.in_features, self.out_features, self.n_proxies = in_features, out_features, n_proxies
+        self.weight = nn.Parameter(torch.empty(out_features * n_proxies, in_features))
         self.sigma = nn.Parameter(torch.ones(1))
         nn.init.uniform_(self.weight, -1 / math.sqrt(in_features), 1 / math.sqrt(in_features))
         self.last_input: torch.Tensor | None = None
 
     def cosine(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
+        """(N, K) cosine scores (proxy-reduced for P > 1)."""
+        out = F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
+        if self.n_proxies == 1:
+            return out
+        per_class = out.view(len(out), self.out_features, self.n_proxies)
+        return (F.softmax(per_class, dim=-1) * per_class).sum(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.last_input = x if self.training else None
+        self.last_input = x if self.training and self.keep_input else None
         return self.sigma * self.cosine(x)
 
 

@@ -1,4 +1,5 @@
-"""The Mammoth/PyCIL staples built in (issue #21): ER-ACE, X-DER, GDumb, WA, LUCIR.
+"""The Mammoth/PyCIL staples built in (issue #21): ER-ACE, X-DER, GDumb, WA, LUCIR,
+PODNet.
 
 Each loss/update is checked against a value written out by hand (plain Python/numpy on
 tiny tensors, not the code under test); each method resumes after an interruption with
@@ -21,13 +22,14 @@ from clsuite.methods import METHODS
 from clsuite.methods.er_ace import ERACEPlugin, ace_mask
 from clsuite.methods.gdumb import GDumbPlugin, GreedyClassBalancedMemory
 from clsuite.methods.lucir import CosineLinear, LUCIRPlugin, margin_ranking
+from clsuite.methods.podnet import PODNetConfig, PODNetPlugin, pod_spatial, stage_outputs, wrap_podnet
 from clsuite.methods.wa import WAPlugin, kd_loss, weight_align
 from clsuite.methods.x_der import XDERPlugin, update_logits
 
 from fakes.train import Crash, crash_after
 
 CPU = torch.device("cpu")
-STAPLES = ["er_ace", "x_der", "gdumb", "wa", "lucir"]
+STAPLES = ["er_ace", "x_der", "gdumb", "wa", "lucir", "podnet"]
 
 
 def ce(row: list[float], label: int) -> float:
@@ -348,18 +350,99 @@ def test_lucir_imprints_new_class_weights_by_hand():
     assert model.head.weight[0].tolist() == [0.0, 3.0]
 
 
+# -- PODNet -------------------------------------------------------------------------------------
+
+def test_podnet_lsc_reduces_proxies_by_hand():
+    head = CosineLinear(2, 2, n_proxies=2)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [1.0, 1.0]]))
+    c = head.cosine(torch.tensor([[3.0, 4.0]]))[0].tolist()
+    cos_rows = [0.6, 0.8, -0.6, 7 / (5 * math.sqrt(2))]
+    expected = []
+    for a, b in (cos_rows[0:2], cos_rows[2:4]):
+        w = softmax([a, b])
+        expected.append(w[0] * a + w[1] * b)
+    assert c == pytest.approx(expected, rel=1e-6)
+
+
+def test_pod_spatial_by_hand():
+    """One stage, 1 sample, 1 channel, 2x2 maps: P(a) = normalise(row sums of a², column sums of a²)."""
+    a = torch.tensor([[[[1.0, 2.0], [3.0, 0.0]]]])
+    b = torch.tensor([[[[0.0, 1.0], [1.0, 1.0]]]])
+
+    def pooled(m):
+        sq = [[v * v for v in r] for r in m]
+        v = [sum(sq[0]), sum(sq[1]), sq[0][0] + sq[1][0], sq[0][1] + sq[1][1]]  # sum over w (per h), then over h
+        n = math.sqrt(sum(t * t for t in v))
+        return [t / n for t in v]
+
+    pa, pb = pooled(a[0, 0].tolist()), pooled(b[0, 0].tolist())
+    expected = math.sqrt(sum((x - y) ** 2 for x, y in zip(pa, pb)))
+    assert float(pod_spatial([a], [b])) == pytest.approx(expected, rel=1e-6)
+    # a 2-d activation (N, D) is read as (N, D, 1, 1): normalised squares
+    u, v = torch.tensor([[1.0, 2.0]]), torch.tensor([[2.0, 1.0]])
+    nu = [1 / math.sqrt(34) * t for t in (1, 4, 1, 4)]  # norm of (1, 4, 1, 4): sqrt(34)
+    nv = [1 / math.sqrt(34) * t for t in (4, 1, 4, 1)]
+    assert float(pod_spatial([u], [v])) == pytest.approx(math.sqrt(sum((x - y) ** 2 for x, y in zip(nu, nv))))
+
+
+def test_podnet_stages_of_the_builtin_backbones():
+    from clsuite.models.builtin import ConvNetConfig, MLPConfig, convnet, mlp
+
+    x = torch.rand(2, 1, 8, 8)
+    for net, n_maps in ((mlp(MLPConfig(hidden_sizes=[6, 5]), (1, 8, 8), 3), 1),
+                        (convnet(ConvNetConfig(channels=[2, 3], feature_dim=4), (1, 8, 8), 3), 2)):
+        features, maps = stage_outputs(net.backbone, x)
+        assert torch.equal(features, net.features(x)) and len(maps) == n_maps
+
+
+def test_podnet_refuses_a_backbone_without_readable_stages():
+    from clsuite.core.errors import ParamsError
+
+    net = SimpleNamespace(backbone=nn.Linear(4, 4), feature_dim=4)
+    ctx = SimpleNamespace(input_shape=(1, 2, 2), n_classes=3)
+    with pytest.raises(ParamsError, match="podnet: cannot read the stages"):
+        wrap_podnet(net, PODNetConfig(), ctx)
+
+
+def test_podnet_loss_against_hand_computation():
+    """Old {0, 1}, new {2} (φ = sqrt(3/1)); an mlp backbone: one stage map (the first ReLU)."""
+    from clsuite.models.builtin import MLPConfig, mlp
+
+    ctx = SimpleNamespace(input_shape=(1, 1, 2), n_classes=4)
+    torch.manual_seed(0)
+    model = wrap_podnet(mlp(MLPConfig(hidden_sizes=[3, 3]), (1, 1, 2), 4), PODNetConfig(n_proxies=2), ctx)
+    torch.manual_seed(1)
+    old = wrap_podnet(mlp(MLPConfig(hidden_sizes=[3, 3]), (1, 1, 2), 4), PODNetConfig(n_proxies=2), ctx)
+    plugin = PODNetPlugin(mem_size=4, lambda_c=5.0, lambda_f=1.0, device=CPU)
+    plugin.old_net, plugin.old_classes, plugin.new_classes = old.eval(), [0, 1], [2]
+    x, y = torch.tensor([[[[0.5, -1.0]]], [[[2.0, 0.3]]], [[[-0.7, 0.1]]]]), torch.tensor([2, 0, 1])
+    logits, features, maps = model.forward_all(x)
+    loss = float(plugin.loss(logits, features, maps, y, x).detach())
+    _, old_features, old_maps = old.forward_all(x)
+    z = rows(logits)
+    ce_part = sum(ce(r[:3], int(c)) for r, c in zip(z, y)) / 3
+    flat = sum(1 - cos(a, b) for a, b in zip(rows(features), rows(old_features))) / 3
+    spatial = 0.0
+    for a, b in zip(rows(maps[0]), rows(old_maps[0])):
+        na, nb = math.sqrt(sum(t ** 4 for t in a)), math.sqrt(sum(t ** 4 for t in b))
+        pa = [t * t / na for t in a] * 2  # (D, 1, 1): both poolings give the squares
+        pb = [t * t / nb for t in b] * 2
+        pa, pb = [t / math.sqrt(2) for t in pa], [t / math.sqrt(2) for t in pb]
+        spatial += math.sqrt(sum((u - v) ** 2 for u, v in zip(pa, pb)))
+    phi = math.sqrt(3)
+    assert loss == pytest.approx(ce_part + phi * 1.0 * flat + phi * 5.0 * spatial / 3, rel=1e-5)
+
+
 # -- runs: smoke + resume ------------------------------------------------------------------------
 
-def _with(params, method: str):
-    return params.model_copy(update={"methods": {**params.methods, method: {}}})
-
-
-@pytest.mark.parametrize("method", STAPLES)
-def test_staple_resumes_with_identical_records(params, data_roots, tmp_path, method):
+@pytest.mark.parametrize("method, cfg", [(m, {}) for m in STAPLES]
+                         + [("podnet_nme", {"type": "podnet", "classifier": "nme", "n_proxies": 1})])
+def test_staple_resumes_with_identical_records(params, data_roots, tmp_path, method, cfg):
     """The uninterrupted run is the method's smoke run on smnist_smoke; the interrupted one
     resumes after experience 2 of 5 and writes identical records."""
     _, prepared = data_roots
-    p = _with(params, method)
+    p = params.model_copy(update={"methods": {**params.methods, method: cfg}})
     ref_dir = train_run(p, "smnist_smoke", method, 0, prepared, tmp_path / "ref")
     ref = read_records(ref_dir)
     assert sorted(ref["train_exp"].unique()) == [-1, 0, 1, 2, 3, 4]
