@@ -1,5 +1,5 @@
 """The Mammoth/PyCIL staples built in (issue #21): ER-ACE, X-DER, GDumb, WA, LUCIR,
-PODNet.
+PODNet, MEMO.
 
 Each loss/update is checked against a value written out by hand (plain Python/numpy on
 tiny tensors, not the code under test); each method resumes after an interruption with
@@ -21,6 +21,7 @@ from clsuite.image.train import train_run
 from clsuite.methods import METHODS
 from clsuite.methods.er_ace import ERACEPlugin, ace_mask
 from clsuite.methods.gdumb import GDumbPlugin, GreedyClassBalancedMemory
+from clsuite.methods.memo import MEMONet, MEMOPlugin, split_backbone
 from clsuite.methods.lucir import CosineLinear, LUCIRPlugin, margin_ranking
 from clsuite.methods.podnet import PODNetConfig, PODNetPlugin, pod_spatial, stage_outputs, wrap_podnet
 from clsuite.methods.wa import WAPlugin, kd_loss, weight_align
@@ -29,7 +30,7 @@ from clsuite.methods.x_der import XDERPlugin, update_logits
 from fakes.train import Crash, crash_after
 
 CPU = torch.device("cpu")
-STAPLES = ["er_ace", "x_der", "gdumb", "wa", "lucir", "podnet"]
+STAPLES = ["er_ace", "x_der", "gdumb", "wa", "lucir", "podnet", "memo"]
 
 
 def ce(row: list[float], label: int) -> float:
@@ -432,6 +433,87 @@ def test_podnet_loss_against_hand_computation():
         spatial += math.sqrt(sum((u - v) ** 2 for u, v in zip(pa, pb)))
     phi = math.sqrt(3)
     assert loss == pytest.approx(ce_part + phi * 1.0 * flat + phi * 5.0 * spatial / 3, rel=1e-5)
+
+
+# -- MEMO ---------------------------------------------------------------------------------------
+
+def _mlp(hidden=(6, 5), k=4, seed=0):
+    from clsuite.models.builtin import MLPConfig, mlp
+
+    torch.manual_seed(seed)
+    return mlp(MLPConfig(hidden_sizes=list(hidden)), (1, 2, 2), k)
+
+
+def test_memo_split_composes_to_the_backbone():
+    from clsuite.core.errors import ParamsError
+    from clsuite.models.builtin import ConvNetConfig, convnet
+
+    x = torch.rand(3, 1, 8, 8)
+    conv = convnet(ConvNetConfig(channels=[2, 3], feature_dim=4), (1, 8, 8), 3)
+    for net in (_mlp(), conv):
+        base, spec = split_backbone(net.backbone, 1)
+        assert torch.equal(spec(base(x if net is conv else x[:, :, :2, :2])),
+                           net.backbone(x if net is conv else x[:, :, :2, :2]))
+    base, spec = split_backbone(_mlp().backbone, 1)
+    assert [type(m).__name__ for m in spec] == ["Linear", "ReLU"]  # the last block is specialized
+    with pytest.raises(ParamsError, match="specialized_blocks must be fewer"):
+        split_backbone(_mlp().backbone, 2)
+    with pytest.raises(ParamsError, match="cannot split"):
+        split_backbone(nn.Linear(2, 2), 1)
+
+
+def test_memo_expands_only_the_specialized_block_and_counts_its_memory_by_hand():
+    net = MEMONet(_mlp(hidden=(6, 5)), n_experiences=3, n_classes=4, specialized_blocks=1, train_base=False)
+    base = 4 * 6 + 6  # Linear(4, 6)
+    per = 6 * 5 + 5  # Linear(6, 5): one specialized block
+    assert net.single_parameter_count() == base + per + 4 * (5 + 1)
+    net.activate(0)
+    assert net.active_parameter_count() == net.single_parameter_count()
+    net.activate(1)
+    assert torch.equal(net.extractors[1][0].weight, net.extractors[0][0].weight)  # initialised from the previous
+    assert not any(p.requires_grad for p in net.base.parameters())  # train_base false: frozen after the first
+    assert not any(p.requires_grad for p in net.extractors[0].parameters())
+    assert net.features(torch.rand(2, 1, 2, 2)).shape == (2, 10)
+    aux = 5 * 5 + 5  # aux head Linear(5, 4 + 1)
+    assert net.active_parameter_count() == base + 2 * per + 4 * (10 + 1) + aux
+    plugin = MEMOPlugin(8, 1.0, 0, 0.05, 1.0, 32, seed=0, device=CPU)
+    extra = per + 4 * 5 + aux  # one more block, 5 more head inputs per class, the aux head
+    assert plugin.extra_memory_bytes(net) == 4 * extra
+    trained = MEMONet(_mlp(), 3, 4, 1, train_base=True)
+    trained.activate(1)
+    assert all(p.requires_grad for p in trained.base.parameters())
+
+
+def test_memo_aux_loss_and_weight_aligning_by_hand():
+    """Experience 1: classes 0, 1 old, 2, 3 new; aux CE over [new 2, new 3, old] on the new
+    block's features; after training, the new rows of the active head columns are aligned."""
+    from clsuite.methods.exemplars import tensor_dataset
+
+    net = MEMONet(_mlp(), 2, 4, 1)
+    net.activate(1)
+    plugin = MEMOPlugin(4, 0.5, 0, 0.05, 1.0, 32, seed=0, device=CPU)
+    plugin.old_classes, plugin.new_classes = [0, 1], [2, 3]
+    x, y = torch.rand(3, 1, 2, 2), torch.tensor([2, 0, 3])
+    out = net(x)
+    s = SimpleNamespace(model=net, mb_y=y, loss=torch.zeros(()))
+    plugin.before_backward(s)
+    aux = rows(net.aux_head(net.last_new_features))
+    expected = 0.5 * (ce([aux[0][2], aux[0][3], aux[0][4]], 0) + ce([aux[1][2], aux[1][3], aux[1][4]], 2)
+                      + ce([aux[2][2], aux[2][3], aux[2][4]], 1)) / 3
+    assert float(s.loss.detach()) == pytest.approx(expected, rel=1e-6)
+    assert out.shape == (3, 4)
+
+    before = net.head.weight.detach().clone()
+    exp = SimpleNamespace(dataset=SimpleNamespace(train=lambda: tensor_dataset(x, y, torch.ones(3, dtype=torch.long))))
+    plugin.after_training_exp(SimpleNamespace(model=net, experience=exp))
+    active = net.feature_dim
+    w = rows(before[:, :active])
+    norm = [math.sqrt(sum(v * v for v in r)) for r in w]
+    gamma = ((norm[0] + norm[1]) / 2) / ((norm[2] + norm[3]) / 2)
+    got = rows(net.head.weight[:, :active])
+    assert got[0] == pytest.approx(w[0]) and got[2] == pytest.approx([v * gamma for v in w[2]], rel=1e-6)
+    assert torch.equal(net.head.weight[:, active:], before[:, active:])  # inactive columns untouched
+    assert plugin.old_classes == [0, 1, 2, 3] and len(plugin.memory) == 3
 
 
 # -- runs: smoke + resume ------------------------------------------------------------------------
