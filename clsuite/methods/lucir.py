@@ -68,6 +68,10 @@ class CosineLinear(nn.Module):
         nn.init.uniform_(self.weight, -1 / math.sqrt(in_features), 1 / math.sqrt(in_features))
         self.last_input: torch.Tensor | None = None
 
+    def __getstate__(self) -> dict:
+        """Copies (``frozen_copy``'s deepcopy, pickling) never carry the step's cached features."""
+        return {**super().__getstate__(), "last_input": None}
+
     def cosine(self, x: torch.Tensor) -> torch.Tensor:
         """(N, K) cosine scores (proxy-reduced for P > 1)."""
         out = F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
@@ -116,6 +120,7 @@ class LUCIRPlugin(HerdingRehearsalPlugin):
             head.weight[c] = (F.normalize(mean, dim=0) * scale).to(head.weight)
 
     def before_backward(self, strategy, **kwargs) -> None:
+        self._rebuild(strategy.model)  # after a resume inside an experience (epoch checkpoint)
         head: CosineLinear = strategy.model.head
         strategy.loss = self.loss(strategy.mb_output, head.cosine(head.last_input), head.last_input,
                                   strategy.mb_y, strategy.mb_x)

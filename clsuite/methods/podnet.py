@@ -99,6 +99,10 @@ class PODNetModel(nn.Module):
         self.register_buffer("has_mean", torch.zeros(n_classes, dtype=torch.bool))
         self.last: tuple[torch.Tensor, list[torch.Tensor]] | None = None
 
+    def __getstate__(self) -> dict:
+        """Copies (``frozen_copy``'s deepcopy, pickling) never carry the step's cached activations."""
+        return {**super().__getstate__(), "last": None}
+
     def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         features, maps = stage_outputs(self.backbone, x)
         return self.head(features), features, maps
@@ -130,6 +134,7 @@ class PODNetPlugin(HerdingRehearsalPlugin):
         self.lambda_c, self.lambda_f = lambda_c, lambda_f
 
     def before_backward(self, strategy, **kwargs) -> None:
+        self._rebuild(strategy.model)  # after a resume inside an experience (epoch checkpoint)
         features, maps = strategy.model.last
         strategy.loss = self.loss(strategy.mb_output, features, maps, strategy.mb_y, strategy.mb_x)
 

@@ -63,6 +63,8 @@ class HerdingRehearsalPlugin(SupervisedPlugin):
         """Hook for subclasses: after training on an experience (e.g. WA's weight aligning)."""
 
     def _rebuild(self, model: nn.Module) -> None:
+        """The frozen old network from its checkpointed state dict, once after a resume (at the next
+        experience, or at the next step when an epoch checkpoint was restored inside one)."""
         if self._old_state is not None:
             self.old_net, self._old_state = frozen_copy(model, self._old_state), None
 

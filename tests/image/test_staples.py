@@ -297,8 +297,12 @@ def test_lucir_cosine_classifier_by_hand():
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]))
         head.sigma.fill_(4.0)
-    out = head(torch.tensor([[3.0, 4.0]]))
+    out = head(nn.Linear(2, 2)(torch.tensor([[3.0, 4.0]])) * 0 + torch.tensor([[3.0, 4.0]]))  # a non-leaf input
     assert out[0].tolist() == pytest.approx([4 * 0.6, 4 * 0.8, 4 * 7 / (5 * math.sqrt(2))])
+    assert head.last_input is not None
+    from clsuite.models import frozen_copy
+
+    assert frozen_copy(head).last_input is None  # a copy taken mid-step (epoch resume) drops the cache
     assert head.last_input is not None
     head.eval()
     head(torch.tensor([[3.0, 4.0]]))
@@ -532,4 +536,24 @@ def test_staple_resumes_with_identical_records(params, data_roots, tmp_path, met
         train_run(p, "smnist_smoke", method, 0, prepared, tmp_path / "cut", on_experience=crash_after(1))
     run_dir = train_run(p, "smnist_smoke", method, 0, prepared, tmp_path / "cut")
     assert "resuming from checkpoint after experience 2/5" in (run_dir / "log.txt").read_text()
+    pd.testing.assert_frame_equal(read_records(run_dir), ref, check_exact=True)
+
+
+@pytest.mark.parametrize("method", STAPLES)
+def test_staple_resumes_inside_an_experience_with_identical_records(params, data_roots, tmp_path, monkeypatch,
+                                                                    method):
+    """Epoch-level checkpoints (tests/image/test_epoch_resume.py): interrupted in the third epoch of
+    experience 3, resumed after its second epoch, the records are those of an uninterrupted run."""
+    from test_epoch_resume import _crash_in, _long  # tests/image is on sys.path (rootdir-relative test module)
+
+    from clsuite.core.errors import ComponentError
+
+    _, prepared = data_roots
+    p = _long(params.model_copy(update={"methods": {**params.methods, method: {}}}), checkpoint_every_epochs=1)
+    ref = read_records(train_run(p, "smnist_smoke", method, 0, prepared, tmp_path / "ref"))
+    _crash_in(monkeypatch, exp=2, epoch=2, iteration=3)
+    with pytest.raises(ComponentError, match="Crash"):
+        train_run(p, "smnist_smoke", method, 0, prepared, tmp_path / "cut")
+    run_dir = train_run(p, "smnist_smoke", method, 0, prepared, tmp_path / "cut")
+    assert "resuming experience 3 after epoch 2/4" in (run_dir / "log.txt").read_text()
     pd.testing.assert_frame_equal(read_records(run_dir), ref, check_exact=True)
