@@ -117,7 +117,7 @@ class LUCIRPlugin(HerdingRehearsalPlugin):
         scale = head.weight[self.old_classes].norm(dim=1).mean()
         for c in new:
             mean = F.normalize(features[y == c], dim=1).mean(0)
-            head.weight[c] = (F.normalize(mean, dim=0) * scale).to(head.weight)
+            head.weight[c] = F.normalize(mean, dim=0).to(head.weight) * scale
 
     def before_backward(self, strategy, **kwargs) -> None:
         self._rebuild(strategy.model)  # after a resume inside an experience (epoch checkpoint)
