@@ -3,3 +3,5 @@
 from clsuite.methods import der, der_expandable, ewc, finetune, icarl, joint, lwf, mgser, replay  # noqa: F401
 from clsuite.methods.braincl import method as braincl  # noqa: F401,E402
 from clsuite.methods import avalanche  # noqa: F401,E402  (the avalanche.<name> zoo)
+# issue #21 built-in staples (Mammoth / PyCIL)
+from clsuite.methods import er_ace, gdumb, lucir, memo, podnet, wa, x_der  # noqa: F401,E402

@@ -91,6 +91,11 @@ class ExpandableNet(nn.Module):
         aux = self.aux_head.weight.numel() + self.aux_head.bias.numel() if self.active > 1 else 0
         return self.active * per + head + aux
 
+    def single_parameter_count(self) -> int:
+        """Parameters of the network this one grows from: one extractor and its head."""
+        return sum(p.numel() for p in self.extractors[0].parameters()) + self.head.out_features * (
+            self.feature_dim_per_extractor + 1)
+
 
 class DERExpandablePlugin(SupervisedPlugin):
     def __init__(self, mem_size: int, aux_weight: float, balance_epochs: int, balance_lr: float,
@@ -162,9 +167,7 @@ class DERExpandablePlugin(SupervisedPlugin):
 
     def extra_memory_bytes(self, model: nn.Module) -> int:
         """Exemplars (uint8 pixels) + the parameters beyond one backbone + head (float32), as MEMO counts DER."""
-        single = sum(p.numel() for p in model.extractors[0].parameters()) + model.head.out_features * (
-            model.feature_dim_per_extractor + 1)
-        return self.memory.nbytes_as_images + 4 * max(model.active_parameter_count() - single, 0)
+        return self.memory.nbytes_as_images + 4 * max(model.active_parameter_count() - model.single_parameter_count(), 0)
 
     def state_dict(self) -> dict:
         return {"memory": self.memory.state_dict(), "generator": self.generator.get_state(),

@@ -127,7 +127,11 @@ class HerdingMemory:
 
 def exemplar_dataset(memory: HerdingMemory):
     """The memory as an Avalanche classification dataset (to concatenate with an experience)."""
+    return tensor_dataset(*memory.tensors())
+
+
+def tensor_dataset(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor):
+    """Rows (x, y, t) as an Avalanche classification dataset (task-aware, targets ``y``)."""
     from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_tensor_classification_dataset
 
-    x, y, t = memory.tensors()
     return _make_taskaware_tensor_classification_dataset(x, y, task_labels=t.tolist(), targets=y.tolist())

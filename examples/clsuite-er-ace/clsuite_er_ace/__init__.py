@@ -3,7 +3,10 @@
 A worked example of a third-party clsuite method: a pydantic config, an Avalanche
 plugin and a builder registered with ``@register_method``; ``pyproject.toml`` exposes
 the module in the ``clsuite.methods`` entry-point group, so clsuite finds it without
-any change to clsuite itself.
+any change to clsuite itself. ER-ACE is also built into clsuite (``er_ace``,
+``clsuite/methods/er_ace.py``, promoted from this package); this demo registers the same
+logic as ``er_ace_example`` (a plugin cannot take a built-in's name), and clsuite's tests
+check that both give the same loss.
 
 Loss per step (after the first experience): cross-entropy on the incoming minibatch with
 the logits of *previously seen classes absent from the minibatch* masked out, plus
@@ -82,7 +85,7 @@ CITATION = """@inproceedings{caccia2022erace,
 }"""
 
 
-@register_method("er_ace", ERACEConfig, "ER with asymmetric cross-entropy (example plugin package)",
+@register_method("er_ace_example", ERACEConfig, "ER with asymmetric cross-entropy (example plugin package)",
                  citation=CITATION)
 def build(cfg: ERACEConfig, ctx: MethodContext) -> list:
     return [ERACEPlugin(cfg.mem_size, cfg.batch_size_mem, seed=ctx.seed)]
