@@ -111,6 +111,10 @@ class ICaRLPlugin(SupervisedPlugin):
     def before_training_exp(self, strategy, **kwargs) -> None:
         self._rebuild(strategy.model)
 
+    def before_training_epoch(self, strategy, **kwargs) -> None:
+        # a resume inside an experience restores this plugin after before_training_exp ran
+        self._rebuild(strategy.model)
+
     def _rebuild(self, model: NMEClassifier) -> None:
         """After a resume: the frozen old network from its checkpointed state dict."""
         if self._old_state is not None:

@@ -40,7 +40,8 @@ def _crash_in(monkeypatch, exp: int, epoch: int, iteration: int) -> None:
     monkeypatch.setattr(T.ProgressPlugin, "after_training_iteration", step)
 
 
-@pytest.mark.parametrize("method", ["replay", "der", "ewc", "der_expandable"])
+@pytest.mark.parametrize("method", ["replay", "der", "derpp", "ewc", "der_expandable", "lwf", "icarl", "joint", "er_sam",
+                                    "mgser_sam", "finetune"])
 def test_resume_inside_an_experience_gives_identical_records(params, data_roots, tmp_path, monkeypatch, method):
     _, prepared = data_roots
     p = _long(params, checkpoint_every_epochs=1)
