@@ -10,7 +10,7 @@
         + φ · λ_c · (1/L) Σ_l mean_n ‖ P(a_l(x)) − P(a_l^old(x)) ‖₂      POD-spatial (PyCIL ``pod_spatial_loss``)
 
   with φ = sqrt(|seen classes| / |new classes|) (PyCIL's adaptive factor), a_l the output of
-  stage l, and P(a) = normalise(concat(Σ_w a², Σ_h a²)) flattened per sample (the width- and
+  block l, and P(a) = normalise(concat(Σ_w a², Σ_h a²)) flattened per sample (the width- and
   height-pooled squared activations).
 - Stages a_l: the outputs of ``layer1``…``layer4`` of a torchvision ResNet; for an
   ``nn.Sequential`` backbone (clsuite's ``mlp``, ``convnet``) the output of every ReLU but
@@ -47,8 +47,8 @@ CITATION = """@inproceedings{douillard2020podnet,
 }"""
 
 
-def stage_outputs(backbone: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(features, [stage outputs]) of ``backbone`` on ``x`` in one pass (see the module docstring)."""
+def block_outputs(backbone: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(features, [block outputs]) of ``backbone`` on ``x`` in one pass (see the module docstring)."""
     if all(hasattr(backbone, n) for n in ("conv1", "layer1", "layer4", "avgpool")):  # torchvision ResNet
         b = backbone
         h = b.maxpool(b.relu(b.bn1(b.conv1(x))))
@@ -64,12 +64,12 @@ def stage_outputs(backbone: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, l
             if isinstance(module, nn.ReLU):
                 maps.append(x)
         return x, maps[:-1]
-    raise ParamsError(f"podnet: cannot read the stages of a {type(backbone).__name__} backbone (it needs an "
+    raise ParamsError(f"podnet: cannot read the blocks of a {type(backbone).__name__} backbone (it needs an "
                       "nn.Sequential, e.g. models mlp or convnet, or a torchvision ResNet: resnet18, resnet18_cifar)")
 
 
 def pod_spatial(maps: list[torch.Tensor], old_maps: list[torch.Tensor]) -> torch.Tensor:
-    """PyCIL's ``pod_spatial_loss``: mean over stages of the batch-mean L2 distance of the
+    """PyCIL's ``pod_spatial_loss``: mean over blocks of the batch-mean L2 distance of the
     normalised width- and height-pooled squared activations."""
     loss = maps[0].new_zeros(())
     for a, b in zip(maps, old_maps):
@@ -83,9 +83,9 @@ def pod_spatial(maps: list[torch.Tensor], old_maps: list[torch.Tensor]) -> torch
 
 
 class PODNetModel(nn.Module):
-    """The backbone read stage by stage, an LSC head, and (for ``nme``) class means.
+    """The backbone read block by block, an LSC head, and (for ``nme``) class means.
 
-    In training mode the features and stage outputs of the last forward are kept in
+    In training mode the features and block outputs of the last forward are kept in
     ``last`` for the distillation losses (the plugin clears them after each step).
     """
 
@@ -104,11 +104,11 @@ class PODNetModel(nn.Module):
         return {**super().__getstate__(), "last": None}
 
     def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        features, maps = stage_outputs(self.backbone, x)
+        features, maps = block_outputs(self.backbone, x)
         return self.head(features), features, maps
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return stage_outputs(self.backbone, x)[0]
+        return block_outputs(self.backbone, x)[0]
 
     def set_means(self, means: dict[int, torch.Tensor]) -> None:
         for c, mu in means.items():
@@ -175,14 +175,14 @@ class PODNetConfig(MethodConfig):
     as iCaRL's here (PyCIL: 20 per class on CIFAR-100)."""
 
     mem_size: int = Field(200, ge=1, description="total exemplars (split evenly over the classes seen)")
-    lambda_c: float = Field(5.0, ge=0, description="weight of POD-spatial (stage outputs)")
+    lambda_c: float = Field(5.0, ge=0, description="weight of POD-spatial (block outputs)")
     lambda_f: float = Field(1.0, ge=0, description="weight of POD-flat (final features)")
     n_proxies: int = Field(10, ge=1, description="cosine proxies per class of the LSC classifier (1: plain cosine)")
     classifier: Literal["cnn", "nme"] = Field("cnn", description="prediction: the LSC classifier or nearest mean")
 
 
 def wrap_podnet(model: nn.Module, cfg: PODNetConfig, ctx: MethodContext) -> nn.Module:
-    stage_outputs(model.backbone, torch.zeros(1, *ctx.input_shape))  # an unreadable backbone fails here
+    block_outputs(model.backbone, torch.zeros(1, *ctx.input_shape))  # an unreadable backbone fails here
     return PODNetModel(model, ctx.n_classes, cfg.n_proxies, cfg.classifier == "nme")
 
 

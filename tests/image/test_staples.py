@@ -23,7 +23,7 @@ from clsuite.methods.er_ace import ERACEPlugin, ace_mask
 from clsuite.methods.gdumb import GDumbPlugin, GreedyClassBalancedMemory
 from clsuite.methods.memo import MEMONet, MEMOPlugin, split_backbone
 from clsuite.methods.lucir import CosineLinear, LUCIRPlugin, margin_ranking
-from clsuite.methods.podnet import PODNetConfig, PODNetPlugin, pod_spatial, stage_outputs, wrap_podnet
+from clsuite.methods.podnet import PODNetConfig, PODNetPlugin, pod_spatial, block_outputs, wrap_podnet
 from clsuite.methods.wa import WAPlugin, kd_loss, weight_align
 from clsuite.methods.x_der import XDERPlugin, update_logits
 
@@ -371,7 +371,7 @@ def test_podnet_lsc_reduces_proxies_by_hand():
 
 
 def test_pod_spatial_by_hand():
-    """One stage, 1 sample, 1 channel, 2x2 maps: P(a) = normalise(row sums of a², column sums of a²)."""
+    """One block, 1 sample, 1 channel, 2x2 maps: P(a) = normalise(row sums of a², column sums of a²)."""
     a = torch.tensor([[[[1.0, 2.0], [3.0, 0.0]]]])
     b = torch.tensor([[[[0.0, 1.0], [1.0, 1.0]]]])
 
@@ -391,27 +391,27 @@ def test_pod_spatial_by_hand():
     assert float(pod_spatial([u], [v])) == pytest.approx(math.sqrt(sum((x - y) ** 2 for x, y in zip(nu, nv))))
 
 
-def test_podnet_stages_of_the_builtin_backbones():
+def test_podnet_blocks_of_the_builtin_backbones():
     from clsuite.models.builtin import ConvNetConfig, MLPConfig, convnet, mlp
 
     x = torch.rand(2, 1, 8, 8)
     for net, n_maps in ((mlp(MLPConfig(hidden_sizes=[6, 5]), (1, 8, 8), 3), 1),
                         (convnet(ConvNetConfig(channels=[2, 3], feature_dim=4), (1, 8, 8), 3), 2)):
-        features, maps = stage_outputs(net.backbone, x)
+        features, maps = block_outputs(net.backbone, x)
         assert torch.equal(features, net.features(x)) and len(maps) == n_maps
 
 
-def test_podnet_refuses_a_backbone_without_readable_stages():
+def test_podnet_refuses_a_backbone_without_readable_blocks():
     from clsuite.core.errors import ParamsError
 
     net = SimpleNamespace(backbone=nn.Linear(4, 4), feature_dim=4)
     ctx = SimpleNamespace(input_shape=(1, 2, 2), n_classes=3)
-    with pytest.raises(ParamsError, match="podnet: cannot read the stages"):
+    with pytest.raises(ParamsError, match="podnet: cannot read the blocks"):
         wrap_podnet(net, PODNetConfig(), ctx)
 
 
 def test_podnet_loss_against_hand_computation():
-    """Old {0, 1}, new {2} (φ = sqrt(3/1)); an mlp backbone: one stage map (the first ReLU)."""
+    """Old {0, 1}, new {2} (φ = sqrt(3/1)); an mlp backbone: one block map (the first ReLU)."""
     from clsuite.models.builtin import MLPConfig, mlp
 
     ctx = SimpleNamespace(input_shape=(1, 1, 2), n_classes=4)

@@ -85,8 +85,8 @@ def test_the_search_never_reads_the_test_split(params, data_roots, tiny_tuning, 
     ("budget: {configs: 2, seeds: [1, 2]}\nvalidation: {fraction: 0.2}\ngrids: {}\nextra: 1\n", "extra"),
     ("budget: {configs: 2, seeds: [1]}\nvalidation: {fraction: 0.2}\ngrids: {}\n", "budget.seeds"),
     ("budget: {configs: 2, seeds: [1, 2]}\nvalidation: {fraction: 1.5}\ngrids: {}\n", "validation.fraction"),
-    ("budget: {configs: 2, seeds: [1, 2]}\nvalidation: {fraction: 0.2}\ngrids: {gdumb: {train.lr: [0.1]}}\n",
-     "grids.gdumb"),
+    ("budget: {configs: 2, seeds: [1, 2]}\nvalidation: {fraction: 0.2}\ngrids: {nosuchmethod: {train.lr: [0.1]}}\n",
+     "grids.nosuchmethod"),
     ("budget: {configs: 2, seeds: [1, 2]}\nvalidation: {fraction: 0.2}\ngrids: {der: {gamma: [1.0]}}\n",
      "grids.der.gamma"),
     ("budget: {configs: 2, seeds: [1, 2]}\nvalidation: {fraction: 0.2}\ngrids: {der: {train.epochs: [1]}}\n",
@@ -207,8 +207,8 @@ def test_apply_rewrites_only_the_keys_it_sets(tmp_path):
     assert p.train_config("smnist", "finetune").lr == 0.05 and p.train_config("animals", "finetune").lr == 0.05
     assert apply_settings(path, "der", "smnist", {"train.lr": 0.03}) and \
         load_params(path).image().train_config("smnist", "der").lr == 0.03  # a second apply updates in place
-    with pytest.raises(ParamsError, match="methods.gdumb"):
-        apply_settings(path, "gdumb", "smnist", {"train.lr": 0.1})
+    with pytest.raises(ParamsError, match="methods.nosuchmethod"):
+        apply_settings(path, "nosuchmethod", "smnist", {"train.lr": 0.1})
 
 
 def test_the_settings_table_cites_a_tuned_value_only_while_params_hold_it(replay_search, tmp_path):

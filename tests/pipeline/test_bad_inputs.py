@@ -259,14 +259,14 @@ PARAMS_CASES = {
     "deterministic-yes": (_set("run.deterministic", "yes"), ["run.deterministic", "valid boolean"]),
     "epochs-fraction": (_set("benchmarks.smnist.train.epochs", 1.5), ["benchmarks.smnist.train.epochs", "valid integer"]),
     "mem-size-quoted": (_set("methods.replay.mem_size", "200"), ["methods.replay.mem_size", "valid integer"]),
-    "unknown-method-type": (_set("methods.replay.type", "gdumb"), ["methods.replay.type", "unknown method 'gdumb'",
+    "unknown-method-type": (_set("methods.replay.type", "nosuchmethod"), ["methods.replay.type", "unknown method 'nosuchmethod'",
                                                                      "available:", "finetune"]),
     "method-type-list": (_set("methods.replay.type", ["replay"]), ["methods.replay.type", "unknown method"]),
     "unknown-model": (_set("benchmarks.smnist.model.name", "resnet1000"), ["benchmarks.smnist.model.name",
                                                                            "unknown model", "mlp"]),
     "model-kwarg-typo": (_set("benchmarks.smnist.model.hidden", [10]), ["benchmarks.smnist.model.hidden",
                                                                        "unknown key", "hidden_sizes"]),
-    "grid-names-undefined-method": (_set("run.methods", ["finetune", "gdumb"]), ["run.methods", "'gdumb'", "defined:"]),
+    "grid-names-undefined-method": (_set("run.methods", ["finetune", "nosuchmethod"]), ["run.methods", "'nosuchmethod'", "defined:"]),
     "method-section-not-mapping": (_set("methods.replay", [200, 10]), ["methods.replay", "valid dictionary"]),
     "split-seed-negative": (_set("benchmarks.smnist.split_seed", -3), ["benchmarks.smnist.split_seed",
                                                                        "greater than or equal to 0"]),
@@ -303,7 +303,7 @@ def test_missing_params_file_says_where_to_run(tmp_path):
     assert_message(info.value, str(tmp_path / "params.yaml"), "not found", "repository root")
 
 
-@pytest.mark.parametrize("benchmark, method, fragment", [("smnist_smoke", "gdumb", "methods.gdumb: not defined"),
+@pytest.mark.parametrize("benchmark, method, fragment", [("smnist_smoke", "nosuchmethod", "methods.nosuchmethod: not defined"),
                                                          ("nope", "finetune", "benchmarks.nope: not defined")],
                          ids=["train-undefined-method", "train-undefined-benchmark"])
 def test_train_with_undefined_name_writes_no_run_folder(params, data_roots, tmp_path, benchmark, method, fragment):

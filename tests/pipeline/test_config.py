@@ -54,8 +54,8 @@ def test_typo_in_top_level_key(raw):
 
 
 def test_unknown_method_in_grid_lists_defined(raw):
-    raw["run"]["methods"].append("gdumb")
-    _fails(raw, "run.methods", "'gdumb'", "defined:", "replay")
+    raw["run"]["methods"].append("nosuchmethod")
+    _fails(raw, "run.methods", "'nosuchmethod'", "defined:", "replay")
 
 
 def test_unknown_method_type_lists_registered(raw):
