@@ -4,4 +4,4 @@ from clsuite.methods import der, der_expandable, ewc, finetune, icarl, joint, lw
 from clsuite.methods.braincl import method as braincl  # noqa: F401,E402
 from clsuite.methods import avalanche  # noqa: F401,E402  (the avalanche.<name> zoo)
 # issue #21 built-in staples (Mammoth / PyCIL)
-from clsuite.methods import er_ace, gdumb, lucir, memo, podnet, wa, x_der  # noqa: F401,E402
+from clsuite.methods import er_ace, foster, gdumb, lucir, memo, podnet, wa, x_der  # noqa: F401,E402
