@@ -268,7 +268,8 @@ class RunConfig(GridConfig):
     # how training batches are read (records never depend on these; docs/performance.md): an
     # experience whose float32 images fit in ``in_memory_mb`` is converted once and batches are
     # gathered from it (fastest for small streams); a larger one is streamed from the
-    # memory-mapped uint8 arrays by a DataLoader with ``loader_workers`` processes, per batch
+    # memory-mapped uint8 arrays by a DataLoader with ``loader_workers`` forked processes (Linux;
+    # elsewhere in-process), per batch
     loader_workers: int = Field(2, ge=0)
     in_memory_mb: int = Field(256, ge=0)
     # epoch-level checkpoints inside long experiences (0 = off): every N epochs and/or after

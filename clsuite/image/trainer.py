@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -218,9 +219,14 @@ class StreamedRows:
 
     def batches(self, batches: list[torch.Tensor]) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         cuda = self.device.type == "cuda"
+        # worker processes are forked (Linux): they share the memory-mapped arrays. Where workers
+        # would be spawned (macOS, Windows) the dataset, memory maps included, would be pickled
+        # into each worker, so batches are read in this process there.
+        workers = self.workers if sys.platform.startswith("linux") else 0
         loader = DataLoader(_BatchRows(self.source, batches), batch_size=None, shuffle=False,
-                            num_workers=self.workers, pin_memory=cuda, generator=torch.Generator(),
-                            prefetch_factor=4 if self.workers else None)
+                            num_workers=workers, pin_memory=cuda, generator=torch.Generator(),
+                            prefetch_factor=4 if workers else None,
+                            multiprocessing_context="fork" if workers else None)
         for x_u8, idx in loader:
             x = x_u8.to(self.device, non_blocking=True).float().div_(255.0)
             if self.channels_last and x.dim() == 4:
