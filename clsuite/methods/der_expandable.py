@@ -97,7 +97,30 @@ class ExpandableNet(nn.Module):
             self.feature_dim_per_extractor + 1)
 
 
-class DERExpandablePlugin(SupervisedPlugin):
+class ExpandableState:
+    """What a plugin on an :class:`ExpandableNet` keeps and reports (DER of Yan et al., FOSTER):
+    its herding ``memory``, its ``generator`` and the ``old_classes``; memory counted as MEMO
+    counts DER."""
+
+    memory: HerdingMemory
+    generator: torch.Generator
+    old_classes: list[int]
+
+    def extra_memory_bytes(self, model: nn.Module) -> int:
+        """Exemplars (uint8 pixels) + the parameters beyond one backbone + head (float32)."""
+        return self.memory.nbytes_as_images + 4 * max(model.active_parameter_count() - model.single_parameter_count(), 0)
+
+    def state_dict(self) -> dict:
+        return {"memory": self.memory.state_dict(), "generator": self.generator.get_state(),
+                "old_classes": list(self.old_classes)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.memory.load_state_dict(state["memory"])
+        self.generator.set_state(state["generator"])
+        self.old_classes = list(state["old_classes"])
+
+
+class DERExpandablePlugin(ExpandableState, SupervisedPlugin):
     def __init__(self, mem_size: int, aux_weight: float, balance_epochs: int, balance_lr: float,
                  balance_temperature: float, balance_batch_size: int, seed: int, device: torch.device) -> None:
         super().__init__()
@@ -165,18 +188,6 @@ class DERExpandablePlugin(SupervisedPlugin):
                 opt.step()
         model.head.weight.grad = model.head.bias.grad = None
 
-    def extra_memory_bytes(self, model: nn.Module) -> int:
-        """Exemplars (uint8 pixels) + the parameters beyond one backbone + head (float32), as MEMO counts DER."""
-        return self.memory.nbytes_as_images + 4 * max(model.active_parameter_count() - model.single_parameter_count(), 0)
-
-    def state_dict(self) -> dict:
-        return {"memory": self.memory.state_dict(), "generator": self.generator.get_state(),
-                "old_classes": list(self.old_classes)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.memory.load_state_dict(state["memory"])
-        self.generator.set_state(state["generator"])
-        self.old_classes = list(state["old_classes"])
 
 
 class DERExpandableConfig(MethodConfig):

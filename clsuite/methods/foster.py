@@ -55,7 +55,7 @@ from pydantic import Field
 from torch import nn
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
-from clsuite.methods.der_expandable import ExpandableNet
+from clsuite.methods.der_expandable import ExpandableNet, ExpandableState
 from clsuite.methods.exemplars import dataset_tensors
 from clsuite.methods.rehearsal import HerdingRehearsalPlugin, class_positions
 from clsuite.methods.wa import kd_loss
@@ -137,7 +137,7 @@ class FOSTERNet(ExpandableNet):
         return self.active * per + head + extra_heads
 
 
-class FOSTERPlugin(HerdingRehearsalPlugin):
+class FOSTERPlugin(ExpandableState, HerdingRehearsalPlugin):
     """Boosting loss in ``before_backward``; compression, then herding, after each experience."""
 
     def __init__(self, mem_size: int, beta1: float, beta2: float, lambda_okd: float, temperature: float,
@@ -231,18 +231,6 @@ class FOSTERPlugin(HerdingRehearsalPlugin):
         model.compress(extractor, head)
         model.train(was)
 
-    def extra_memory_bytes(self, model: nn.Module) -> int:
-        """Exemplars (uint8 pixels) + the parameters beyond one backbone + head (float32), as MEMO counts."""
-        return self.memory.nbytes_as_images + 4 * max(model.active_parameter_count() - model.single_parameter_count(), 0)
-
-    def state_dict(self) -> dict:
-        return {"memory": self.memory.state_dict(), "generator": self.generator.get_state(),
-                "old_classes": list(self.old_classes)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.memory.load_state_dict(state["memory"])
-        self.generator.set_state(state["generator"])
-        self.old_classes = list(state["old_classes"])
 
 
 class FOSTERConfig(MethodConfig):
