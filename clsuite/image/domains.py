@@ -10,6 +10,7 @@ built (the prepared arrays stay un-transformed: T domains cost no extra disk).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,15 @@ def domain_specs(kind: str, n_experiences: int, seed: int, max_degrees: float) -
     raise ParamsError(f"domain.kind: unknown domain transform {kind!r}; use permute or rotate")
 
 
+@lru_cache(maxsize=64)
+def _pixel_permutation(seed: int, n: int) -> np.ndarray:
+    """The permutation of ``n`` pixels drawn from ``seed`` (read-only, cached: the streams'
+    datasets apply a domain to one row at a time)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    perm.flags.writeable = False
+    return perm
+
+
 def apply_domain(x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     """Transform uint8 images ``x`` (N, C, H, W); the same pixel permutation for every channel.
 
@@ -34,7 +44,7 @@ def apply_domain(x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     """
     n, c, h, w = x.shape
     if spec["kind"] == "permute":
-        perm = np.random.default_rng(spec["seed"]).permutation(h * w)
+        perm = _pixel_permutation(int(spec["seed"]), h * w)
         return np.ascontiguousarray(x.reshape(n, c, h * w)[:, :, perm].reshape(n, c, h, w))
     if spec["kind"] == "rotate":
         import torch  # imported here: prepare (domain_specs) then starts without torch/torchvision (~3 s)
