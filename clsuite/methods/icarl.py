@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from avalanche.benchmarks.utils import concat_datasets
-from avalanche.training.plugins import SupervisedPlugin
 from pydantic import Field
 from torch import nn
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
-from clsuite.methods.exemplars import HerdingMemory, dataset_tensors, exemplar_dataset
-from clsuite.models import frozen_copy
+from clsuite.methods.rehearsal import HerdingRehearsalPlugin
 
 #: Score of a class without exemplars: −‖a − μ‖² ≥ −4 for unit a and ‖μ‖ ≤ 1, so −5 ranks
 #: such a class below every class that has a mean, while staying finite for softmax/energy.
@@ -72,21 +69,13 @@ class NMEClassifier(nn.Module):
         return self.nme_scores(x)
 
 
-class ICaRLPlugin(SupervisedPlugin):
-    def __init__(self, mem_size: int, device: torch.device) -> None:
-        super().__init__()
-        self.memory = HerdingMemory(mem_size)
-        self.device = device
-        self.old_net: nn.Module | None = None
-        self._old_state: dict | None = None  # restored from a checkpoint, not yet rebuilt
-        self.old_classes: list[int] = []
-        self.seen_classes: list[int] = []
+class ICaRLPlugin(HerdingRehearsalPlugin):
+    """The herding memory and frozen old network of :class:`HerdingRehearsalPlugin` (the old
+    network copies the network inside the :class:`NMEClassifier`), iCaRL's loss, and the class
+    means the classifier predicts with."""
 
-    def after_train_dataset_adaptation(self, strategy, **kwargs) -> None:
-        new = [int(c) for c in strategy.experience.classes_in_this_experience]
-        self.seen_classes = sorted(set(self.old_classes) | set(new))
-        if len(self.memory):
-            strategy.adapted_dataset = concat_datasets([strategy.adapted_dataset, exemplar_dataset(self.memory)])
+    def old_source(self, model: nn.Module) -> nn.Module:
+        return model.net
 
     def before_backward(self, strategy, **kwargs) -> None:
         """Replace the loss by iCaRL's BCE with distillation targets on old classes."""
@@ -101,43 +90,14 @@ class ICaRLPlugin(SupervisedPlugin):
         strategy.loss = F.binary_cross_entropy_with_logits(logits, target)
 
     def after_training_exp(self, strategy, **kwargs) -> None:
+        super().after_training_exp(strategy, **kwargs)  # memory update, old network, old classes
         model: NMEClassifier = strategy.model
-        x, y, t = dataset_tensors(strategy.experience.dataset.train())
-        self.memory.update(model, x, y, t, self.device)
         model.set_means(self.memory.class_means(model, self.device))
-        self.old_net, self._old_state = frozen_copy(model.net), None
-        self.old_classes = list(self.seen_classes)
-
-    def before_training_exp(self, strategy, **kwargs) -> None:
-        self._rebuild(strategy.model)
-
-    def before_training_epoch(self, strategy, **kwargs) -> None:
-        # a resume inside an experience restores this plugin after before_training_exp ran
-        self._rebuild(strategy.model)
-
-    def _rebuild(self, model: NMEClassifier) -> None:
-        """After a resume: the frozen old network from its checkpointed state dict."""
-        if self._old_state is not None:
-            self.old_net, self._old_state = frozen_copy(model.net, self._old_state), None
 
     def extra_memory_bytes(self, model: nn.Module) -> int:
         """Exemplars (uint8 pixels) + the frozen old network (float32) + class means (float32)."""
-        self._rebuild(model)
-        old = 0 if self.old_net is None else 4 * sum(p.numel() for p in self.old_net.parameters())
         means = 4 * int(model.has_mean.sum()) * model.feature_dim if hasattr(model, "has_mean") else 0
-        return self.memory.nbytes_as_images + old + means
-
-    def state_dict(self) -> dict:
-        # the old network's state dict (plain tensors: checkpoints load with weights_only=True)
-        old = self.old_net.state_dict() if self.old_net is not None else self._old_state
-        return {"memory": self.memory.state_dict(), "old_net": old,
-                "old_classes": list(self.old_classes), "seen_classes": list(self.seen_classes)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.memory.load_state_dict(state["memory"])
-        self.old_net, self._old_state = None, state["old_net"]  # rebuilt at the next experience
-        self.old_classes = list(state["old_classes"])
-        self.seen_classes = list(state["seen_classes"])
+        return super().extra_memory_bytes(model) + means
 
 
 class ICaRLConfig(MethodConfig):

@@ -120,7 +120,6 @@ class LUCIRPlugin(HerdingRehearsalPlugin):
             head.weight[c] = F.normalize(mean, dim=0).to(head.weight) * scale
 
     def before_backward(self, strategy, **kwargs) -> None:
-        self._rebuild(strategy.model)  # after a resume inside an experience (epoch checkpoint)
         head: CosineLinear = strategy.model.head
         strategy.loss = self.loss(strategy.mb_output, head.cosine(head.last_input), head.last_input,
                                   strategy.mb_y, strategy.mb_x)

@@ -134,7 +134,6 @@ class PODNetPlugin(HerdingRehearsalPlugin):
         self.lambda_c, self.lambda_f = lambda_c, lambda_f
 
     def before_backward(self, strategy, **kwargs) -> None:
-        self._rebuild(strategy.model)  # after a resume inside an experience (epoch checkpoint)
         features, maps = strategy.model.last
         strategy.loss = self.loss(strategy.mb_output, features, maps, strategy.mb_y, strategy.mb_x)
 

@@ -1,12 +1,13 @@
-"""The PyCIL pattern shared by WA, LUCIR (and iCaRL-like methods): a class-balanced herding
+"""The PyCIL pattern shared by iCaRL, WA, LUCIR, PODNet and FOSTER: a class-balanced herding
 memory added to each experience's training set, and a frozen copy of the model kept after
 each experience for distillation.
 
 :class:`HerdingRehearsalPlugin` holds that state, checkpoints it (the old network as its
-state dict, rebuilt at the next experience: ``clsuite.models.frozen_copy``) and counts its
+state dict, rebuilt at the next experience or epoch: ``clsuite.models.frozen_copy``) and counts its
 memory the MEMO way (exemplars as uint8 pixels, the old network's parameters × 4 bytes).
 Subclasses add their loss in ``before_backward`` and may override :meth:`end_of_experience`
-(called after training on an experience, before the memory update and the old-network copy).
+(called after training on an experience, before the memory update and the old-network copy)
+and :meth:`old_source` (the part of the model the old network copies).
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class HerdingRehearsalPlugin(SupervisedPlugin):
     def before_training_exp(self, strategy, **kwargs) -> None:
         self._rebuild(strategy.model)
 
+    def before_training_epoch(self, strategy, **kwargs) -> None:
+        # a resume inside an experience (epoch checkpoint) restores this plugin after before_training_exp ran
+        self._rebuild(strategy.model)
+
     def after_train_dataset_adaptation(self, strategy, **kwargs) -> None:
         self.new_classes = sorted(int(c) for c in strategy.experience.classes_in_this_experience)
         if len(self.memory):
@@ -56,17 +61,22 @@ class HerdingRehearsalPlugin(SupervisedPlugin):
         self.end_of_experience(model)
         x, y, t = dataset_tensors(strategy.experience.dataset.train())
         self.memory.update(model, x, y, t, self.device)
-        self.old_net, self._old_state = frozen_copy(model), None
+        self.old_net, self._old_state = frozen_copy(self.old_source(model)), None
         self.old_classes = self.seen_classes
 
     def end_of_experience(self, model: nn.Module) -> None:
         """Hook for subclasses: after training on an experience (e.g. WA's weight aligning)."""
 
+    def old_source(self, model: nn.Module) -> nn.Module:
+        """What the frozen old network is a copy of: the whole model (iCaRL: the network inside its
+        nearest-mean wrapper)."""
+        return model
+
     def _rebuild(self, model: nn.Module) -> None:
         """The frozen old network from its checkpointed state dict, once after a resume (at the next
-        experience, or at the next step when an epoch checkpoint was restored inside one)."""
+        experience, or at the next epoch when an epoch checkpoint was restored inside one)."""
         if self._old_state is not None:
-            self.old_net, self._old_state = frozen_copy(model, self._old_state), None
+            self.old_net, self._old_state = frozen_copy(self.old_source(model), self._old_state), None
 
     def old_outputs(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -59,7 +59,6 @@ class WAPlugin(HerdingRehearsalPlugin):
         self.temperature = temperature
 
     def before_backward(self, strategy, **kwargs) -> None:
-        self._rebuild(strategy.model)  # after a resume inside an experience (epoch checkpoint)
         strategy.loss = self.loss(strategy.mb_output, strategy.mb_y, strategy.mb_x)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -107,7 +107,7 @@ def test_icarl_loss_is_bce_with_old_model_targets_on_old_classes():
     model = NMEClassifier(net, 4)
     plugin = ICaRLPlugin(mem_size=8, device=CPU)
     old = _net(4, seed=1)
-    plugin.old_net, plugin.old_classes, plugin.seen_classes = old, [0, 1], [0, 1, 2, 3]
+    plugin.old_net, plugin.old_classes, plugin.new_classes = old, [0, 1], [2, 3]  # seen: [0, 1, 2, 3]
     x, y = torch.rand(5, 1, 2, 2), torch.tensor([2, 3, 2, 0, 1])
     out = model(x)
     s = SimpleNamespace(mb_output=out, mb_y=y, mb_x=x, loss=torch.tensor(0.0))
