@@ -39,7 +39,7 @@ from torch import nn
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
 from clsuite.methods.exemplars import dataset_tensors, embed
-from clsuite.methods.rehearsal import HerdingRehearsalPlugin, class_positions
+from clsuite.methods.rehearsal import HerdingRehearsalPlugin
 
 CITATION = """@inproceedings{hou2019lucir,
   title     = {Learning a Unified Classifier Incrementally via Rebalancing},
@@ -105,7 +105,7 @@ class LUCIRPlugin(HerdingRehearsalPlugin):
 
     def before_training_exp(self, strategy, **kwargs) -> None:
         super().before_training_exp(strategy, **kwargs)
-        new = [c for c in self.new_classes if c not in self.old_classes]
+        new = self.added_classes
         if self.imprint_weights and self.old_classes and new:
             x, y, _ = dataset_tensors(strategy.experience.dataset.train())
             self.imprint(strategy.model, embed(strategy.model, x, self.device), y, new)
@@ -129,9 +129,8 @@ class LUCIRPlugin(HerdingRehearsalPlugin):
 
     def loss(self, logits: torch.Tensor, cos: torch.Tensor, features: torch.Tensor, y: torch.Tensor,
              x: torch.Tensor) -> torch.Tensor:
-        seen = self.seen_classes
-        loss = F.cross_entropy(logits[:, seen], class_positions(seen, logits.shape[1], logits.device)[y])
-        new = [c for c in self.new_classes if c not in self.old_classes]
+        loss = self.seen_cross_entropy(logits, y)
+        new = self.added_classes
         if self.old_net is None or not self.old_classes or not new:
             return loss
         with torch.no_grad():

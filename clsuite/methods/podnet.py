@@ -38,7 +38,7 @@ from clsuite.core.errors import ParamsError
 from clsuite.methods import MethodConfig, MethodContext, register_method
 from clsuite.methods.icarl import NO_MEAN_SCORE
 from clsuite.methods.lucir import CosineLinear
-from clsuite.methods.rehearsal import HerdingRehearsalPlugin, class_positions
+from clsuite.methods.rehearsal import HerdingRehearsalPlugin
 
 CITATION = """@inproceedings{douillard2020podnet,
   title     = {PODNet: Pooled Outputs Distillation for Small-Tasks Incremental Learning},
@@ -143,8 +143,8 @@ class PODNetPlugin(HerdingRehearsalPlugin):
     def loss(self, logits: torch.Tensor, features: torch.Tensor, maps: list[torch.Tensor], y: torch.Tensor,
              x: torch.Tensor) -> torch.Tensor:
         seen = self.seen_classes
-        loss = F.cross_entropy(logits[:, seen], class_positions(seen, logits.shape[1], logits.device)[y])
-        new = [c for c in self.new_classes if c not in self.old_classes]
+        loss = self.seen_cross_entropy(logits, y)
+        new = self.added_classes
         if self.old_net is None or not self.old_classes or not new:
             return loss
         with torch.no_grad():

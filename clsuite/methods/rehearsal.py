@@ -13,6 +13,7 @@ and :meth:`old_source` (the part of the model the old network copies).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from avalanche.benchmarks.utils import concat_datasets
 from avalanche.training.plugins import SupervisedPlugin
 from torch import nn
@@ -43,6 +44,17 @@ class HerdingRehearsalPlugin(SupervisedPlugin):
     @property
     def seen_classes(self) -> list[int]:
         return sorted(set(self.old_classes) | set(self.new_classes))
+
+    @property
+    def added_classes(self) -> list[int]:
+        """The classes of this experience not seen before."""
+        return [c for c in self.new_classes if c not in self.old_classes]
+
+    def seen_cross_entropy(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over the classes seen so far (PyCIL grows its head; clsuite allocates
+        every class up front, so the unseen columns are left out)."""
+        seen = self.seen_classes
+        return F.cross_entropy(logits[:, seen], class_positions(seen, logits.shape[1], logits.device)[y])
 
     def before_training_exp(self, strategy, **kwargs) -> None:
         self._rebuild(strategy.model)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
-from clsuite.methods.rehearsal import HerdingRehearsalPlugin, class_positions
+from clsuite.methods.rehearsal import HerdingRehearsalPlugin
 
 CITATION = """@inproceedings{zhao2020wa,
   title     = {Maintaining Discrimination and Fairness in Class Incremental Learning},
@@ -62,15 +62,14 @@ class WAPlugin(HerdingRehearsalPlugin):
         strategy.loss = self.loss(strategy.mb_output, strategy.mb_y, strategy.mb_x)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        seen = self.seen_classes
-        loss = F.cross_entropy(logits[:, seen], class_positions(seen, logits.shape[1], logits.device)[y])
+        loss = self.seen_cross_entropy(logits, y)
         if self.old_net is not None and self.old_classes:
             old = self.old_outputs(x)[:, self.old_classes]
             loss = loss + self.kd_weight * kd_loss(logits[:, self.old_classes], old, self.temperature)
         return loss
 
     def end_of_experience(self, model: torch.nn.Module) -> None:
-        new = [c for c in self.new_classes if c not in self.old_classes]
+        new = self.added_classes
         if self.old_classes and new:
             weight_align(model.head.weight.data, self.old_classes, new)
 
