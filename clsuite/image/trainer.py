@@ -276,24 +276,19 @@ class TensorBatches:
         torch.empty((), dtype=torch.int64).random_(generator=L.loader_kwargs.get("generator")).item()
         batches = index_batches(batch_sampler)
         augment = self.augment
-        if isinstance(self.data, StreamedRows):
-            for batch, idx in self.data.batches(list(batches)):
-                if augment is not None:
-                    batch[0] = augment(batch[0], idx)
-                yield batch
-            return
-        if isinstance(batches, list) and self.data.device.type != "cuda":
-            for batch, idx in zip(self.data.epoch(batches), batches):
-                if augment is not None:
-                    batch[0] = augment(batch[0], idx)
-                yield batch
-            return
-        batch = self.data.batch
-        for idx in batches:
-            b = batch(idx)
+        for batch, idx in self._gathered(batches):
             if augment is not None:
-                b[0] = augment(b[0], idx)
-            yield b
+                batch[0] = augment(batch[0], idx)
+            yield batch
+
+    def _gathered(self, batches: Iterable[torch.Tensor]) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+        """(batch [x, y, t], its index tensor) for each index batch: streamed, gathered for the whole
+        epoch at once (CPU), or one gather per batch (GPU)."""
+        if isinstance(self.data, StreamedRows):
+            return self.data.batches(list(batches))
+        if isinstance(batches, list) and self.data.device.type != "cuda":
+            return zip(self.data.epoch(batches), batches)
+        return ((self.data.batch(idx), idx) for idx in batches)
 
 
 # -- the template ----------------------------------------------------------------------------------
