@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from clsuite.report.figures import RC, method_colors, save  # noqa: E402
+from clsuite.report.figures import RC, method_colors, method_legend, method_lines, save  # noqa: E402
 
 PROTOCOL = {"class_il": "class-IL", "task_il": "task-IL"}
 
@@ -35,22 +35,22 @@ def stage_accuracy_figure(stage: pd.DataFrame, benchmark: str, methods: list[str
     with plt.rc_context(RC), sns.axes_style("whitegrid"):
         protocols = [p for p in ("class_il", "task_il") if p in set(stage["protocol"])]
         fig, axes = plt.subplots(1, len(protocols), figsize=(5.2 * len(protocols), 3.8), squeeze=False, sharey=True)
-        colors = method_colors(methods)
+        lines = method_lines(methods)
         for ax, protocol in zip(axes[0], protocols):
             d = stage[(stage["benchmark"] == benchmark) & (stage["protocol"] == protocol)]
             for method in methods:
                 g = d[d["method"] == method].groupby("train_exp")["accuracy"]
                 mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
                 x = mean.index.to_numpy() + 1
-                ax.plot(x, 100 * mean.to_numpy(), marker="o", ms=4, color=colors[method], label=method)
+                ax.plot(x, 100 * mean.to_numpy(), ms=4, label=method, **lines[method])
                 ax.fill_between(x, 100 * (mean - std).to_numpy(), 100 * (mean + std).to_numpy(),
-                                color=colors[method], alpha=0.2, linewidth=0)
+                                color=lines[method]["color"], alpha=0.2, linewidth=0)
             ax.set_title(f"{benchmark}: {protocol.replace('_', '-')}")
             ax.set_xlabel("experiences trained")
             ax.set_xticks(np.arange(1, d["train_exp"].max() + 2) if len(d) else [])
             ax.set_ylim(0, 100)
         axes[0][0].set_ylabel("accuracy on seen classes (%)")
-        axes[0][-1].legend(title="method", loc="lower left", fontsize=8)
+        method_legend(axes[0][-1], len(methods), loc="lower left")
         fig.suptitle("Accuracy over stages (mean ± std over seeds)", fontsize=10)
         return save(fig, stem)
 
@@ -64,18 +64,17 @@ def stage_metrics_figure(stage_metrics: pd.DataFrame, benchmark: str, methods: l
               ("first_task", "accuracy on the first experience")]
     with plt.rc_context(RC), sns.axes_style("whitegrid"):
         fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), sharey=True)
-        colors = method_colors(methods)
+        lines = method_lines(methods)
         for ax, (col, title) in zip(axes, panels):
             for method in methods:
                 m = d[d["method"] == method].groupby("train_exp")[col].mean().dropna()
-                ax.plot(m.index.to_numpy() + 1, 100 * m.to_numpy(), marker="o", ms=4, color=colors[method],
-                        label=method)
+                ax.plot(m.index.to_numpy() + 1, 100 * m.to_numpy(), ms=4, label=method, **lines[method])
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("experiences trained")
             ax.set_xticks(np.arange(1, d["train_exp"].max() + 2) if len(d) else [])
             ax.set_ylim(0, 100)
         axes[0].set_ylabel("accuracy (%)")
-        axes[-1].legend(title="method", fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        method_legend(axes[-1], len(methods), loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.suptitle(f"{benchmark}: stability vs plasticity, {protocol.replace('_', '-')} (mean over seeds)",
                      fontsize=10)
         return save(fig, stem)
@@ -111,7 +110,7 @@ def severity_figure(cells: pd.DataFrame, benchmark: str, methods: list[str], ste
     protocols = [p for p in ("class_il", "task_il") if p in set(d["protocol"])]
     with plt.rc_context(RC), sns.axes_style("whitegrid"):
         fig, axes = plt.subplots(1, len(protocols), figsize=(5.2 * len(protocols), 3.8), squeeze=False, sharey=True)
-        colors = method_colors(methods)
+        lines = method_lines(methods)
         for ax, protocol in zip(axes[0], protocols):
             p = d[d["protocol"] == protocol]
             for method in _present(methods, p):
@@ -119,12 +118,12 @@ def severity_figure(cells: pd.DataFrame, benchmark: str, methods: list[str], ste
                 clean = m.groupby("run_id")["clean_accuracy"].mean().mean()
                 sev = m.groupby("severity")["accuracy"].mean()
                 x = np.r_[0, sev.index.to_numpy()]
-                ax.plot(x, 100 * np.r_[clean, sev.to_numpy()], marker="o", ms=4, color=colors[method], label=method)
+                ax.plot(x, 100 * np.r_[clean, sev.to_numpy()], ms=4, label=method, **lines[method])
             ax.set_title(f"{benchmark}: {PROTOCOL[protocol]}")
             ax.set_xlabel("corruption severity (0 = clean)")
             ax.set_ylim(0, 100)
         axes[0][0].set_ylabel("accuracy (%)")
-        axes[0][-1].legend(title="method", fontsize=8)
+        method_legend(axes[0][-1], len(methods))
         fig.suptitle("Accuracy vs corruption severity after the last experience (mean over corruptions and seeds)",
                      fontsize=10, y=1.02)
         return save(fig, stem)
@@ -180,20 +179,19 @@ def long_tail_figure(shots: pd.DataFrame, benchmark: str, methods: list[str], st
     ticks = np.arange(1, int(d["train_exp"].max()) + 2) if len(d) else np.arange(1, 2)
     with plt.rc_context(RC), sns.axes_style("whitegrid"):
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
-        colors = method_colors(methods)
+        lines = method_lines(methods)
         for ax, shot in zip(axes, ("many", "medium", "few")):
             s = d[d["shot"] == shot]
             for method in _present(methods, s):
                 m = s[s["method"] == method].groupby("train_exp")["accuracy"].mean()
-                ax.plot(m.index.to_numpy() + 1, 100 * m.to_numpy(), marker="o", ms=4, color=colors[method],
-                        label=method)
+                ax.plot(m.index.to_numpy() + 1, 100 * m.to_numpy(), ms=4, label=method, **lines[method])
             ax.set_title(f"{shot}-shot classes", fontsize=10)
             ax.set_xlabel("experiences trained")
             ax.set_xticks(ticks)
             ax.set_xlim(ticks[0] - 0.3, ticks[-1] + 0.3)
             ax.set_ylim(0, 100)
         axes[0].set_ylabel("accuracy on seen classes of the group (%)")
-        axes[-1].legend(title="method", fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        method_legend(axes[-1], len(methods), loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.suptitle(f"{benchmark}: long-tail accuracy, {PROTOCOL[protocol]} (mean over seeds)", fontsize=10, y=1.02)
         return save(fig, stem)
 

@@ -42,3 +42,27 @@ def save(fig: plt.Figure, stem: Path) -> list[Path]:
 def method_colors(methods: list[str]) -> dict[str, tuple]:
     """The palette: one colour per method (or method type), by position in ``methods`` (grid order)."""
     return dict(zip(methods, sns.color_palette(PALETTE, n_colors=max(len(methods), 3))))
+
+
+#: colours in the palette; past them the palette repeats, so :func:`method_lines` varies the line too
+PALETTE_SIZE = len(sns.color_palette(PALETTE))
+_LINES = (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", (0, (5, 1))))
+
+
+def method_lines(methods: list[str]) -> dict[str, dict]:
+    """``ax.plot`` keywords per method: its colour, and a marker and line style that change with
+    every round of the palette (a grid of 35 methods would otherwise repeat each look 3-4 times);
+    the first ``PALETTE_SIZE`` methods keep circles on solid lines."""
+    colors = method_colors(methods)
+    return {m: {"color": colors[m], "marker": _LINES[(i // PALETTE_SIZE) % len(_LINES)][0],
+                "linestyle": _LINES[(i // PALETTE_SIZE) % len(_LINES)][1]} for i, m in enumerate(methods)}
+
+
+def method_legend(ax: plt.Axes, n_methods: int, **inside) -> None:
+    """The method legend: where ``inside`` puts it while the methods fit the palette, else outside
+    the axes on the right, in columns of at most 18 (it would cover the curves)."""
+    if n_methods <= PALETTE_SIZE:
+        ax.legend(title="method", fontsize=8, **inside)
+    else:
+        ax.legend(title="method", fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  ncol=-(-n_methods // 18))
