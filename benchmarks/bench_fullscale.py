@@ -149,11 +149,9 @@ def child_train(tree: Path, prepared: Path, size: int, epochs: int, batch: int, 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     try:
-        train_run(params.image() if hasattr(params, "image") else params, BENCH, method, 0, prepared, runs, on_experience=stop)
+        train_run(params.image(), BENCH, method, 0, prepared, runs, on_experience=stop)
     except _StopAfterFirst:
         pass
-    import pandas as pd  # noqa: F401  (records were written; the experience row is in the log)
-
     log = next(runs.rglob("log.txt")).read_text()
     line = next(x for x in log.splitlines() if "experience 1/10: train" in x)
     train_s = float(line.split("train ")[1].split("s")[0])
