@@ -100,14 +100,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     A run that failed in training (diverged, or a component failed) is a result, not a pipeline
     error: recorded in its status.json, it exits 0 (:func:`clsuite.core.runs.train_or_record`), so that
     `dvc repro` goes on and the report lists it under "Failed runs"."""
-    from clsuite.core.parallel import run_tasks
+    from clsuite.core.parallel import run_tasks, train_jobs
 
     params = load_params(args.params)
     seeds = [args.seed] if args.seed is not None else list(params.run.seeds)
     if len(seeds) == 1:
         _train_one(params, args.benchmark, args.method, seeds[0])
         return
-    jobs = train_jobs(params, len(seeds), args.jobs)
+    jobs = train_jobs(params.run.device, params.run.threads, len(seeds), args.jobs)
     print(f"training {args.benchmark}/{args.method}, seeds {seeds}: {jobs} at a time")
     tasks = [(f"{args.benchmark}/{args.method}/seed{s}", lambda s=s: _seed_task(params, args.benchmark, args.method, s))
              for s in seeds]
@@ -136,26 +136,6 @@ def _train_one(params, benchmark: str, method: str, seed: int) -> int:
     if run_dir is not None:
         print(f"records written to {run_dir}")
     return 0
-
-
-def train_jobs(params, n_seeds: int, requested: int | None) -> int:
-    """Runs at once: ``--jobs``, else ``CLSUITE_TRAIN_JOBS``, else the usable CPUs divided by
-    ``run.threads`` (each run has its own threads), capped at the number of seeds; one at a time
-    where a run may use a GPU (:func:`clsuite.core.parallel.gpu_possible`: asking the CUDA driver
-    how many GPUs there are before forking would break CUDA in the children); ``--jobs N``
-    there runs N at once, each claiming a free GPU."""
-    import os
-
-    from clsuite.core.parallel import gpu_possible, usable_cpus
-
-    if requested is None and os.environ.get("CLSUITE_TRAIN_JOBS"):
-        requested = int(os.environ["CLSUITE_TRAIN_JOBS"])
-    if requested is None:
-        if params.run.device != "cpu" and gpu_possible():
-            requested = 1
-        else:
-            requested = max(1, usable_cpus() // max(1, params.run.threads or usable_cpus()))
-    return max(1, min(n_seeds, requested))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -31,22 +31,68 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """As ``clsuite train``: a run that failed in training is recorded in its status.json and exits 0
+    """Train one run (``--method`` and ``--seed``) or every method x seed of ``llm.grid`` for the
+    sequence (the ``llm_train`` stage: one stage per sequence), ``--jobs`` at a time in forked
+    processes (:mod:`clsuite.core.parallel`, as the image track's seeds; each run keeps its own
+    ``run.threads``, so its records do not depend on what runs beside it). A finished run whose
+    configuration and code did not change returns at once (:func:`clsuite.llm.train.up_to_date`),
+    so editing one method's params retrains only that method's runs.
+
+    As ``clsuite train``: a run that failed in training is recorded in its status.json and exits 0
     (:func:`clsuite.core.runs.train_or_record`); bad params or inputs before it starts exit 2."""
+    from clsuite.core.errors import ClsuiteError
+    from clsuite.core.parallel import run_tasks, train_jobs
+
+    params = _llm(args)
+    if (args.method is None) != (args.seed is None):
+        raise ParamsError("llm-train: give both --method and --seed (one run), or neither (every run of llm.grid)")
+    if args.method is not None and args.method not in params.llm.methods:
+        raise ParamsError(f"llm.methods.{args.method}: not defined; defined: {', '.join(sorted(params.llm.methods))}")
+    runs = ([(args.method, args.seed)] if args.method is not None
+            else [(m, s) for m in params.llm.grid.methods for s in params.llm.grid.seeds])
+    if len(runs) == 1:
+        _train_one(params, args.sequence, *runs[0])
+        return
+    for m, _ in runs:  # every config error before anything trains
+        if m not in params.llm.methods:
+            raise ParamsError(f"llm.grid.methods: {m!r} has no entry under llm.methods; add `llm.methods.{m}: {{}}` "
+                              "or remove it from the grid")
+    # data-parallel runs (protocol.processes > 1) start their own processes: one at a time
+    ddp = params.llm.sequences[args.sequence].protocol.processes > 1
+    jobs = 1 if ddp else train_jobs(params.run.device, params.run.threads, len(runs), args.jobs)
+    print(f"training {args.sequence}: {len(runs)} runs, {jobs} at a time")
+    tasks = [(f"{args.sequence}/{m}/seed{s}", lambda m=m, s=s: _run_task(params, args.sequence, m, s)) for m, s in runs]
+    failed = [f"{m}/seed{s}" for (m, s), rc in zip(runs, run_tasks(tasks, jobs)) if rc != 0]
+    if failed:
+        raise ClsuiteError(f"llm-train {args.sequence}: run(s) {', '.join(failed)} stopped with an error (above); "
+                           "the finished runs are kept, a rerun resumes the others")
+
+
+def _run_task(params, sequence: str, method: str, seed: int) -> int:
+    """One run of a group: its errors are reported as :func:`clsuite.cli.main` reports them (exit status 2)."""
+    import sys
+
+    from clsuite.core.errors import ClsuiteError
+
+    try:
+        return _train_one(params, sequence, method, seed)
+    except ClsuiteError as exc:
+        print(f"clsuite llm-train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _train_one(params, sequence: str, method: str, seed: int) -> int:
     from clsuite.llm.train import run_dir_of, train_llm_run
     from clsuite.core.runs import train_or_record
 
-    params = _llm(args)
-    if args.method not in params.llm.methods:
-        raise ParamsError(f"llm.methods.{args.method}: not defined; defined: {', '.join(sorted(params.llm.methods))}")
-    run_dir = run_dir_of(LLM_RUNS, args.sequence, args.method, args.seed)
-    out = train_or_record(lambda: train_llm_run(params.llm, args.sequence, args.method, args.seed,
-                                                under(PREPARED_TEXT, args.sequence), run_dir,
-                                                threads=params.run.threads, device=params.run.device,
-                                                base_cache=under(LLM_BASE, args.sequence)),
+    run_dir = run_dir_of(LLM_RUNS, sequence, method, seed)
+    out = train_or_record(lambda: train_llm_run(params.llm, sequence, method, seed, under(PREPARED_TEXT, sequence),
+                                                run_dir, threads=params.run.threads, device=params.run.device,
+                                                base_cache=under(LLM_BASE, sequence)),
                           run_dir, "llm-train")
     if out is not None:
         print(f"trained {out}")
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -72,8 +118,12 @@ def add_parsers(sub) -> None:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("--sequence", required=True)
         sp.set_defaults(fn=fn)
-    sp = sub.add_parser("llm-train", help="train one LLM run and write its generation records")
+    sp = sub.add_parser("llm-train", help="train the LLM runs of a sequence (or one: --method and --seed) and write "
+                                          "their generation records")
     sp.add_argument("--sequence", required=True)
-    sp.add_argument("--method", required=True)
-    sp.add_argument("--seed", type=int, required=True)
+    sp.add_argument("--method", help="one run: this method of llm.methods (with --seed); default: every run of llm.grid")
+    sp.add_argument("--seed", type=int)
+    sp.add_argument("--jobs", type=int, default=None,
+                    help="runs at once (default: CLSUITE_TRAIN_JOBS, else usable CPUs / run.threads; 1 where a GPU "
+                         "may be used)")
     sp.set_defaults(fn=cmd_train)

@@ -31,8 +31,8 @@ throttling is one plain script a user can read, edit and ``sbatch`` by hand. It 
 dependency. Every name in a script is checked (:mod:`clsuite.core.names`) and
 ``shlex.quote``-d; the scripts are kept in ``data/queue/slurm/``.
 
-LLM runs (``--llm``): the same machinery for the stale ``llm_train`` stages (one run per
-stage); with ``--gpus-per-run N > 1`` or ``--nodes K > 1`` the task starts the run with
+LLM runs (``--llm``): the same machinery for the stale ``llm_train`` stages (one stage per
+sequence, one task per method x seed of ``llm.grid``); with ``--gpus-per-run N > 1`` or ``--nodes K > 1`` the task starts the run with
 torchrun (``srun`` one torchrun per node, c10d rendezvous on the first node), and the DDP
 path of :mod:`clsuite.llm.distributed` joins it (docs/llm.md, "Across nodes").
 """
@@ -125,7 +125,7 @@ def llm_run(sequence: str, method: str, seed: int) -> Run:
     check_name(method, "llm.grid.methods")
     check_seed(seed, "llm.grid.seeds")
     run_dir = under(LLM_RUNS, sequence, method, f"seed{seed}")
-    return Run(f"{sequence}/{method}/seed{seed}", f"llm_train@{sequence}-{method}-{seed}",
+    return Run(f"{sequence}/{method}/seed{seed}", f"llm_train@{sequence}",
                ("llm-train", "--sequence", sequence, "--method", method, "--seed", str(seed)), run_dir.as_posix(),
                llm=True)
 

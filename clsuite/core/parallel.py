@@ -42,6 +42,22 @@ def gpu_possible() -> bool:
     return sys.platform != "linux" or bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
+def train_jobs(device: str, threads: int | None, n_runs: int, requested: int | None) -> int:
+    """Runs at once: ``requested`` (``--jobs``), else ``CLSUITE_TRAIN_JOBS``, else the usable CPUs
+    divided by ``threads`` (``run.threads``: each run has its own threads), capped at ``n_runs``;
+    one at a time where a run may use a GPU (``device`` not ``cpu`` and :func:`gpu_possible`:
+    asking the CUDA driver how many GPUs there are before forking would break CUDA in the
+    children); ``--jobs N`` there runs N at once, each claiming a free GPU."""
+    if requested is None and os.environ.get("CLSUITE_TRAIN_JOBS"):
+        requested = int(os.environ["CLSUITE_TRAIN_JOBS"])
+    if requested is None:
+        if device != "cpu" and gpu_possible():
+            requested = 1
+        else:
+            requested = max(1, usable_cpus() // max(1, threads or usable_cpus()))
+    return max(1, min(n_runs, requested))
+
+
 def run_tasks(tasks: list[tuple[str, Callable[[], int]]], jobs: int) -> list[int]:
     """Exit status of every ``(label, task)``, in order; ``task()`` returns an exit status
     (an exception is printed and counts as 1)."""

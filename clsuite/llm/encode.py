@@ -65,12 +65,26 @@ def collate(examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean answer-token cross-entropy (B,) in nats, answer-token accuracy (B,)) of logits (B, L, V)."""
-    shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
-    mask = shift_labels != -100
-    ce = torch.nn.functional.cross_entropy(shift_logits.transpose(1, 2), shift_labels.clamp_min(0), reduction="none")
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """The positions ``t`` (K,) int64 whose next token ``t + 1`` is labelled in some row of
+    ``labels`` (B, L): the only positions whose logits enter the loss (a causal LM predicts token
+    ``t + 1`` at ``t``). Prompt and padding positions carry -100, so K is about the answer length
+    times the spread of the prompts' lengths, far below L."""
+    return (labels[:, 1:] != -100).any(0).nonzero().flatten()
+
+
+def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean cross-entropy (B,) in nats over the labelled targets, token accuracy (B,)) of logits
+    (B, K, V) predicting ``targets`` (B, K) (-100: not scored)."""
+    mask = targets != -100
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none")
     count = mask.sum(1).clamp_min(1)
     loss = (ce * mask).sum(1) / count
-    acc = ((shift_logits.argmax(-1) == shift_labels) & mask).sum(1) / count
+    acc = ((logits.argmax(-1) == targets) & mask).sum(1) / count
     return loss, acc.detach()
+
+
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean answer-token cross-entropy (B,) in nats, answer-token accuracy (B,)) of logits (B, L, V)
+    of every position (:func:`token_loss` of the shifted labels)."""
+    return token_loss(logits[:, :-1], labels[:, 1:])

@@ -28,7 +28,8 @@ The strategy exposes what plugins read: ``model``, ``optimizer``, ``device``, ``
 (``current_experience``, ``task``, ``examples``), ``clock`` (``train_iterations``, …),
 ``mbatch`` (dict of (B, L) tensors), ``mb_x`` (input ids), ``mb_examples`` (the
 :class:`~clsuite.llm.encode.Encoded` rows of the minibatch; replay plugins append to it in
-``before_training_iteration``, before it is collated), ``mb_output`` (logits (B, L, V)),
+``before_training_iteration``, before it is collated), ``mb_output`` (logits (B, K, V) of the
+K positions that predict an answer token, :meth:`LLMStrategy.forward_losses`),
 ``sample_losses`` ((B,) nats per answer token), ``loss`` (scalar), ``is_training``.
 
 Data parallel (``dist.world > 1``, :mod:`clsuite.llm.distributed`): every rank builds the same
@@ -51,7 +52,19 @@ import numpy as np
 import torch
 
 from clsuite.llm.distributed import SINGLE, DistInfo, gather_rows, shard_bounds, with_local_grad
-from clsuite.llm.encode import Encoded, collate, per_sample_loss
+from clsuite.llm.encode import Encoded, answer_positions, collate, per_sample_loss, token_loss
+
+def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether the causal LM under ``model`` (a peft wrapper is looked through) takes
+    transformers' ``logits_to_keep`` argument (Llama, SmolLM2, Qwen, Mistral, ... do)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
 
 @dataclass
 class Clock:
@@ -122,6 +135,7 @@ class LLMStrategy:
         self.is_training = False
         self.stats = StepStats()
         self.on_iteration: Callable[[], None] | None = None  # progress bar hook
+        self._keeps_logits: bool | None = None  # whether the model takes logits_to_keep (decided on first use)
 
     @property
     def mb_x(self) -> torch.Tensor:
@@ -165,10 +179,24 @@ class LLMStrategy:
 
     def forward_losses(self, batch: dict[str, torch.Tensor], module: torch.nn.Module | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(logits (B, L, V), per-sample loss (B,), per-sample token accuracy (B,)) of ``module``
-        (default: the unwrapped model)."""
-        out = (self.model if module is None else module)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        loss, acc = per_sample_loss(out.logits, batch["labels"])
+        """(logits (B, K, V) of the answer positions, per-sample loss (B,), per-sample token accuracy
+        (B,)) of ``module`` (default: the unwrapped model).
+
+        Only the K positions that predict a labelled token get logits
+        (:func:`~clsuite.llm.encode.answer_positions`, passed as transformers' ``logits_to_keep``):
+        the LM head (a fifth of SmolLM2-135M's weights, with a 49k-way softmax per position) is
+        not applied to the prompt and padding positions whose logits the loss ignores. A model
+        whose forward has no ``logits_to_keep`` gets every position's logits (L = K)."""
+        model = self.model if module is None else module
+        if self._keeps_logits is None:
+            self._keeps_logits = accepts_logits_to_keep(self.model)
+        if not self._keeps_logits:
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            loss, acc = per_sample_loss(out.logits, batch["labels"])
+            return out.logits, loss, acc
+        keep = answer_positions(batch["labels"])
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+        loss, acc = token_loss(out.logits, batch["labels"][:, keep + 1])
         return out.logits, loss, acc
 
     def gather_rows(self, local: torch.Tensor) -> torch.Tensor:

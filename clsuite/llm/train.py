@@ -199,6 +199,10 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
                      method=llm.methods.get(method), seed=seed, data=data_digest,
                      device=str(dev) if info.world == 1 else dev.type, threads=threads, code=code,
                      **({"processes": info.world} if info.world > 1 else {}))
+    if main and up_to_date(run_dir, fp, len(cfg.task_names())):
+        log.info("up to date: finished with this configuration and code (checkpoint.json fingerprint %s); "
+                 "nothing to train", fp[:12])
+        return run_dir
     if main:
         write_status(run_dir, run_id, "running", 0, "tasks")
     seed_everything(seed, deterministic=True)
@@ -347,6 +351,26 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
         write_status(run_dir, run_id, "finished", len(tasks), "tasks", code=short_hash(code), **note)
     log.info("finished")
     return run_dir
+
+
+def up_to_date(run_dir: Path, fp: str, n_tasks: int) -> bool:
+    """Whether ``run_dir`` holds a finished run of fingerprint ``fp``: status.json ``finished``
+    with every task, checkpoint.json of ``fp`` after the last task, tasks.parquet and the
+    records of every stage. Read from the small JSON files only (a full fine-tuning checkpoint
+    is gigabytes), so an unchanged run of a rerun stage costs milliseconds; anything
+    missing or different: False (the run resumes or starts over as before)."""
+    from clsuite.core.errors import RunFolderError
+    from clsuite.core.runs import read_status
+
+    try:
+        status = read_status(run_dir, unit="tasks")
+        meta = json.loads(checkpoint.sidecar(run_dir / "checkpoint.pt").read_text())
+    except (OSError, ValueError, RunFolderError):
+        return False
+    return (status is not None and status.state == "finished" and status.finished == n_tasks
+            and isinstance(meta, dict) and meta.get("format") == FORMAT and meta.get("fingerprint") == fp
+            and meta.get("finished") == n_tasks - 1 and (run_dir / "tasks.parquet").is_file()
+            and all(records_path(run_dir, k).is_file() for k in range(-1, n_tasks)))
 
 
 def _silent_logger(name: str):

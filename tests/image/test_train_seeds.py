@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clsuite.cli import main, train_jobs
+from clsuite.cli import main
+from clsuite.core.parallel import train_jobs
 from clsuite.config import load_params
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,19 +66,19 @@ def test_a_failing_seed_does_not_stop_the_others(project, capfd):
 
 
 def test_jobs_default_to_cpus_per_thread_and_never_exceed_seeds(monkeypatch):
-    params = load_params(REPO / "params.yaml")
+    run = load_params(REPO / "params.yaml").run
     monkeypatch.delenv("CLSUITE_TRAIN_JOBS", raising=False)
     monkeypatch.setattr("clsuite.core.parallel.usable_cpus", lambda: 8)
     monkeypatch.setattr("clsuite.core.parallel.gpu_possible", lambda: False)
-    threads = params.run.threads or 8
-    assert train_jobs(params, 5, None) == min(5, 8 // threads)
-    assert train_jobs(params, 3, None) == min(3, 8 // threads)
-    assert train_jobs(params, 5, 2) == 2 and train_jobs(params, 5, 9) == 5
+    threads = run.threads or 8
+    assert train_jobs(run.device, run.threads, 5, None) == min(5, 8 // threads)
+    assert train_jobs(run.device, run.threads, 3, None) == min(3, 8 // threads)
+    assert train_jobs(run.device, run.threads, 5, 2) == 2 and train_jobs(run.device, run.threads, 5, 9) == 5
     monkeypatch.setenv("CLSUITE_TRAIN_JOBS", "1")
-    assert train_jobs(params, 5, None) == 1
+    assert train_jobs(run.device, run.threads, 5, None) == 1
     monkeypatch.delenv("CLSUITE_TRAIN_JOBS")
     monkeypatch.setattr("clsuite.core.parallel.gpu_possible", lambda: True)  # one at a time where a GPU may be
-    assert train_jobs(params, 5, None) == (1 if params.run.device != "cpu" else min(5, 8 // threads))
+    assert train_jobs(run.device, run.threads, 5, None) == (1 if run.device != "cpu" else min(5, 8 // threads))
 
 
 def test_gpu_possible_without_touching_cuda(monkeypatch):

@@ -70,7 +70,7 @@ def test_batch_script_runs_each_task_and_writes_its_log_and_exit_status(tmp_path
 
 def test_llm_script_launches_torchrun_across_nodes(tmp_path):
     run = slurm.llm_run("llm_smoke", "mssr", 0)
-    assert run.stage == "llm_train@llm_smoke-mssr-0" and run.run_dir == "data/llm_runs/llm_smoke/mssr/seed0"
+    assert run.stage == "llm_train@llm_smoke" and run.run_dir == "data/llm_runs/llm_smoke/mssr/seed0"
     one = slurm.batch_script([run], slurm.SlurmOptions(gpus_per_run=1), tmp_path, python="py")
     assert "py -m clsuite.cli --params params.yaml llm-train --sequence llm_smoke --method mssr --seed 0" in one
     four = slurm.batch_script([run], slurm.SlurmOptions(gpus_per_run=4), tmp_path, python="py")
@@ -340,7 +340,8 @@ def test_cancel_scancels_the_jobs_and_adopts_nothing(cluster, tmp_path):
 
 
 def test_stale_runs_come_from_dvc_status(monkeypatch):
-    """One run per seed of each stale train stage (image) or per stale llm_train stage (--llm)."""
+    """One run per seed of each stale train stage (image), one per method x seed of each stale
+    llm_train stage (--llm: one stage per sequence)."""
     import clsuite.queue as queue
     from clsuite.config import load_params
 
@@ -349,7 +350,7 @@ def test_stale_runs_come_from_dvc_status(monkeypatch):
     params = load_params(REPO / "params.yaml", check_components=False)
     b, m = params.run.benchmarks[0], params.run.methods[-1]
     g = params.llm.grid
-    llm_stage = f"llm_train@{g.sequences[0]}-{g.methods[0]}-{g.seeds[0]}"
+    llm_stage = f"llm_train@{g.sequences[0]}"
     status = json.dumps({f"train@{b}-{m}": [], llm_stage: [], "evaluate": []})
     monkeypatch.setattr(queue, "_dvc", lambda *a, dvc="dvc", **k: status)
     monkeypatch.setattr(slurm, "_dvc", lambda *a, dvc="dvc", **k: status)
@@ -357,5 +358,6 @@ def test_stale_runs_come_from_dvc_status(monkeypatch):
     assert [r.key for r in runs] == [f"{b}/{m}/seed{s}" for s in params.run.seeds] and prepares == [f"prepare@{b}"]
     assert {r.stage for r in runs} == {f"train@{b}-{m}"}
     runs, prepares = slurm.stale(params, llm=True)
-    assert [r.stage for r in runs] == [llm_stage] and prepares == [f"llm_prepare@{g.sequences[0]}"]
+    assert [r.key for r in runs] == [f"{g.sequences[0]}/{m}/seed{s}" for m in g.methods for s in g.seeds]
+    assert {r.stage for r in runs} == {llm_stage} and prepares == [f"llm_prepare@{g.sequences[0]}"]
     assert runs[0].args == ("llm-train", "--sequence", g.sequences[0], "--method", g.methods[0], "--seed", str(g.seeds[0]))
