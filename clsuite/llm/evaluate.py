@@ -2,7 +2,8 @@
 
 Writes ``score_matrix.parquet`` (LLM_SCORE_MATRIX), ``run_metrics.parquet`` (LLM_RUN_METRICS),
 ``score_ci.parquet`` (LLM_SCORE_CI: final scores with bootstrap CIs over test examples),
-``tasks.parquet`` (LLM_TASKS, all runs), ``summary.csv`` (mean, std and Student-t CI over seeds),
+``paired.parquet`` (LLM_PAIRED: paired differences of every two methods' final scores on the same
+test examples, per seed), ``tasks.parquet`` (LLM_TASKS, all runs), ``summary.csv`` (mean, std and Student-t CI over seeds),
 ``metrics.json`` (mean per method) and ``failed_runs.parquet``/``.csv`` (LLM_FAILED_RUNS); and
 the headline metrics ``reports/metrics/llm/<sequence>/<method>.json`` (final score with its 95 %
 CI, average forgetting, seeds, failed runs; percent; committed in git for ``dvc metrics show/diff``
@@ -27,8 +28,9 @@ from clsuite.core.headline import half_width, headline_cell, write_headline
 from clsuite.core.io import write_json, write_text
 from clsuite.core.runs import failed_run_row, failed_runs_table, read_status
 from clsuite.llm.config import LLMParams
-from clsuite.llm.metrics import MEAN_TASK, run_metrics, score_cis, score_matrix, summary
-from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_RUN_METRICS, LLM_SCORE_CI, LLM_SCORE_MATRIX, LLM_TASKS
+from clsuite.llm.metrics import MEAN_TASK, paired_differences, run_metrics, score_cis, score_matrix, summary
+from clsuite.llm.schemas import (LLM_FAILED_RUNS, LLM_PAIRED, LLM_RUN_METRICS, LLM_SCORE_CI, LLM_SCORE_MATRIX,
+                                 LLM_TASKS)
 from clsuite.llm.train import read_llm_records, run_dir_of
 from clsuite.core.parquet import read_table, write_table
 
@@ -87,6 +89,7 @@ def evaluate_sequence(llm: LLMParams, sequence: str, runs_root: Path, out_dir: P
     write_table(rm, data / "run_metrics.parquet", LLM_RUN_METRICS)
     ci = score_cis(recs)
     write_table(ci, data / "score_ci.parquet", LLM_SCORE_CI)
+    write_table(paired_differences(recs, list(llm.grid.methods)), data / "paired.parquet", LLM_PAIRED)
     write_table(tk, data / "tasks.parquet", LLM_TASKS)
     su = summary(rm)
     write_text(data / "summary.csv", su.to_csv(index=False, float_format="%.6g"))

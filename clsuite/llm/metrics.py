@@ -25,6 +25,13 @@ examples of each task's final score (after the last task; the held-out task too)
 the task means), :data:`N_RESAMPLES` resamples from a generator seeded by the run seed and the
 task (:func:`bootstrap_rng`): the same records give the same interval. Across seeds,
 :func:`summary` adds the Student-t 95 % CI of :func:`clsuite.core.aggregate.summarise`.
+
+Paired differences (:func:`paired_differences`): every method is scored on the same test examples,
+so two methods of one seed are compared example by example: the difference of their
+``final_score`` with a *paired* percentile bootstrap CI (the same resampled examples for both; each
+task on its own), the net number of test examples the first answers better, and how many
+examples one example is worth (the resolution of the test set, in score points).
+:func:`separated_neighbours` reads them to say which steps of the ranking the data establish.
 """
 
 from __future__ import annotations
@@ -172,3 +179,67 @@ def score_cis(records: pd.DataFrame, n_resamples: int = N_RESAMPLES) -> pd.DataF
                      "value": float(np.mean([x.mean() for x in trained])), "ci_low": lo, "ci_high": hi})
     cols = IDENT + ["task", "task_index", "n", "value", "ci_low", "ci_high"]
     return pd.DataFrame(rows, columns=cols).astype({"seed": "int64", "task_index": "Int64", "n": "int64"})
+
+
+def paired_differences(records: pd.DataFrame, methods: list[str],
+                       n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
+    """For each seed and each pair of ``methods`` (grid order, ``method_a`` first) with a finished
+    run: ``diff`` = final_score(a) − final_score(b) after the last task (fraction), its paired
+    percentile bootstrap 95 % CI (``ci_low``/``ci_high``: the trained tasks' common test examples
+    resampled per task, the same draw for both methods; generator :func:`bootstrap_rng` of the seed
+    and the pair), ``net_examples`` = Σ over those examples of (score_a − score_b) (how many more
+    examples a answers, partial credit summed), ``n`` common examples and ``one_example`` = the
+    largest change of final_score one example can make (1 / (tasks × the smallest task's n))."""
+    rows = []
+    last = records[(records.stage == records.groupby("run_id").stage.transform("max")) & (records.task_index >= 0)]
+    for seed, g in last.groupby("seed", sort=True):
+        present = [m for m in methods if m in set(g.method)]
+        for i, a in enumerate(present):
+            for b in present[i + 1:]:
+                rows.append(_paired(g, a, b, int(seed), n_resamples))
+    cols = ["sequence", "seed", "method_a", "method_b", "n", "diff", "ci_low", "ci_high", "net_examples",
+            "one_example"]
+    types = {"sequence": "str", "seed": "int64", "method_a": "str", "method_b": "str", "n": "int64"}
+    return pd.DataFrame(rows, columns=cols).astype({c: types.get(c, "float64") for c in cols})
+
+
+def _paired(g: pd.DataFrame, a: str, b: str, seed: int, n_resamples: int) -> dict:
+    diffs = []
+    for _, t in g.groupby("task_index", sort=True):
+        x = t[t.method == a].set_index("example_id")["score"]
+        y = t[t.method == b].set_index("example_id")["score"]
+        common = x.index.intersection(y.index).sort_values()
+        diffs.append((x[common] - y[common]).to_numpy(dtype=float))
+    lo, hi = bootstrap_ci(diffs, bootstrap_rng(seed, f"{a} - {b}"), n_resamples)
+    return {"sequence": str(g.sequence.iat[0]), "seed": seed, "method_a": a, "method_b": b,
+            "n": int(sum(map(len, diffs))), "diff": float(np.mean([d.mean() for d in diffs])), "ci_low": lo,
+            "ci_high": hi, "net_examples": float(sum(d.sum() for d in diffs)),
+            "one_example": 1.0 / (len(diffs) * min(map(len, diffs)))}
+
+
+def separated_neighbours(paired: pd.DataFrame, ranked: list[str]) -> list[dict]:
+    """For each pair of neighbours of ``ranked`` (best first): the mean difference over seeds
+    (higher − lower, fraction), its 95 % interval and whether it excludes 0 (``separated``). One
+    seed: the paired bootstrap over test examples; several: the Student-t interval over the seeds'
+    paired differences (as the image track's ranking, :mod:`clsuite.image.ranking`)."""
+    out = []
+    for hi, lo in zip(ranked, ranked[1:]):
+        fwd = paired[(paired.method_a == hi) & (paired.method_b == lo)]
+        rev = paired[(paired.method_a == lo) & (paired.method_b == hi)]
+        d = pd.concat([fwd.assign(sign=1.0), rev.assign(sign=-1.0)])
+        if not len(d):
+            continue
+        diffs = (d["diff"] * d["sign"]).to_numpy(dtype=float)
+        if len(d) == 1:
+            r = d.iloc[0]
+            low, high = sorted((r.ci_low * r.sign, r.ci_high * r.sign))
+            basis = f"paired bootstrap over {int(r.n)} test examples"
+        else:
+            half = stats.t.ppf(0.5 + CONFIDENCE / 2, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs))
+            low, high = diffs.mean() - half, diffs.mean() + half
+            basis = f"Student t over {len(diffs)} seeds"
+        out.append({"higher": hi, "lower": lo, "diff": float(diffs.mean()), "ci_low": float(low),
+                    "ci_high": float(high), "separated": bool(low > 0 or high < 0), "basis": basis,
+                    "net_examples": float((d["net_examples"] * d["sign"]).mean()),
+                    "one_example": float(d["one_example"].max())})
+    return out

@@ -23,8 +23,8 @@ import pandas as pd  # noqa: E402
 
 from clsuite.core.io import write_text  # noqa: E402
 from clsuite.llm.config import LLMParams  # noqa: E402
-from clsuite.llm.metrics import CONFIDENCE, MEAN_TASK, N_RESAMPLES  # noqa: E402
-from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_RUN_METRICS, LLM_SCORE_CI, LLM_SCORE_MATRIX  # noqa: E402
+from clsuite.llm.metrics import CONFIDENCE, MEAN_TASK, N_RESAMPLES, separated_neighbours  # noqa: E402
+from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_PAIRED, LLM_RUN_METRICS, LLM_SCORE_CI, LLM_SCORE_MATRIX  # noqa: E402
 from clsuite.report import failed_runs_md  # noqa: E402
 from clsuite.report.figures import RC, method_colors, save  # noqa: E402
 from clsuite.report.format import MISSING, number, score_ci_cell as ci_cell, seed_cell  # noqa: E402
@@ -89,6 +89,38 @@ def ci_caption(ci: pd.DataFrame) -> str:
             f"over seeds (cut to [0, 100]). Finished seeds per method here: {seeds.min()}"
             + (f"–{seeds.max()}" if seeds.max() != seeds.min() else "")
             + ". Other cells: mean ± std over seeds.")
+
+
+def ranking_md(ci: pd.DataFrame, paired: pd.DataFrame, methods: list[str], sequence: str, tabs: Path) -> list[str]:
+    """"Is the ranking established?": the methods by final score (mean over seeds), and for each
+    step between neighbours the paired difference on the same test examples with its 95 % interval
+    (:func:`clsuite.llm.metrics.separated_neighbours`), the net number of examples behind it and
+    what one example is worth; a step whose interval includes 0 is named as not separated, with
+    what would separate it."""
+    final = ci[ci.task == MEAN_TASK].groupby("method")["value"].mean()
+    ranked = sorted([m for m in methods if m in final.index], key=lambda m: -final[m])
+    steps = separated_neighbours(paired, ranked)
+    if not steps:
+        return []
+    one = max(s["one_example"] for s in steps)
+    lines = ["### Is the ranking established?", "",
+             f"Methods by final score: {' > '.join(md_code(m) for m in ranked)}. Every method answers the same "
+             f"test examples, so neighbours are compared example by example (paired; {CONFIDENCE:.0%} interval). "
+             f"One test example moves the final score by {100 * one:.2f} points here.", ""]
+    rows = [{"Higher": s["higher"], "Lower": s["lower"], "Difference (points)": number(100 * s["diff"], 2),
+             f"{CONFIDENCE:.0%} interval": f"[{number(100 * s['ci_low'], 2)}, {number(100 * s['ci_high'], 2)}]",
+             "Net examples": number(s["net_examples"], 1), "Separated": "yes" if s["separated"] else "no",
+             "Basis": s["basis"]} for s in steps]
+    lines += [write_table(pd.DataFrame(rows), tabs / "ranking", f"{sequence}: paired differences of neighbours in the "
+                          "ranking by final score", f"tab:{sequence}-ranking"), ""]
+    loose = [s for s in steps if not s["separated"]]
+    if loose:
+        lines += ["**Not separated:** " + "; ".join(
+            f"{md_code(s['higher'])} vs {md_code(s['lower'])} ({number(100 * s['diff'], 2)} points, "
+            f"{number(s['net_examples'], 1)} examples net)" for s in loose)
+            + ". Their order here may be chance: more test examples (the sequence's `test:`) or more seeds "
+            "(`llm.grid.seeds`) would be needed to tell them apart.", ""]
+    return lines
 
 
 def metric_table(rm: pd.DataFrame, methods: list[str], keys: list[str]) -> pd.DataFrame:
@@ -199,6 +231,7 @@ def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
     rm = read_table(data / "run_metrics.parquet", LLM_RUN_METRICS)
     ci = read_table(data / "score_ci.parquet", LLM_SCORE_CI)
     failed = read_table(data / "failed_runs.parquet", LLM_FAILED_RUNS)
+    paired = read_table(data / "paired.parquet", LLM_PAIRED)
     grid = list(llm.grid.methods)  # tables: every method of the grid (– without a finished run)
     methods = [m for m in grid if m in set(sm.method)]  # figures: methods with a finished run
     ref = llm.reference_method
@@ -225,6 +258,7 @@ def build_llm_report(llm: LLMParams, sequence: str, out_dir: Path) -> Path:
              write_table(final_score_table(ci, grid), tabs / "final_scores",
                          f"{sequence}: final score per task [95% CI]", f"tab:{sequence}-final-scores"), "",
              "Each task's score after the last task, and their mean (the Final score above); CIs as above.", ""]
+    lines += ranking_md(ci, paired, methods, sequence, tabs)
     lines += failed_runs_md(failed, len(grid) * len(llm.grid.seeds), out_dir, unit="task")
     lines += ["## Score matrices", "", "![score matrices](figures/score_matrix.png)", ""]
     for m, mat in mats.items():

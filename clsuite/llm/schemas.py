@@ -92,6 +92,22 @@ LLM_SCORE_CI = pa.DataFrameSchema(
     strict=True, ordered=True, unique=["run_id", "task"], name="llm_score_ci",
 )
 
+#: paired differences of two methods' final scores on the same test examples, per seed (llm_evaluate,
+#: :func:`clsuite.llm.metrics.paired_differences`; fractions)
+LLM_PAIRED = pa.DataFrameSchema(
+    {
+        "sequence": Column(str), "seed": Column("int64", Check.ge(0)),
+        "method_a": Column(str), "method_b": Column(str),
+        "n": Column("int64", Check.ge(1)),  # common test examples of the trained tasks
+        "diff": Column("float64", Check.in_range(-1.0, 1.0)),  # final_score(a) - final_score(b)
+        "ci_low": Column("float64", Check.in_range(-1.0, 1.0), nullable=True),
+        "ci_high": Column("float64", Check.in_range(-1.0, 1.0), nullable=True),
+        "net_examples": Column("float64"),  # sum over examples of score_a - score_b
+        "one_example": Column("float64", Check.in_range(0.0, 1.0)),  # final_score change of one example
+    },
+    strict=True, ordered=True, unique=["seed", "method_a", "method_b"], name="llm_paired",
+)
+
 #: one row per grid run that did not finish (llm_evaluate): the run contract's table
 #: (:func:`clsuite.core.runs.failed_runs_schema`, shared with the image track), keyed by sequence;
 #: ``stopped_in`` is the name of the task it stopped in

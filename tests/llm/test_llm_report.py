@@ -13,7 +13,7 @@ from clsuite.core.parquet import write_table
 from clsuite.core.runs import failed_runs_table
 from clsuite.llm.metrics import MEAN_TASK
 from clsuite.llm.report import build_llm_report
-from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_RUN_METRICS, LLM_SCORE_CI, LLM_SCORE_MATRIX
+from clsuite.llm.schemas import LLM_FAILED_RUNS, LLM_PAIRED, LLM_RUN_METRICS, LLM_SCORE_CI, LLM_SCORE_MATRIX
 
 from fakes.llm import repo_params, smoke_llm  # noqa: E402
 
@@ -40,6 +40,10 @@ def _data(folder: Path, methods: list[str]) -> None:
                                "ci_high": 0.75} for m, r in runs for t, i in [*TASKS, (MEAN_TASK, 0)]])
                 .astype({"task_index": "Int64"}), folder / "score_ci.parquet", LLM_SCORE_CI)
     write_table(failed_runs_table([], LLM_FAILED_RUNS), folder / "failed_runs.parquet", LLM_FAILED_RUNS)
+    write_table(pd.DataFrame([{"sequence": SEQ, "seed": 0, "method_a": a, "method_b": b, "n": 8, "diff": 0.0,
+                               "ci_low": -0.25, "ci_high": 0.25, "net_examples": 0.0, "one_example": 0.125}
+                              for i, a in enumerate(methods) for b in methods[i + 1:]]),
+                folder / "paired.parquet", LLM_PAIRED)
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -61,7 +65,7 @@ def test_llm_report_uses_the_kit(tmp_path):
     assert figs == [f"{s}.{e}" for s in ("forgetting", "frontier", "score_matrix") for e in ("png", "svg")]
     # every LaTeX table is the kit's booktabs table with caption and label
     texs = sorted((out / "tables").glob("*.tex"))
-    assert {p.stem for p in texs} == {"results", "final_scores", "frontier", "overhead", "score_matrix_none",
+    assert {p.stem for p in texs} == {"results", "final_scores", "ranking", "frontier", "overhead", "score_matrix_none",
                                       "score_matrix_fixed"}
     for p in texs:
         tex = p.read_text()
