@@ -77,27 +77,21 @@ VARIANTS: dict[str, dict] = {
 
 @contextlib.contextmanager
 def _icarl_loss_all_units(scaled_only: bool = False):
-    """clsuite's iCaRL loss over all output units, as Avalanche's ICaRLLossPlugin (BCE over all
-    K sigmoid outputs, unseen classes with target 0, mean over N x K) instead of the seen ones.
+    """clsuite's iCaRL loss over all output units (its option ``bce_over: all``: BCE over all K
+    sigmoid outputs, unseen classes with target 0, mean over N x K, as Avalanche's
+    ICaRLLossPlugin) instead of the seen ones (the default, ``bce_over: seen``).
     ``scaled_only``: keep clsuite's seen-class loss but scale it by |seen| / K, i.e. Avalanche's
     normalisation without its unseen-class targets (separates the two)."""
-    import torch.nn.functional as F
-
     from clsuite.methods.icarl import ICaRLPlugin
 
     original = ICaRLPlugin.before_backward
 
     def before_backward(self, strategy, **kwargs):
-        out = strategy.mb_output
-        if scaled_only:
-            original(self, strategy, **kwargs)
-            strategy.loss = strategy.loss * (len(self.seen_classes) / out.shape[1])
-            return
-        target = F.one_hot(strategy.mb_y, out.shape[1]).float()
-        if self.old_net is not None and self.old_classes:
-            with torch.no_grad():
-                target[:, self.old_classes] = torch.sigmoid(self.old_net(strategy.mb_x)[:, self.old_classes])
-        strategy.loss = F.binary_cross_entropy_with_logits(out, target)
+        if not scaled_only:
+            self.bce_over = "all"
+            return original(self, strategy, **kwargs)
+        original(self, strategy, **kwargs)
+        strategy.loss = strategy.loss * (len(self.seen_classes) / strategy.mb_output.shape[1])
 
     ICaRLPlugin.before_backward = before_backward
     try:

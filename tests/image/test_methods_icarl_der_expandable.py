@@ -118,6 +118,28 @@ def test_icarl_loss_is_bce_with_old_model_targets_on_old_classes():
     torch.testing.assert_close(s.loss, expected)
 
 
+def test_icarl_loss_over_all_units_gives_unseen_classes_target_0():
+    """``bce_over: all`` (Avalanche's ICaRLLossPlugin, the original iCaRL): the mean over N x K
+    outputs, unseen classes (here 4, 5) with target 0; the default averages over the seen ones."""
+    net = _net(6)
+    model = NMEClassifier(net, 6)
+    old = _net(6, seed=1)
+    x, y = torch.rand(5, 1, 2, 2), torch.tensor([2, 3, 2, 0, 1])
+    out = model(x)
+    losses = {}
+    for over in ("seen", "all"):
+        plugin = ICaRLPlugin(mem_size=8, device=CPU, bce_over=over)
+        plugin.old_net, plugin.old_classes, plugin.new_classes = old, [0, 1], [2, 3]  # seen [0..3] of 6
+        s = SimpleNamespace(mb_output=out, mb_y=y, mb_x=x, loss=torch.tensor(0.0))
+        plugin.before_backward(s)
+        losses[over] = s.loss
+    target = F.one_hot(y, 6).float()
+    target[:, :2] = torch.sigmoid(old(x)[:, :2]).detach()
+    per_output = -(target * F.logsigmoid(out) + (1 - target) * F.logsigmoid(-out))
+    torch.testing.assert_close(losses["all"], per_output.mean())
+    torch.testing.assert_close(losses["seen"], per_output[:, :4].mean())
+
+
 def test_expandable_net_freezes_old_extractors_and_copies_the_new_one():
     model = ExpandableNet(_net(4), n_experiences=3, n_classes=4)
     layout = {k: v.shape for k, v in model.state_dict().items()}
