@@ -32,6 +32,14 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, device: 
     return results
 
 
+def prompt_length_order(tokenizer, prompts: list[str]) -> np.ndarray:
+    """Indices of ``prompts`` by token count (stable: ties keep their order). Batching prompts of
+    similar length pads less: on reasoning3's four test sets (batches of 16) an evaluation pass
+    took 19.1 s instead of 21.4 s, with the same generations (measured once, 1 thread)."""
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    return np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+
+
 def score_rows(test: pd.DataFrame, rows: np.ndarray, generations: list[tuple[str, int]]) -> list[dict]:
     """Score rows ``rows`` of a text test table against their generations."""
     out = []

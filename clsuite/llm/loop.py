@@ -280,9 +280,11 @@ class LLMStrategy:
     # -- evaluation -----------------------------------------------------------------
     @torch.no_grad()
     def eval(self, experiences: Sequence[TextExperience],
-             evaluate_batch: Callable[["LLMStrategy", TextExperience, np.ndarray], None], batch_size: int) -> None:
+             evaluate_batch: Callable[["LLMStrategy", TextExperience, np.ndarray], None], batch_size: int,
+             order: Callable[[TextExperience], np.ndarray] | None = None) -> None:
         """Avalanche's ``eval(exps)`` hook order; ``evaluate_batch(strategy, exp, rows)`` does the
-        work of one eval iteration (generation + scoring) between before/after_eval_forward."""
+        work of one eval iteration (generation + scoring) between before/after_eval_forward.
+        ``order(exp)``: the experience's rows in the order they are batched (default: as stored)."""
         was_training = self.model.training
         saved = self.experience
         self.is_training = False
@@ -294,10 +296,11 @@ class LLMStrategy:
             self.call("after_eval_dataset_adaptation")
             self.call("before_eval_exp")
             n = len(exp.payload) if exp.payload is not None else len(exp.examples)
+            rows = np.arange(n) if order is None else order(exp)
             for i in range(0, n, batch_size):
                 self.call("before_eval_iteration")
                 self.call("before_eval_forward")
-                evaluate_batch(self, exp, np.arange(i, min(n, i + batch_size)))
+                evaluate_batch(self, exp, rows[i:i + batch_size])
                 self.call("after_eval_forward")
                 self.call("after_eval_iteration")
             self.call("after_eval_exp")

@@ -33,7 +33,7 @@ from clsuite.llm.base_eval import base_key, base_path, read_base, write_base
 from clsuite.llm.config import LLMParams, SequenceConfig
 from clsuite.llm.distributed import SINGLE, DistInfo, agree, env_info, init_group, launch, worker_device
 from clsuite.llm.encode import encode_table
-from clsuite.llm.generate import batch_prompts, generate, score_rows
+from clsuite.llm.generate import batch_prompts, generate, prompt_length_order, score_rows
 from clsuite.llm.loop import LLMStrategy, TextExperience
 from clsuite.llm.methods import LLMContext, resolve
 from clsuite.llm.model import apply_adapter, load_base
@@ -249,6 +249,9 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
     if held is not None:
         eval_exps.append(TextExperience(-1, held.task, [], held.test))
     ident = {"run_id": run_id, "sequence": sequence, "method": method, "seed": seed}
+    position = {exp.task: k for k, exp in enumerate(eval_exps)}
+    by_length = {exp.task: prompt_length_order(tok, batch_prompts(exp.payload, np.arange(len(exp.payload))))
+                 for exp in eval_exps}
     base_file = None
     if base_cache is not None:  # the untrained model's evaluation, shared by the runs (clsuite.llm.base_eval)
         changes_model = spec.prepare_model is not None or not spec.uses_adapter
@@ -266,18 +269,20 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
                 write_table(shared, records_path(run_dir, stage), LLM_RECORDS)
                 log.info("stage -1 records from the shared base evaluation %s", base_file)
                 return time.perf_counter() - start
-        rows: list[dict] = []
+        rows: list[tuple[tuple[int, int], dict]] = []  # ((experience position, row), record)
 
         def one_batch(strat, exp, idx):
             gens = generate(strat.model, tok, batch_prompts(exp.payload, idx), pc.max_new_tokens, dev)
-            for r in score_rows(exp.payload, idx, gens):
-                rows.append({**ident, "stage": stage, "task": exp.task, "task_index": exp.current_experience,
-                             "heldout": exp.current_experience == -1, **r})
+            for i, r in zip(idx, score_rows(exp.payload, idx, gens)):
+                rows.append(((position[exp.task], int(i)), {
+                    **ident, "stage": stage, "task": exp.task, "task_index": exp.current_experience,
+                    "heldout": exp.current_experience == -1, **r}))
 
-        strategy.eval(eval_exps, one_batch, pc.eval_batch_size)  # redundant on every rank
+        # batches of prompts of similar length (less left padding to prefill); records in stored order
+        strategy.eval(eval_exps, one_batch, pc.eval_batch_size, order=lambda exp: by_length[exp.task])
         if not main:
             return time.perf_counter() - start
-        df = pd.DataFrame(rows, columns=list(LLM_RECORDS.columns))
+        df = pd.DataFrame([r for _, r in sorted(rows, key=lambda kr: kr[0])], columns=list(LLM_RECORDS.columns))
         df = df.astype({"seed": "int64", "stage": "int64", "task_index": "int64", "n_new_tokens": "int64"})
         write_table(df, records_path(run_dir, stage), LLM_RECORDS)
         if stage == -1 and base_cache is not None:

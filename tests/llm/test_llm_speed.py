@@ -146,3 +146,22 @@ def test_damaged_shared_base_evaluation_is_rebuilt(llm, prepared, tmp_path):
     again = _train(llm, prepared, tmp_path / "b", "none", cache)
     pd.testing.assert_frame_equal(first, again)
     assert pd.read_parquet(f)["stage"].eq(-1).all()  # rewritten
+
+
+def test_prompts_batched_by_length_keep_the_records(llm, prepared, tmp_path, monkeypatch):
+    """Evaluation batches prompts of similar length (less padding); the records, in their stored
+    order, equal those of batching the prompts as stored, byte for byte."""
+    import numpy as np
+
+    from clsuite.llm.generate import prompt_length_order
+
+    tok = _tiny()[1]
+    prompts = ["a b c d e f", "x", "p q r"]
+    assert prompt_length_order(tok, prompts).tolist() == [1, 2, 0]
+    by_length = _train(llm, prepared, tmp_path / "sorted", "none", None)
+    monkeypatch.setattr(llm_train, "prompt_length_order", lambda tok, ps: np.arange(len(ps)))
+    as_stored = _train(llm, prepared, tmp_path / "stored", "none", None)
+    pd.testing.assert_frame_equal(by_length, as_stored)
+    files = sorted((tmp_path / "sorted/llm_smoke/none/seed0/records").iterdir())
+    assert len(files) == 3 and all(f.read_bytes() == (tmp_path / "stored/llm_smoke/none/seed0/records" / f.name)
+                                   .read_bytes() for f in files)
