@@ -164,13 +164,24 @@ def _print_broken(registry) -> None:
         print(f"  {b.name:12s} package {b.package}  entry point {b.value}\n    error: {b.error}")
 
 
+def _defaults(config_cls) -> str:
+    """``key=default, ...`` of a pydantic config (factories called; a nested config by its class)."""
+    from pydantic import BaseModel
+
+    def show(value) -> str:
+        return f"{type(value).__name__}(...)" if isinstance(value, BaseModel) else repr(value)
+
+    return ", ".join(f"{k}={show(v.get_default(call_default_factory=True))}"
+                     for k, v in config_cls.model_fields.items())
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     if args.what == "methods":
         from clsuite.methods import METHODS
 
         for name in METHODS:
             spec = METHODS.get(name)
-            fields = ", ".join(f"{k}={v.default!r}" for k, v in spec.config_cls.model_fields.items())
+            fields = _defaults(spec.config_cls)
             cite = spec.citation if not spec.citation.lstrip().startswith("@") else "(BibTeX entry)"
             print(f"{name:12s} {spec.description}  [{fields}]  scenarios={','.join(spec.scenarios)}  "
                   f"citation={cite or '-'}  ({METHODS.origin(name)})")
@@ -199,7 +210,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 
         for name in LLM_METHODS:
             spec = LLM_METHODS.get(name)
-            fields = ", ".join(f"{k}={v.default!r}" for k, v in spec.config_cls.model_fields.items())
+            fields = _defaults(spec.config_cls)
             print(f"{name:20s} {spec.description}  [{fields}]")
         _print_broken(LLM_METHODS)
     elif args.what == "text-sources":

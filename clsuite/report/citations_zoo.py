@@ -1,9 +1,25 @@
-"""BibTeX entries of the methods wrapped from Avalanche (clsuite/methods/avalanche), merged into
+"""BibTeX entries of the methods wrapped from Avalanche (clsuite/methods/avalanche) and of the prompt
+methods (clsuite/methods/prompts), merged into
 :data:`clsuite.report.citations.ENTRIES`."""
 
 from __future__ import annotations
 
 ZOO_ENTRIES: dict[str, str] = {
+    "wang2022l2p": """@inproceedings{wang2022l2p,
+  title     = {Learning to Prompt for Continual Learning},
+  author    = {Wang, Zifeng and Zhang, Zizhao and Lee, Chen-Yu and Zhang, Han and Sun, Ruoxi and Ren, Xiaoqi and Su, Guolong and Perot, Vincent and Dy, Jennifer and Pfister, Tomas},
+  booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)}, pages = {139--149}, year = {2022},
+}""",
+    "wang2022dualprompt": """@inproceedings{wang2022dualprompt,
+  title     = {{DualPrompt}: Complementary Prompting for Rehearsal-free Continual Learning},
+  author    = {Wang, Zifeng and Zhang, Zizhao and Ebrahimi, Sayna and Sun, Ruoxi and Zhang, Han and Lee, Chen-Yu and Ren, Xiaoqi and Su, Guolong and Perot, Vincent and Dy, Jennifer and Pfister, Tomas},
+  booktitle = {European Conference on Computer Vision (ECCV)}, pages = {631--648}, year = {2022},
+}""",
+    "smith2023coda": """@inproceedings{smith2023coda,
+  title     = {{CODA-Prompt}: {CO}ntinual Decomposed Attention-based Prompting for Rehearsal-Free Continual Learning},
+  author    = {Smith, James Seale and Karlinsky, Leonid and Gutta, Vyshnavi and Cascante-Bonilla, Paola and Kim, Donghyun and Arbelle, Assaf and Panda, Rameswar and Feris, Rogerio and Kira, Zsolt},
+  booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)}, pages = {11909--11919}, year = {2023},
+}""",
     "chaudhry2019agem": """@inproceedings{chaudhry2019agem,
   title     = {Efficient Lifelong Learning with {A-GEM}},
   author    = {Chaudhry, Arslan and Ranzato, Marc'Aurelio and Rohrbach, Marcus and Elhoseiny, Mohamed},

@@ -1,0 +1,183 @@
+"""Prompt methods on a frozen ViT (clsuite/methods/prompts): the prefix attention against a hand
+computation and timm's own block, L2P's key-query selection and surrogate loss, DualPrompt's task
+prompts, CODA-Prompt's weighted components, their gradients and Gram-Schmidt initialisation, the
+checkpoint loader (safetensors round trip, pickles refused, missing files named), and a run of each
+method on smnist_smoke with a tiny random ViT that resumes with identical records."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clsuite.core.errors import ParamsError
+from clsuite.image.records import read_records
+from clsuite.image.train import train_run
+from clsuite.methods.prompts.pools import CODAPool, DualPromptPool, L2PPool, gram_schmidt_rows
+from clsuite.methods.prompts.vit import BackboneConfig, build_vit, prefix_block
+
+from fakes.train import Crash, crash_after
+
+pytest.importorskip("timm")
+TINY = BackboneConfig(arch="tiny", img_size=28, patch_size=7, embed_dim=16, depth=3, num_heads=2)
+
+
+def test_prefix_block_is_timm_block_without_prefix_and_attention_by_hand_with_one():
+    torch.manual_seed(0)
+    blk = build_vit(TINY, (1, 28, 28)).blocks[0].eval()
+    x = torch.randn(2, 5, 16)
+    torch.testing.assert_close(prefix_block(blk, x, None), blk(x))
+    pk, pv = torch.randn(2, 3, 16), torch.randn(2, 3, 16)
+    got = prefix_block(blk, x, (pk, pv))
+    # by hand: two heads of 8, keys/values = prefix ++ own, softmax(q k^T / sqrt(8)) v
+    h = blk.norm1(x)
+    q, k, v = (h @ blk.attn.qkv.weight.T + blk.attn.qkv.bias).split(16, dim=-1)
+    k, v = torch.cat([pk, k], 1), torch.cat([pv, v], 1)
+    heads = []
+    for i in range(2):
+        s = slice(8 * i, 8 * i + 8)
+        w = torch.softmax(q[..., s] @ k[..., s].transpose(1, 2) / math.sqrt(8), dim=-1)
+        heads.append(w @ v[..., s])
+    y = x + blk.attn.proj(torch.cat(heads, -1))
+    expected = y + blk.mlp(blk.norm2(y))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_l2p_selects_the_nearest_keys_and_pulls_them():
+    pool = L2PPool(dim=2, size=3, length=1, top_k=2, pull=0.1)
+    with torch.no_grad():
+        pool.keys.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+        pool.prompts.copy_(torch.arange(6.0).view(3, 1, 2))
+    q = torch.tensor([[2.0, 1.0]])  # cos: 2/sqrt5, 1/sqrt5, -2/sqrt5 -> keys 0 then 1
+    out = pool(q, task=0, training=True)
+    assert torch.equal(out["tokens"], torch.tensor([[[0.0, 1.0], [2.0, 3.0]]]))
+    assert float(out["aux_loss"].detach()) == pytest.approx(-0.1 * (2 + 1) / math.sqrt(5))
+
+
+def test_dualprompt_trains_its_own_task_prompt_and_evaluates_with_the_nearest_key():
+    pool = DualPromptPool(dim=2, n_tasks=3, g_layers=(0,), e_layers=(1,), g_length=1, e_length=1, pull=1.0)
+    with torch.no_grad():
+        pool.keys.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    q = torch.tensor([[0.1, 2.0], [3.0, 0.2]])
+    train = pool(q, task=2, training=True)
+    assert torch.equal(train["prefixes"][1][0], pool.e[[2, 2], 0, 0])  # task 2's keys prompt for both rows
+    expected = (1 - F.cosine_similarity(q, pool.keys[2:3].expand(2, -1))).mean()
+    assert float(train["aux_loss"].detach()) == pytest.approx(float(expected))
+    ev = pool(q, task=1, training=False)  # tasks 0, 1 seen: nearest keys are 1 and 0
+    assert torch.equal(ev["prefixes"][1][1], pool.e[[1, 0], 0, 1]) and ev["aux_loss"] is None
+    assert torch.equal(ev["prefixes"][0][0][1], pool.g[0, 0])  # the G-prompt for every row
+
+
+def test_coda_prompt_is_the_cosine_weighted_sum_and_old_components_take_no_gradient():
+    torch.manual_seed(0)
+    pool = CODAPool(dim=3, n_tasks=2, layers=(0,), size=4, length=2)
+    pool.begin_task(0)
+    pool.begin_task(1)
+    q = torch.randn(2, 3)
+    out = pool(q, task=1, training=True)
+    keys, values = out["prefixes"][0]
+    for n in range(2):
+        alpha = [float(F.cosine_similarity(q[n] * pool.a[0, m], pool.k[0, m], dim=0)) for m in range(4)]
+        prompt = sum(a * pool.p[0, m] for m, a in enumerate(alpha))
+        torch.testing.assert_close(keys[n], prompt[:1])
+        torch.testing.assert_close(values[n], prompt[1:])
+    (keys.sum() + values.sum()).backward()
+    assert pool.p.grad[0, :2].abs().sum() == 0 and pool.p.grad[0, 2:].abs().sum() > 0  # task 0's: frozen
+    assert pool.k.grad[0, :2].abs().sum() == 0 and pool.a.grad[0, 2:].abs().sum() > 0
+
+
+def test_coda_new_components_are_orthonormal_to_earlier_ones_and_drawn_once():
+    torch.manual_seed(0)
+    x = gram_schmidt_rows(torch.zeros(5, 6), 0, 5)
+    torch.testing.assert_close(x @ x.T, torch.eye(5), atol=1e-5, rtol=0)
+    pool = CODAPool(dim=4, n_tasks=2, layers=(0,), size=4, length=2)
+    pool.begin_task(0)
+    first = pool.k.detach().clone()
+    pool.begin_task(0)  # a resumed task keeps its components
+    assert torch.equal(pool.k, first) and int(pool.initialised) == 1
+    pool.begin_task(1)
+    assert torch.equal(pool.k[0, :2], first[0, :2])
+    torch.testing.assert_close(pool.k[0] @ pool.k[0].T, torch.eye(4), atol=1e-5, rtol=0)
+
+
+def test_checkpoint_loads_from_safetensors_and_refuses_pickles_and_missing_files(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    source = build_vit(TINY, (1, 28, 28))
+    path = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    torch.manual_seed(2)
+    loaded = build_vit(TINY.model_copy(update={"checkpoint": path}), (1, 28, 28))
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in source.state_dict().items())
+    cfg = BackboneConfig.model_validate({**TINY.model_dump(exclude={"checkpoint_sha256"}), "checkpoint": str(path)})
+    assert cfg.checkpoint_sha256 is not None and len(cfg.checkpoint_sha256) == 64
+    pickled = tmp_path / "vit.pt"
+    import argparse
+
+    torch.save({"model": source.state_dict(), "args": argparse.Namespace(lr=0.1)}, pickled)  # a pickled object
+    with pytest.raises(ParamsError, match="never pickled objects"):
+        build_vit(TINY.model_copy(update={"checkpoint": pickled}), (1, 28, 28))
+    with pytest.raises(ValueError, match="is not a file"):
+        BackboneConfig(arch="tiny", checkpoint=tmp_path / "absent.safetensors")
+    with pytest.raises(ValueError, match="needs the pretrained weights"):
+        BackboneConfig(arch="vit_base_patch16_224")
+    wrong = BackboneConfig(arch="tiny", img_size=28, patch_size=7, embed_dim=32, depth=3, num_heads=2, checkpoint=path)
+    with pytest.raises(ParamsError, match="does not fit this ViT"):
+        build_vit(wrong, (1, 28, 28))
+
+
+PROMPT_METHODS = {
+    "l2p": {"type": "l2p", "backbone": TINY.model_dump(exclude={"checkpoint_sha256"}), "pool_size": 4, "top_k": 2,
+            "length": 2},
+    "dualprompt": {"type": "dualprompt", "backbone": TINY.model_dump(exclude={"checkpoint_sha256"}), "g_layers": [0],
+                   "e_layers": [1, 2], "g_length": 2, "e_length": 2},
+    "coda_prompt": {"type": "coda_prompt", "backbone": TINY.model_dump(exclude={"checkpoint_sha256"}),
+                    "layers": [0, 1, 2], "pool_size": 10, "length": 2},
+}
+
+
+@pytest.mark.parametrize("method", list(PROMPT_METHODS))
+def test_prompt_method_trains_only_prompts_and_head_and_resumes_with_identical_records(params, data_roots, tmp_path,
+                                                                                       method):
+    _, prepared = data_roots
+    cfg = {k: v for k, v in PROMPT_METHODS[method].items() if k != "type"}
+    p = params.model_copy(update={"methods": {**params.methods, method: {"type": method, **cfg}}})
+    ref_dir = train_run(p, "smnist_smoke", method, 0, prepared, tmp_path / "ref")
+    ref = read_records(ref_dir)
+    assert sorted(ref["train_exp"].unique()) == [-1, 0, 1, 2, 3, 4]
+    with pytest.raises(Crash):
+        train_run(p, "smnist_smoke", method, 0, prepared, tmp_path / "cut", on_experience=crash_after(1))
+    final = torch.load(ref_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+    early = torch.load(tmp_path / "cut" / "smnist_smoke" / method / "seed0" / "checkpoint.pt", map_location="cpu",
+                       weights_only=True)["model"]  # after experience 2 of 5
+    assert all(torch.equal(early[k], v) for k, v in final.items() if k.startswith("vit."))  # the backbone is frozen
+    assert not all(torch.equal(early[k], v) for k, v in final.items() if k.startswith(("pool.", "head.")))
+    run_dir = train_run(p, "smnist_smoke", method, 0, prepared, tmp_path / "cut")
+    assert "resuming from checkpoint after experience 2/5" in (run_dir / "log.txt").read_text()
+    pd.testing.assert_frame_equal(read_records(run_dir), ref, check_exact=True)
+
+
+@pytest.mark.parametrize("method", ["coda_prompt"])
+def test_prompt_method_resumes_inside_an_experience_with_identical_records(params, data_roots, tmp_path, monkeypatch,
+                                                                           method):
+    """Epoch-level checkpoint inside experience 3 (CODA-Prompt: its task's components must not be
+    drawn again on resume)."""
+    from test_epoch_resume import _crash_in, _long  # tests/image is on sys.path
+
+    from clsuite.core.errors import ComponentError
+
+    _, prepared = data_roots
+    cfg = {k: v for k, v in PROMPT_METHODS[method].items() if k != "type"}
+    p = _long(params.model_copy(update={"methods": {**params.methods, method: {"type": method, **cfg}}}),
+              checkpoint_every_epochs=1)
+    ref = read_records(train_run(p, "smnist_smoke", method, 0, prepared, tmp_path / "ref"))
+    _crash_in(monkeypatch, exp=2, epoch=2, iteration=3)
+    with pytest.raises(ComponentError, match="Crash"):
+        train_run(p, "smnist_smoke", method, 0, prepared, tmp_path / "cut")
+    run_dir = train_run(p, "smnist_smoke", method, 0, prepared, tmp_path / "cut")
+    assert "resuming experience 3 after epoch 2/4" in (run_dir / "log.txt").read_text()
+    pd.testing.assert_frame_equal(read_records(run_dir), ref, check_exact=True)
