@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     A run that failed in training (diverged, or a component failed) is a result, not a pipeline
     error: recorded in its status.json, it exits 0 (:func:`clsuite.core.runs.train_or_record`), so that
     `dvc repro` goes on and the report lists it under "Failed runs"."""
-    from clsuite.core.parallel import run_tasks, train_jobs
+    from clsuite.core.parallel import reported, run_tasks, train_jobs
 
     params = load_params(args.params)
     seeds = [args.seed] if args.seed is not None else list(params.run.seeds)
@@ -109,21 +109,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         return
     jobs = train_jobs(params.run.device, params.run.threads, len(seeds), args.jobs)
     print(f"training {args.benchmark}/{args.method}, seeds {seeds}: {jobs} at a time")
-    tasks = [(f"{args.benchmark}/{args.method}/seed{s}", lambda s=s: _seed_task(params, args.benchmark, args.method, s))
+    tasks = [(f"{args.benchmark}/{args.method}/seed{s}",
+              lambda s=s: reported(lambda: _train_one(params, args.benchmark, args.method, s), "train"))
              for s in seeds]
     failed = [s for s, rc in zip(seeds, run_tasks(tasks, jobs)) if rc != 0]
     if failed:
         raise ClsuiteError(f"train {args.benchmark}/{args.method}: seed(s) {', '.join(map(str, failed))} stopped with "
                            f"an error (above); the finished seeds are kept, a rerun resumes the others")
-
-
-def _seed_task(params, benchmark: str, method: str, seed: int) -> int:
-    """One seed of a group: its errors are reported as :func:`main` reports them, as exit status 2."""
-    try:
-        return _train_one(params, benchmark, method, seed)
-    except ClsuiteError as exc:
-        print(f"clsuite train: error: {exc}", file=sys.stderr)
-        return 2
 
 
 def _train_one(params, benchmark: str, method: str, seed: int) -> int:

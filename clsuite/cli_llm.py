@@ -41,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     As ``clsuite train``: a run that failed in training is recorded in its status.json and exits 0
     (:func:`clsuite.core.runs.train_or_record`); bad params or inputs before it starts exit 2."""
     from clsuite.core.errors import ClsuiteError
-    from clsuite.core.parallel import run_tasks, train_jobs
+    from clsuite.core.parallel import reported, run_tasks, train_jobs
 
     params = _llm(args)
     if (args.method is None) != (args.seed is None):
@@ -61,24 +61,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     ddp = params.llm.sequences[args.sequence].protocol.processes > 1
     jobs = 1 if ddp else train_jobs(params.run.device, params.run.threads, len(runs), args.jobs)
     print(f"training {args.sequence}: {len(runs)} runs, {jobs} at a time")
-    tasks = [(f"{args.sequence}/{m}/seed{s}", lambda m=m, s=s: _run_task(params, args.sequence, m, s)) for m, s in runs]
+    tasks = [(f"{args.sequence}/{m}/seed{s}",
+              lambda m=m, s=s: reported(lambda: _train_one(params, args.sequence, m, s), "llm-train")) for m, s in runs]
     failed = [f"{m}/seed{s}" for (m, s), rc in zip(runs, run_tasks(tasks, jobs)) if rc != 0]
     if failed:
         raise ClsuiteError(f"llm-train {args.sequence}: run(s) {', '.join(failed)} stopped with an error (above); "
                            "the finished runs are kept, a rerun resumes the others")
-
-
-def _run_task(params, sequence: str, method: str, seed: int) -> int:
-    """One run of a group: its errors are reported as :func:`clsuite.cli.main` reports them (exit status 2)."""
-    import sys
-
-    from clsuite.core.errors import ClsuiteError
-
-    try:
-        return _train_one(params, sequence, method, seed)
-    except ClsuiteError as exc:
-        print(f"clsuite llm-train: error: {exc}", file=sys.stderr)
-        return 2
 
 
 def _train_one(params, sequence: str, method: str, seed: int) -> int:

@@ -58,6 +58,19 @@ def train_jobs(device: str, threads: int | None, n_runs: int, requested: int | N
     return max(1, min(n_runs, requested))
 
 
+def reported(task: Callable[[], int], command: str) -> int:
+    """``task()``'s exit status, with a :class:`~clsuite.core.errors.ClsuiteError` reported as
+    ``clsuite <command>: error: ...`` on stderr and exit status 2 (as ``clsuite.cli.main`` does for a
+    whole command): one task of a group fails alone."""
+    from clsuite.core.errors import ClsuiteError
+
+    try:
+        return task()
+    except ClsuiteError as exc:
+        print(f"clsuite {command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def run_tasks(tasks: list[tuple[str, Callable[[], int]]], jobs: int) -> list[int]:
     """Exit status of every ``(label, task)``, in order; ``task()`` returns an exit status
     (an exception is printed and counts as 1)."""
