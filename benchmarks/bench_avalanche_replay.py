@@ -2,7 +2,7 @@
 on the same data and model.
 
 All contenders train the smnist stream (5 experiences x 800 digits), MLP 784-100-100-10
-from the same initial weights, SGD lr 0.1, batch 10 + 10 replayed samples, a memory of
+from the same initial weights, SGD at replay's smnist lr, batch 10 + 10 replayed samples, a memory of
 200, 1 epoch per experience, on the same Avalanche benchmark (clsuite's
 ``make_avalanche_benchmark``) and with the same metric-free evaluator (Avalanche's
 default evaluator would also print every metric). Only the ``strategy.train(experience)``
@@ -41,18 +41,19 @@ def avalanche_stock(params, prepared_root: Path, seed: int, kind: str) -> tuple[
 
     bench = params.benchmark(BENCHMARK)
     cfg = params.method(METHOD).config
+    train = params.train_config(BENCHMARK, METHOD)  # the method's effective settings, as train_run's
     seed_everything(seed, params.run.deterministic)
     prepared = load_prepared(prepared_root / BENCHMARK, verify=False)
     stream = make_avalanche_benchmark(prepared, bench.scenario)
     m = prepared.manifest
     model = build_model(bench.model.name, bench.model.kwargs(), m.input_shape, m.n_classes)
-    common_kw = dict(model=model, optimizer=make_optimizer(model, bench.train), criterion=torch.nn.CrossEntropyLoss(),
-                     train_mb_size=bench.train.batch_size, train_epochs=bench.train.epochs,
-                     eval_mb_size=bench.train.eval_batch_size, device="cpu", evaluator=_silent_evaluator())
+    common_kw = dict(model=model, optimizer=make_optimizer(model, train), criterion=torch.nn.CrossEntropyLoss(),
+                     train_mb_size=train.batch_size, train_epochs=train.epochs,
+                     eval_mb_size=train.eval_batch_size, device="cpu", evaluator=_silent_evaluator())
     if kind == "Replay":
         strategy = Replay(mem_size=cfg.mem_size, **common_kw)
     else:
-        plugin = ReplayPlugin(mem_size=cfg.mem_size, batch_size=bench.train.batch_size, batch_size_mem=cfg.batch_size_mem)
+        plugin = ReplayPlugin(mem_size=cfg.mem_size, batch_size=train.batch_size, batch_size_mem=cfg.batch_size_mem)
         strategy = Naive(plugins=[plugin], **common_kw)
     sw = common.Stopwatch()
     for experience in stream.train_stream:
@@ -95,7 +96,7 @@ def main(argv=None) -> dict:
         before = common.machine()
         times = common.interleaved(contenders, args.reps)
     summary = common.summarise(times, baseline="clsuite_er")
-    epochs = 5 * params.benchmark(BENCHMARK).train.epochs
+    epochs = 5 * params.train_config(BENCHMARK, METHOD).epochs
     result = {
         "benchmark": "avalanche_replay",
         "what": "clsuite replay vs Avalanche 0.6.0 Replay strategy and Naive+ReplayPlugin (mem 200, batch 10 + 10, "

@@ -3,7 +3,7 @@ vs a hand-written PyTorch loop doing the same arithmetic, on the smnist stream.
 
 Same model (MLP 784-100-100-10, same initial weights), same data (the smnist train
 stream: 5 experiences x 800 digits, float32 in [0, 1]), batch 10 + a replay batch of
-10, 1 epoch per experience, SGD lr 0.1, reservoir buffer of 200 with the same random
+10, 1 epoch per experience, SGD at the method's learning rate (params.train_config: the tuned smnist lr of `replay`), reservoir buffer of 200 with the same random
 draws (the hand-written loop draws its shuffles from the global RNG exactly as
 Avalanche's DataLoader does and uses the buffer generator as clsuite does, so both
 compute the same thing: the benchmark checks that their final weights are equal).
@@ -48,12 +48,13 @@ def bare_er(params, prepared_root: Path, seed: int) -> tuple[dict, float, dict]:
     """The hand-written loop; returns (training seconds, final test accuracy, final weights)."""
     bench = params.benchmark(BENCHMARK)
     cfg = params.method(METHOD).config
-    mem, bs_mem, bs = cfg.mem_size, cfg.batch_size_mem, bench.train.batch_size
+    train = params.train_config(BENCHMARK, METHOD)  # the method's effective settings, as train_run's
+    mem, bs_mem, bs = cfg.mem_size, cfg.batch_size_mem, train.batch_size
     seed_everything(seed, params.run.deterministic)
     prepared = load_prepared(prepared_root / BENCHMARK, verify=False)
     shape, n_classes = prepared.manifest.input_shape, prepared.manifest.n_classes
     model = build_model(bench.model.name, bench.model.kwargs(), shape, n_classes)
-    opt = make_optimizer(model, bench.train)
+    opt = make_optimizer(model, train)
     streams = [(to_float(prepared.experience_inputs("train", k)), torch.from_numpy(prepared.train.y[rows]).long())
                for k, rows in enumerate(prepared.experience_rows("train"))]
     gen = torch.Generator().manual_seed(seed)
@@ -62,7 +63,7 @@ def bare_er(params, prepared_root: Path, seed: int) -> tuple[dict, float, dict]:
     n_seen = 0
     with common.Stopwatch() as sw:
         for x, y in streams:
-            for _ in range(bench.train.epochs):
+            for _ in range(train.epochs):
                 # the global-RNG draws of Avalanche's shuffling DataLoader (its iterator's base
                 # seed, then RandomSampler's seed), so both see the same batches
                 torch.empty((), dtype=torch.int64).random_()
@@ -175,12 +176,12 @@ def main(argv=None) -> dict:
     ref = weights["bare_loop"]
     same = {n: all(torch.equal(ref[k], w[k]) for k in ref) for n, w in weights.items() if n != "bare_loop"}
     summary = common.summarise(times, baseline="bare_loop")
-    epochs = 5 * params.benchmark(BENCHMARK).train.epochs
+    epochs = 5 * params.train_config(BENCHMARK, METHOD).epochs
     result = {
         "benchmark": "er_loop",
         "what": "clsuite replay (train_run's strategy.train calls) vs a hand-written ER loop doing the same "
                 "arithmetic with the same random draws; smnist train stream (5 x 800 digits), MLP 784-100-100-10, "
-                "batch 10 + 10 replayed, reservoir 200, SGD lr 0.1, 1 epoch per experience",
+                "batch 10 + 10 replayed, reservoir 200, SGD at replay's smnist lr, 1 epoch per experience",
         "reps": args.reps, "seed": args.seed, "epochs_timed_per_rep": epochs,
         "machine_before": before, "machine_after": common.machine(),
         "identical_final_weights_to_bare_loop": same,

@@ -126,12 +126,13 @@ def bare_blocks(params, prepared_root: Path, acc: Blocks) -> None:
     pc = time.process_time
     bench = params.benchmark(er.BENCHMARK)
     cfg = params.method(er.METHOD).config
-    mem, bs_mem, bs = cfg.mem_size, cfg.batch_size_mem, bench.train.batch_size
+    train = params.train_config(er.BENCHMARK, er.METHOD)  # the method's effective settings
+    mem, bs_mem, bs = cfg.mem_size, cfg.batch_size_mem, train.batch_size
     seed_everything(0, params.run.deterministic)
     prepared = load_prepared(prepared_root / er.BENCHMARK, verify=False)
     shape = prepared.manifest.input_shape
     model = build_model(bench.model.name, bench.model.kwargs(), shape, prepared.manifest.n_classes)
-    opt = make_optimizer(model, bench.train)
+    opt = make_optimizer(model, train)
     streams = [(to_float(prepared.experience_inputs("train", k)), torch.from_numpy(prepared.train.y[rows]).long())
                for k, rows in enumerate(prepared.experience_rows("train"))]
     gen, draw = torch.Generator().manual_seed(0), torch.empty((), dtype=torch.int64)
