@@ -64,7 +64,7 @@ def test_dualprompt_trains_its_own_task_prompt_and_evaluates_with_the_nearest_ke
     q = torch.tensor([[0.1, 2.0], [3.0, 0.2]])
     train = pool(q, task=2, training=True)
     assert torch.equal(train["prefixes"][1][0], pool.e[[2, 2], 0, 0])  # task 2's keys prompt for both rows
-    expected = (1 - F.cosine_similarity(q, pool.keys[2:3].expand(2, -1))).mean()
+    expected = (1 - F.cosine_similarity(q, pool.keys[2:3].detach().expand(2, -1))).mean()
     assert float(train["aux_loss"].detach()) == pytest.approx(float(expected))
     ev = pool(q, task=1, training=False)  # tasks 0, 1 seen: nearest keys are 1 and 0
     assert torch.equal(ev["prefixes"][1][1], pool.e[[1, 0], 0, 1]) and ev["aux_loss"] is None
@@ -80,7 +80,7 @@ def test_coda_prompt_is_the_cosine_weighted_sum_and_old_components_take_no_gradi
     out = pool(q, task=1, training=True)
     keys, values = out["prefixes"][0]
     for n in range(2):
-        alpha = [float(F.cosine_similarity(q[n] * pool.a[0, m], pool.k[0, m], dim=0)) for m in range(4)]
+        alpha = [float(F.cosine_similarity(q[n] * pool.a[0, m].detach(), pool.k[0, m].detach(), dim=0)) for m in range(4)]
         prompt = sum(a * pool.p[0, m] for m, a in enumerate(alpha))
         torch.testing.assert_close(keys[n], prompt[:1])
         torch.testing.assert_close(values[n], prompt[1:])
@@ -101,6 +101,26 @@ def test_coda_new_components_are_orthonormal_to_earlier_ones_and_drawn_once():
     pool.begin_task(1)
     assert torch.equal(pool.k[0, :2], first[0, :2])
     torch.testing.assert_close(pool.k[0] @ pool.k[0].T, torch.eye(4), atol=1e-5, rtol=0)
+
+
+def test_coda_orthogonality_penalty_by_hand_only_while_training():
+    pool = CODAPool(dim=2, n_tasks=1, layers=(0,), size=2, length=2, ortho=0.5)
+    with torch.no_grad():
+        pool.p.copy_(torch.tensor([[[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]]]]))  # rows orthonormal: 0
+        pool.k.copy_(torch.tensor([[[1.0, 0.0], [1.0, 1.0]]]))  # K K^T - I = [[0, 1], [1, 1]]: 3 / 4
+        pool.a.copy_(torch.tensor([[[2.0, 0.0], [0.0, 1.0]]]))  # A A^T - I = [[3, 0], [0, 0]]: 9 / 4
+    q = torch.tensor([[1.0, 2.0]])
+    assert float(pool(q, task=0, training=True)["aux_loss"].detach()) == pytest.approx(0.5 * (0 + 0.75 + 2.25))
+    assert pool(q, task=0, training=False)["aux_loss"] is None
+
+
+def test_l2p_refuses_more_selected_prompts_than_the_pool_holds():
+    from pydantic import ValidationError
+
+    from clsuite.methods.prompts.methods import L2PConfig
+
+    with pytest.raises(ValidationError, match="top_k: 6 prompts cannot be selected from a pool of 5"):
+        L2PConfig(pool_size=5, top_k=6)
 
 
 def test_checkpoint_loads_from_safetensors_and_refuses_pickles_and_missing_files(tmp_path):
@@ -130,6 +150,13 @@ def test_checkpoint_loads_from_safetensors_and_refuses_pickles_and_missing_files
         build_vit(wrong, (1, 28, 28))
 
 
+# MEMO's count of what each method keeps beyond the backbone and head, by hand (float32, D = 16,
+# 5 experiences): L2P 4 prompts x 2 tokens + 4 keys; DualPrompt a G-prompt (1 block, key+value,
+# 2 tokens), 5 tasks x E-prompts (2 blocks, key+value, 2 tokens) and 5 keys; CODA-Prompt 3 blocks x
+# 10 components x (2 tokens + key + attention vector)
+EXTRA_BYTES = {"l2p": 4 * 16 * (4 * 2 + 4), "dualprompt": 4 * 16 * (1 * 2 * 2 + 5 * 2 * 2 * 2 + 5),
+               "coda_prompt": 4 * 16 * 3 * 10 * (2 + 1 + 1)}
+
 PROMPT_METHODS = {
     "l2p": {"type": "l2p", "backbone": TINY.model_dump(exclude={"checkpoint_sha256"}), "pool_size": 4, "top_k": 2,
             "length": 2},
@@ -149,6 +176,8 @@ def test_prompt_method_trains_only_prompts_and_head_and_resumes_with_identical_r
     ref_dir = train_run(p, "smnist_smoke", method, 0, prepared, tmp_path / "ref")
     ref = read_records(ref_dir)
     assert sorted(ref["train_exp"].unique()) == [-1, 0, 1, 2, 3, 4]
+    exps = pd.read_parquet(ref_dir / "experiences.parquet")
+    assert exps["extra_memory_bytes"].tolist() == [EXTRA_BYTES[method]] * 5
     with pytest.raises(Crash):
         train_run(p, "smnist_smoke", method, 0, prepared, tmp_path / "cut", on_experience=crash_after(1))
     final = torch.load(ref_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
