@@ -57,6 +57,42 @@ def test_l2p_selects_the_nearest_keys_and_pulls_them():
     assert float(out["aux_loss"].detach()) == pytest.approx(-0.1 * (2 + 1) / math.sqrt(5))
 
 
+def test_l2p_model_equals_avalanches_vit_with_prompt_on_the_same_weights():
+    """Features (mean of the prompt tokens' outputs, prompts after [CLS] with [CLS]'s position, as
+    Avalanche's resize_pos_embed makes them) and surrogate loss against Avalanche 0.6.0's own
+    ViTWithPrompt + Prompt (its L2P), with its checkpoint_filter_fn mapping the same timm weights."""
+    import warnings
+
+    from clsuite.methods.prompts.vit import PromptedViT
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from avalanche.models.timm_vit import ViTWithPrompt, checkpoint_filter_fn
+
+    torch.manual_seed(0)
+    model = PromptedViT(build_vit(TINY, (1, 28, 28)), L2PPool(16, size=4, length=2, top_k=2, pull=0.1), 3,
+                        (0.5,) * 3, (0.5,) * 3).eval()
+    with torch.no_grad():
+        model.vit.pos_embed.normal_()  # a position embedding that matters (timm starts it near 0)
+    sizes = {"img_size": 28, "patch_size": 7, "embed_dim": 16, "depth": 3, "num_heads": 2, "mlp_ratio": 2.0,
+             "num_classes": 0}
+    original = ViTWithPrompt(**sizes).eval()  # Avalanche's L2P queries with the unprompted ViT's [CLS]
+    original.load_state_dict(model.vit.state_dict())
+    ava = ViTWithPrompt(**sizes, prompt_length=2, pool_size=4, top_k=2, prompt_pool=True, prompt_key=True,
+                        head_type="prompt", embedding_key="cls").eval()
+    state = checkpoint_filter_fn(model.vit.state_dict(), ava)
+    state.update({"prompt.prompt": model.pool.prompts.detach(), "prompt.prompt_key": model.pool.keys.detach()})
+    ava.load_state_dict(state)
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        got = model.features(x)
+        images = model._image(x)
+        query = original.forward_head(original.forward_features(images))["pre_logits"]
+        res = ava.forward_head(ava.forward_features(images, cls_features=query))
+    torch.testing.assert_close(got, res["pre_logits"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.aux_loss, -0.1 * res["reduce_sim"], rtol=1e-5, atol=1e-6)
+
+
 def test_dualprompt_trains_its_own_task_prompt_and_evaluates_with_the_nearest_key():
     pool = DualPromptPool(dim=2, n_tasks=3, g_layers=(0,), e_layers=(1,), g_length=1, e_length=1, pull=1.0)
     with torch.no_grad():
