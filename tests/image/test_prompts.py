@@ -246,3 +246,17 @@ def test_prompt_method_resumes_inside_an_experience_with_identical_records(param
     run_dir = train_run(p, "smnist_smoke", method, 0, prepared, tmp_path / "cut")
     assert "resuming experience 3 after epoch 2/4" in (run_dir / "log.txt").read_text()
     pd.testing.assert_frame_equal(read_records(run_dir), ref, check_exact=True)
+
+
+def test_prompt_method_runs_a_task_il_stream(params, data_roots, tmp_path):
+    """Task-IL (declared): the model ignores the task labels it is not fed (a plain module); the
+    task-IL protocol restricts the logits to the experience's classes when metrics are computed."""
+    _, prepared = data_roots
+    cfg = {k: v for k, v in PROMPT_METHODS["dualprompt"].items() if k != "type"}
+    bench = params.benchmark("smnist_smoke").model_copy(update={"scenario": "task_il"})
+    p = params.model_copy(update={"benchmarks": {**params.benchmarks, "smnist_smoke": bench},
+                                  "methods": {**params.methods, "dualprompt": {"type": "dualprompt", **cfg}}})
+    recs = read_records(train_run(p, "smnist_smoke", "dualprompt", 0, prepared, tmp_path / "til"))
+    assert sorted(recs["train_exp"].unique()) == [-1, 0, 1, 2, 3, 4]
+    last = recs[recs["train_exp"] == 4]
+    assert (last["y_pred_task"] // 2 == last["eval_exp"]).all()  # smnist_smoke: classes 2e, 2e+1 in experience e
