@@ -109,10 +109,10 @@ def test_dualprompt_trains_its_own_task_prompt_and_evaluates_with_the_nearest_ke
 
 def test_coda_prompt_is_the_cosine_weighted_sum_and_old_components_take_no_gradient():
     torch.manual_seed(0)
-    pool = CODAPool(dim=3, n_tasks=2, layers=(0,), size=4, length=2)
+    pool = CODAPool(dim=4, n_tasks=2, layers=(0,), size=4, length=2)
     pool.begin_task(0)
     pool.begin_task(1)
-    q = torch.randn(2, 3)
+    q = torch.randn(2, 4)
     out = pool(q, task=1, training=True)
     keys, values = out["prefixes"][0]
     for n in range(2):
@@ -137,6 +137,16 @@ def test_coda_new_components_are_orthonormal_to_earlier_ones_and_drawn_once():
     pool.begin_task(1)
     assert torch.equal(pool.k[0, :2], first[0, :2])
     torch.testing.assert_close(pool.k[0] @ pool.k[0].T, torch.eye(4), atol=1e-5, rtol=0)
+
+
+def test_coda_refuses_more_components_than_the_vit_has_directions(params, data_roots, tmp_path):
+    with pytest.raises(ValueError, match="8 prompt components cannot be orthonormal in a ViT of width 4"):
+        CODAPool(dim=4, n_tasks=2, layers=(0,), size=8, length=2)
+    _, prepared = data_roots
+    cfg = {**PROMPT_METHODS["coda_prompt"], "pool_size": 20}  # the tiny ViT is 16 wide
+    p = params.model_copy(update={"methods": {**params.methods, "coda_prompt": cfg}})
+    with pytest.raises(ParamsError, match="set pool_size <= 16"):
+        train_run(p, "smnist_smoke", "coda_prompt", 0, prepared, tmp_path / "runs")
 
 
 def test_coda_orthogonality_penalty_by_hand_only_while_training():

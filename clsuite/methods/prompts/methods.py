@@ -51,7 +51,7 @@ class DualPromptConfig(PromptConfig):
 
 class CODAConfig(PromptConfig):
     layers: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
-    pool_size: int = Field(100, ge=1, description="prompt components, split evenly over the experiences")
+    pool_size: int = Field(100, ge=1, description="prompt components, split evenly over the experiences, at most the ViT width")
     length: int = Field(8, ge=2, description="tokens per prompt (even: half keys, half values)")
     ortho: float = Field(0.0, ge=0, description="orthogonality penalty weight (ortho_mu)")
 
