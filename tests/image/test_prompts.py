@@ -169,6 +169,15 @@ def test_l2p_refuses_more_selected_prompts_than_the_pool_holds():
         L2PConfig(pool_size=5, top_k=6)
 
 
+def test_dualprompt_refuses_a_block_with_both_prompts():
+    from pydantic import ValidationError
+
+    from clsuite.methods.prompts.methods import DualPromptConfig
+
+    with pytest.raises(ValidationError, match=r"blocks \[1\] are in both"):
+        DualPromptConfig(g_layers=[0, 1], e_layers=[1, 2])
+
+
 def test_checkpoint_loads_from_safetensors_and_refuses_pickles_and_missing_files(tmp_path):
     from safetensors.torch import save_file
 

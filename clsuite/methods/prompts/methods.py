@@ -48,10 +48,19 @@ class DualPromptConfig(PromptConfig):
     e_length: int = Field(5, ge=1)
     pull: float = Field(1.0, ge=0)
 
+    @model_validator(mode="after")
+    def _layers_apart(self) -> "DualPromptConfig":
+        both = sorted(set(self.g_layers) & set(self.e_layers))
+        if both:
+            raise ValueError(f"dualprompt g_layers/e_layers: blocks {both} are in both; a block takes the G-prompt or "
+                             "an E-prompt (the paper: G in 0-1, E in 2-4)")
+        return self
+
 
 class CODAConfig(PromptConfig):
     layers: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
-    pool_size: int = Field(100, ge=1, description="prompt components, split evenly over the experiences, at most the ViT width")
+    pool_size: int = Field(100, ge=1, description="prompt components, split evenly over the experiences; "
+                           "at most the ViT width")
     length: int = Field(8, ge=2, description="tokens per prompt (even: half keys, half values)")
     ortho: float = Field(0.0, ge=0, description="orthogonality penalty weight (ortho_mu)")
 
