@@ -196,6 +196,10 @@ def test_checkpoint_loads_from_safetensors_and_refuses_pickles_and_missing_files
     torch.save({"model": source.state_dict(), "args": argparse.Namespace(lr=0.1)}, pickled)  # a pickled object
     with pytest.raises(ParamsError, match="never pickled objects"):
         build_vit(TINY.model_copy(update={"checkpoint": pickled}), (1, 28, 28))
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ParamsError, match="is not a readable safetensors file"):
+        build_vit(TINY.model_copy(update={"checkpoint": damaged}), (1, 28, 28))
     with pytest.raises(ValueError, match="is not a file"):
         BackboneConfig(arch="tiny", checkpoint=tmp_path / "absent.safetensors")
     with pytest.raises(ValueError, match="needs the pretrained weights"):

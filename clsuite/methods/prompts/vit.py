@@ -101,7 +101,11 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - safetensors' own error for a damaged or foreign file
+            raise ParamsError(f"backbone.checkpoint: {path} is not a readable safetensors file ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}); download it again") from exc
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the unpickler's refusal, or not a torch file at all
