@@ -283,3 +283,32 @@ def test_prompt_method_runs_a_task_il_stream(params, data_roots, tmp_path):
     assert sorted(recs["train_exp"].unique()) == [-1, 0, 1, 2, 3, 4]
     last = recs[recs["train_exp"] == 4]
     assert (last["y_pred_task"] // 2 == last["eval_exp"]).all()  # smnist_smoke: classes 2e, 2e+1 in experience e
+
+
+@pytest.mark.slow  # ~15 s on 2 shared cores: building and running a 224-px ViT
+def test_a_timm_named_vit_loads_a_checkpoint_with_its_classifier_and_takes_grey_28px_images(tmp_path):
+    """The non-tiny path on timm's smallest ViT (vit_tiny_patch16_224, 5.7M parameters): a file
+    written as timm/Hugging Face ship them (a 1000-class head included) loads, the head is
+    ignored, and a grey 28-px batch is repeated to 3 channels and resized to 224 px."""
+    import timm
+    from safetensors.torch import save_file
+
+    from clsuite.methods.prompts.vit import PromptedViT
+
+    torch.manual_seed(3)
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=1000)
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    cfg = BackboneConfig(arch="vit_tiny_patch16_224", checkpoint=path)
+    vit = build_vit(cfg, (1, 28, 28))
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in vit.state_dict().items())
+    model = PromptedViT(vit, L2PPool(192, size=3, length=1, top_k=1), 4, cfg.mean, cfg.std).eval()
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        out = model(x)
+        rgb = F.interpolate(x.expand(-1, 3, -1, -1), size=(224, 224), mode="bilinear", align_corners=False)
+        query = source.forward_head(source.forward_features((rgb - 0.5) / 0.5), pre_logits=True)
+    assert out.shape == (2, 4)
+    torch.testing.assert_close(model.query(model._tokens(model._image(x))), query, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ParamsError, match="is not a timm VisionTransformer"):
+        build_vit(BackboneConfig(arch="resnet18", checkpoint=path), (1, 28, 28))
