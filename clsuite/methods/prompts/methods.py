@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 from avalanche.training.plugins import SupervisedPlugin
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
 from clsuite.methods.prompts.pools import CODAPool, DualPromptPool, L2PPool
@@ -33,6 +33,13 @@ class L2PConfig(PromptConfig):
     top_k: int = Field(5, ge=1, description="prompts selected per image")
     pull: float = Field(0.1, ge=0, description="weight of the key-query surrogate loss")
 
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> "L2PConfig":
+        if self.top_k > self.pool_size:
+            raise ValueError(f"l2p top_k: {self.top_k} prompts cannot be selected from a pool of {self.pool_size}; "
+                             "set top_k <= pool_size")
+        return self
+
 
 class DualPromptConfig(PromptConfig):
     g_layers: list[int] = Field(default_factory=lambda: [0, 1])
@@ -41,10 +48,19 @@ class DualPromptConfig(PromptConfig):
     e_length: int = Field(5, ge=1)
     pull: float = Field(1.0, ge=0)
 
+    @model_validator(mode="after")
+    def _layers_apart(self) -> "DualPromptConfig":
+        both = sorted(set(self.g_layers) & set(self.e_layers))
+        if both:
+            raise ValueError(f"dualprompt g_layers/e_layers: blocks {both} are in both; a block takes the G-prompt or "
+                             "an E-prompt (the paper: G in 0-1, E in 2-4)")
+        return self
+
 
 class CODAConfig(PromptConfig):
     layers: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
-    pool_size: int = Field(100, ge=1, description="prompt components, split evenly over the experiences")
+    pool_size: int = Field(100, ge=1, description="prompt components, split evenly over the experiences; "
+                           "at most the ViT width")
     length: int = Field(8, ge=2, description="tokens per prompt (even: half keys, half values)")
     ortho: float = Field(0.0, ge=0, description="orthogonality penalty weight (ortho_mu)")
 
@@ -63,7 +79,7 @@ def _check_layers(layers: list[int], depth: int, key: str) -> None:
 
 def wrap_l2p(model, cfg: L2PConfig, ctx: MethodContext) -> PromptedViT:
     vit = _vit(cfg, ctx)
-    pool = L2PPool(vit.embed_dim, cfg.pool_size, cfg.length, min(cfg.top_k, cfg.pool_size), cfg.pull)
+    pool = L2PPool(vit.embed_dim, cfg.pool_size, cfg.length, cfg.top_k, cfg.pull)
     return PromptedViT(vit, pool, ctx.n_classes, cfg.backbone.mean, cfg.backbone.std)
 
 

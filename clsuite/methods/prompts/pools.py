@@ -108,6 +108,10 @@ class CODAPool(nn.Module):
         if size % n_tasks or length % 2:
             raise ValueError(f"coda_prompt: pool size {size} must split evenly over {n_tasks} tasks and the length "
                              f"{length} must be even")
+        if size > dim:
+            raise ValueError(f"coda_prompt: {size} prompt components cannot be orthonormal in a ViT of width {dim} "
+                             f"(Gram-Schmidt runs out of directions); set pool_size <= {dim} (the paper: 100 on "
+                             "ViT-B/16's 768)")
         self.layers, self.per_task, self.ortho = tuple(layers), size // n_tasks, ortho
         self.p = nn.Parameter(torch.zeros(len(layers), size, length, dim))
         self.k = nn.Parameter(torch.zeros(len(layers), size, dim))

@@ -101,7 +101,11 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - safetensors' own error for a damaged or foreign file
+            raise ParamsError(f"backbone.checkpoint: {path} is not a readable safetensors file ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}); download it again") from exc
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the unpickler's refusal, or not a torch file at all
@@ -187,22 +191,31 @@ class PromptedViT(nn.Module):
         return (x - self.mean) / self.std
 
     def _tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, D): the embedded [CLS] + patch tokens with their positions, before ``norm_pre``."""
         v = self.vit
-        return v.norm_pre(v.patch_drop(v._pos_embed(v.patch_embed(x))))
+        return v.patch_drop(v._pos_embed(v.patch_embed(x)))
 
-    def query(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, D): the frozen, unprompted ViT's [CLS] feature of the (adapted) images."""
+    def _cls_position(self) -> torch.Tensor | float:
+        """The position embedding L2P's prompt tokens get: the [CLS] token's (the authors' and
+        Avalanche's ``resize_pos_embed`` expand it over the prompts); 0 when [CLS] has none."""
+        v = self.vit
+        return v.pos_embed[:, :1] if v.cls_token is not None and not v.no_embed_class else 0.0
+
+    def query(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, D): the frozen, unprompted ViT's [CLS] feature from :meth:`_tokens`' output."""
         with torch.no_grad():
-            return self.vit.norm(self.vit.blocks(self._tokens(x)))[:, 0]
+            return self.vit.norm(self.vit.blocks(self.vit.norm_pre(tokens)))[:, 0]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._image(x)
-        prompts = self.pool(self.query(x), int(self.task), self.training)
+        """(N, D): L2P: the mean output of the prompt tokens, inserted after [CLS] with [CLS]'s
+        position embedding; prefix methods: the [CLS] output."""
+        h = self._tokens(self._image(x))
+        prompts = self.pool(self.query(h), int(self.task), self.training)
         self.aux_loss = prompts.get("aux_loss")
-        h = self._tokens(x)
         tokens = prompts.get("tokens")
         if tokens is not None:
-            h = torch.cat([h[:, :1], tokens, h[:, 1:]], dim=1)
+            h = torch.cat([h[:, :1], tokens + self._cls_position(), h[:, 1:]], dim=1)
+        h = self.vit.norm_pre(h)
         prefixes = prompts.get("prefixes", {})
         for i, blk in enumerate(self.vit.blocks):
             h = prefix_block(blk, h, prefixes.get(i))
