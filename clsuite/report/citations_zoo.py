@@ -5,11 +5,6 @@ methods (clsuite/methods/prompts), merged into
 from __future__ import annotations
 
 ZOO_ENTRIES: dict[str, str] = {
-    "hayes2020slda": """@inproceedings{hayes2020slda,
-  title     = {Lifelong Machine Learning with Deep Streaming Linear Discriminant Analysis},
-  author    = {Hayes, Tyler L. and Kanan, Christopher},
-  booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition Workshops (CVPRW)}, pages = {220--221}, year = {2020},
-}""",
     "wang2022l2p": """@inproceedings{wang2022l2p,
   title     = {Learning to Prompt for Continual Learning},
   author    = {Wang, Zifeng and Zhang, Zizhao and Lee, Chen-Yu and Zhang, Han and Sun, Ruoxi and Ren, Xiaoqi and Su, Guolong and Perot, Vincent and Dy, Jennifer and Pfister, Tomas},

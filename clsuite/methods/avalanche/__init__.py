@@ -2,8 +2,7 @@
 
 - :mod:`.state`: the one mechanism for their checkpoint state and MEMO-style memory;
 - :mod:`.plugins`: the wrapped plugin classes (Avalanche's, changed only where noted);
-- :mod:`.zoo`: the table (config, scenarios, citation per method) and its registration;
-- :mod:`.slda`: ``avalanche.streaming_lda``, a port of the ``StreamingLDA`` strategy (no plugin to wrap).
+- :mod:`.zoo`: the table (config, scenarios, citation per method) and its registration.
 """
 
-from clsuite.methods.avalanche import slda, zoo  # noqa: F401  (registers the table and StreamingLDA)
+from clsuite.methods.avalanche import zoo  # noqa: F401  (registers the table)
