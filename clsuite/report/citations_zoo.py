@@ -67,4 +67,11 @@ ZOO_ENTRIES: dict[str, str] = {
   author  = {Maltoni, Davide and Lomonaco, Vincenzo},
   journal = {Neural Networks}, volume = {116}, pages = {56--73}, year = {2019},
 }""",
+    "wu2019bic": """@inproceedings{wu2019bic,
+  title     = {Large Scale Incremental Learning},
+  author    = {Wu, Yue and Chen, Yinpeng and Wang, Lijuan and Ye, Yuancheng and Liu, Zicheng and Guo, Yandong
+               and Fu, Yun},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  pages     = {374--382}, year = {2019},
+}""",
 }

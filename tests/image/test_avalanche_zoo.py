@@ -121,6 +121,10 @@ def test_memory_is_counted_the_memo_way(zoo, tmp_path):
         "avalanche.si": [2 * 4 * model_values] * 5,
         "avalanche.lwf": [4 * model_values] * 5,  # the old model
         "avalanche.cwr_star": [100 * 4 * 2 * (k + 1) for k in range(5)],  # one head row per seen class
+        # BiC (mem_size 200): 45 training rows per class; the validation split holds int(0.1 * 200) = 20 rows
+        # (10 per class, then 5, 4/3, 3/2, 2) and is held out of training, so the experience-balanced buffer
+        # (200 // groups per experience) gets 70, then 80 rows (150), then is full; + the old network
+        "avalanche.bic": [(n + 20) * pixels + 4 * model_values for n in (70, 150, 200, 200, 200)],
     }
     for method, want in expected.items():
         run_dir = train_run(p, "smnist_smoke", method, 0, prepared, tmp_path)

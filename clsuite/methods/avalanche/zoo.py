@@ -15,10 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
+import torch
 from pydantic import Field, model_validator
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
 import clsuite.methods.avalanche.plugins as P
+from clsuite.methods.avalanche.bic import BiC, wrap_bic
 
 ALL = ("class_il", "task_il", "domain_il")
 
@@ -34,6 +36,7 @@ class ZooEntry:
     citation: str
     scenarios: tuple[str, ...] = ALL
     memory: str = ""  # what extra_memory_bytes counts (docs/methods.md)
+    wrap_model: Callable[[torch.nn.Module, MethodConfig, MethodContext], torch.nn.Module] | None = None
 
 
 class AGEMConfig(MethodConfig):
@@ -131,6 +134,26 @@ class CWRStarConfig(MethodConfig):
     freeze_remaining_model: bool = Field(True, description="train only that layer after the first experience")
 
 
+class BiCConfig(MethodConfig):
+    mem_size: int = Field(200, ge=1, description="experience-balanced buffer capacity (also sizes the validation split)")
+    batch_size: int | None = Field(None, ge=1, description="current-data samples per step (None: train batch size)")
+    batch_size_mem: int | None = Field(None, ge=1, description="buffer samples per step (None: train batch size)")
+    val_percentage: float = Field(0.1, gt=0, lt=1, description="validation split: this fraction of mem_size, "
+                                  "held out of the training data, split evenly over the classes seen")
+    T: float = Field(2.0, gt=0, description="distillation temperature")
+    stage_2_epochs: int = Field(200, ge=1, description="epochs of bias-layer training after each experience")
+    lamb: float | None = Field(None, ge=0, description="weight of the distillation term added to the loss "
+                               "(None: the loss is (1 - l) CE + l KD with l = old classes / seen classes)")
+    lr: float = Field(0.1, gt=0, description="learning rate of the bias-layer training")
+
+    @model_validator(mode="after")
+    def _validation_split_not_empty(self) -> "BiCConfig":
+        if int(self.val_percentage * self.mem_size) < 1:
+            raise ValueError(f"val_percentage * mem_size = {self.val_percentage * self.mem_size:g} keeps no "
+                             "validation sample for the bias layer; raise mem_size or val_percentage")
+        return self
+
+
 ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("agem", AGEMConfig, lambda c, x: P.AGEM(c.patterns_per_exp, c.sample_size, x.seed),
              "averaged gradient episodic memory (gradient projection)", "chaudhry2019agem", memory="exemplars"),
@@ -172,6 +195,11 @@ ZOO: tuple[ZooEntry, ...] = (
              "gradient-based sample selection (greedy)", "aljundi2019gss", memory="exemplars"),
     ZooEntry("cwr_star", CWRStarConfig, lambda c, x: P.CWRStar(c.cwr_layer_name, c.freeze_remaining_model),
              "CWR*: per-class consolidated head rows", "maltoni2019cwr", memory="head rows"),
+    ZooEntry("bic", BiCConfig,
+             lambda c, x: BiC(c.mem_size, c.batch_size, c.batch_size_mem, False, None, c.val_percentage, c.T,
+                              c.stage_2_epochs, -1 if c.lamb is None else c.lamb, c.lr, 0),
+             "bias correction: replay + distillation, a bias layer on the newest classes trained on a held-out split",
+             "wu2019bic", scenarios=("class_il",), memory="exemplars + model copy", wrap_model=wrap_bic),
 )
 
 
@@ -180,7 +208,7 @@ def _register(entry: ZooEntry) -> None:
         return [entry.build(cfg, ctx)]
 
     register_method(f"avalanche.{entry.name}", entry.config, entry.description, citation=entry.citation,
-                    scenarios=entry.scenarios)(build)
+                    scenarios=entry.scenarios, wrap_model=entry.wrap_model)(build)
 
 
 for _entry in ZOO:
