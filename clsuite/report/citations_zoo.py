@@ -74,4 +74,10 @@ ZOO_ENTRIES: dict[str, str] = {
   booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
   pages     = {374--382}, year = {2019},
 }""",
+    "caccia2022aml": """@inproceedings{caccia2022aml,
+  title     = {New Insights on Reducing Abrupt Representation Change in Online Continual Learning},
+  author    = {Caccia, Lucas and Aljundi, Rahaf and Asadi, Nader and Tuytelaars, Tinne and Pineau, Joelle
+               and Belilovsky, Eugene},
+  booktitle = {International Conference on Learning Representations (ICLR)}, year = {2022},
+}""",
 }

@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from clsuite.methods import MethodConfig, MethodContext, register_method
 import clsuite.methods.avalanche.plugins as P
 from clsuite.methods.avalanche.bic import BiC, wrap_bic
+from clsuite.methods.avalanche.er_aml import ERAML
 
 ALL = ("class_il", "task_il", "domain_il")
 
@@ -154,6 +155,14 @@ class BiCConfig(MethodConfig):
         return self
 
 
+class ERAMLConfig(MethodConfig):
+    mem_size: int = Field(200, ge=1, description="class-balanced buffer capacity (filled before each experience)")
+    batch_size_mem: int = Field(10, ge=1, description="buffer samples per step")
+    temp: float = Field(0.1, gt=0, description="supervised-contrastive temperature")
+    base_temp: float = Field(0.07, gt=0, description="supervised-contrastive base temperature")
+    same_task_neg: bool = Field(True, description="negatives only from the anchor's task")
+
+
 ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("agem", AGEMConfig, lambda c, x: P.AGEM(c.patterns_per_exp, c.sample_size, x.seed),
              "averaged gradient episodic memory (gradient projection)", "chaudhry2019agem", memory="exemplars"),
@@ -200,6 +209,9 @@ ZOO: tuple[ZooEntry, ...] = (
                               c.stage_2_epochs, -1 if c.lamb is None else c.lamb, c.lr, 0),
              "bias correction: replay + distillation, a bias layer on the newest classes trained on a held-out split",
              "wu2019bic", scenarios=("class_il",), memory="exemplars + model copy", wrap_model=wrap_bic),
+    ZooEntry("er_aml", ERAMLConfig, lambda c, x: ERAML(c.mem_size, c.batch_size_mem, c.temp, c.base_temp, c.same_task_neg),
+             "experience replay with asymmetric metric learning (supervised-contrastive loss on new data)",
+             "caccia2022aml", memory="exemplars"),
 )
 
 
