@@ -80,4 +80,11 @@ ZOO_ENTRIES: dict[str, str] = {
                and Belilovsky, Eugene},
   booktitle = {International Conference on Learning Representations (ICLR)}, year = {2022},
 }""",
+    "mai2021scr": """@inproceedings{mai2021scr,
+  title     = {Supervised Contrastive Replay: Revisiting the Nearest Class Mean Classifier in Online
+               Class-Incremental Continual Learning},
+  author    = {Mai, Zheda and Li, Ruiwen and Kim, Hyunwoo and Sanner, Scott},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition Workshops
+               (CVPRW)}, pages = {3589--3599}, year = {2021},
+}""",
 }

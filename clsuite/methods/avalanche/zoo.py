@@ -22,6 +22,7 @@ from clsuite.methods import MethodConfig, MethodContext, register_method
 import clsuite.methods.avalanche.plugins as P
 from clsuite.methods.avalanche.bic import BiC, wrap_bic
 from clsuite.methods.avalanche.er_aml import ERAML
+from clsuite.methods.avalanche.scr import SCR, wrap_scr
 
 ALL = ("class_il", "task_il", "domain_il")
 
@@ -163,6 +164,13 @@ class ERAMLConfig(MethodConfig):
     same_task_neg: bool = Field(True, description="negatives only from the anchor's task")
 
 
+class SCRConfig(MethodConfig):
+    mem_size: int = Field(200, ge=1, description="class-balanced buffer capacity (also the NCM class means' source)")
+    batch_size_mem: int = Field(100, ge=1, description="buffer samples per step")
+    temperature: float = Field(0.1, gt=0, description="supervised-contrastive temperature")
+    proj_dim: int = Field(128, ge=1, description="width of the projection head's output")
+
+
 ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("agem", AGEMConfig, lambda c, x: P.AGEM(c.patterns_per_exp, c.sample_size, x.seed),
              "averaged gradient episodic memory (gradient projection)", "chaudhry2019agem", memory="exemplars"),
@@ -212,6 +220,9 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("er_aml", ERAMLConfig, lambda c, x: ERAML(c.mem_size, c.batch_size_mem, c.temp, c.base_temp, c.same_task_neg),
              "experience replay with asymmetric metric learning (supervised-contrastive loss on new data)",
              "caccia2022aml", memory="exemplars"),
+    ZooEntry("scr", SCRConfig, lambda c, x: SCR(c.mem_size, c.batch_size_mem, c.temperature),
+             "supervised contrastive replay: contrastive loss on a projection head, nearest-class-mean prediction",
+             "mai2021scr", memory="exemplars + class means", wrap_model=wrap_scr),
 )
 
 
