@@ -87,4 +87,10 @@ ZOO_ENTRIES: dict[str, str] = {
   booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition Workshops
                (CVPRW)}, pages = {3589--3599}, year = {2021},
 }""",
+    "riemer2019mer": """@inproceedings{riemer2019mer,
+  title     = {Learning to Learn without Forgetting by Maximizing Transfer and Minimizing Interference},
+  author    = {Riemer, Matthew and Cases, Ignacio and Ajemian, Robert and Liu, Miao and Rish, Irina and Tu, Yuhai
+               and Tesauro, Gerald},
+  booktitle = {International Conference on Learning Representations (ICLR)}, year = {2019},
+}""",
 }

@@ -22,6 +22,7 @@ from clsuite.methods import MethodConfig, MethodContext, register_method
 import clsuite.methods.avalanche.plugins as P
 from clsuite.methods.avalanche.bic import BiC, wrap_bic
 from clsuite.methods.avalanche.er_aml import ERAML
+from clsuite.methods.avalanche.mer import MER
 from clsuite.methods.avalanche.scr import SCR, wrap_scr
 
 ALL = ("class_il", "task_il", "domain_il")
@@ -171,6 +172,14 @@ class SCRConfig(MethodConfig):
     proj_dim: int = Field(128, ge=1, description="width of the projection head's output")
 
 
+class MERConfig(MethodConfig):
+    mem_size: int = Field(200, ge=1, description="reservoir buffer capacity")
+    batch_size_mem: int = Field(10, ge=1, description="buffer samples added to each inner batch")
+    n_inner_steps: int = Field(5, ge=1, description="inner batches per minibatch (each: one step per sample)")
+    beta: float = Field(0.1, gt=0, le=1, description="within-batch Reptile rate")
+    gamma: float = Field(0.1, gt=0, le=1, description="across-batch Reptile rate")
+
+
 ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("agem", AGEMConfig, lambda c, x: P.AGEM(c.patterns_per_exp, c.sample_size, x.seed),
              "averaged gradient episodic memory (gradient projection)", "chaudhry2019agem", memory="exemplars"),
@@ -223,6 +232,9 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("scr", SCRConfig, lambda c, x: SCR(c.mem_size, c.batch_size_mem, c.temperature),
              "supervised contrastive replay: contrastive loss on a projection head, nearest-class-mean prediction",
              "mai2021scr", memory="exemplars + class means", wrap_model=wrap_scr),
+    ZooEntry("mer", MERConfig, lambda c, x: MER(c.mem_size, c.batch_size_mem, c.n_inner_steps, c.beta, c.gamma),
+             "meta-experience replay: per-sample steps on current + buffer rows, Reptile within and across batches",
+             "riemer2019mer", memory="exemplars"),
 )
 
 
