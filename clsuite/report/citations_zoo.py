@@ -93,4 +93,10 @@ ZOO_ENTRIES: dict[str, str] = {
                and Tesauro, Gerald},
   booktitle = {International Conference on Learning Representations (ICLR)}, year = {2019},
 }""",
+    "hayes2020slda": """@inproceedings{hayes2020slda,
+  title     = {Lifelong Machine Learning with Deep Streaming Linear Discriminant Analysis},
+  author    = {Hayes, Tyler L. and Kanan, Christopher},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition Workshops
+               (CVPRW)}, pages = {220--221}, year = {2020},
+}""",
 }

@@ -24,6 +24,7 @@ from clsuite.methods.avalanche.bic import BiC, wrap_bic
 from clsuite.methods.avalanche.er_aml import ERAML
 from clsuite.methods.avalanche.mer import MER
 from clsuite.methods.avalanche.scr import SCR, wrap_scr
+from clsuite.methods.avalanche.slda import StreamingLDA, wrap_slda
 
 ALL = ("class_il", "task_il", "domain_il")
 
@@ -180,6 +181,11 @@ class MERConfig(MethodConfig):
     gamma: float = Field(0.1, gt=0, le=1, description="across-batch Reptile rate")
 
 
+class StreamingLDAConfig(MethodConfig):
+    shrinkage_param: float = Field(1e-4, ge=0, le=1, description="covariance shrinkage towards the identity")
+    streaming_update_sigma: bool = Field(True, description="update the shared covariance with every row")
+
+
 ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("agem", AGEMConfig, lambda c, x: P.AGEM(c.patterns_per_exp, c.sample_size, x.seed),
              "averaged gradient episodic memory (gradient projection)", "chaudhry2019agem", memory="exemplars"),
@@ -235,6 +241,9 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("mer", MERConfig, lambda c, x: MER(c.mem_size, c.batch_size_mem, c.n_inner_steps, c.beta, c.gamma),
              "meta-experience replay: per-sample steps on current + buffer rows, Reptile within and across batches",
              "riemer2019mer", memory="exemplars"),
+    ZooEntry("streaming_lda", StreamingLDAConfig, lambda c, x: StreamingLDA(c.streaming_update_sigma),
+             "deep streaming LDA: class means and a shared covariance of the (frozen) network's features, no SGD",
+             "hayes2020slda", memory="class means + covariance", wrap_model=wrap_slda),
 )
 
 
