@@ -67,4 +67,36 @@ ZOO_ENTRIES: dict[str, str] = {
   author  = {Maltoni, Davide and Lomonaco, Vincenzo},
   journal = {Neural Networks}, volume = {116}, pages = {56--73}, year = {2019},
 }""",
+    "wu2019bic": """@inproceedings{wu2019bic,
+  title     = {Large Scale Incremental Learning},
+  author    = {Wu, Yue and Chen, Yinpeng and Wang, Lijuan and Ye, Yuancheng and Liu, Zicheng and Guo, Yandong
+               and Fu, Yun},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  pages     = {374--382}, year = {2019},
+}""",
+    "caccia2022aml": """@inproceedings{caccia2022aml,
+  title     = {New Insights on Reducing Abrupt Representation Change in Online Continual Learning},
+  author    = {Caccia, Lucas and Aljundi, Rahaf and Asadi, Nader and Tuytelaars, Tinne and Pineau, Joelle
+               and Belilovsky, Eugene},
+  booktitle = {International Conference on Learning Representations (ICLR)}, year = {2022},
+}""",
+    "mai2021scr": """@inproceedings{mai2021scr,
+  title     = {Supervised Contrastive Replay: Revisiting the Nearest Class Mean Classifier in Online
+               Class-Incremental Continual Learning},
+  author    = {Mai, Zheda and Li, Ruiwen and Kim, Hyunwoo and Sanner, Scott},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition Workshops
+               (CVPRW)}, pages = {3589--3599}, year = {2021},
+}""",
+    "riemer2019mer": """@inproceedings{riemer2019mer,
+  title     = {Learning to Learn without Forgetting by Maximizing Transfer and Minimizing Interference},
+  author    = {Riemer, Matthew and Cases, Ignacio and Ajemian, Robert and Liu, Miao and Rish, Irina and Tu, Yuhai
+               and Tesauro, Gerald},
+  booktitle = {International Conference on Learning Representations (ICLR)}, year = {2019},
+}""",
+    "hayes2020slda": """@inproceedings{hayes2020slda,
+  title     = {Lifelong Machine Learning with Deep Streaming Linear Discriminant Analysis},
+  author    = {Hayes, Tyler L. and Kanan, Christopher},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition Workshops
+               (CVPRW)}, pages = {220--221}, year = {2020},
+}""",
 }

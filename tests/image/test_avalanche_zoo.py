@@ -40,6 +40,11 @@ def _name(entry) -> str:
     return f"avalanche.{entry.name}"
 
 
+#: lighter settings of the entries whose defaults take seconds per experience on this tiny stream
+#: (MER: one optimizer step per sample per inner batch; BiC: 200 epochs of bias training)
+CHEAP = {"mer": {"n_inner_steps": 1}, "bic": {"stage_2_epochs": 20}}
+
+
 @pytest.fixture(scope="module")
 def zoo(params, data_roots, tmp_path_factory):
     """(params with every zoo method and a task-IL/domain-IL variant per scenario, prepared root):
@@ -50,7 +55,7 @@ def zoo(params, data_roots, tmp_path_factory):
     root = tmp_path_factory.mktemp("zoo_prepared")
     shutil.copytree(prepared / "smnist_smoke", root / "smnist_smoke")
     prepare_benchmark("pm_smoke", pm, raw, root)
-    methods = {**params.methods, **{_name(e): {} for e in ZOO}}
+    methods = {**params.methods, **{_name(e): dict(CHEAP.get(e.name, {})) for e in ZOO}}
     base = params.model_copy(update={"methods": methods,
                                      "benchmarks": {**params.benchmarks, "pm_smoke": pm}})
     return base, root
@@ -121,6 +126,10 @@ def test_memory_is_counted_the_memo_way(zoo, tmp_path):
         "avalanche.si": [2 * 4 * model_values] * 5,
         "avalanche.lwf": [4 * model_values] * 5,  # the old model
         "avalanche.cwr_star": [100 * 4 * 2 * (k + 1) for k in range(5)],  # one head row per seen class
+        # BiC (mem_size 200): 45 training rows per class; the validation split holds int(0.1 * 200) = 20 rows
+        # (10 per class, then 5, 4/3, 3/2, 2) and is held out of training, so the experience-balanced buffer
+        # (200 // groups per experience) gets 70, then 80 rows (150), then is full; + the old network
+        "avalanche.bic": [(n + 20) * pixels + 4 * model_values for n in (70, 150, 200, 200, 200)],
     }
     for method, want in expected.items():
         run_dir = train_run(p, "smnist_smoke", method, 0, prepared, tmp_path)

@@ -7,7 +7,7 @@ turns those attributes into plain data (tensors, numbers, strings and containers
 
 - ``images``: exemplars (tensors or containers of them), counted as uint8 pixels (1 byte a value);
 - ``buffer``: an Avalanche storage policy (``ReservoirSamplingBuffer``, ``ExperienceBalancedBuffer``,
-  ``ClassBalancedBuffer``); its datasets are kept as tensors and counted as uint8 pixels;
+  ``ClassBalancedBuffer``) or a dict of them; its datasets are kept as tensors and counted as uint8 pixels;
 - ``params``: parameter-sized tensors (``ParamData`` and dicts of them: importances, old
   parameters), 4 bytes a value;
 - ``model``: a network (a frozen copy of the model), kept as its state dict and rebuilt from the
@@ -206,7 +206,9 @@ def memory_bytes(value: Any, kind: str) -> int:
     """The MEMO bytes of one state attribute of ``kind``."""
     if value is None or kind in ("scratch", "meta"):
         return 0
-    if kind == "buffer":
+    if kind == "buffer":  # a storage policy, or a dict of them (e.g. per-class buffers)
+        if isinstance(value, dict):
+            return sum(buffer_pixels(b) for b in value.values())
         return buffer_pixels(value)
     if kind == "images":  # floating tensors only: the labels kept beside exemplars are not counted
         return sum(t.numel() for t in _tensors(value) if t.is_floating_point())

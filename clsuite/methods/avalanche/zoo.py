@@ -15,10 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
+import torch
 from pydantic import Field, model_validator
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
 import clsuite.methods.avalanche.plugins as P
+from clsuite.methods.avalanche.bic import BiC, wrap_bic
+from clsuite.methods.avalanche.er_aml import ERAML
+from clsuite.methods.avalanche.mer import MER
+from clsuite.methods.avalanche.scr import SCR, wrap_scr
+from clsuite.methods.avalanche.slda import StreamingLDA, wrap_slda
 
 ALL = ("class_il", "task_il", "domain_il")
 
@@ -34,6 +40,7 @@ class ZooEntry:
     citation: str
     scenarios: tuple[str, ...] = ALL
     memory: str = ""  # what extra_memory_bytes counts (docs/methods.md)
+    wrap_model: Callable[[torch.nn.Module, MethodConfig, MethodContext], torch.nn.Module] | None = None
 
 
 class AGEMConfig(MethodConfig):
@@ -131,6 +138,54 @@ class CWRStarConfig(MethodConfig):
     freeze_remaining_model: bool = Field(True, description="train only that layer after the first experience")
 
 
+class BiCConfig(MethodConfig):
+    mem_size: int = Field(200, ge=1, description="experience-balanced buffer capacity (also sizes the validation split)")
+    batch_size: int | None = Field(None, ge=1, description="current-data samples per step (None: train batch size)")
+    batch_size_mem: int | None = Field(None, ge=1, description="buffer samples per step (None: train batch size)")
+    val_percentage: float = Field(0.1, gt=0, lt=1, description="validation split: this fraction of mem_size, "
+                                  "held out of the training data, split evenly over the classes seen")
+    T: float = Field(2.0, gt=0, description="distillation temperature")
+    stage_2_epochs: int = Field(200, ge=1, description="epochs of bias-layer training after each experience")
+    lamb: float | None = Field(None, ge=0, description="weight of the distillation term added to the loss "
+                               "(None: the loss is (1 - l) CE + l KD with l = old classes / seen classes)")
+    lr: float = Field(0.1, gt=0, description="learning rate of the bias-layer training")
+
+    @model_validator(mode="after")
+    def _validation_split_not_empty(self) -> "BiCConfig":
+        if int(self.val_percentage * self.mem_size) < 1:
+            raise ValueError(f"val_percentage * mem_size = {self.val_percentage * self.mem_size:g} keeps no "
+                             "validation sample for the bias layer; raise mem_size or val_percentage")
+        return self
+
+
+class ERAMLConfig(MethodConfig):
+    mem_size: int = Field(200, ge=1, description="class-balanced buffer capacity (filled before each experience)")
+    batch_size_mem: int = Field(10, ge=1, description="buffer samples per step")
+    temp: float = Field(0.1, gt=0, description="supervised-contrastive temperature")
+    base_temp: float = Field(0.07, gt=0, description="supervised-contrastive base temperature")
+    same_task_neg: bool = Field(True, description="negatives only from the anchor's task")
+
+
+class SCRConfig(MethodConfig):
+    mem_size: int = Field(200, ge=1, description="class-balanced buffer capacity (also the NCM class means' source)")
+    batch_size_mem: int = Field(100, ge=1, description="buffer samples per step")
+    temperature: float = Field(0.1, gt=0, description="supervised-contrastive temperature")
+    proj_dim: int = Field(128, ge=1, description="width of the projection head's output")
+
+
+class MERConfig(MethodConfig):
+    mem_size: int = Field(200, ge=1, description="reservoir buffer capacity")
+    batch_size_mem: int = Field(10, ge=1, description="buffer samples added to each inner batch")
+    n_inner_steps: int = Field(5, ge=1, description="inner batches per minibatch (each: one step per sample)")
+    beta: float = Field(0.1, gt=0, le=1, description="within-batch Reptile rate")
+    gamma: float = Field(0.1, gt=0, le=1, description="across-batch Reptile rate")
+
+
+class StreamingLDAConfig(MethodConfig):
+    shrinkage_param: float = Field(1e-4, ge=0, le=1, description="covariance shrinkage towards the identity")
+    streaming_update_sigma: bool = Field(True, description="update the shared covariance with every row")
+
+
 ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("agem", AGEMConfig, lambda c, x: P.AGEM(c.patterns_per_exp, c.sample_size, x.seed),
              "averaged gradient episodic memory (gradient projection)", "chaudhry2019agem", memory="exemplars"),
@@ -172,6 +227,23 @@ ZOO: tuple[ZooEntry, ...] = (
              "gradient-based sample selection (greedy)", "aljundi2019gss", memory="exemplars"),
     ZooEntry("cwr_star", CWRStarConfig, lambda c, x: P.CWRStar(c.cwr_layer_name, c.freeze_remaining_model),
              "CWR*: per-class consolidated head rows", "maltoni2019cwr", memory="head rows"),
+    ZooEntry("bic", BiCConfig,
+             lambda c, x: BiC(c.mem_size, c.batch_size, c.batch_size_mem, False, None, c.val_percentage, c.T,
+                              c.stage_2_epochs, -1 if c.lamb is None else c.lamb, c.lr, 0),
+             "bias correction: replay + distillation, a bias layer on the newest classes trained on a held-out split",
+             "wu2019bic", scenarios=("class_il",), memory="exemplars + model copy", wrap_model=wrap_bic),
+    ZooEntry("er_aml", ERAMLConfig, lambda c, x: ERAML(c.mem_size, c.batch_size_mem, c.temp, c.base_temp, c.same_task_neg),
+             "experience replay with asymmetric metric learning (supervised-contrastive loss on new data)",
+             "caccia2022aml", memory="exemplars"),
+    ZooEntry("scr", SCRConfig, lambda c, x: SCR(c.mem_size, c.batch_size_mem, c.temperature),
+             "supervised contrastive replay: contrastive loss on a projection head, nearest-class-mean prediction",
+             "mai2021scr", memory="exemplars + class means", wrap_model=wrap_scr),
+    ZooEntry("mer", MERConfig, lambda c, x: MER(c.mem_size, c.batch_size_mem, c.n_inner_steps, c.beta, c.gamma),
+             "meta-experience replay: per-sample steps on current + buffer rows, Reptile within and across batches",
+             "riemer2019mer", memory="exemplars"),
+    ZooEntry("streaming_lda", StreamingLDAConfig, lambda c, x: StreamingLDA(c.streaming_update_sigma),
+             "deep streaming LDA: class means and a shared covariance of the (frozen) network's features, no SGD",
+             "hayes2020slda", memory="class means + covariance", wrap_model=wrap_slda),
 )
 
 
@@ -180,7 +252,7 @@ def _register(entry: ZooEntry) -> None:
         return [entry.build(cfg, ctx)]
 
     register_method(f"avalanche.{entry.name}", entry.config, entry.description, citation=entry.citation,
-                    scenarios=entry.scenarios)(build)
+                    scenarios=entry.scenarios, wrap_model=entry.wrap_model)(build)
 
 
 for _entry in ZOO:
