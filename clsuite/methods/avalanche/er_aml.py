@@ -12,7 +12,8 @@ Avalanche's strategy overrides ``training_epoch``; its logic, step by step, in h
   class, same task) drawn from a batch of every class group; in the first experience plain
   cross-entropy on the current batch.
 
-Changes: the features are clsuite's ``features(x)`` (Avalanche takes a ``feature_extractor``
+Avalanche's ``AMLCriterion`` is used as is, including its normalisation of the contrastive term
+over the wrong axis (docs/avalanche.md). Changes: the features are clsuite's ``features(x)`` (Avalanche takes a ``feature_extractor``
 module); the replay streams are :class:`~.loaders.ShuffledCycle` (the same batches as
 Avalanche's ``cycle(DataLoader(...))``, but their position is checkpointed), so the plugin
 resumes inside an experience too. Avalanche never returns when a class group of the buffer holds
