@@ -36,7 +36,7 @@ def test_method_settings_override_the_benchmark_and_fall_back_to_it():
     assert p.train_config("smnist", "der").batch_size == 10  # benchmark's
     fm = p.train_config("fmnist", "der")
     assert (fm.lr, fm.batch_size, fm.momentum) == (0.01, 32, 0.5)  # (benchmark, method) wins over method
-    assert p.train_config("fmnist", "replay") == p.benchmark("fmnist").train  # other methods: the benchmark's
+    assert p.train_config("fmnist", "lwf") == p.benchmark("fmnist").train  # other methods: the benchmark's
     assert p.method("der").config_dict()["alpha"] == 0.3  # the method's own config is unchanged
     assert p.method("der").train.level("fmnist", "lr") == "method_benchmark"
     assert p.method("der").train.level("smnist", "lr") == "method"

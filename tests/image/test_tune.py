@@ -184,14 +184,16 @@ def test_apply_rewrites_only_the_keys_it_sets(tmp_path):
     shutil.copy(REPO / "params.yaml", path)
     before = path.read_text()
     keys = apply_settings(path, "der", "smnist", {"train.lr": 0.1, "alpha": 1.0})
-    keys += apply_settings(path, "finetune", "smnist", {"train.lr": 0.05})
+    keys += apply_settings(path, "lwf", "smnist", {"train.lr": 0.05})
     assert keys == ["methods.der.train_by_benchmark.smnist.lr", "methods.der.alpha",
-                    "methods.finetune.train_by_benchmark.smnist.lr"]
+                    "methods.lwf.train_by_benchmark.smnist.lr"]
     diff = [line for line in difflib.unified_diff(before.splitlines(), path.read_text().splitlines(), lineterm="", n=0)
             if line[:1] in "+-" and not line.startswith(("+++", "---"))]
     assert diff == [
-        "-  finetune: {}",
-        "+  finetune:",
+        "-  lwf: {alpha: 1.0, temperature: 2.0}",
+        "+  lwf:",
+        "+    alpha: 1.0",
+        "+    temperature: 2.0",
         "+    train_by_benchmark:",
         "+      smnist: {lr: 0.05}",
         "-  der: {mem_size: 200, batch_size_mem: 10, alpha: 0.3}",
@@ -204,7 +206,8 @@ def test_apply_rewrites_only_the_keys_it_sets(tmp_path):
     ], "\n".join(diff)
     p = load_params(path).image()
     assert p.train_config("smnist", "der").lr == 0.1 and p.method("der").config_dict()["alpha"] == 1.0
-    assert p.train_config("smnist", "finetune").lr == 0.05 and p.train_config("animals", "finetune").lr == 0.05
+    assert p.train_config("smnist", "lwf").lr == 0.05
+    assert p.train_config("animals", "lwf").lr == p.benchmark("animals").train.lr  # other benchmarks: unchanged
     assert apply_settings(path, "der", "smnist", {"train.lr": 0.03}) and \
         load_params(path).image().train_config("smnist", "der").lr == 0.03  # a second apply updates in place
     with pytest.raises(ParamsError, match="methods.nosuchmethod"):
