@@ -83,6 +83,9 @@ def build_vit(cfg: BackboneConfig, input_shape: tuple[int, int, int]) -> nn.Modu
             raise ParamsError(f"backbone: embed_dim {cfg.embed_dim} is not a multiple of num_heads {cfg.num_heads}")
         vit = VisionTransformer(img_size=size, patch_size=cfg.patch_size, in_chans=3, num_classes=0,
                                 embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads, mlp_ratio=2.0)
+        for layer in vit.modules():  # PyTorch's default init: timm's (std 0.02) gives near-constant features
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                layer.reset_parameters()
     else:
         try:
             vit = timm.create_model(cfg.arch, pretrained=False, num_classes=0)
