@@ -2,10 +2,12 @@
 at **tuned** settings with ≥ 5 seeds, or a documented finding with its evidence.
 
     python benchmarks/bench_smnist_ordering.py [--seeds 0 1 2 3 4] [--methods finetune replay der derpp]
+        [--settings tuned params]
 
 Each method runs at the configuration ``clsuite tune`` chose on smnist's *validation* split
 (clsuite/catalogue/tuned/smnist.yaml; applied with :func:`clsuite.image.tune.with_settings`,
-the tuner's own resolver) and, for comparison, at params.yaml's current settings. The test
+the tuner's own resolver) and, for comparison, at params.yaml's current settings (``--settings``
+picks which of the two; ``--n-seeds N`` is ``--seeds 0 .. N-1``). The test
 split is only measured here, never used to choose. For every (method, settings) the script
 trains the seeds with ``train_run`` into a temporary folder (smnist prepared under
 ``data/prepared``, or prepared into the temporary folder), takes the report's last accuracy
@@ -43,9 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--methods", nargs="+", default=["finetune", "replay", "der", "derpp"])
+    ap.add_argument("--n-seeds", type=int, default=None, help="seeds 0 .. N-1 (overrides --seeds)")
+    ap.add_argument("--settings", nargs="+", choices=["tuned", "params"], default=["tuned", "params"],
+                    help="train at the search's chosen settings, at params.yaml's, or both")
     ap.add_argument("--reference", default="replay")
     ap.add_argument("--out", type=Path, default=common.RESULTS / "smnist_ordering.json")
     args = ap.parse_args(argv)
+    if args.n_seeds is not None:
+        if args.n_seeds < 2:
+            ap.error("--n-seeds: give at least 2 (a paired CI needs two seeds)")
+        args.seeds = list(range(args.n_seeds))
     common.pin_threads(1)
 
     from clsuite.config import load_params
@@ -69,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             for source in benchmark_sources(benchmark, bench):  # its own and its variants' (the OOD set)
                 source.fetch(Path(tmp) / "raw" / source.name)
             prepare_benchmark(benchmark, bench, Path(tmp) / "raw", prepared)
-        for label in ("tuned", "params"):
+        for label in args.settings:
             acc: dict[str, list[float]] = {}
             for method in args.methods:
                 p = params
