@@ -320,6 +320,11 @@ def test_llm_report_escapes_descriptions_and_names(tmp_path):
                                     "stopped_in": tasks[0], "iteration": None,
                                     "reason": f"failed {SCRIPT} {JS_LINK}"}], LLM_FAILED_RUNS),
                 data / "failed_runs.parquet", LLM_FAILED_RUNS)
+    from clsuite.llm.schemas import LLM_PAIRED
+
+    write_table(pd.DataFrame([{"sequence": seq, "seed": 0, "method_a": method, "method_b": METHOD, "n": 8,
+                               "diff": 0.25, "ci_low": -0.125, "ci_high": 0.5, "net_examples": 2.0,
+                               "one_example": 0.125}]), data / "paired.parquet", LLM_PAIRED)
     text = build_llm_report(llm, seq, out).read_text()
     for raw in (SCRIPT, IMG, JS_LINK, OUT_IMG, ETC_IMG):
         assert raw not in text, raw
