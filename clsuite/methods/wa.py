@@ -14,8 +14,12 @@
   the head rows of the new classes are scaled by γ = mean‖W_old‖ / mean‖W_new‖ (row L2 norms);
   biases unchanged.
 
-Not implemented: the paper's weight clipping (PyCIL does not do it either) and PyCIL's
-learning-rate schedules (the run's training settings apply).
+- Weight clipping (the paper's Sec. 3.3, off by default as in PyCIL, which does not do it):
+  with ``clip_weights: true`` the head's weights are clipped to be non-negative,
+  W ← max(W, 0), after every optimizer step, so that the aligned norms measure the same kind of
+  (non-negative) rows; biases are not clipped.
+
+Not implemented: PyCIL's learning-rate schedules (the run's training settings apply).
 """
 
 from __future__ import annotations
@@ -53,10 +57,14 @@ def weight_align(weight: torch.Tensor, old_classes: list[int], new_classes: list
 
 
 class WAPlugin(HerdingRehearsalPlugin):
-    def __init__(self, mem_size: int, kd_weight: float, temperature: float, device: torch.device) -> None:
+    def __init__(self, mem_size: int, kd_weight: float, temperature: float, device: torch.device,
+                 clip_weights: bool = False) -> None:
         super().__init__(mem_size, device)
         self.kd_weight = kd_weight
         self.temperature = temperature
+        self.clip_weights = clip_weights
+        if clip_weights:  # a hook only when on: the fast path and records of the default are untouched
+            self.after_update = self._clip_head
 
     def before_backward(self, strategy, **kwargs) -> None:
         strategy.loss = self.loss(strategy.mb_output, strategy.mb_y, strategy.mb_x)
@@ -67,6 +75,11 @@ class WAPlugin(HerdingRehearsalPlugin):
             old = self.old_outputs(x)[:, self.old_classes]
             loss = loss + self.kd_weight * kd_loss(logits[:, self.old_classes], old, self.temperature)
         return loss
+
+    @torch.no_grad()
+    def _clip_head(self, strategy, **kwargs) -> None:
+        """The paper's weight clipping: the head's weight matrix (K, d) clamped to ≥ 0 in place."""
+        strategy.model.head.weight.clamp_(min=0.0)
 
     def end_of_experience(self, model: torch.nn.Module) -> None:
         new = self.added_classes
@@ -81,9 +94,11 @@ class WAConfig(MethodConfig):
     mem_size: int = Field(200, ge=1, description="total exemplars (split evenly over the classes seen)")
     kd_weight: float = Field(2.0, ge=0, description="weight of the distillation term")
     temperature: float = Field(2.0, gt=0, description="distillation temperature")
+    clip_weights: bool = Field(False, description="clip the head's weights to >= 0 after every step (the "
+                                                  "paper's weight clipping; PyCIL: off)")
 
 
 @register_method("wa", WAConfig, "WA: herding rehearsal, distillation, new-class head weights aligned to old",
                  citation=CITATION, scenarios=("class_il", "task_il"))
 def build(cfg: WAConfig, ctx: MethodContext) -> list:
-    return [WAPlugin(cfg.mem_size, cfg.kd_weight, cfg.temperature, ctx.device)]
+    return [WAPlugin(cfg.mem_size, cfg.kd_weight, cfg.temperature, ctx.device, cfg.clip_weights)]

@@ -286,6 +286,21 @@ def test_wa_aligns_only_after_the_first_experience():
     assert torch.equal(model.weight[:2], before[:2])
 
 
+def test_wa_weight_clipping_by_hand_and_only_when_asked():
+    """The paper's clipping W <- max(W, 0) after each step, written out elementwise; the trainer
+    sees the hook only with ``clip_weights`` (the default's hot loop and records are unchanged)."""
+    from clsuite.image.trainer import _active_hook
+
+    head = linear(0, 3, 4)
+    before, bias = rows(head.weight), head.bias.detach().clone()
+    plugin = WAPlugin(mem_size=4, kd_weight=2.0, temperature=2.0, device=CPU, clip_weights=True)
+    plugin.after_update(SimpleNamespace(model=SimpleNamespace(head=head)))
+    assert rows(head.weight) == [[v if v > 0 else 0.0 for v in r] for r in before]
+    assert any(v < 0 for r in before for v in r) and torch.equal(head.bias, bias)
+    assert _active_hook(plugin, "after_update") is not None
+    assert _active_hook(WAPlugin(mem_size=4, kd_weight=2.0, temperature=2.0, device=CPU), "after_update") is None
+
+
 # -- LUCIR --------------------------------------------------------------------------------------
 
 def cos(a: list[float], b: list[float]) -> float:
