@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from clsuite.methods import MethodConfig, MethodContext, register_method
 import clsuite.methods.avalanche.plugins as P
 from clsuite.methods.avalanche.bic import BiC, wrap_bic
+from clsuite.methods.avalanche.cope import CoPE, wrap_cope
 from clsuite.methods.avalanche.er_aml import ERAML
 from clsuite.methods.avalanche.mer import MER
 from clsuite.methods.avalanche.scr import SCR, wrap_scr
@@ -181,6 +182,13 @@ class MERConfig(MethodConfig):
     gamma: float = Field(0.1, gt=0, le=1, description="across-batch Reptile rate")
 
 
+class CoPEConfig(MethodConfig):
+    mem_size: int = Field(200, ge=1, description="class-balanced buffer capacity (as many buffer rows as new rows per step)")
+    p_size: int = Field(100, ge=1, description="width of the L2-normalised embedding and of each class prototype")
+    alpha: float = Field(0.99, ge=0, le=1, description="momentum of the prototype update (per training step)")
+    T: float = Field(0.1, gt=0, description="PPP-loss temperature (also scales the eval scores cos / T)")
+
+
 class StreamingLDAConfig(MethodConfig):
     shrinkage_param: float = Field(1e-4, ge=0, le=1, description="covariance shrinkage towards the identity")
     streaming_update_sigma: bool = Field(True, description="update the shared covariance with every row")
@@ -244,6 +252,10 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("streaming_lda", StreamingLDAConfig, lambda c, x: StreamingLDA(c.streaming_update_sigma),
              "deep streaming LDA: class means and a shared covariance of the (frozen) network's features, no SGD",
              "hayes2020slda", memory="class means + covariance", wrap_model=wrap_slda),
+    ZooEntry("cope", CoPEConfig, lambda c, x: CoPE(c.mem_size, c.alpha, c.T, x.seed),
+             "continual prototype evolution: PPP loss on an L2-normalised embedding, momentum prototypes updated "
+             "every step, class-balanced replay, nearest-prototype prediction",
+             "delange2021cope", memory="exemplars + prototypes", wrap_model=wrap_cope),
 )
 
 
