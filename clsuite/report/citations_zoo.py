@@ -104,4 +104,9 @@ ZOO_ENTRIES: dict[str, str] = {
   author    = {De Lange, Matthias and Tuytelaars, Tinne},
   booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)}, year = {2021},
 }""",
+    "pellegrini2020latent": """@inproceedings{pellegrini2020latent,
+  title     = {Latent Replay for Real-Time Continual Learning},
+  author    = {Pellegrini, Lorenzo and Graffieti, Gabriele and Lomonaco, Vincenzo and Maltoni, Davide},
+  booktitle = {IEEE/RSJ International Conference on Intelligent Robots and Systems (IROS)}, year = {2020},
+}""",
 }
