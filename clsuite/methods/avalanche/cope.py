@@ -147,7 +147,8 @@ class CoPE(ZooState, SupervisedPlugin):
         if n == 0:
             return
         idx = torch.randperm(n, generator=self.generator)[: strategy.train_mb_size]
-        bx = torch.cat(list(self.mem_x.values()))[idx.to(x.device)]
+        rows = torch.cat(list(self.mem_x.values()))  # (on the data's device; a restored buffer may be on the CPU)
+        bx = rows[idx.to(rows.device)]
         by = torch.cat([torch.full((len(v),), c, dtype=y.dtype) for c, v in self.mem_x.items()])[idx].to(y.device)
         bt = torch.cat(list(self.mem_t.values()))[idx].to(t.device)
         strategy.mbatch = [torch.cat([x, replayed_inputs(strategy, bx.to(x.device))]), torch.cat([y, by]),
