@@ -99,4 +99,14 @@ ZOO_ENTRIES: dict[str, str] = {
   booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition Workshops
                (CVPRW)}, pages = {220--221}, year = {2020},
 }""",
+    "delange2021cope": """@inproceedings{delange2021cope,
+  title     = {Continual Prototype Evolution: Learning Online from Non-Stationary Data Streams},
+  author    = {De Lange, Matthias and Tuytelaars, Tinne},
+  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)}, year = {2021},
+}""",
+    "pellegrini2020latent": """@inproceedings{pellegrini2020latent,
+  title     = {Latent Replay for Real-Time Continual Learning},
+  author    = {Pellegrini, Lorenzo and Graffieti, Gabriele and Lomonaco, Vincenzo and Maltoni, Davide},
+  booktitle = {IEEE/RSJ International Conference on Intelligent Robots and Systems (IROS)}, year = {2020},
+}""",
 }

@@ -20,7 +20,9 @@ from pydantic import Field, model_validator
 
 from clsuite.methods import MethodConfig, MethodContext, register_method
 import clsuite.methods.avalanche.plugins as P
+from clsuite.methods.avalanche.ar1 import AR1, wrap_ar1
 from clsuite.methods.avalanche.bic import BiC, wrap_bic
+from clsuite.methods.avalanche.cope import CoPE, wrap_cope
 from clsuite.methods.avalanche.er_aml import ERAML
 from clsuite.methods.avalanche.mer import MER
 from clsuite.methods.avalanche.scr import SCR, wrap_scr
@@ -181,6 +183,23 @@ class MERConfig(MethodConfig):
     gamma: float = Field(0.1, gt=0, le=1, description="across-batch Reptile rate")
 
 
+class CoPEConfig(MethodConfig):
+    mem_size: int = Field(200, ge=1, description="class-balanced buffer capacity (as many buffer rows as new rows per step)")
+    p_size: int = Field(100, ge=1, description="width of the L2-normalised embedding and of each class prototype")
+    alpha: float = Field(0.99, ge=0, le=1, description="momentum of the prototype update (per training step)")
+    T: float = Field(0.1, gt=0, description="PPP-loss temperature (also scales the eval scores cos / T)")
+
+
+class AR1Config(MethodConfig):
+    latent_layer: int = Field(3, ge=1, description="index in the model's backbone (an nn.Sequential) where latent replay "
+                              "enters; the layers below run in eval mode and are frozen after the first experience "
+                              "(mlp [Flatten, Linear, ReLU, Linear, ReLU]: 3 = after the first hidden layer)")
+    rm_sz: int = Field(1500, ge=1, description="latent replay memory: activations at latent_layer")
+    inc_lr: float | None = Field(None, gt=0, description="lr from the second experience on (Avalanche: 5e-5 after "
+                                 "0.001; None: keep the benchmark's lr)")
+    ewc_lambda: float = Field(0.0, ge=0, description="SI penalty below the head (0: no SI, Avalanche's default)")
+
+
 class StreamingLDAConfig(MethodConfig):
     shrinkage_param: float = Field(1e-4, ge=0, le=1, description="covariance shrinkage towards the identity")
     streaming_update_sigma: bool = Field(True, description="update the shared covariance with every row")
@@ -244,12 +263,27 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("streaming_lda", StreamingLDAConfig, lambda c, x: StreamingLDA(c.streaming_update_sigma),
              "deep streaming LDA: class means and a shared covariance of the (frozen) network's features, no SGD",
              "hayes2020slda", memory="class means + covariance", wrap_model=wrap_slda),
+    ZooEntry("cope", CoPEConfig, lambda c, x: CoPE(c.mem_size, c.alpha, c.T, x.seed),
+             "continual prototype evolution: PPP loss on an L2-normalised embedding, momentum prototypes updated "
+             "every step, class-balanced replay, nearest-prototype prediction",
+             "delange2021cope", memory="exemplars + prototypes", wrap_model=wrap_cope),
+    ZooEntry("ar1", AR1Config, lambda c, x: _ar1_plugins(c, x),
+             "AR1: CWR* on a bias-free head, latent replay of activations at a declared layer (layers below frozen "
+             "after the first experience), optionally SI", "pellegrini2020latent", scenarios=("class_il", "domain_il"),
+             memory="latent activations + head rows", wrap_model=wrap_ar1),
 )
+
+
+def _ar1_plugins(c: AR1Config, x: MethodContext):
+    """AR1's plugin, and Avalanche's SI on the network below the head when ``ewc_lambda`` > 0 (as its AR1)."""
+    ar1 = AR1(c.rm_sz, c.inc_lr, x.seed)
+    return [ar1, P.SI(c.ewc_lambda, excluded_parameters=["net.head"])] if c.ewc_lambda > 0 else ar1
 
 
 def _register(entry: ZooEntry) -> None:
     def build(cfg: MethodConfig, ctx: MethodContext) -> list:
-        return [entry.build(cfg, ctx)]
+        plugins = entry.build(cfg, ctx)
+        return list(plugins) if isinstance(plugins, list) else [plugins]
 
     register_method(f"avalanche.{entry.name}", entry.config, entry.description, citation=entry.citation,
                     scenarios=entry.scenarios, wrap_model=entry.wrap_model)(build)
