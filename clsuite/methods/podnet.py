@@ -19,8 +19,10 @@
 - Rehearsal: class-balanced herding memory; prediction by the classifier (``classifier:
   cnn``, PyCIL's main number) or by the nearest mean of exemplars (``nme``, as iCaRL).
 
-Differences: plain CE on the LSC output as PyCIL (the paper uses an NCA loss with margin);
-the old classes' proxies are not frozen (PyCIL gives them learning rate 0), no
+- Classification loss: plain CE on the LSC output as PyCIL (``classification_loss: ce``, the
+  default), or the paper's NCA loss with margin (``nca``, Eq. 8; :func:`nca_loss`).
+
+Differences: the old classes' proxies are not frozen (PyCIL gives them learning rate 0), no
 imprinting of new proxies, no class-balanced finetuning, no cosine LR schedule.
 """
 
@@ -38,7 +40,7 @@ from clsuite.core.errors import ParamsError
 from clsuite.methods import MethodConfig, MethodContext, register_method
 from clsuite.methods.icarl import NO_MEAN_SCORE
 from clsuite.methods.lucir import CosineLinear
-from clsuite.methods.rehearsal import HerdingRehearsalPlugin
+from clsuite.methods.rehearsal import HerdingRehearsalPlugin, class_positions
 
 CITATION = """@inproceedings{douillard2020podnet,
   title     = {PODNet: Pooled Outputs Distillation for Small-Tasks Incremental Learning},
@@ -80,6 +82,21 @@ def pod_spatial(maps: list[torch.Tensor], old_maps: list[torch.Tensor]) -> torch
         pb = torch.cat([b.sum(3).flatten(1), b.sum(2).flatten(1)], dim=1)
         loss = loss + (F.normalize(pa, dim=1) - F.normalize(pb, dim=1)).norm(dim=1).mean()
     return loss / len(maps)
+
+
+def nca_loss(logits: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, margin: float) -> torch.Tensor:
+    """PODNet's LSC loss (paper Eq. 8), mean over the batch of
+
+        [ −log( exp(η(ŷ_y − δ)) / Σ_{c≠y} exp(η ŷ_c) ) ]_+
+
+    with ``logits`` (N, K) = η·ŷ (the LSC's output, η its learned scale ``scale``), ``y`` (N,)
+    positions in 0..K−1, δ = ``margin``. The positive is left out of the denominator and the
+    hinge applies per sample, as the paper writes it (the authors' ``additive_margin_softmax_ce``
+    keeps exp(0) for the positive's slot and hinges the batch mean)."""
+    rows = torch.arange(len(y), device=y.device)
+    positive = logits[rows, y] - scale * margin
+    negatives = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return (torch.logsumexp(negatives, dim=1) - positive).clamp(min=0).mean()
 
 
 class PODNetModel(nn.Module):
@@ -129,21 +146,29 @@ class PODNetModel(nn.Module):
 
 
 class PODNetPlugin(HerdingRehearsalPlugin):
-    def __init__(self, mem_size: int, lambda_c: float, lambda_f: float, device: torch.device) -> None:
+    def __init__(self, mem_size: int, lambda_c: float, lambda_f: float, device: torch.device,
+                 classification_loss: str = "ce", nca_margin: float = 0.6) -> None:
         super().__init__(mem_size, device)
         self.lambda_c, self.lambda_f = lambda_c, lambda_f
+        self.classification_loss, self.nca_margin = classification_loss, nca_margin
 
     def before_backward(self, strategy, **kwargs) -> None:
         features, maps = strategy.model.last
-        strategy.loss = self.loss(strategy.mb_output, features, maps, strategy.mb_y, strategy.mb_x)
+        strategy.loss = self.loss(strategy.mb_output, features, maps, strategy.mb_y, strategy.mb_x,
+                                  strategy.model.head.sigma)
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
         strategy.model.last = None
 
     def loss(self, logits: torch.Tensor, features: torch.Tensor, maps: list[torch.Tensor], y: torch.Tensor,
-             x: torch.Tensor) -> torch.Tensor:
+             x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``scale``: the LSC's learned η (``head.sigma``), needed by the NCA loss only."""
         seen = self.seen_classes
-        loss = self.seen_cross_entropy(logits, y)
+        if self.classification_loss == "nca":
+            positions = class_positions(seen, logits.shape[1], logits.device)[y]
+            loss = nca_loss(logits[:, seen], positions, scale, self.nca_margin)
+        else:
+            loss = self.seen_cross_entropy(logits, y)
         new = self.added_classes
         if self.old_net is None or not self.old_classes or not new:
             return loss
@@ -178,6 +203,9 @@ class PODNetConfig(MethodConfig):
     lambda_f: float = Field(1.0, ge=0, description="weight of POD-flat (final features)")
     n_proxies: int = Field(10, ge=1, description="cosine proxies per class of the LSC classifier (1: plain cosine)")
     classifier: Literal["cnn", "nme"] = Field("cnn", description="prediction: the LSC classifier or nearest mean")
+    classification_loss: Literal["ce", "nca"] = Field(
+        "ce", description="ce: cross-entropy on the LSC output (PyCIL); nca: the paper's NCA loss with margin")
+    nca_margin: float = Field(0.6, ge=0, description="δ of the NCA loss (the paper's 0.6); used with nca")
 
 
 def wrap_podnet(model: nn.Module, cfg: PODNetConfig, ctx: MethodContext) -> nn.Module:
@@ -188,4 +216,5 @@ def wrap_podnet(model: nn.Module, cfg: PODNetConfig, ctx: MethodContext) -> nn.M
 @register_method("podnet", PODNetConfig, "PODNet: POD-spatial + POD-flat distillation, LSC classifier, herding",
                  citation=CITATION, wrap_model=wrap_podnet, scenarios=("class_il", "task_il"))
 def build(cfg: PODNetConfig, ctx: MethodContext) -> list:
-    return [PODNetPlugin(cfg.mem_size, cfg.lambda_c, cfg.lambda_f, ctx.device)]
+    return [PODNetPlugin(cfg.mem_size, cfg.lambda_c, cfg.lambda_f, ctx.device, cfg.classification_loss,
+                         cfg.nca_margin)]

@@ -454,6 +454,35 @@ def test_podnet_loss_against_hand_computation():
     assert loss == pytest.approx(ce_part + phi * 1.0 * flat + phi * 5.0 * spatial / 3, rel=1e-5)
 
 
+def test_podnet_nca_loss_by_hand():
+    """The paper's Eq. 8 written out per sample: [log Σ_{c≠y} exp(z_c) − (z_y − ηδ)]_+, mean; the
+    positive's own column is not in the denominator, and a sample past the margin contributes 0."""
+    from clsuite.methods.podnet import nca_loss
+
+    z = [[2.0, 0.5, -1.0], [0.1, 0.3, 0.2], [9.0, 0.0, 0.0]]  # row 2: far past the margin
+    y, eta, delta = [0, 2, 0], 1.5, 0.6
+    expected = 0.0
+    for r, c in zip(z, y):
+        neg = math.log(sum(math.exp(v) for i, v in enumerate(r) if i != c))
+        expected += max(0.0, neg - (r[c] - eta * delta))
+    got = nca_loss(torch.tensor(z), torch.tensor(y), torch.tensor([eta]), delta)
+    assert float(got) == pytest.approx(expected / 3, rel=1e-6)
+    assert max(0.0, math.log(2) - (9.0 - eta * delta)) == 0.0  # the hinge is what zeroes row 2
+
+
+def test_podnet_plugin_uses_nca_over_the_seen_classes():
+    """classification_loss nca: the NCA term over the seen columns (unseen ones left out, as for CE)."""
+    from clsuite.methods.podnet import nca_loss
+
+    plugin = PODNetPlugin(mem_size=4, lambda_c=5.0, lambda_f=1.0, device=CPU, classification_loss="nca",
+                          nca_margin=0.6)
+    plugin.old_classes, plugin.new_classes = [], [0, 1, 2]  # first experience: no distillation
+    logits, y, eta = torch.tensor([[1.0, -0.5, 0.2, 7.0], [0.3, 0.9, -0.1, 7.0]]), torch.tensor([0, 2]), torch.tensor([2.0])
+    got = plugin.loss(logits, torch.zeros(2, 3), [], y, torch.zeros(2, 1, 1, 2), eta)
+    assert float(got) == pytest.approx(float(nca_loss(logits[:, :3], y, eta, 0.6)), rel=1e-7)
+    assert float(got) != pytest.approx(float(nca_loss(logits, y, eta, 0.6)), rel=1e-3)  # column 3 unseen
+
+
 # -- MEMO ---------------------------------------------------------------------------------------
 
 def _mlp(hidden=(6, 5), k=4, seed=0):
@@ -538,7 +567,9 @@ def test_memo_aux_loss_and_weight_aligning_by_hand():
 # -- runs: smoke + resume ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method, cfg", [(m, {}) for m in STAPLES]
-                         + [("podnet_nme", {"type": "podnet", "classifier": "nme", "n_proxies": 1})])
+                         + [("podnet_nme", {"type": "podnet", "classifier": "nme", "n_proxies": 1}),
+                            ("podnet_nca", {"type": "podnet", "classification_loss": "nca"}),
+                            ("wa_clip", {"type": "wa", "clip_weights": True})])
 def test_staple_resumes_with_identical_records(params, data_roots, tmp_path, method, cfg):
     """The uninterrupted run is the method's smoke run on smnist_smoke; the interrupted one
     resumes after experience 2 of 5 and writes identical records."""
