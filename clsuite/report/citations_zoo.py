@@ -99,4 +99,9 @@ ZOO_ENTRIES: dict[str, str] = {
   booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition Workshops
                (CVPRW)}, pages = {220--221}, year = {2020},
 }""",
+    "shin2017dgr": """@inproceedings{shin2017dgr,
+  title     = {Continual Learning with Deep Generative Replay},
+  author    = {Shin, Hanul and Lee, Jung Kwon and Kim, Jaehong and Kim, Jiwon},
+  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)}, pages = {2990--2999}, year = {2017},
+}""",
 }
