@@ -221,8 +221,6 @@ def test_memory_and_resume_inside_an_experience(params, data_roots, tmp_path, mo
     memory = pd.read_parquet(ref_dir / "experiences.parquet")["extra_memory_bytes"].tolist()
     assert memory == [4 * (count_parameters(vae) + count_parameters(model))] * 5
     ref = read_records(ref_dir)
-    finetune = read_records(train_run(p, "smnist_smoke", "finetune", 0, prepared, tmp_path / "ref"))
-    assert not ref.drop(columns=["method", "run_id"]).equals(finetune.drop(columns=["method", "run_id"]))
 
     _crash_in(monkeypatch, exp=2, epoch=1, iteration=3)
     with pytest.raises(ComponentError, match="Crash"):
