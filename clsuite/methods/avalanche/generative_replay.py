@@ -111,14 +111,20 @@ def shuffled_batches(n: int, batch_size: int) -> list[torch.Tensor]:
 
 
 def _experience_inputs(strategy) -> torch.Tensor:
-    """The experience's training inputs (N, C, H, W) float in [0, 1], in dataset order (the rows
-    clsuite's trainer gathers when it can; else read through the dataset)."""
+    """The experience's training inputs (N, C, H, W) in dataset order: uint8 pixels when clsuite's
+    trainer has the experience's rows (converted per batch by :func:`_as_float`), else the
+    dataset's float values in [0, 1]."""
     arrays = getattr(strategy, "train_arrays", None)
     rows = arrays(strategy.experience) if arrays is not None else None
     if rows is not None and len(rows) == len(strategy.experience.dataset):
-        return torch.from_numpy(np.ascontiguousarray(rows.inputs())).float().div_(255.0)
+        return torch.from_numpy(np.ascontiguousarray(rows.inputs()))
     ds = strategy.experience.dataset
     return torch.stack([torch.as_tensor(ds[i][0]) for i in range(len(ds))])
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [0, 1] (the values clsuite's datasets hold); float inputs unchanged."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
 def _optimizer_state_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
@@ -204,7 +210,7 @@ class GenerativeReplay(ZooState, SupervisedPlugin):
             for idx in shuffled_batches(len(x_all), batch_size):
                 if len(idx) == 1 and old is None:
                     continue  # batch norm cannot train on one row (Avalanche raises there)
-                x = x_all.index_select(0, idx).to(device)
+                x = _as_float(x_all.index_select(0, idx)).to(device)
                 if old is not None:
                     with torch.no_grad():
                         x = torch.cat([x, old.generate(self.replay_count(len(x), k), device)])
