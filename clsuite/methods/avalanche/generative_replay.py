@@ -32,6 +32,8 @@ Differences from Avalanche (docs/avalanche.md):
   into its throw-away generator copy: the same solver gradients) and the generator itself is
   used for the solver's replay (it does not change during the solver's training; Avalanche
   copies it); replayed rows carry the current task label as an integer (Avalanche's is float);
+- with ``train.augment`` the minibatch is augmented, the generated rows are not (Avalanche has
+  no augmentation here), and the VAE trains on the unaugmented rows;
 - a last VAE minibatch of a single row without replay is skipped (batch norm cannot train on
   one row: Avalanche raises there);
 - Avalanche's ``is_weighted_replay`` option (replay loss weighted instead of concatenated,
