@@ -109,4 +109,9 @@ ZOO_ENTRIES: dict[str, str] = {
   author    = {Pellegrini, Lorenzo and Graffieti, Gabriele and Lomonaco, Vincenzo and Maltoni, Davide},
   booktitle = {IEEE/RSJ International Conference on Intelligent Robots and Systems (IROS)}, year = {2020},
 }""",
+    "shin2017dgr": """@inproceedings{shin2017dgr,
+  title     = {Continual Learning with Deep Generative Replay},
+  author    = {Shin, Hanul and Lee, Jung Kwon and Kim, Jaehong and Kim, Jiwon},
+  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)}, pages = {2990--2999}, year = {2017},
+}""",
 }

@@ -24,6 +24,7 @@ from clsuite.methods.avalanche.ar1 import AR1, wrap_ar1
 from clsuite.methods.avalanche.bic import BiC, wrap_bic
 from clsuite.methods.avalanche.cope import CoPE, wrap_cope
 from clsuite.methods.avalanche.er_aml import ERAML
+from clsuite.methods.avalanche.generative_replay import GenerativeReplay
 from clsuite.methods.avalanche.mer import MER
 from clsuite.methods.avalanche.scr import SCR, wrap_scr
 from clsuite.methods.avalanche.slda import StreamingLDA, wrap_slda
@@ -205,6 +206,27 @@ class StreamingLDAConfig(MethodConfig):
     streaming_update_sigma: bool = Field(True, description="update the shared covariance with every row")
 
 
+class GenerativeReplayConfig(MethodConfig):
+    latent_dim: int = Field(2, ge=1, description="VAE latent size (Avalanche's GenerativeReplay default)")
+    encoder_units: list[int] = Field(default_factory=lambda: [400, 128], min_length=1,
+                                     description="VAE encoder widths (the last feeds the mean/log-variance heads)")
+    decoder_units: list[int] = Field(default_factory=lambda: [64, 128, 256], min_length=1,
+                                     description="VAE decoder hidden widths (then the input size)")
+    vae_epochs: int | None = Field(None, ge=1, description="VAE epochs per experience (None: the solver's)")
+    vae_batch_size: int | None = Field(None, ge=2, description="VAE minibatch (None: the solver's train batch size)")
+    vae_lr: float = Field(0.01, gt=0, description="VAE Adam learning rate")
+    vae_weight_decay: float = Field(1e-4, ge=0, description="VAE Adam weight decay")
+    replay_size: int | None = Field(None, ge=1, description="generated rows per minibatch (None: as many as the "
+                                    "minibatch's, for the solver and the VAE)")
+    increasing_replay_size: bool = Field(False, description="replay_size None: minibatch size x experience index")
+
+    @model_validator(mode="after")
+    def _positive_units(self) -> "GenerativeReplayConfig":
+        if min(self.encoder_units + self.decoder_units) < 1:
+            raise ValueError("encoder_units and decoder_units take positive widths")
+        return self
+
+
 ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("agem", AGEMConfig, lambda c, x: P.AGEM(c.patterns_per_exp, c.sample_size, x.seed),
              "averaged gradient episodic memory (gradient projection)", "chaudhry2019agem", memory="exemplars"),
@@ -271,6 +293,13 @@ ZOO: tuple[ZooEntry, ...] = (
              "AR1: CWR* on a bias-free head, latent replay of activations at a declared layer (layers below frozen "
              "after the first experience), optionally SI", "pellegrini2020latent", scenarios=("class_il", "domain_il"),
              memory="latent activations + head rows", wrap_model=wrap_ar1),
+    ZooEntry("generative_replay", GenerativeReplayConfig,
+             lambda c, x: GenerativeReplay(x.input_shape, c.latent_dim, c.encoder_units, c.decoder_units, c.vae_epochs,
+                                           c.vae_batch_size, c.vae_lr, c.vae_weight_decay, c.replay_size,
+                                           c.increasing_replay_size),
+             "deep generative replay: a VAE trained after each experience (on it + its own samples) generates "
+             "inputs that the previous model labels, replayed with each minibatch", "shin2017dgr",
+             memory="generator + model copy"),
 )
 
 
