@@ -99,4 +99,14 @@ ZOO_ENTRIES: dict[str, str] = {
   booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition Workshops
                (CVPRW)}, pages = {220--221}, year = {2020},
 }""",
+    "mallya2018packnet": """@inproceedings{mallya2018packnet,
+  title     = {{PackNet}: Adding Multiple Tasks to a Single Network by Iterative Pruning},
+  author    = {Mallya, Arun and Lazebnik, Svetlana},
+  booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)}, pages = {7765--7773}, year = {2018},
+}""",
+    "rusu2016pnn": """@article{rusu2016pnn,
+  title   = {Progressive Neural Networks},
+  author  = {Rusu, Andrei A. and Rabinowitz, Neil C. and Desjardins, Guillaume and Soyer, Hubert and Kirkpatrick, James and Kavukcuoglu, Koray and Pascanu, Razvan and Hadsell, Raia},
+  journal = {arXiv preprint arXiv:1606.04671}, year = {2016},
+}""",
 }

@@ -41,8 +41,10 @@ def _name(entry) -> str:
 
 
 #: lighter settings of the entries whose defaults take seconds per experience on this tiny stream
-#: (MER: one optimizer step per sample per inner batch; BiC: 200 epochs of bias training)
-CHEAP = {"mer": {"n_inner_steps": 1}, "bic": {"stage_2_epochs": 20}}
+#: (MER: one optimizer step per sample per inner batch; BiC: 200 epochs of bias training); PackNet needs an
+#: epoch to train before pruning and one to fine-tune after
+CHEAP = {"mer": {"n_inner_steps": 1}, "bic": {"stage_2_epochs": 20},
+         "packnet": {"post_prune_epochs": 1, "train": {"epochs": 2}}}
 
 
 @pytest.fixture(scope="module")
