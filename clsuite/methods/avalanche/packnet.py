@@ -51,6 +51,16 @@ class PackNetNet(PackNetModel):
             out[:, groups[net_id]] = y[:, groups[net_id]]
         return out
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, then each layer's bias frozen again if its first task is:
+        Avalanche freezes it by ``requires_grad``, which a state dict does not hold (a resumed run
+        would train the biases again)."""
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        for m in self.modules():
+            if isinstance(m, WeightAndBiasPackNetModule) and m.has_bias and m.task_count > 0:
+                m.wrappee.bias.requires_grad_(False)
+        return result
+
     def mask_bytes(self) -> int:
         """Bytes of the per-weight task index (uint8, one byte per prunable weight) that
         gives every task's mask; the visible/unfrozen masks are derived from it."""
