@@ -22,7 +22,7 @@ from clsuite.image.config import TrainConfig
 from clsuite.image.records import read_records
 from clsuite.image.train import EPOCH_CHECKPOINT, train_run
 from clsuite.methods import MethodContext
-from clsuite.methods.avalanche.packnet import PackNet, PackNetNet, wrap_packnet
+from clsuite.methods.avalanche.packnet import PackNet, PackNetNet, packnet_plugin, wrap_packnet
 from clsuite.models import ClassifierNet, build_model
 
 from fakes.train import Crash, crash_after
@@ -133,6 +133,8 @@ def test_refusals():
     ctx = MethodContext(seed=0, n_classes=6, experiences=EXPERIENCES, input_shape=SHAPE)
     with pytest.raises(ParamsError, match="BatchNorm1d.*mlp or convnet"):
         wrap_packnet(bn, None, ctx)
+    with pytest.raises(ParamsError, match="lists 2 values, the benchmark has 3 experiences"):
+        packnet_plugin(1, [0.5, 0.5], EXPERIENCES)
 
 
 def _task_il(params, scenario="task_il", **run):
