@@ -191,3 +191,16 @@ def test_run_resumes_after_and_inside_an_experience(params, data_roots, tmp_path
     assert "resuming from checkpoint after experience 2/5" in log
     assert "resuming experience 4 after epoch 4/5" in log
     pd.testing.assert_frame_equal(read_records(run_dir), ref, check_exact=True)
+
+
+def test_convnet_is_wrapped_and_untrained_tasks_share_the_full_network():
+    """Before any task is frozen every task gets the whole network: the label-free output is the net's own."""
+    torch.manual_seed(0)
+    net = build_model("convnet", {"channels": [4], "feature_dim": 8}, (1, 8, 8), N_CLASSES)
+    x = torch.rand(5, 1, 8, 8)
+    want = net(x)
+    model = wrap_packnet(net, None, MethodContext(seed=0, n_classes=N_CLASSES, experiences=EXPERIENCES,
+                                                  input_shape=(1, 8, 8)))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), want) and torch.equal(model(x, 1), want)
