@@ -26,6 +26,8 @@ from clsuite.methods.avalanche.cope import CoPE, wrap_cope
 from clsuite.methods.avalanche.er_aml import ERAML
 from clsuite.methods.avalanche.generative_replay import GenerativeReplay
 from clsuite.methods.avalanche.mer import MER
+from clsuite.methods.avalanche.packnet import packnet_plugin, wrap_packnet
+from clsuite.methods.avalanche.pnn import PNN, wrap_pnn
 from clsuite.methods.avalanche.scr import SCR, wrap_scr
 from clsuite.methods.avalanche.slda import StreamingLDA, wrap_slda
 
@@ -227,6 +229,25 @@ class GenerativeReplayConfig(MethodConfig):
         return self
 
 
+class PackNetConfig(MethodConfig):
+    post_prune_epochs: int = Field(1, ge=0, description="epochs of fine-tuning after pruning, at the end of each "
+                                   "experience (below the experience's epochs: set the method's train.epochs)")
+    prune_proportion: float | list[float] = Field(0.5, description="fraction of the free weights pruned after "
+                                                  "each experience's training (or one value per experience)")
+
+    @model_validator(mode="after")
+    def _proportions_in_unit_interval(self) -> "PackNetConfig":
+        values = self.prune_proportion if isinstance(self.prune_proportion, list) else [self.prune_proportion]
+        if not values or any(not 0 <= v <= 1 for v in values):
+            raise ValueError(f"prune_proportion must be in [0, 1] (or a non-empty list of such), got {self.prune_proportion}")
+        return self
+
+
+class PNNConfig(MethodConfig):
+    adapter: Literal["mlp", "linear"] = Field("mlp", description="lateral adapter: mlp (U relu(V cat(alpha_j h_j)), "
+                                              "the paper's) or linear (one Linear per earlier column)")
+
+
 ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("agem", AGEMConfig, lambda c, x: P.AGEM(c.patterns_per_exp, c.sample_size, x.seed),
              "averaged gradient episodic memory (gradient projection)", "chaudhry2019agem", memory="exemplars"),
@@ -300,6 +321,14 @@ ZOO: tuple[ZooEntry, ...] = (
              "deep generative replay: a VAE trained after each experience (on it + its own samples) generates "
              "inputs that the previous model labels, replayed with each minibatch", "shin2017dgr",
              memory="generator + model copy"),
+    ZooEntry("packnet", PackNetConfig,
+             lambda c, x: packnet_plugin(c.post_prune_epochs, c.prune_proportion, x.experiences),
+             "PackNet: per task, train, prune the smallest free weights, fine-tune, freeze; each task evaluated "
+             "with its own mask (task-IL)", "mallya2018packnet", scenarios=("task_il",), memory="masks",
+             wrap_model=wrap_packnet),
+    ZooEntry("pnn", PNNConfig, lambda c, x: PNN(),
+             "progressive neural networks: one MLP column per task with lateral adapters, old columns frozen "
+             "(task-IL)", "rusu2016pnn", scenarios=("task_il",), memory="extra columns", wrap_model=wrap_pnn),
 )
 
 
