@@ -17,7 +17,6 @@ from avalanche.training import Naive
 from avalanche.training.plugins import CoPEPlugin, EvaluationPlugin, SupervisedPlugin
 from avalanche.training.storage_policy import ClassBalancedBuffer
 
-import clsuite.image.train as train_module
 from clsuite.core.errors import ComponentError
 from clsuite.image.config import TrainConfig
 from clsuite.image.records import read_records
@@ -26,7 +25,7 @@ from clsuite.methods.avalanche.cope import CoPE, CoPENet, unseen_score
 from clsuite.methods.avalanche.state import dataset_tensors
 from clsuite.models import build_model
 
-from fakes.train import Crash
+from test_epoch_resume import _crash_in  # tests/image is on sys.path (rootdir-relative test module)
 
 N_CLASSES, SHAPE, P, T, B = 6, (1, 4, 4), 8, 0.1, 8
 
@@ -190,19 +189,6 @@ def test_memory_is_buffer_pixels_plus_prototypes(params, data_roots, tmp_path):
     assert memory == [n * 28 * 28 + 4 * 10 * 100 for n in rows]
 
 
-def _crash_once(monkeypatch, exp: int, epoch: int, iteration: int) -> None:
-    """Raise Crash once, after that iteration of that epoch of that experience (0-based)."""
-    real = train_module.ProgressPlugin.after_training_iteration
-    fired = []
-
-    def step(self, strategy, **kw):
-        real(self, strategy, **kw)
-        c = strategy.clock
-        if not fired and (c.train_exp_counter, c.train_exp_epochs, c.train_epoch_iterations) == (exp, epoch, iteration):
-            fired.append(1)
-            raise Crash
-
-    monkeypatch.setattr(train_module.ProgressPlugin, "after_training_iteration", step)
 
 
 @pytest.mark.slow
@@ -219,7 +205,7 @@ def test_resume_inside_an_experience_gives_identical_records(params, data_roots,
         "methods": {**params.methods, "avalanche.cope": {"mem_size": 50}},
         "run": params.run.model_copy(update={"checkpoint_every_epochs": 1})})
     ref = read_records(train_run(p, "smnist_smoke", "avalanche.cope", 0, prepared, tmp_path / "ref"))
-    _crash_once(monkeypatch, exp=2, epoch=1, iteration=3)
+    _crash_in(monkeypatch, exp=2, epoch=1, iteration=3)
     with pytest.raises(ComponentError, match="Crash"):
         train_run(p, "smnist_smoke", "avalanche.cope", 0, prepared, tmp_path / "cut")
     run_dir = train_run(p, "smnist_smoke", "avalanche.cope", 0, prepared, tmp_path / "cut")

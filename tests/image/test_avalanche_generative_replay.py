@@ -22,7 +22,6 @@ from avalanche.training.plugins import EvaluationPlugin, GenerativeReplayPlugin,
 from avalanche.training.supervised import GenerativeReplay as AvalancheGR
 from avalanche.training.supervised import VAETraining
 
-import clsuite.image.train as T
 from clsuite.core.errors import ComponentError
 from clsuite.image.config import TrainConfig
 from clsuite.image.records import read_records
@@ -31,7 +30,7 @@ from clsuite.methods.avalanche.generative_replay import GenerativeReplay, MlpVAE
 from clsuite.methods.avalanche.zoo import GenerativeReplayConfig
 from clsuite.models import build_model, count_parameters
 
-from fakes.train import Crash
+from test_epoch_resume import _crash_in  # tests/image is on sys.path (rootdir-relative test module)
 
 N_CLASSES, SHAPE = 6, (1, 4, 4)
 
@@ -193,19 +192,6 @@ def _params(params, **run):
                                      "run": params.run.model_copy(update=run)})
 
 
-def _crash_in(monkeypatch, exp: int, epoch: int, iteration: int) -> None:
-    """Raise once, at that iteration of that epoch of that experience (0-based)."""
-    real = T.ProgressPlugin.after_training_iteration
-    fired = []
-
-    def step(self, strategy, **kw):
-        real(self, strategy, **kw)
-        c = strategy.clock
-        if not fired and (c.train_exp_counter, c.train_exp_epochs, c.train_epoch_iterations) == (exp, epoch, iteration):
-            fired.append(1)
-            raise Crash
-
-    monkeypatch.setattr(T.ProgressPlugin, "after_training_iteration", step)
 
 
 def test_memory_and_resume_inside_an_experience(params, data_roots, tmp_path, monkeypatch):
