@@ -4,11 +4,8 @@ and the checkpointable replay stream (loaders.ShuffledCycle) against cycle(DataL
 from __future__ import annotations
 
 import copy
-import random
 
-import numpy as np
 import torch
-from avalanche.benchmarks import tensors_benchmark
 from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.supervised import ER_AML
@@ -17,6 +14,8 @@ from avalanche.training.utils import cycle
 from clsuite.methods.avalanche.er_aml import ERAML
 from clsuite.methods.avalanche.loaders import ShuffledCycle
 from clsuite.models import build_model
+
+from fakes.avalanche_streams import class_mean_stream, seed_all
 
 N_CLASSES, SHAPE = 6, (1, 4, 4)
 
@@ -47,32 +46,17 @@ def test_shuffled_cycle_gives_the_dataloader_batches_and_rng_use():
     assert all(torch.equal(next(b)[1], r) for r in rest) and torch.equal(rest[0], want[7][1])
 
 
-def _stream():
-    g = torch.Generator().manual_seed(0)
-    exps = []
-    for k in range(3):
-        ys = torch.tensor([2 * k, 2 * k + 1]).repeat_interleave(20)
-        exps.append((torch.randn(len(ys), *SHAPE, generator=g) + ys.view(-1, 1, 1, 1).float() / 3, ys))
-    return tensors_benchmark(train_tensors=exps, test_tensors=exps, task_labels=[0, 0, 0])
-
-
-def _seed():
-    torch.manual_seed(1)
-    random.seed(1)
-    np.random.seed(1)
-
-
 def test_same_weights_as_avalanche_er_aml():
     """Same network, data order and seeds: Avalanche's strategy and clsuite's plugin on the stock
     template end each experience with the same weights (the buffer is updated before training,
     the replay and positive/negative batches and the multinomial draws come in the same order)."""
-    bench = _stream()
+    bench = class_mean_stream(SHAPE)[0]
     torch.manual_seed(0)
     net = build_model("mlp", {"hidden_sizes": [16]}, SHAPE, N_CLASSES)
     kw = dict(train_mb_size=8, train_epochs=2, evaluator=EvaluationPlugin(loggers=[]))
 
     ref_model = copy.deepcopy(net)
-    _seed()
+    seed_all()
     ref = ER_AML(model=ref_model, feature_extractor=ref_model.features,
                  optimizer=torch.optim.SGD(ref_model.parameters(), lr=0.05), mem_size=48, batch_size_mem=6, **kw)
     ours_model = copy.deepcopy(net)
@@ -81,7 +65,7 @@ def test_same_weights_as_avalanche_er_aml():
         ref.train(exp, num_workers=0)
         ref_weights.append(copy.deepcopy(ref_model.state_dict()))
 
-    _seed()
+    seed_all()
     ours = Naive(ours_model, torch.optim.SGD(ours_model.parameters(), lr=0.05), torch.nn.CrossEntropyLoss(),
                  plugins=[ERAML(mem_size=48, batch_size_mem=6)], **kw)
     for k, exp in enumerate(bench.train_stream):

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -29,6 +27,8 @@ from clsuite.image.train import EPOCH_CHECKPOINT, train_run
 from clsuite.methods.avalanche.generative_replay import GenerativeReplay, MlpVAE, shuffled_batches, vae_loss
 from clsuite.methods.avalanche.zoo import GenerativeReplayConfig
 from clsuite.models import build_model, count_parameters
+
+from fakes.avalanche_streams import seed_all
 
 from test_epoch_resume import _crash_in  # tests/image is on sys.path (rootdir-relative test module)
 
@@ -82,12 +82,6 @@ def _stream():
     return tensors_benchmark(train_tensors=exps, test_tensors=exps, task_labels=[0, 0, 0])
 
 
-def _seed():
-    torch.manual_seed(1)
-    random.seed(1)
-    np.random.seed(1)
-
-
 class Spy(SupervisedPlugin):
     """The minibatch each solver step trains on (after every plugin's before_training_iteration)."""
 
@@ -122,7 +116,7 @@ def test_same_replay_and_weights_as_avalanche(monkeypatch, increasing):
                                plugins=[GenerativeReplayPlugin(increasing_replay_size=increasing)], **kw)
     ref = AvalancheGR(model=ref_model, optimizer=torch.optim.SGD(ref_model.parameters(), lr=0.1, momentum=0.9),
                       generator_strategy=gen_strategy, increasing_replay_size=increasing, plugins=[ref_spy], **kw)
-    _seed()
+    seed_all()
     ref_after = []
     for exp in bench.train_stream:
         ref.train(exp, num_workers=0)
@@ -134,7 +128,7 @@ def test_same_replay_and_weights_as_avalanche(monkeypatch, increasing):
     spy = Spy()
     ours = Naive(ours_model, torch.optim.SGD(ours_model.parameters(), lr=0.1, momentum=0.9),
                  torch.nn.CrossEntropyLoss(), plugins=[plugin, spy], **kw)
-    _seed()
+    seed_all()
     for k, exp in enumerate(bench.train_stream):
         ours.train(exp, num_workers=0)
         solver_ref, gen_ref = ref_after[k]
@@ -190,8 +184,6 @@ def _params(params, **run):
                                                     "smnist_smoke": bench.model_copy(update={"train": train})},
                                      "methods": {**params.methods, "gr": GR},
                                      "run": params.run.model_copy(update=run)})
-
-
 
 
 def test_memory_and_resume_inside_an_experience(params, data_roots, tmp_path, monkeypatch):

@@ -5,11 +5,8 @@ momentum (the template's own step, after MER's update, must change nothing)."""
 from __future__ import annotations
 
 import copy
-import random
 
-import numpy as np
 import torch
-from avalanche.benchmarks import tensors_benchmark
 from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.supervised import MER as AvalancheMER
@@ -17,33 +14,20 @@ from avalanche.training.supervised import MER as AvalancheMER
 from clsuite.methods.avalanche.mer import MER
 from clsuite.models import build_model
 
+from fakes.avalanche_streams import class_mean_stream, seed_all
+
 N_CLASSES, SHAPE = 4, (1, 3, 3)
 
 
-def _stream():
-    g = torch.Generator().manual_seed(0)
-    exps = []
-    for k in range(2):
-        ys = torch.tensor([2 * k, 2 * k + 1]).repeat_interleave(6)
-        exps.append((torch.randn(len(ys), *SHAPE, generator=g) + ys.view(-1, 1, 1, 1).float() / 3, ys))
-    return tensors_benchmark(train_tensors=exps, test_tensors=exps, task_labels=[0, 0])
-
-
-def _seed():
-    torch.manual_seed(1)
-    random.seed(1)
-    np.random.seed(1)
-
-
 def test_same_weights_as_avalanche_mer():
-    bench = _stream()
+    bench = class_mean_stream(SHAPE, n_experiences=2, per_class=6)[0]
     torch.manual_seed(0)
     net = build_model("mlp", {"hidden_sizes": [8]}, SHAPE, N_CLASSES)
     kw = dict(train_mb_size=4, train_epochs=1, evaluator=EvaluationPlugin(loggers=[]))
     mer = dict(mem_size=8, batch_size_mem=3, n_inner_steps=2, beta=0.3, gamma=0.5)
 
     ref_model = copy.deepcopy(net)
-    _seed()
+    seed_all()
     ref = AvalancheMER(model=ref_model, optimizer=torch.optim.SGD(ref_model.parameters(), lr=0.1, momentum=0.9),
                        **mer, **kw)
     ref_weights = []
@@ -52,7 +36,7 @@ def test_same_weights_as_avalanche_mer():
         ref_weights.append(copy.deepcopy(ref_model.state_dict()))
 
     ours_model = copy.deepcopy(net)
-    _seed()
+    seed_all()
     ours = Naive(ours_model, torch.optim.SGD(ours_model.parameters(), lr=0.1, momentum=0.9),
                  torch.nn.CrossEntropyLoss(), plugins=[MER(**mer)], **kw)
     for k, exp in enumerate(bench.train_stream):

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from avalanche.benchmarks import tensors_benchmark
 from avalanche.models.packnet import PackNetModel, PackNetPlugin
 from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
@@ -25,20 +24,12 @@ from clsuite.methods import MethodContext
 from clsuite.methods.avalanche.packnet import PackNet, PackNetNet, packnet_plugin, wrap_packnet
 from clsuite.models import ClassifierNet, build_model
 
+from fakes.avalanche_streams import class_mean_stream
+
 from fakes.train import Crash, crash_after
 
 N_CLASSES, SHAPE = 6, (1, 4, 4)
 EXPERIENCES = [[0, 1], [2, 3], [4, 5]]
-
-
-def _stream():
-    g = torch.Generator().manual_seed(0)
-    exps = []
-    for k in range(3):  # 3 tasks of 2 classes, 20 samples per class, class-dependent means
-        ys = torch.tensor([2 * k, 2 * k + 1]).repeat_interleave(20)
-        xs = torch.randn(len(ys), *SHAPE, generator=g) + ys.view(-1, 1, 1, 1).float() / 3
-        exps.append((xs, ys))
-    return tensors_benchmark(train_tensors=exps, test_tensors=exps, task_labels=[0, 1, 2]), exps
 
 
 def _train(model, plugin, bench, check, epochs=3):
@@ -55,7 +46,7 @@ def _train(model, plugin, bench, check, epochs=3):
 
 
 def test_same_weights_masks_and_task_outputs_as_avalanche():
-    bench, exps = _stream()
+    bench, exps = class_mean_stream(SHAPE, task_labels=[0, 1, 2])
     x_all = torch.cat([x for x, _ in exps])
     torch.manual_seed(0)
     net = build_model("mlp", {"hidden_sizes": [16, 16]}, SHAPE, N_CLASSES)
@@ -105,7 +96,7 @@ def _outputs_of(state, net, task, x):
 
 def test_a_task_outputs_do_not_change_after_later_tasks():
     """PackNet's promise: task 0's weights and biases are frozen once it is trained (SGD with momentum)."""
-    bench, exps = _stream()
+    bench, exps = class_mean_stream(SHAPE, task_labels=[0, 1, 2])
     torch.manual_seed(0)
     model = PackNetNet(build_model("mlp", {"hidden_sizes": [16]}, SHAPE, N_CLASSES), EXPERIENCES)
 
@@ -119,7 +110,7 @@ def test_a_task_outputs_do_not_change_after_later_tasks():
 
 
 def test_refusals():
-    bench, _ = _stream()
+    bench, _ = class_mean_stream(SHAPE, task_labels=[0, 1, 2])
     torch.manual_seed(0)
     net = build_model("mlp", {"hidden_sizes": [8]}, SHAPE, N_CLASSES)
     with pytest.raises(ValueError, match="post_prune_epochs 2 must be below the experience's 2 training"):

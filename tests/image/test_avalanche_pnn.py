@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from avalanche.benchmarks import tensors_benchmark
 from avalanche.training.plugins import SupervisedPlugin
 from avalanche.models.pnn import PNN as AvalanchePNN, PNNLayer
 from avalanche.training import Naive
@@ -29,20 +28,12 @@ from clsuite.methods.avalanche.pnn import PNN, PNNNet, wrap_pnn
 from clsuite.methods.avalanche.zoo import PNNConfig
 from clsuite.models import build_model
 
+from fakes.avalanche_streams import class_mean_stream
+
 from fakes.train import Crash, crash_after
 
 N_CLASSES, SHAPE, HIDDEN = 6, (1, 4, 4), 12
 EXPERIENCES = [[0, 1], [2, 3], [4, 5]]
-
-
-def _stream():
-    g = torch.Generator().manual_seed(0)
-    exps = []
-    for k in range(3):  # 3 tasks of 2 classes, 20 samples per class, class-dependent means
-        ys = torch.tensor([2 * k, 2 * k + 1]).repeat_interleave(20)
-        xs = torch.randn(len(ys), *SHAPE, generator=g) + ys.view(-1, 1, 1, 1).float() / 3
-        exps.append((xs, ys))
-    return tensors_benchmark(train_tensors=exps, test_tensors=exps, task_labels=[0, 1, 2]), exps
 
 
 class Capture(SupervisedPlugin):
@@ -92,7 +83,7 @@ def _sgd(model):
 
 @pytest.mark.parametrize("adapter", ["mlp", "linear"])
 def test_same_weights_and_task_outputs_as_avalanche(adapter):
-    bench, exps = _stream()
+    bench, exps = class_mean_stream(SHAPE, task_labels=[0, 1, 2])
     x_all = torch.cat([x for x, _ in exps])
     torch.manual_seed(0)
     ref_model = AvalanchePNN(num_layers=2, in_features=16, hidden_features_per_column=HIDDEN, adapter=adapter)

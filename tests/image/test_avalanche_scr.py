@@ -5,12 +5,9 @@ NCM scores; the wrapper's forward modes."""
 from __future__ import annotations
 
 import copy
-import random
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from avalanche.benchmarks import tensors_benchmark
 from avalanche.models import SCRModel
 from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
@@ -20,6 +17,8 @@ from clsuite.methods.avalanche.scr import SCR, SCRNet
 from clsuite.methods.icarl import NO_MEAN_SCORE
 from clsuite.models import build_model
 
+from fakes.avalanche_streams import class_mean_stream, seed_all
+
 N_CLASSES, SHAPE = 6, (1, 4, 4)
 
 
@@ -28,23 +27,8 @@ class _Normalize(torch.nn.Module):
         return F.normalize(x, p=2, dim=1)
 
 
-def _stream():
-    g = torch.Generator().manual_seed(0)
-    exps = []
-    for k in range(3):
-        ys = torch.tensor([2 * k, 2 * k + 1]).repeat_interleave(20)
-        exps.append((torch.randn(len(ys), *SHAPE, generator=g) + ys.view(-1, 1, 1, 1).float() / 3, ys))
-    return tensors_benchmark(train_tensors=exps, test_tensors=exps, task_labels=[0, 0, 0])
-
-
-def _seed():
-    torch.manual_seed(1)
-    random.seed(1)
-    np.random.seed(1)
-
-
 def test_same_weights_means_and_scores_as_avalanche_scr():
-    bench = _stream()
+    bench = class_mean_stream(SHAPE)[0]
     torch.manual_seed(0)
     ours_model = SCRNet(build_model("mlp", {"hidden_sizes": [16]}, SHAPE, N_CLASSES), N_CLASSES, proj_dim=8)
     start = copy.deepcopy(ours_model)
@@ -53,7 +37,7 @@ def test_same_weights_means_and_scores_as_avalanche_scr():
     x_test = torch.cat([torch.stack([e.dataset[i][0] for i in range(len(e.dataset))]) for e in bench.test_stream])
     kw = dict(train_mb_size=10, train_epochs=2, eval_mb_size=16, evaluator=EvaluationPlugin(loggers=[]))
 
-    _seed()
+    seed_all()
     ref = AvalancheSCR(model=ref_model, optimizer=torch.optim.SGD(ref_model.parameters(), lr=0.05), mem_size=30,
                        batch_size_mem=10, temperature=0.1, **kw)
     snaps = []
@@ -64,7 +48,7 @@ def test_same_weights_means_and_scores_as_avalanche_scr():
             snaps.append((copy.deepcopy(ref_model.feature_extractor.state_dict()),
                           copy.deepcopy(ref_model.eval_classifier.class_means_dict), ref_model(x_test)))
 
-    _seed()
+    seed_all()
     params = [p for n, p in ours_model.named_parameters() if not n.startswith("net.head")]  # (SCR's model has no head)
     ours = Naive(ours_model, torch.optim.SGD(params, lr=0.05), torch.nn.CrossEntropyLoss(),
                  plugins=[SCR(mem_size=30, batch_size_mem=10, temperature=0.1)], **kw)
