@@ -35,6 +35,7 @@ MAIN = "clsuite.cli:main"  # every stage script calls it (it imports clsuite.cli
 STAGES: dict[str, list[str]] = {
     "code": ["clsuite.dvc_deps"],  # stages/code.py, without the command line; depends on clsuite/ itself
     "plugins": ["clsuite.core.code_fingerprint"],  # stages/plugins.py, without the command line
+    "run_params": ["clsuite.dvc_params"],  # stages/run_params.py, without the command line
     "fetch": [MAIN, "clsuite.cli:cmd_fetch"],
     "prepare": [MAIN, "clsuite.cli:cmd_prepare"],
     "train": [MAIN, "clsuite.cli:cmd_train"],

@@ -20,6 +20,7 @@ DVC_YAML = REPO / "dvc.yaml"
 RUNTIME = {
     "code": "import clsuite.dvc_deps",
     "plugins": "import clsuite.core.code_fingerprint",
+    "run_params": "import clsuite.dvc_params",
     "fetch": "import clsuite.data.variants.official; from clsuite.data.sources import SOURCES; SOURCES.names()",
     "prepare": "import clsuite.image.prepare; from clsuite.data.sources import SOURCES; SOURCES.names()",
     "train": ("import clsuite.image.train; from clsuite.config import load_params; load_params('params.yaml'); "
@@ -35,7 +36,7 @@ RUNTIME = {
 }
 
 #: stages whose entry point is not the clsuite command line (stages/{code,plugins}.py import one module)
-NOT_CLI = {"code": "dvc_deps.py", "plugins": "code_fingerprint.py"}
+NOT_CLI = {"code": "dvc_deps.py", "plugins": "code_fingerprint.py", "run_params": "dvc_params.py"}
 
 PROBE = """
 import json, sys
