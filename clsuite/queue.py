@@ -54,8 +54,17 @@ def _dvc(*args: str, dvc: str = "dvc", capture: bool = True, env: dict | None = 
     return out.stdout or ""
 
 
+#: the stages that write the uncached deps of every train stage from the workspace (code lists,
+#: installed method packages, each method's params): ``dvc status`` sees a train stage as stale
+#: only once they are up to date, and a queued experiment needs their outputs copied in
+GENERATED_DEPS = {"code": "data/code", "plugins": "data/method_packages.json", "run_params": "data/run_params"}
+
+
 def stale_runs(params: Params, dvc: str = "dvc") -> list[tuple[str, str]]:
-    """The (benchmark, method) stages of the grid that ``dvc status`` reports as changed."""
+    """The (benchmark, method) stages of the grid that ``dvc status`` reports as changed, once the
+    stages of :data:`GENERATED_DEPS` are up to date (an edited method's params or code reach its
+    train stages' deps only through them)."""
+    _dvc("repro", *GENERATED_DEPS, dvc=dvc)
     changed = set(json.loads(_dvc("status", "--json", dvc=dvc) or "{}"))
     return [run for run in grid(params) if stage_name(*run) in changed]
 
@@ -65,9 +74,9 @@ def _untracked(path: str) -> bool:
 
 
 def prepare_workspace(prepare_stages: list[str], dvc: str = "dvc") -> None:
-    """Bring ``code``, ``plugins`` (uncached deps of every train stage) and the given prepare
-    stages (fetch + prepare, once) up to date in the workspace, before any run is started."""
-    _dvc("repro", "code", "plugins", dvc=dvc)
+    """Bring the stages of :data:`GENERATED_DEPS` (uncached deps of every train stage) and the given
+    prepare stages (fetch + prepare, once) up to date in the workspace, before any run is started."""
+    _dvc("repro", *GENERATED_DEPS, dvc=dvc)
     for stage in prepare_stages:
         _dvc("repro", stage, dvc=dvc)
 
@@ -85,12 +94,12 @@ def queue_runs(params: Params, runs: list[tuple[str, str]], dvc: str = "dvc") ->
 
     The experiment's workspace gets the workspace's dvc.lock (copied when git does not
     track it), so DVC checks out the prepared data from the cache there instead of
-    fetching and preparing again, the code stage's lists ``data/code/`` and the plugins
-    stage's ``data/method_packages.json`` (uncached deps of every train stage, refreshed here first).
+    fetching and preparing again, and the outputs of :data:`GENERATED_DEPS` (uncached deps of every
+    train stage, refreshed here first).
     """
     prepare_workspace([f"prepare@{b}" for b in sorted({b for b, _ in runs})], dvc)
     copy = ["-C", "dvc.lock"] if Path("dvc.lock").exists() and _untracked("dvc.lock") else []
-    copy += ["-C", "data/code", "-C", "data/method_packages.json"]
+    copy += [arg for out in GENERATED_DEPS.values() for arg in ("-C", out)]
     names = []
     for b, m in runs:
         name = f"{b}-{m}"

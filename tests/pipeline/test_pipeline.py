@@ -56,8 +56,10 @@ def test_changing_replay_buffer_retrains_only_replay(project):
     entry = "\n  replay:\n    mem_size: 200\n"  # the replay entry (its tuned lr per benchmark below it)
     assert text.count(entry) == 1
     params.write_text(text.replace(entry, entry.replace("200", "100")))
+    # DVC sees the edit in the run_params stage, which rewrites only replay's params file
     status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], project))
-    assert sorted(s for s in status if s != "plugins") == ["train@smnist_smoke-replay"], status
+    assert sorted(s for s in status if s != "plugins") == ["run_params"], status
     log = _run([str(BIN / "dvc"), "repro"], project)
     ran = sorted(line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage"))
-    assert ran == ["evaluate", "plugins", "report", "train@smnist_smoke-replay"], log
+    assert ran == ["evaluate", "plugins", "report", "run_params", "train@smnist_smoke-replay"], log
+    assert "run params rewritten: replay\n" in log, log

@@ -82,3 +82,30 @@ def test_parallel_runs_claim_different_gpus(tmp_path, monkeypatch):
         if rt._GPU_CLAIM is not None:
             rt._GPU_CLAIM[1].close()
         monkeypatch.setattr(rt, "_GPU_CLAIM", None)
+
+
+def test_stale_runs_bring_the_generated_deps_up_to_date_before_dvc_status(monkeypatch):
+    """An edited method's params reach its train stages only through data/run_params (and edited
+    code through data/code): `dvc status` alone would report the run_params/code stage as changed,
+    not the train stages, so the queue would miss them."""
+    import clsuite.queue as queue
+    from clsuite.config import load_params
+
+    params = load_params(REPO / "params.yaml", check_components=False)
+    b, m = params.run.benchmarks[0], params.run.methods[0]
+    calls: list[tuple[str, ...]] = []
+
+    def fake_dvc(*args, dvc="dvc", **kwargs):
+        calls.append(args)
+        return json.dumps({queue.stage_name(b, m): []}) if args[0] == "status" else ""
+
+    monkeypatch.setattr(queue, "_dvc", fake_dvc)
+    assert queue.stale_runs(params) == [(b, m)]
+    assert calls == [("repro", "code", "plugins", "run_params"), ("status", "--json")]
+    assert set(queue.GENERATED_DEPS) <= {s.split("@")[0] for s in yaml_stages()}
+
+
+def yaml_stages() -> list[str]:
+    import yaml
+
+    return list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
