@@ -29,7 +29,8 @@ def test_train_stages_depend_on_their_method_file_and_parse_no_params():
     assert "params" not in train  # DVC would parse params.yaml once per train stage again
     # the run_params stage sees every key a file holds, so `dvc exp show` / `params diff` list them
     assert stages["run_params"]["params"] == ["methods", "run"]
-    assert stages["run_params"]["outs"] == [{RUN_PARAMS_DIR: {"cache": False}}]
+    # persist: the stage rewrites only the changed files, so DVC must not delete the folder first
+    assert stages["run_params"]["outs"] == [{RUN_PARAMS_DIR: {"cache": False, "persist": True}}]
 
 
 def test_a_file_holds_the_method_entry_and_the_run_keys_of_params_yaml():
