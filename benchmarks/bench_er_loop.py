@@ -16,7 +16,7 @@ Contenders, interleaved in one process:
 - ``clsuite_er_stock_loop``: the same with ``CLSUITE_FAST_PATH=0`` (Avalanche's own
   DataLoader and plugin dispatch), to show what the fast path saves.
 
-Target: clsuite_er <= 1.10x bare_loop per epoch.
+Target (issue #19): clsuite_er <= 1.05x bare_loop per epoch (the speed issue before it asked for 1.10x).
 
     python benchmarks/bench_er_loop.py [--reps 7] [--threads 1]
 """
@@ -40,6 +40,8 @@ from clsuite.image.trainer import ClsuiteTemplate
 from clsuite.models import build_model
 from clsuite.core.runtime import seed_everything
 from clsuite.image.train import make_optimizer, train_run
+
+TARGET = 1.05  # issue #19: clsuite ER <= 1.05x the hand-written loop (median paired ratio)
 
 BENCHMARK, METHOD = "smnist", "replay"
 
@@ -189,12 +191,12 @@ def main(argv=None) -> dict:
         "median_seconds_per_epoch": {m: {n: round(v / epochs, 5) for n, v in s["median_seconds"].items()}
                                      for m, s in summary.items()},
         **summary,
-        "target_ratio": 1.10,
+        "target_ratio": TARGET,
     }
-    result["target_met"] = {m: summary[m]["ratio"]["clsuite_er"]["median_paired_ratio"] <= 1.10 for m in summary}
+    result["target_met"] = {m: summary[m]["ratio"]["clsuite_er"]["median_paired_ratio"] <= TARGET for m in summary}
     common.print_ratios("clsuite ER vs hand-written loop (training time, 5 experiences x 1 epoch)", summary)
     print(f"  final accuracy: {result['final_accuracy']}; identical final weights: {same}")
-    print(f"  target clsuite_er <= 1.10x bare_loop (median paired ratio): {result['target_met']}")
+    print(f"  target clsuite_er <= {TARGET}x bare_loop (median paired ratio): {result['target_met']}")
     if not args.no_write:
         print("  wrote", common.write_result("er_loop", result))
     return result

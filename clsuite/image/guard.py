@@ -1,10 +1,12 @@
 """Run guards: a failed run leaves a clear status record, never NaN records or a bare traceback.
 
 - :class:`DivergenceGuard` (plugin): a non-finite training loss stops the run with
-  :class:`TrainingDiverged` naming the method, experience and first bad iteration. Each
-  iteration's finite flag is stored on the device; the host reads the flags only every
-  ``every`` iterations and at the end of each epoch, so the hot loop gets no per-step
-  host sync. It also checks that the training output has one column per class.
+  :class:`TrainingDiverged` naming the method, experience and first bad iteration. On an
+  accelerator each iteration's finite flag is stored on the device and the host reads the
+  flags only every ``every`` iterations and at the end of each epoch, so the hot loop gets no
+  per-step host sync; on the CPU, where reading the loss costs no sync, it is read at once
+  (~1 µs instead of ~9 µs for the flag write, a measurable share of a small model's step). It
+  also checks that the training output has one column per class.
 - :func:`check_output_width`: the model returns ``(N, n_classes)`` logits (checked once).
 - :func:`failure_status`: turns an exception from a plugin or the model into
   :class:`ComponentError` naming the plugin and hook, and writes ``status.json``
@@ -17,6 +19,7 @@ Messages count experiences and iterations from 1 (as the log does); status.json'
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,12 +34,17 @@ class DivergenceGuard(SupervisedPlugin):
     """Stop on a non-finite loss or a training output of the wrong width (stateless)."""
 
     stateless = True
+    loss_untouched_in = ("after_forward",)  # it reads mb_output only (ClsuiteTemplate's direct loss)
 
-    def __init__(self, run_id: str, benchmark: str, method: str, n_classes: int, every: int = 50) -> None:
+    def __init__(self, run_id: str, benchmark: str, method: str, n_classes: int, every: int = 50,
+                 deferred: bool | None = None) -> None:
+        """``deferred``: store flags and read them every ``every`` iterations (default: when the
+        loss is not on the CPU), else read each iteration's loss at once."""
         super().__init__()
         self.run_id, self.benchmark, self.method = run_id, benchmark, method
         self.n_classes = n_classes
         self.every = every
+        self.deferred = deferred
         self._flags: torch.Tensor | None = None  # finite flag of each iteration since the last check
         self._seen = 0  # iterations done in this experience
         self._checked = 0  # iterations already verified finite
@@ -57,7 +65,17 @@ class DivergenceGuard(SupervisedPlugin):
             )
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
-        loss = torch.as_tensor(strategy.loss).detach()
+        loss = strategy.loss
+        if not isinstance(loss, torch.Tensor):
+            loss = torch.as_tensor(loss)
+        if not (self.deferred if self.deferred is not None else loss.device.type != "cpu"):
+            finite = math.isfinite(loss.item()) if loss.numel() == 1 else bool(torch.isfinite(loss.detach()).all())
+            if not finite:
+                self._diverged(strategy, self._seen)
+            self._seen += 1
+            self._checked = self._seen
+            return
+        loss = loss.detach()
         if self._flags is None or self._flags.device != loss.device:
             self._flags = torch.ones(self.every, dtype=torch.bool, device=loss.device)
         self._flags[self._seen - self._checked] = torch.isfinite(loss).all()  # no host sync
@@ -77,15 +95,18 @@ class DivergenceGuard(SupervisedPlugin):
         if n and self._flags is not None:
             flags = self._flags[:n].cpu()  # the only host sync
             if not bool(flags.all()):
-                k = strategy.clock.train_exp_counter
-                step = self._checked + int((~flags).nonzero()[0, 0])
-                raise TrainingDiverged(
-                    f"{self.run_id}: the training loss of method {self.method!r} is not finite at experience {k + 1}, "
-                    f"iteration {step + 1}; lower benchmarks.{self.benchmark}.train.lr (or "
-                    f"methods.{self.method}.train.lr) or the regularisation strength in methods.{self.method}",
-                    method=self.method, experience=k, iteration=step,
-                )
+                self._diverged(strategy, self._checked + int((~flags).nonzero()[0, 0]))
         self._checked = self._seen
+
+    def _diverged(self, strategy, step: int) -> None:
+        """Raise :class:`TrainingDiverged` for the first non-finite loss, at iteration ``step`` (from 0)."""
+        k = strategy.clock.train_exp_counter
+        raise TrainingDiverged(
+            f"{self.run_id}: the training loss of method {self.method!r} is not finite at experience {k + 1}, "
+            f"iteration {step + 1}; lower benchmarks.{self.benchmark}.train.lr (or "
+            f"methods.{self.method}.train.lr) or the regularisation strength in methods.{self.method}",
+            method=self.method, experience=k, iteration=step,
+        )
 
 
 def check_output_width(model: torch.nn.Module, x: torch.Tensor, n_classes: int, model_name: str,

@@ -309,6 +309,19 @@ def _active_hook(plugin, event: str):
     return fn
 
 
+def _leaves_loss_alone(hook) -> bool:
+    """Whether a ``before_forward``/``after_forward`` callback neither reads nor writes ``strategy.loss``,
+    as declared by the class that defines it: ``loss_untouched_in = ("before_forward", ...)`` in that
+    class's own body (a subclass that overrides the callback must declare it again)."""
+    owner, name = getattr(hook, "__self__", None), getattr(hook, "__name__", None)
+    if owner is None or name is None or name in vars(owner):
+        return False
+    for cls in type(owner).__mro__:
+        if name in vars(cls):
+            return name in vars(cls).get("loss_untouched_in", ())
+    return False
+
+
 def _is_default_ce(criterion: object) -> bool:
     """Whether ``criterion`` is a plain ``nn.CrossEntropyLoss()`` (no weights, mean, no smoothing)."""
     return (type(criterion) is torch.nn.CrossEntropyLoss and criterion.weight is None
@@ -485,10 +498,11 @@ class ClsuiteTemplate(SupervisedTemplate):
             return
         multitask, unpack, device = self._multitask, not self.fast_batches, self.device
         # the loss as one call when nothing can touch it between its creation and the criterion
-        # (no before/after_forward callbacks) and the criterion is a default CrossEntropyLoss:
-        # F.cross_entropy(...).reshape(1) equals zeros(1) + criterion() exactly (0 + x == x), shape
-        # and gradient included
-        direct = not before_forward and not after_forward and _is_default_ce(self._criterion)
+        # (every before/after_forward callback is declared to leave strategy.loss alone, e.g. ER's
+        # batch concatenation and the divergence guard's width check) and the criterion is a
+        # default CrossEntropyLoss: F.cross_entropy(...).reshape(1) equals zeros(1) + criterion()
+        # exactly (0 + x == x), shape and gradient included
+        direct = _is_default_ce(self._criterion) and all(map(_leaves_loss_alone, (*before_forward, *after_forward)))
         for self.mbatch in self.dataloader:
             if self._stop_training:
                 break
@@ -497,10 +511,14 @@ class ClsuiteTemplate(SupervisedTemplate):
             for hook in before_iteration:
                 hook(self, **kwargs)
             self.optimizer.zero_grad()
-            mb = self.mbatch  # forward(), as _forward() below
             if direct:
+                for hook in before_forward:
+                    hook(self, **kwargs)
+                mb = self.mbatch  # forward(), as _forward() below
                 self.mb_output = self.model(mb[0], mb[-1]) if multitask else self.model(mb[0])
-                self.loss = F.cross_entropy(self.mb_output, mb[1]).reshape(1)
+                for hook in after_forward:
+                    hook(self, **kwargs)
+                self.loss = F.cross_entropy(self.mb_output, self.mbatch[1]).reshape(1)
             else:
                 self.loss = torch.zeros(1, device=device)  # _make_empty_loss()
                 for hook in before_forward:

@@ -247,6 +247,8 @@ class BufferStateMixin:
 class ReservoirReplayPlugin(BufferStateMixin, SupervisedPlugin):
     """ER: concatenate a buffer batch to each training minibatch; reservoir-update after."""
 
+    loss_untouched_in = ("before_forward",)  # it replaces mbatch only (ClsuiteTemplate's direct loss)
+
     def __init__(self, mem_size: int, batch_size_mem: int, seed: int, buffer_update: BufferUpdate = "online") -> None:
         super().__init__()
         self.init_buffer(mem_size, seed, buffer_update)

@@ -1,5 +1,6 @@
 """DivergenceGuard on a stand-in strategy: exact first non-finite iteration, host reads only
-every ``every`` iterations and at epoch ends; failure_status names the plugin and hook."""
+every ``every`` iterations and at epoch ends (deferred, as on an accelerator) or each loss at
+once (the CPU default); failure_status names the plugin and hook."""
 
 from __future__ import annotations
 
@@ -27,9 +28,10 @@ def run_epoch(guard: DivergenceGuard, strategy, losses: list[float]) -> None:
     guard.after_training_epoch(strategy)
 
 
+@pytest.mark.parametrize("deferred", [True, None])  # None: the default, immediate for CPU losses
 @pytest.mark.parametrize("bad_at, n_iter", [(0, 10), (75, 120), (49, 50), (50, 51), (119, 120)])
-def test_reports_the_first_non_finite_iteration(bad_at, n_iter):
-    guard = DivergenceGuard("b/m/seed0", "b", "m", n_classes=10, every=50)
+def test_reports_the_first_non_finite_iteration(bad_at, n_iter, deferred):
+    guard = DivergenceGuard("b/m/seed0", "b", "m", n_classes=10, every=50, deferred=deferred)
     losses = [1.0] * n_iter
     losses[bad_at] = float("nan")
     losses[bad_at + 1:] = [float("inf")] * (n_iter - bad_at - 1)  # a diverged loss stays non-finite
@@ -41,7 +43,7 @@ def test_reports_the_first_non_finite_iteration(bad_at, n_iter):
 
 
 def test_reads_the_flags_only_every_n_iterations_and_at_epoch_end(monkeypatch):
-    guard = DivergenceGuard("b/m/seed0", "b", "m", n_classes=10, every=50)
+    guard = DivergenceGuard("b/m/seed0", "b", "m", n_classes=10, every=50, deferred=True)
     reads = []
     real = torch.Tensor.cpu
     monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: reads.append(len(self)) or real(self, *a, **k))
@@ -49,13 +51,30 @@ def test_reads_the_flags_only_every_n_iterations_and_at_epoch_end(monkeypatch):
     assert reads == [50, 50, 20]  # iterations 1-50, 51-100, then 101-120 at the epoch end
 
 
-def test_a_transient_non_finite_loss_is_still_caught():
-    guard = DivergenceGuard("b/m/seed0", "b", "m", n_classes=10, every=50)
+@pytest.mark.parametrize("deferred", [True, None])
+def test_a_transient_non_finite_loss_is_still_caught(deferred):
+    guard = DivergenceGuard("b/m/seed0", "b", "m", n_classes=10, every=50, deferred=deferred)
     losses = [1.0] * 60
     losses[7] = float("inf")  # finite again afterwards: only the stored flag remembers it
     with pytest.raises(TrainingDiverged) as info:
         run_epoch(guard, fake_strategy(), losses)
     assert info.value.status["iteration"] == 7
+
+
+def test_a_cpu_loss_is_read_at_once_and_stops_the_run_at_its_iteration(monkeypatch):
+    guard = DivergenceGuard("b/m/seed0", "b", "m", n_classes=10, every=50)
+    reads = []
+    real = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: reads.append(len(self)) or real(self, *a, **k))
+    strategy = fake_strategy()
+    guard.before_training_exp(strategy)
+    for step, value in enumerate([0.5, 0.25, float("nan")]):
+        strategy.loss = torch.tensor([value], requires_grad=True) * 1.0  # a graph's output, as in training
+        if step < 2:
+            guard.after_training_iteration(strategy)
+    with pytest.raises(TrainingDiverged) as info:  # in the bad iteration itself, not at a later read
+        guard.after_training_iteration(strategy)
+    assert info.value.status["iteration"] == 2 and reads == [] and guard._flags is None
 
 
 def test_output_of_the_wrong_width_is_a_component_error():
