@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from clsuite.core.errors import ParamsError
-from clsuite.dvc_params import RUN_PARAMS_DIR, TRAIN_RUN_KEYS, train_params, write_run_params
 from clsuite.dvc_deps import REPO
+from clsuite.dvc_params import RUN_PARAMS_DIR, TRAIN_RUN_KEYS, train_params, write_run_params
 
 
 def _stages() -> dict[str, dict]:
