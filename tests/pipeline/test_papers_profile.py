@@ -129,11 +129,12 @@ def _check_message(err: str, root: Path) -> None:
     assert "https://image-net.org/download-images" in err and "CLSUITE_IMAGENET_ROOT" in err
     assert "imagenet100 (benchmarks imagenet100, imagenet100_lt)" in err
     # nothing downloaded or left behind (data/README.md is tracked; data/method_packages.json is the
-    # plugins stage's list of installed method packages and data/code/ the code stage's lists of each
-    # stage's source files, both written before fetch)
+    # plugins stage's list of installed method packages, data/code/ the code stage's lists of each
+    # stage's source files and data/run_params/ each method's train params, all written before fetch)
     kept = {root / "data" / "README.md", root / "data" / "method_packages.json"}
+    generated = {root / "data" / "code", root / "data" / "run_params"}
     assert not [p for p in (root / "data").rglob("*")
-                if p.is_file() and p not in kept and p.parent != root / "data" / "code"]
+                if p.is_file() and p not in kept and p.parent not in generated]
 
 
 def test_fetch_entry_point_offline_names_every_url_and_destination(papers_dir, monkeypatch, capsys):
