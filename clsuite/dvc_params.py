@@ -1,8 +1,8 @@
 """Each image train stage's params as one small file, ``data/run_params/<method>.json``.
 
 Every ``train@<benchmark>-<method>`` stage used to declare ``params: [methods.<method>,
-run.seeds, ...]``. DVC then parses params.yaml once per such stage (ruamel's pure-Python
-round-trip loader, ~37 ms for our params.yaml on this machine), 30 times in a no-op
+run.seeds, ...]``. DVC then parses params.yaml once per such stage (ruamel.yaml, ~37 ms
+for our params.yaml on this machine with its pure-Python parser), 30 times in a no-op
 ``dvc repro`` of the embedded grid: about 1.1 s of its 3.6 s. The ``run_params`` stage
 (``stages/run_params.py``) declares ``methods`` and ``run`` once and writes, per method, the
 params its train stages read; each train stage depends on its method's file instead. A file

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
 
 import torch
 from avalanche.training.plugins import SupervisedPlugin
@@ -98,7 +98,7 @@ class DivergenceGuard(SupervisedPlugin):
                 self._diverged(strategy, self._checked + int((~flags).nonzero()[0, 0]))
         self._checked = self._seen
 
-    def _diverged(self, strategy, step: int) -> None:
+    def _diverged(self, strategy, step: int) -> NoReturn:
         """Raise :class:`TrainingDiverged` for the first non-finite loss, at iteration ``step`` (from 0)."""
         k = strategy.clock.train_exp_counter
         raise TrainingDiverged(

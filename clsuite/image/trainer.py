@@ -314,7 +314,7 @@ def _leaves_loss_alone(hook) -> bool:
     as declared by the class that defines it: ``loss_untouched_in = ("before_forward", ...)`` in that
     class's own body (a subclass that overrides the callback must declare it again)."""
     owner, name = getattr(hook, "__self__", None), getattr(hook, "__name__", None)
-    if owner is None or name is None or name in vars(owner):
+    if owner is None or name is None or name in getattr(owner, "__dict__", {}):
         return False
     for cls in type(owner).__mro__:
         if name in vars(cls):

@@ -35,7 +35,7 @@ class MaxPool2x2(nn.MaxPool2d):
     (evaluation, frozen teachers) on the CPU, takes the maximum of the four strided views instead.
 
     Why not the library op alone: torch's CPU ``max_pool2d`` kernel for NCHW tensors is slow for
-    2x2 windows (64-72 ms for a (1000, 16, 28, 28) batch on one thread here, 8.5 ms this way with
+    2x2 windows (64-82 ms for a (1000, 16, 28, 28) batch on one thread here, 9.5 ms this way with
     its check), and it was about half of the convnet's evaluation time. The fast way runs only on
     float32 inputs whose every value is +0.0..+inf (one ``aminmax`` over the bits; ReLU outputs
     without -0.0): there equal values have equal bits, so which tied element the maximum keeps
