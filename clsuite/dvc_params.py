@@ -24,6 +24,7 @@ from clsuite.core.errors import ParamsError
 from clsuite.core.io import write_text
 from clsuite.core.names import check_name
 from clsuite.core.paths import under
+from clsuite.core.yaml_safe import load_yaml
 
 #: where the ``run_params`` stage writes, as dvc.yaml names it
 RUN_PARAMS_DIR = "data/run_params"
@@ -41,10 +42,9 @@ def train_params(raw: dict[str, Any], method: str) -> dict[str, Any]:
 
 
 def read_raw(params_file: Path) -> dict[str, Any]:
-    """params.yaml as plain data (no validation: `clsuite train` validates when it runs)."""
-    import yaml
-
-    raw = yaml.safe_load(params_file.read_text())
+    """params.yaml as plain data, read under clsuite's YAML limits (no validation of its values:
+    `clsuite train` validates when it runs)."""
+    raw = load_yaml(params_file)
     if not isinstance(raw, dict) or not isinstance(raw.get("methods", {}), dict) or not isinstance(raw.get("run"), dict):
         raise ParamsError(f"{params_file}: expected a mapping with `run:` and `methods:` mappings; "
                              "fix the file (see the committed params.yaml)")

@@ -98,3 +98,11 @@ def test_params_that_are_not_a_mapping_name_the_file(tmp_path):
     path.write_text("- just a list\n")
     with pytest.raises(ParamsError, match=r"params\.yaml: expected a mapping with `run:` and `methods:`"):
         write_run_params(path, tmp_path / "out")
+
+
+def test_params_are_read_under_the_yaml_limits(tmp_path):
+    """An alias bomb or a duplicate key is refused as everywhere clsuite reads YAML (core/yaml_safe)."""
+    path = tmp_path / "params.yaml"
+    path.write_text("run: {seeds: [0]}\nmethods: {}\nrun: {seeds: [1]}\n")
+    with pytest.raises(ParamsError, match="duplicate"):
+        write_run_params(path, tmp_path / "out")
