@@ -353,7 +353,6 @@ def test_stale_runs_come_from_dvc_status(monkeypatch):
     llm_stage = f"llm_train@{g.sequences[0]}"
     status = json.dumps({f"train@{b}-{m}": [], llm_stage: [], "evaluate": []})
     monkeypatch.setattr(queue, "_dvc", lambda *a, dvc="dvc", **k: status)
-    monkeypatch.setattr(slurm, "_dvc", lambda *a, dvc="dvc", **k: status)
     runs, prepares = slurm.stale(params)
     assert [r.key for r in runs] == [f"{b}/{m}/seed{s}" for s in params.run.seeds] and prepares == [f"prepare@{b}"]
     assert {r.stage for r in runs} == {f"train@{b}-{m}"}
