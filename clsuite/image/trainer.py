@@ -511,22 +511,17 @@ class ClsuiteTemplate(SupervisedTemplate):
             for hook in before_iteration:
                 hook(self, **kwargs)
             self.optimizer.zero_grad()
+            if not direct:
+                self.loss = torch.zeros(1, device=device)  # _make_empty_loss()
+            for hook in before_forward:
+                hook(self, **kwargs)
+            mb = self.mbatch  # forward(), as _forward() below
+            self.mb_output = self.model(mb[0], mb[-1]) if multitask else self.model(mb[0])
+            for hook in after_forward:
+                hook(self, **kwargs)
             if direct:
-                for hook in before_forward:
-                    hook(self, **kwargs)
-                mb = self.mbatch  # forward(), as _forward() below
-                self.mb_output = self.model(mb[0], mb[-1]) if multitask else self.model(mb[0])
-                for hook in after_forward:
-                    hook(self, **kwargs)
                 self.loss = F.cross_entropy(self.mb_output, self.mbatch[1]).reshape(1)
             else:
-                self.loss = torch.zeros(1, device=device)  # _make_empty_loss()
-                for hook in before_forward:
-                    hook(self, **kwargs)
-                mb = self.mbatch
-                self.mb_output = self.model(mb[0], mb[-1]) if multitask else self.model(mb[0])
-                for hook in after_forward:
-                    hook(self, **kwargs)
                 self.loss += self._criterion(self.mb_output, self.mbatch[1])  # criterion()
             for hook in before_backward:
                 hook(self, **kwargs)
