@@ -60,7 +60,7 @@ def _dvc(*args: str, dvc: str = "dvc", capture: bool = True, env: dict | None = 
 GENERATED_DEPS = {"code": "data/code", "plugins": "data/method_packages.json", "run_params": "data/run_params"}
 
 
-def changed_stages(dvc: str = "dvc") -> set[str]:
+def dvc_status_changed(dvc: str = "dvc") -> set[str]:
     """The stages ``dvc status`` reports as changed, once the stages of :data:`GENERATED_DEPS` are
     up to date (an edited method's params or code reach the train stages' deps only through them)."""
     _dvc("repro", *GENERATED_DEPS, dvc=dvc)
@@ -68,8 +68,8 @@ def changed_stages(dvc: str = "dvc") -> set[str]:
 
 
 def stale_runs(params: Params, dvc: str = "dvc") -> list[tuple[str, str]]:
-    """The (benchmark, method) stages of the grid that :func:`changed_stages` reports."""
-    changed = changed_stages(dvc)
+    """The (benchmark, method) stages of the grid that :func:`dvc_status_changed` reports."""
+    changed = dvc_status_changed(dvc)
     return [run for run in grid(params) if stage_name(*run) in changed]
 
 

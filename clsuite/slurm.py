@@ -54,7 +54,7 @@ from clsuite.core.errors import ClsuiteError, ParamsError
 from clsuite.core.io import write_json, write_text
 from clsuite.core.names import check_name, check_seed
 from clsuite.core.paths import LLM_RUNS, RUNS_ROOT, under
-from clsuite.queue import adopt, changed_stages, prepare_workspace, stage_name, stale_runs
+from clsuite.queue import adopt, dvc_status_changed, prepare_workspace, stage_name, stale_runs
 
 STATE_FILE = Path("data/queue/slurm.json")
 CANCEL_FILE = Path("data/queue/slurm.cancel")
@@ -137,7 +137,7 @@ def stale(params: Params, llm: bool = False, dvc: str = "dvc") -> tuple[list[Run
         return runs, [f"prepare@{b}" for b in sorted({r.args[2] for r in runs})]
     if params.llm is None:
         raise ParamsError("--llm: params have no `llm:` section, so there is no LLM grid to queue")
-    changed = changed_stages(dvc)
+    changed = dvc_status_changed(dvc)
     g = params.llm.grid
     runs = [r for r in (llm_run(q, m, s) for q in g.sequences for m in g.methods for s in g.seeds) if r.stage in changed]
     return runs, [f"llm_prepare@{q}" for q in sorted({r.args[2] for r in runs})]
