@@ -108,3 +108,49 @@ def test_truncated_or_missing_file_is_a_clear_error(tmp_path):
 def test_validate_names_where(tmp_path):
     with pytest.raises(SchemaError, match="somewhere.parquet: table 'records'"):
         validate(_records().drop(columns=["energy"]), RECORDS, "somewhere.parquet")
+
+
+def _records_folder(tmp_path, df: pd.DataFrame):
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for t, part in df.groupby("train_exp"):
+        part.reset_index(drop=True).to_parquet(folder / f"train_exp_{t}.parquet", index=False)
+    return folder
+
+
+def test_records_folder_reads_as_the_parts_validated_one_by_one(tmp_path):
+    """A folder whose parts agree is validated once as a whole; it reads back exactly as the
+    parts validated one by one and concatenated (the reference: validate + pd.concat)."""
+    df = _records()
+    folder = _records_folder(tmp_path, df)
+    reference = pd.concat([validate(pd.read_parquet(p), RECORDS, str(p)) for p in sorted(folder.glob("*.parquet"))],
+                          ignore_index=True)
+    back = read_table(folder, RECORDS)
+    pd.testing.assert_frame_equal(back, reference, check_exact=True)
+    pd.testing.assert_frame_equal(back.sort_values(list(df.columns[:8])).reset_index(drop=True),
+                                  df.sort_values(list(df.columns[:8])).reset_index(drop=True))
+
+
+def test_records_folder_error_names_the_bad_part(tmp_path):
+    """A bad value, a dtype that differs from the other parts', and a row repeated across parts:
+    the first two are reported with the file to regenerate, the third with the folder."""
+    df = _records()
+    bad_value = df.assign(confidence=np.where(df["train_exp"] == 0, np.float32(2.0), df["confidence"]))
+    (tmp_path / "a").mkdir()
+    folder = _records_folder(tmp_path / "a", bad_value)
+    with pytest.raises(SchemaError, match=r"train_exp_0\.parquet: table 'records'.*\n.*column 'confidence'"):
+        read_table(folder, RECORDS)
+
+    (tmp_path / "b").mkdir()
+    folder = _records_folder(tmp_path / "b", df)
+    part = pd.read_parquet(folder / "train_exp_1.parquet")
+    part.astype({"sample_id": "int32"}).to_parquet(folder / "train_exp_1.parquet", index=False)
+    with pytest.raises(SchemaError, match=r"train_exp_1\.parquet: table 'records'.*\n.*column 'sample_id'"):
+        read_table(folder, RECORDS)
+
+    (tmp_path / "c").mkdir()
+    folder = _records_folder(tmp_path / "c", df)
+    pd.read_parquet(folder / "train_exp_0.parquet").to_parquet(folder / "train_exp_9.parquet", index=False)
+    with pytest.raises(SchemaError, match=r"records: table 'records'") as info:
+        read_table(folder, RECORDS)
+    assert "train_exp_9" not in str(info.value)
