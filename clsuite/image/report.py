@@ -29,6 +29,7 @@ from clsuite.image.schemas import (
 from clsuite.report import failed_runs_md, tables, to_html
 from clsuite.report.format import NOT_REPORTED, mean_std, number
 from clsuite.report.citations import bibtex
+from clsuite.report.figures import saving_in_background
 from clsuite.report.provenance import provenance
 from clsuite.report.safe import local_target, md_code, md_fence, md_text
 
@@ -108,6 +109,15 @@ def build_report(data_dir: Path = TABLES_DIR, out: Path = REPORTS, llm_sequences
     benchmarks and methods included: no params, no registry); ``llm_sequences`` are the LLM
     sequences whose reports (``out/llm/<sequence>/``) it links, summarised from their headline
     metrics under ``llm_headline_dir``."""
+    with saving_in_background():  # figures rendered beside the next one's building; written on leaving
+        text = _report_text(data_dir, out, llm_sequences, llm_headline_dir)
+    write_text(out / "index.md", text)
+    write_text(out / "index.html", to_html(text, out))  # inlines the PNGs: after they are written
+    return out / "index.md"
+
+
+def _report_text(data_dir: Path, out: Path, llm_sequences: tuple[str, ...], llm_headline_dir: Path) -> str:
+    """The report's Markdown; writes its figures and tables under ``out``."""
     run = Grid.read(data_dir)
     benchmarks = read_table(data_dir / "benchmarks.parquet", BENCHMARKS).set_index("benchmark")
     methods = read_table(data_dir / "methods.parquet", METHODS).set_index("method")
@@ -198,10 +208,7 @@ def build_report(data_dir: Path = TABLES_DIR, out: Path = REPORTS, llm_sequences
     cites += [benchmarks.loc[b, "citation"] for b in run.benchmarks]
     cites += metric_citations(extended)
     md += ["## How to cite", "", *buffer_update_md(methods, run.methods), *md_fence(bibtex(cites), "bibtex"), ""]
-    text = "\n".join(md)
-    write_text(out / "index.md", text)
-    write_text(out / "index.html", to_html(text, out))
-    return out / "index.md"
+    return "\n".join(md)
 
 
 def llm_reports_md(sequences: tuple[str, ...], out: Path, headline_dir: Path = LLM_HEADLINE_DIR) -> list[str]:

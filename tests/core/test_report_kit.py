@@ -4,6 +4,8 @@ the table writer (Markdown / CSV / booktabs LaTeX) and the figure saver (PNG + S
 from __future__ import annotations
 
 import math
+import os
+import sys
 
 import pandas as pd
 import pytest
@@ -99,3 +101,60 @@ def test_save_writes_png_and_svg_byte_identically(tmp_path):
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
     assert b"Software" not in first[0].read_bytes() and b"<dc:date>" not in first[1].read_bytes()
     assert method_colors(["a", "b"])["a"] != method_colors(["a", "b"])["b"]
+
+
+def _line_figure(stem):
+    """A figure saved as the report's figure functions save theirs (inside the RC context)."""
+    import matplotlib.pyplot as plt
+
+    from clsuite.report.figures import RC, save
+
+    with plt.rc_context(RC):
+        fig, ax = plt.subplots(figsize=(2, 2))
+        ax.plot([0, 1, 2], [0, 1, 0.5], label="a")
+        ax.legend()
+        return save(fig, stem)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="figures are forked only on Linux")
+def test_figures_saved_in_background_equal_those_saved_in_process(tmp_path):
+    """Inside saving_in_background, forked children write the figures (2 at a time here); after
+    the block they are there, byte-identical to the files written in this process."""
+    from clsuite.report.figures import saving_in_background
+
+    reference = _line_figure(tmp_path / "ref" / "f")
+    (tmp_path / "bg").mkdir()
+    pid = os.getpid()
+    with saving_in_background(jobs=2):
+        paths = [_line_figure(tmp_path / "bg" / f"f{k}") for k in range(4)]
+    assert os.getpid() == pid  # the children left through os._exit
+    assert [p.name for p in paths[0]] == ["f0.png", "f0.svg"]
+    for ps in paths:
+        assert [p.read_bytes() for p in ps] == [p.read_bytes() for p in reference]
+    assert not [p for p in (tmp_path / "bg").iterdir() if p.suffix not in (".png", ".svg")], "temp files left"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="figures are forked only on Linux")
+def test_a_figure_that_cannot_be_written_in_the_background_is_a_report_error(tmp_path, capfd):
+    """A child that fails (its folder is a file) exits non-zero; leaving the block raises a
+    ReportError naming the figure, after the other figures were written."""
+    from clsuite.report.figures import saving_in_background
+
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "blocked").write_text("a file where the figure folder should be")
+    with pytest.raises(ReportError, match=r"1 figure\(s\) could not be written: .*blocked/f \("):
+        with saving_in_background(jobs=1):
+            _line_figure(tmp_path / "blocked" / "f")
+            _line_figure(tmp_path / "ok" / "f")
+    assert sorted(p.name for p in (tmp_path / "ok").iterdir()) == ["f.png", "f.svg"]
+    assert "Traceback" in capfd.readouterr().err
+
+
+def test_no_background_figures_with_zero_jobs(tmp_path, monkeypatch):
+    """CLSUITE_FIGURE_JOBS=0: save() writes in this process, so the files exist when it returns."""
+    from clsuite.report.figures import saving_in_background
+
+    monkeypatch.setenv("CLSUITE_FIGURE_JOBS", "0")
+    with saving_in_background():
+        paths = _line_figure(tmp_path / "z" / "f")
+        assert all(p.is_file() for p in paths)
