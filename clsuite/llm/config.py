@@ -66,6 +66,12 @@ class LLMTrainConfig(Strict):
     max_new_tokens: int = Field(16, ge=1)
     eval_batch_size: int = Field(16, ge=1)
     grad_clip: float | None = Field(1.0, gt=0)
+    # fp32: every forward in float32 (the default: the same records on any CPU); bf16: the forward
+    # passes (training loss, probes, generation) under torch.autocast in bfloat16, weights, gradients
+    # and optimizer state in float32. Faster where the hardware has bf16 units (CUDA Ampere+, CPUs
+    # with AVX512-BF16/AMX; docs/performance.md); changes every record, and on a CPU without bf16
+    # units it is emulated and slower. Part of the runs' fingerprint.
+    precision: Literal["fp32", "bf16"] = "fp32"
     # data-parallel processes of one run (one per GPU on CUDA; gloo on CPU), each forwarding
     # batch_size / processes rows of every minibatch (clsuite.llm.distributed); 1: one process
     processes: int = Field(1, ge=1)

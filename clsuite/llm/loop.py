@@ -44,6 +44,8 @@ local rows into (B, ...). Probes and evaluation run redundantly on every rank (u
 
 from __future__ import annotations
 
+import contextlib
+
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -111,8 +113,9 @@ class LLMStrategy:
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, plugins: Sequence[object], *,
                  pad_id: int, batch_size: int, epochs: int, device: torch.device, grad_clip: float | None = None,
-                 seed: int = 0, dist: DistInfo = SINGLE) -> None:
+                 seed: int = 0, dist: DistInfo = SINGLE, autocast_dtype: torch.dtype | None = None) -> None:
         self.model, self.optimizer, self.plugins = model, optimizer, list(plugins)
+        self.autocast_dtype = autocast_dtype  # protocol.precision: bf16 -> torch.bfloat16; None: float32
         self.dist = dist
         self.ddp: torch.nn.Module | None = None  # the DistributedDataParallel wrapper (world > 1)
         if dist.world > 1:
@@ -136,6 +139,13 @@ class LLMStrategy:
         self.stats = StepStats()
         self.on_iteration: Callable[[], None] | None = None  # progress bar hook
         self._keeps_logits: bool | None = None  # whether the model takes logits_to_keep (decided on first use)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context of every forward pass (``protocol.precision``): ``torch.autocast`` in
+        ``autocast_dtype`` on this device, or nothing (float32)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     @property
     def mb_x(self) -> torch.Tensor:
@@ -190,14 +200,16 @@ class LLMStrategy:
         model = self.model if module is None else module
         if self._keeps_logits is None:
             self._keeps_logits = accepts_logits_to_keep(self.model)
-        if not self._keeps_logits:
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            loss, acc = per_sample_loss(out.logits, batch["labels"])
-            return out.logits, loss, acc
-        keep = answer_positions(batch["labels"])
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
-        loss, acc = token_loss(out.logits, batch["labels"][:, keep + 1])
-        return out.logits, loss, acc
+        keep = answer_positions(batch["labels"]) if self._keeps_logits else None
+        with self.autocast():
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        **({} if keep is None else {"logits_to_keep": keep}))
+        logits = out.logits if self.autocast_dtype is None else out.logits.float()  # the loss in float32
+        if keep is None:
+            loss, acc = per_sample_loss(logits, batch["labels"])
+        else:
+            loss, acc = token_loss(logits, batch["labels"][:, keep + 1])
+        return logits, loss, acc
 
     def gather_rows(self, local: torch.Tensor) -> torch.Tensor:
         """(B, ...) from this rank's rows of the current minibatch ((stop − start, ...) or more
@@ -285,6 +297,10 @@ class LLMStrategy:
         """Avalanche's ``eval(exps)`` hook order; ``evaluate_batch(strategy, exp, rows)`` does the
         work of one eval iteration (generation + scoring) between before/after_eval_forward.
         ``order(exp)``: the experience's rows in the order they are batched (default: as stored)."""
+        with self.autocast():
+            self._eval(experiences, evaluate_batch, batch_size, order)
+
+    def _eval(self, experiences, evaluate_batch, batch_size, order) -> None:
         was_training = self.model.training
         saved = self.experience
         self.is_training = False

@@ -192,8 +192,10 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
     log.info("code %s: %d clsuite files, packages %s, libraries %s", short_hash(code), code["files"],
              json.dumps(code["packages"], sort_keys=True), json.dumps(code["libraries"], sort_keys=True))
     # processes = 1 keeps the fingerprint of runs made before the key existed; with N > 1 it must
-    # be the same on every rank (cuda:<local_rank> differs), so only the device type enters
-    seq_cfg = cfg.model_dump(mode="json", exclude={"protocol": {"processes"}})
+    # be the same on every rank (cuda:<local_rank> differs), so only the device type enters.
+    # precision enters only when it is not the default fp32, for the same reason.
+    seq_cfg = cfg.model_dump(mode="json", exclude={"protocol": {"processes"} | (
+        {"precision"} if cfg.protocol.precision == "fp32" else set())})
     data_digest = _digest(prepared)
     fp = fingerprint(format=FORMAT, sequence=seq_cfg,
                      method=llm.methods.get(method), seed=seed, data=data_digest,
@@ -236,13 +238,15 @@ def _run_tasks(llm: LLMParams, sequence: str, method: str, seed: int, prepared: 
     opt = (torch.optim.AdamW(params, lr=lr, weight_decay=pc.weight_decay) if pc.optimizer == "adamw"
            else torch.optim.SGD(params, lr=lr, weight_decay=pc.weight_decay))
     strategy = LLMStrategy(model, opt, plugins, pad_id=tok.pad_token_id, batch_size=pc.batch_size,
-                           epochs=pc.epochs, device=dev, grad_clip=pc.grad_clip, seed=seed, dist=info)
+                           epochs=pc.epochs, device=dev, grad_clip=pc.grad_clip, seed=seed, dist=info,
+                           autocast_dtype=torch.bfloat16 if pc.precision == "bf16" else None)
     n_trainable = sum(p.numel() for p in params)
-    log.info("run %s/%s/seed%d: %d tasks, model %s (%s), %d trainable parameters, plugins %s%s",
+    log.info("run %s/%s/seed%d: %d tasks, model %s (%s), %d trainable parameters, plugins %s%s%s",
              sequence, method, seed, len(tasks), cfg.model.source,
              model_cfg.adapter if spec.uses_adapter else "method's own module", n_trainable,
              [type(p).__name__ for p in plugins],
-             f", data parallel over {info.world} processes on {dev.type}" if info.world > 1 else "")
+             f", data parallel over {info.world} processes on {dev.type}" if info.world > 1 else "",
+             ", forward passes in bf16 (autocast)" if pc.precision == "bf16" else "")
 
     train_exps = [TextExperience(k, t.task, encode_table(tok, t.train, pc.max_length)) for k, t in enumerate(tasks)]
     eval_exps = [TextExperience(k, t.task, [], t.test) for k, t in enumerate(tasks)]

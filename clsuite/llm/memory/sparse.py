@@ -28,6 +28,8 @@ that exposes the selected slot indices needed for the access counts.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -108,7 +110,7 @@ class ProductKeyMemory(nn.Module):
         h = x.to(self.values.weight.dtype)
         scores, idx = self.lookup(h)
         self.last_indices = idx.detach()
-        w = scores.softmax(dim=-1)
+        w = scores.softmax(dim=-1).to(self.values.weight.dtype)  # bf16 under autocast; a no-op in float32
         # EmbeddingBag-style weighted sum: never materialises the (..., k, d_value) gather
         read = F.embedding_bag(idx.reshape(-1, self.k), self.values.weight,
                                per_sample_weights=w.reshape(-1, self.k), mode="sum")
@@ -281,7 +283,9 @@ class SparseMemoryPlugin(CallbackPlugin):
             if self.background_batches is None:
                 raise RuntimeError("SparseMemoryPlugin needs background statistics: pass background_batches "
                                    "(a pretraining-like corpus) or background")
-            self.background = background_counts(strategy.model, self.background_batches)
+            autocast = getattr(strategy, "autocast", contextlib.nullcontext)  # the run's forward precision
+            with autocast():
+                self.background = background_counts(strategy.model, self.background_batches)
 
     def after_backward(self, strategy: Any, **kwargs: Any) -> None:
         if self._pending:
