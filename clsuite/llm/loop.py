@@ -45,7 +45,6 @@ local rows into (B, ...). Probes and evaluation run redundantly on every rank (u
 from __future__ import annotations
 
 import contextlib
-
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence

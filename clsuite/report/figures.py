@@ -30,6 +30,7 @@ RC = {"svg.hashsalt": "clsuite", "svg.fonttype": "path", "font.family": "DejaVu 
 #: the formats :func:`save` writes, with savefig metadata that does not change between runs
 FORMATS = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None}}
 
+
 def save(fig: plt.Figure, stem: Path) -> list[Path]:
     """Write ``stem``.png (150 dpi) and ``stem``.svg atomically, close ``fig``; return the paths
     (PNG first). Inside :func:`saving_in_background` the files are written by a forked child and
@@ -42,10 +43,12 @@ def save(fig: plt.Figure, stem: Path) -> list[Path]:
     plt.close(fig)
     return paths
 
+
 def _write(fig: plt.Figure, paths: list[Path]) -> None:
     for dest, (ext, meta) in zip(paths, FORMATS.items()):
         with atomic_path(dest, suffix=f".{ext}") as tmp:
             fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight", metadata=meta)
+
 
 class _ForkedSaves:
     """Figures rendered by forked children, at most ``jobs`` at once.
@@ -91,7 +94,9 @@ class _ForkedSaves:
         while self.running:
             self._reap_one()
 
+
 _background: list[_ForkedSaves] = []
+
 
 @contextmanager
 def saving_in_background(jobs: int | None = None) -> Iterator[None]:
@@ -104,7 +109,11 @@ def saving_in_background(jobs: int | None = None) -> Iterator[None]:
     if jobs is None:
         from clsuite.core.parallel import usable_cpus
 
-        env = os.environ.get("CLSUITE_FIGURE_JOBS")
+        env = os.environ.get("CLSUITE_FIGURE_JOBS", "").strip()
+        if env and not env.isdigit():
+            from clsuite.core.errors import ReportError
+
+            raise ReportError(f"CLSUITE_FIGURE_JOBS={env!r}: give a number of processes (0: write figures in this one)")
         jobs = int(env) if env else max(1, usable_cpus() - 1)
     if jobs < 1 or sys.platform != "linux":
         yield
@@ -123,13 +132,16 @@ def saving_in_background(jobs: int | None = None) -> Iterator[None]:
                           f"{', '.join(p.with_suffix('').as_posix() for p in saves.failed)} (the error is above); fix "
                           "it and rerun `dvc repro report`, or set CLSUITE_FIGURE_JOBS=0 to write them in one process")
 
+
 def method_colors(methods: list[str]) -> dict[str, tuple]:
     """The palette: one colour per method (or method type), by position in ``methods`` (grid order)."""
     return dict(zip(methods, sns.color_palette(PALETTE, n_colors=max(len(methods), 3))))
 
+
 #: colours in the palette; past them the palette repeats, so :func:`method_lines` varies the line too
 PALETTE_SIZE = len(sns.color_palette(PALETTE))
 _LINES = (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", (0, (5, 1))))
+
 
 def method_lines(methods: list[str]) -> dict[str, dict]:
     """``ax.plot`` keywords per method: its colour, and a marker and line style that change with
@@ -138,6 +150,7 @@ def method_lines(methods: list[str]) -> dict[str, dict]:
     colors = method_colors(methods)
     return {m: {"color": colors[m], "marker": _LINES[(i // PALETTE_SIZE) % len(_LINES)][0],
                 "linestyle": _LINES[(i // PALETTE_SIZE) % len(_LINES)][1]} for i, m in enumerate(methods)}
+
 
 def method_legend(ax: plt.Axes, n_methods: int, **inside) -> None:
     """The method legend: where ``inside`` puts it while the methods fit the palette, else outside

@@ -29,7 +29,6 @@ that exposes the selected slot indices needed for the access counts.
 from __future__ import annotations
 
 import contextlib
-
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
