@@ -56,7 +56,7 @@ def clsuite_blocks(params, prepared: Path, runs_root: Path, acc: Blocks) -> floa
         assert self.fast_batches and self.amp_dtype is None
         bi, bf, af, bb, ab, bu, au, ai = (self._hooks[e] for e in fp.HOT_EVENTS)
         # the template's choice: the loss as one call when the forward callbacks leave it alone
-        direct = fp._is_default_ce(self._criterion) and all(map(fp._leaves_loss_alone, (*bf, *af)))
+        direct = fp.direct_loss(self._criterion, bf, af)
         it = iter(self.dataloader)
         while True:
             t = pc()

@@ -322,6 +322,15 @@ def _leaves_loss_alone(hook) -> bool:
     return False
 
 
+def direct_loss(criterion: object, before_forward: list, after_forward: list) -> bool:
+    """Whether the fast loop creates the loss as one call, ``F.cross_entropy(...).reshape(1)``:
+    when ``criterion`` is a default CrossEntropyLoss and nothing can touch the loss between its
+    creation and the criterion (every ``before_forward``/``after_forward`` callback is declared to
+    leave ``strategy.loss`` alone, e.g. ER's batch concatenation and the divergence guard's width
+    check). It equals ``zeros(1) + criterion()`` exactly (0 + x == x), shape and gradient included."""
+    return _is_default_ce(criterion) and all(map(_leaves_loss_alone, (*before_forward, *after_forward)))
+
+
 def _is_default_ce(criterion: object) -> bool:
     """Whether ``criterion`` is a plain ``nn.CrossEntropyLoss()`` (no weights, mean, no smoothing)."""
     return (type(criterion) is torch.nn.CrossEntropyLoss and criterion.weight is None
@@ -497,12 +506,7 @@ class ClsuiteTemplate(SupervisedTemplate):
                     hook(self, **kwargs)
             return
         multitask, unpack, device = self._multitask, not self.fast_batches, self.device
-        # the loss as one call when nothing can touch it between its creation and the criterion
-        # (every before/after_forward callback is declared to leave strategy.loss alone, e.g. ER's
-        # batch concatenation and the divergence guard's width check) and the criterion is a
-        # default CrossEntropyLoss: F.cross_entropy(...).reshape(1) equals zeros(1) + criterion()
-        # exactly (0 + x == x), shape and gradient included
-        direct = _is_default_ce(self._criterion) and all(map(_leaves_loss_alone, (*before_forward, *after_forward)))
+        direct = direct_loss(self._criterion, before_forward, after_forward)
         for self.mbatch in self.dataloader:
             if self._stop_training:
                 break

@@ -84,9 +84,11 @@ class _ForkedSaves:
 
     def _reap_one(self) -> None:
         """Wait for the oldest child (by pid: never another child of this process)."""
+        from clsuite.core.parallel import exit_status
+
         pid = next(iter(self.running))
         _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
+        if exit_status(status) != 0:
             self.failed.append(self.running[pid])
         del self.running[pid]
 
